@@ -1,0 +1,10 @@
+"""Architectures by name: `create_model("resnet18")`, `create_model("wrn-34-10", num_classes=100)`.
+
+Importing a family module registers its names, so every family is imported here.
+"""
+
+from rdist.models import mobilenetv2, preact_resnet, resnet, small, wide_resnet  # noqa: F401  (registration)
+from rdist.models.normalize import NormalizedModel
+from rdist.models.registry import create_model, list_models, register_model, register_pattern
+
+__all__ = ["NormalizedModel", "create_model", "list_models", "register_model", "register_pattern"]
