@@ -1,0 +1,147 @@
+"""Dataset registry: torchvision sets (cached downloads), scikit-learn digits, and `npz:PATH` files.
+
+Every dataset becomes uint8 NCHW images and int64 labels, moved to the compute device once, so that
+training and attacks never copy from host memory on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from rdist.errors import RdistError
+from rdist.utils import cache_dir, unknown
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor  # uint8 (N, C, H, W)
+    y_train: torch.Tensor  # int64 (N,)
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: torch.device | str) -> "Dataset":
+        moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
+        return Dataset(self.name, num_classes=self.num_classes, **moved)
+
+    def validation_split(self, size: int | float = 0.1, seed: int = 0):
+        """A deterministic (train_x, train_y, val_x, val_y) split of the training data.
+
+        The same seed always holds out the same images, so checkpoint selection on validation
+        never touches the test set.
+        """
+        n = len(self.y_train)
+        n_val = int(round(size * n)) if isinstance(size, float) else int(size)
+        if not 0 < n_val < n:
+            raise RdistError(f"validation size {size} leaves no data on one side of the split of {n} images")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(self.x_train.device)
+        val, train = order[:n_val], order[n_val:]
+        return self.x_train[train], self.y_train[train], self.x_train[val], self.y_train[val]
+
+
+def _from_numpy(name, x_train, y_train, x_test, y_test, num_classes=None) -> Dataset:
+    tensors = [torch.as_tensor(np.ascontiguousarray(a)) for a in (x_train, y_train, x_test, y_test)]
+    for images in tensors[::2]:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise RdistError(f"dataset '{name}': images must be uint8 NCHW arrays, got {images.dtype} {tuple(images.shape)}")
+    y_train, y_test = tensors[1].long(), tensors[3].long()
+    num_classes = num_classes or int(max(y_train.max(), y_test.max())) + 1
+    return Dataset(name, tensors[0], y_train, tensors[2], y_test, num_classes)
+
+
+def _digits(root: Path) -> Dataset:
+    """scikit-learn's 1797 8x8 digits, 16 grey levels scaled to 0-255; a fixed 80/20 split."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    order = np.random.default_rng(0).permutation(len(images))
+    n_test = len(images) // 5
+    test, train = order[:n_test], order[n_test:]
+    return _from_numpy("digits", images[train], digits.target[train], images[test], digits.target[test], 10)
+
+
+def _torchvision(name: str, cls_name: str, num_classes: int, split_kw: Callable[[bool], dict]):
+    def load(root: Path) -> Dataset:
+        import torchvision
+
+        folder = root / name
+        cls = getattr(torchvision.datasets, cls_name)
+        try:
+            train, test = (cls(str(folder), download=True, **split_kw(is_train)) for is_train in (True, False))
+        except Exception as exc:  # torchvision raises URLError, RuntimeError or OSError when offline
+            raise RdistError(
+                f"could not download {name} into {folder} ({type(exc).__name__}: {exc}); offline, place the "
+                f"official archive files in {folder} (or set RDIST_CACHE) and run again"
+            ) from None
+        arrays = []
+        for split in (train, test):
+            images = np.asarray(split.data)
+            if images.ndim == 4 and images.shape[-1] == 3:  # CIFAR stores NHWC
+                images = images.transpose(0, 3, 1, 2)
+            labels = np.asarray(getattr(split, "targets", None) if hasattr(split, "targets") else split.labels)
+            arrays += [images, labels]
+        return _from_numpy(name, *arrays, num_classes=num_classes)
+
+    return load
+
+
+def _npz(path: str) -> Dataset:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise RdistError(f"npz dataset file not found: {file} (give --data npz:PATH to a file with x_train/y_train/x_test/y_test)")
+    with np.load(file) as arrays:
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
+        if missing:
+            raise RdistError(f"npz dataset {file} lacks arrays {sorted(missing)}; it needs x_train, y_train, x_test, y_test (uint8 NCHW images)")
+        return _from_numpy(f"npz:{file}", *(arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")))
+
+
+DATASETS: dict[str, Callable[[Path], Dataset]] = {
+    "cifar10": _torchvision("cifar10", "CIFAR10", 10, lambda train: {"train": train}),
+    "cifar100": _torchvision("cifar100", "CIFAR100", 100, lambda train: {"train": train}),
+    "svhn": _torchvision("svhn", "SVHN", 10, lambda train: {"split": "train" if train else "test"}),
+    "digits": _digits,
+}
+
+
+# (channels, classes, image size) of each named dataset, known without loading it.
+DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    "cifar10": (3, 10, 32), "cifar100": (3, 100, 32), "svhn": (3, 10, 32), "digits": (1, 10, 8)}
+
+
+def dataset_shape(name: str) -> tuple[int, int, int]:
+    """(channels, classes, image size) of dataset `name`; an npz file is opened to find out."""
+    if name in DATASET_SHAPES:
+        return DATASET_SHAPES[name]
+    if name.startswith("npz:"):
+        data = _npz(name[4:])
+        return data.input_shape[0], data.num_classes, data.input_shape[-1]
+    raise unknown("dataset", name, list_datasets())
+
+
+def list_datasets() -> list[str]:
+    return [*DATASETS, "npz:PATH"]
+
+
+def load_dataset(name: str, root: str | Path | None = None, device: torch.device | str = "cpu") -> Dataset:
+    """Load a dataset by name (`cifar10`, `cifar100`, `svhn`, `digits`, `npz:PATH`) onto `device`."""
+    if name.startswith("npz:"):
+        dataset = _npz(name[4:])
+    elif name in DATASETS:
+        dataset = DATASETS[name](Path(root) if root else cache_dir() / "data")
+    else:
+        raise unknown("dataset", name, list_datasets())
+    return dataset.to(device)
