@@ -1,0 +1,129 @@
+"""Models on disk: one `.safetensors` file whose metadata says everything needed to rebuild and use it.
+
+Metadata layout (JSON, under the safetensors header key "rdist"):
+    format: "rdist-model", format_version: 1,
+    arch: {name, num_classes, in_channels, mean, std}   -> rdist.models.create_model(**arch)
+    input_shape: [C, H, W], dataset: "cifar10" | ...,
+    provenance: {method, teacher, epochs, eps, ...}      (when known)
+    results: {"<suite key>": {...}}                      (the last robustness reports, by suite/data/eps)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from rdist.errors import RdistError
+from rdist.utils import atomic_path
+
+FORMAT = "rdist-model"
+FORMAT_VERSION = 1
+_KEY = "rdist"
+
+
+def save_model(model: nn.Module, path: str | Path, **meta: Any) -> Path:
+    """Write `model` (built by `create_model`) and its metadata atomically to `path`.
+
+    Keyword arguments become metadata: `dataset`, `input_shape`, `provenance`, `results`, ... .
+    """
+    arch = meta.pop("arch", None) or getattr(model, "rdist_arch", None)
+    if arch is None:
+        raise RdistError("save_model needs a model made by rdist.create_model (or pass arch={...})")
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, **meta}
+    state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in model.state_dict().items()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={_KEY: json.dumps(metadata)})
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The artifact's metadata, validated; raises RdistError naming what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RdistError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_KEY)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RdistError(f"{path} is not a readable safetensors file ({exc}); is it truncated or another format? "
+                         "convert PyTorch checkpoints with `rdist teacher import`") from None
+    if raw is None:
+        raise RdistError(f"{path} is a safetensors file without rdist metadata; convert it with `rdist teacher import`")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise RdistError(f"{path}: the rdist metadata is not valid JSON; the file is corrupted") from None
+    if meta.get("format") != FORMAT:
+        raise RdistError(f"{path}: metadata format is {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise RdistError(f"{path}: metadata format version {meta.get('format_version')} is not supported by this "
+                         f"rdist (it reads version {FORMAT_VERSION}); upgrade rdist or re-export the model")
+    return meta
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild the model an artifact describes, load its weights, and return it in eval mode.
+
+    The metadata stays available as `model.rdist_meta`.
+    """
+    from rdist.models import create_model
+
+    meta = read_metadata(path)
+    model = create_model(**meta["arch"])
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise RdistError(f"{path}: cannot read the weights ({exc}); the file is truncated or corrupted") from None
+    load_weights(model, state, source=str(path))
+    model.rdist_meta = meta
+    return model.to(device).eval()
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """`load_state_dict(strict=True)` with an error that names the keys that do not fit."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                  if k in state and state[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
+            if keys:
+                parts.append(f"{label} {len(keys)}: {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}")
+        arch = getattr(model, "rdist_arch", {}).get("name", type(model).__name__)
+        raise RdistError(f"weights in {source} do not fit architecture {arch} ({'; '.join(parts)})")
+    model.load_state_dict(state)
+
+
+def update_metadata(path: str | Path, **changes: Any) -> dict[str, Any]:
+    """Merge `changes` into the metadata (dicts merged one level deep) and rewrite the file atomically."""
+    meta = read_metadata(path)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(meta.get(key), dict):
+            meta[key] = {**meta[key], **value}
+        else:
+            meta[key] = value
+    state = load_file(str(path))
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={_KEY: json.dumps(meta)})
+    return meta
+
+
+def results_key(attacks: list[str], dataset: str, eps: float, n: int) -> str:
+    """The key under which a robustness report is stored: the same attacks, data, eps and n mean the same numbers."""
+    return f"{'+'.join(attacks)}|{dataset}|{eps:.6f}|n={n}"
+
+
+def record_results(path: str | Path, report: dict[str, Any]) -> dict[str, Any]:
+    """Store a robustness report (from `rdist attack`) in the artifact's metadata, atomically."""
+    key = results_key(report["attacks"], report["dataset"], report["eps"], report["n"])
+    return update_metadata(path, results={key: report})
