@@ -1,0 +1,41 @@
+"""AKD2, adversarial knowledge distillation with two teachers (Chen et al., ICLR 2021).
+
+    xa   = argmax CE(S(xa), y)                     uniform start; BN in train mode
+    loss = ce_weight * CE(S(xa), y)
+         + natural_weight * tau^2 * KLbm(Tstd(xa)/tau || S(xa)/tau)
+         + adv_weight     * tau^2 * KLbm(Tadv(xa)/tau || S(xa)/tau)
+
+Tadv is the robust teacher, Tstd a naturally trained one (`rdist teacher train --method natural`).
+Weights 0.3 / 0.1 / 0.6 and tau 2 are the paper's; the recipe averages weights (SWA) from epoch 55.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rdist.attacks.pgd import pgd
+from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.losses import kl_bm
+
+
+class AKD2(Method):
+    name = "akd2"
+    needs_teacher = True
+    needs_natural_teacher = True
+    bn_mode = "train"
+    defaults = {"tau": 2.0, "ce_weight": 0.3, "natural_weight": 0.1, "adv_weight": 0.6}
+    recipe = Recipe(epochs=200, milestones=(50, 150), weight_decay=5e-4, swa_start=55)
+
+    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
+        return pgd(lambda xa: F.cross_entropy(student(xa), batch.y, reduction="sum"), batch.x, eps=self.eps,
+                   step_size=self.step_size, steps=self.steps, start="uniform", generator=batch.generator)
+
+    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad():
+            robust_teacher, natural_teacher = batch.teacher(xa), batch.natural_teacher(xa)
+        adversarial = student(xa)
+        return (self.ce_weight * F.cross_entropy(adversarial, batch.y)
+                + self.natural_weight * self.tau ** 2 * kl_bm(natural_teacher, adversarial, self.tau)
+                + self.adv_weight * self.tau ** 2 * kl_bm(robust_teacher, adversarial, self.tau))

@@ -1,0 +1,42 @@
+"""ARD, adversarially robust distillation (Goldblum et al., AAAI 2020).
+
+    xa   = argmax CE(S(xa), y)                     uniform start; BN in TRAIN mode (as the official code)
+    loss = alpha * tau^2 * kl_scale * KLbm(T(x)/tau || S(xa)/tau) + (1 - alpha) * CE(S(x), y)
+
+Paper preset alpha 1, tau 30, kl_scale 1/C. The official code reduces its KL by element mean
+(KLbm / C); C is known only from the logits, so the default `kl_scale=None` means 1/C.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rdist.attacks.pgd import pgd
+from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.losses import kl_bm
+
+
+class ARD(Method):
+    name = "ard"
+    needs_teacher = True
+    supports_igdm = True
+    bn_mode = "train"
+    defaults = {"alpha": 1.0, "tau": 30.0, "kl_scale": None}
+    recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
+
+    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
+        return pgd(lambda xa: F.cross_entropy(student(xa), batch.y, reduction="sum"), batch.x, eps=self.eps,
+                   step_size=self.step_size, steps=self.steps, start="uniform", generator=batch.generator)
+
+    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad():
+            teacher = batch.teacher(batch.x)
+        adversarial = student(xa)
+        # S(x) runs even when alpha = 1 (weight 0): in train mode it feeds clean statistics into the
+        # BN running averages, exactly as the official code's forward does.
+        clean = student(batch.x)
+        kl_scale = self.kl_scale if self.kl_scale is not None else 1.0 / adversarial.shape[1]
+        return (self.alpha * self.tau ** 2 * kl_scale * kl_bm(teacher, adversarial, self.tau)
+                + (1 - self.alpha) * F.cross_entropy(clean, batch.y))

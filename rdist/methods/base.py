@@ -1,0 +1,76 @@
+"""What every training method is: an inner attack (`perturb`) and an outer loss (`loss`).
+
+The engine calls, for each batch:
+    student.train(method.bn_mode == "train"); xa = method.perturb(student, batch)
+    student.train();                            loss = method.loss(student, batch, xa)
+and knows nothing else about the method. Hyper-parameters are fields of `defaults` (the paper's values);
+`recipe` is the paper's full training recipe, applied by `--recipe paper`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from rdist.errors import RdistError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A paper's training recipe: SGD(momentum 0.9) with lr x0.1 at each milestone epoch."""
+
+    epochs: int
+    milestones: tuple[int, ...]
+    weight_decay: float
+    lr: float = 0.1
+    batch_size: int = 128
+    swa_start: int | None = None  # epoch from which weights are averaged (AKD2)
+
+
+@dataclass
+class Batch:
+    """One training batch and what a method may need to know about where training stands."""
+
+    x: torch.Tensor  # clean inputs in [0, 1]
+    y: torch.Tensor
+    epoch: int  # 1-based epoch now running
+    epochs: int  # total epochs E of the run
+    teacher: nn.Module | None = None  # frozen, eval mode
+    natural_teacher: nn.Module | None = None  # frozen, eval mode (AKD2, IAD-II)
+    generator: torch.Generator | None = None  # random starts of the inner attack
+
+
+class Method:
+    name: ClassVar[str]
+    kind: ClassVar[str] = "distill"  # "teacher" for methods that train without a teacher
+    bn_mode: ClassVar[str] = "eval"  # student BN mode while the inner attack runs
+    needs_teacher: ClassVar[bool] = False
+    needs_natural_teacher: ClassVar[bool] = False
+    supports_igdm: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, float]] = {}
+    recipe: ClassVar[Recipe]
+
+    def __init__(self, *, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10, **hparams: float):
+        unknown = set(hparams) - set(self.defaults)
+        if unknown:
+            raise RdistError(f"method {self.name} has no hyper-parameter(s) {sorted(unknown)}; "
+                             f"it takes {sorted(self.defaults) or 'none'}")
+        self.eps, self.step_size, self.steps = eps, step_size, steps
+        self.hparams = {**self.defaults, **{k: float(v) for k, v in hparams.items() if v is not None}}
+        for key, value in self.hparams.items():
+            setattr(self, key, value)
+
+    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor | None:
+        """The inner maximisation; None for methods that train on clean inputs only."""
+        return None
+
+    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Everything that defines this run's method, for provenance and for refusing a mismatched resume."""
+        return {"method": self.name, "eps": self.eps, "step_size": self.step_size, "steps": self.steps,
+                **self.hparams}

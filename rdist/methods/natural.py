@@ -1,0 +1,26 @@
+"""Natural training: plain cross-entropy on clean inputs, no inner attack.
+
+    loss = CE(S(x), y)
+
+Trains the naturally trained teacher `Tstd` that AKD2 and IAD-II need.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rdist.methods.base import Batch, Method, Recipe
+
+
+class Natural(Method):
+    name = "natural"
+    kind = "teacher"
+    # No attack runs, so the spec gives no BN mode; "train" spares the engine a pointless mode switch.
+    bn_mode = "train"
+    defaults = {}
+    recipe = Recipe(epochs=100, milestones=(75, 90), weight_decay=5e-4)
+
+    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
+        return F.cross_entropy(student(batch.x), batch.y)

@@ -1,0 +1,142 @@
+"""Shared fixtures for the method tests: tiny seeded models, a fixed batch, and `reference`, the spec's math
+written a second time (float64, explicit exp/log) so that tests never check rdist's KL helper against itself."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from rdist.methods.base import Batch
+
+NUM_CLASSES = 5
+INPUT_SHAPE = (2, 3, 3)
+BATCH_SIZE = 8
+
+
+def seeded_(model: nn.Module, seed: int) -> nn.Module:
+    """Overwrite every parameter with N(0, 1) draws from `seed`: logits of a few units, so softmaxes are far
+    from uniform and every loss term is of substance."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+def linear_model(seed: int) -> nn.Module:
+    return seeded_(nn.Sequential(nn.Flatten(), nn.Linear(2 * 3 * 3, NUM_CLASSES)), seed)
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    """A teacher as the engine hands it over: eval mode, no parameter gradients."""
+    return model.eval().requires_grad_(False)
+
+
+@pytest.fixture
+def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed batch: x in [0, 1] (some pixels near the box edges), labels covering every class."""
+    generator = torch.Generator().manual_seed(1234)
+    x = torch.rand((BATCH_SIZE, *INPUT_SHAPE), generator=generator)
+    y = torch.arange(BATCH_SIZE) % NUM_CLASSES
+    return x, y
+
+
+@pytest.fixture
+def student() -> nn.Module:
+    return linear_model(seed=0)
+
+
+@pytest.fixture
+def bn_student() -> nn.Module:
+    """A student with batch norm, for the methods whose attack runs with BN in train mode."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 3 * 3, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                          nn.Linear(16, NUM_CLASSES))
+    return seeded_(model, seed=3)
+
+
+@pytest.fixture
+def teacher() -> nn.Module:
+    return frozen(linear_model(seed=1))
+
+
+@pytest.fixture
+def natural_teacher() -> nn.Module:
+    return frozen(linear_model(seed=2))
+
+
+@pytest.fixture
+def make_batch(inputs, teacher, natural_teacher):
+    """Batch factory: `make_batch(seed=0, epoch=1, epochs=10)`; the seed drives the attack's random start."""
+
+    def make(seed: int = 0, epoch: int = 1, epochs: int = 10) -> Batch:
+        x, y = inputs
+        return Batch(x=x, y=y, epoch=epoch, epochs=epochs, teacher=teacher, natural_teacher=natural_teacher,
+                     generator=torch.Generator().manual_seed(seed))
+
+    return make
+
+
+@pytest.fixture
+def float64_copy():
+    """`float64_copy(model)`: the same model in float64 for reference computations; the original keeps its
+    own parameters and gradients."""
+    return lambda model: copy.deepcopy(model).double()
+
+
+class Reference:
+    """The spec's definitions on float64 logits, by a different code path from rdist.methods.losses."""
+
+    @staticmethod
+    def log_softmax(logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+        z = logits.double() / tau
+        z = z - z.max(dim=1, keepdim=True).values
+        return z - torch.log(torch.exp(z).sum(dim=1, keepdim=True))
+
+    @classmethod
+    def softmax(cls, logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+        return torch.exp(cls.log_softmax(logits, tau))
+
+    @classmethod
+    def kl(cls, target_logits: torch.Tensor, input_logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+        """KL(p(target/tau) || p(input/tau)) per example: sum_c P_c (log P_c - log Q_c)."""
+        log_p, log_q = cls.log_softmax(target_logits, tau), cls.log_softmax(input_logits, tau)
+        return (torch.exp(log_p) * (log_p - log_q)).sum(dim=1)
+
+    @classmethod
+    def kl_bm(cls, target_logits: torch.Tensor, input_logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+        return cls.kl(target_logits, input_logits, tau).mean()
+
+    @classmethod
+    def ce(cls, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy: -log p_y."""
+        return -cls.log_softmax(logits)[torch.arange(len(y)), y].mean()
+
+
+@pytest.fixture
+def reference() -> type[Reference]:
+    return Reference
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float = 1e-5) -> None:
+    torch.testing.assert_close(actual.double(), expected.double(), rtol=tol, atol=tol)
+
+
+@pytest.fixture
+def close():
+    """`close(actual, expected)`: same numbers to 1e-5."""
+    return assert_close
+
+
+@pytest.fixture
+def check_in_ball():
+    """`check_in_ball(xa, x, eps)`: the adversarial batch lies in the L-inf eps-ball around x and in [0, 1]."""
+
+    def check(xa: torch.Tensor, x: torch.Tensor, eps: float) -> None:
+        assert xa.shape == x.shape
+        assert (xa - x).abs().amax().item() <= eps + 1e-6
+        assert xa.min().item() >= 0 and xa.max().item() <= 1
+
+    return check

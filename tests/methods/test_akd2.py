@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from rdist.methods.akd2 import AKD2
+from rdist.methods.base import Recipe
+
+EPS = 8 / 255
+
+
+@pytest.mark.parametrize("hparams", [{}, {"tau": 3.0, "ce_weight": 0.5, "natural_weight": 0.2, "adv_weight": 0.3}])
+def test_loss_distils_both_teachers_at_the_adversarial_input(student, teacher, natural_teacher, make_batch,
+                                                             reference, close, float64_copy, hparams):
+    method = AKD2(**hparams)
+    tau = method.tau
+    batch = make_batch()
+    xa64 = (batch.x - 0.03).clamp(0, 1).double()
+    s = float64_copy(student)(xa64)
+    expected = (method.ce_weight * reference.ce(s, batch.y)
+                + method.natural_weight * tau ** 2 * reference.kl_bm(float64_copy(natural_teacher)(xa64), s, tau)
+                + method.adv_weight * tau ** 2 * reference.kl_bm(float64_copy(teacher)(xa64), s, tau))
+    close(method.loss(student, batch, xa64.float()), expected)
+
+
+def test_attack_increases_cross_entropy_with_bn_in_train_mode(bn_student, make_batch, reference, check_in_ball):
+    batch = make_batch()
+    bn_student.train(AKD2.bn_mode == "train")
+    xa = AKD2().perturb(bn_student, batch)
+    check_in_ball(xa, batch.x, EPS)
+    with torch.no_grad():
+        assert reference.ce(bn_student(xa), batch.y) > reference.ce(bn_student(batch.x), batch.y) + 0.05
+
+
+def test_attack_starts_uniformly_in_the_ball(student, make_batch, check_in_ball):
+    batch = make_batch()
+    start = AKD2(steps=0).perturb(student, batch)
+    check_in_ball(start, batch.x, EPS)
+    assert (start - batch.x).abs().amax() > EPS / 2
+
+
+def test_flags_defaults_and_recipe():
+    assert AKD2.name == "akd2" and AKD2.kind == "distill" and AKD2.bn_mode == "train"
+    assert AKD2.needs_teacher and AKD2.needs_natural_teacher and not AKD2.supports_igdm
+    assert AKD2.defaults == {"tau": 2.0, "ce_weight": 0.3, "natural_weight": 0.1, "adv_weight": 0.6}
+    assert AKD2.recipe == Recipe(epochs=200, milestones=(50, 150), weight_decay=5e-4, swa_start=55)

@@ -1,0 +1,77 @@
+import pytest
+import torch
+from torch import nn
+
+from rdist.methods.base import Batch, Recipe
+from rdist.methods.mart import MART
+
+EPS = 8 / 255
+
+
+def reference_loss(reference, model, batch, xa, beta):
+    """The spec's MART loss; y' picked the official way: of the two most likely classes, the one that is not y."""
+    y, rows = batch.y, torch.arange(len(batch.y))
+    clean, adversarial = model(batch.x.double()), model(xa.double())
+    adv_probs = reference.softmax(adversarial)
+    top_two = adv_probs.argsort(dim=1)[:, -2:]
+    wrong = torch.where(top_two[:, -1] == y, top_two[:, -2], top_two[:, -1])
+    boosted_ce = reference.ce(adversarial, y) - torch.log(1.0001 - adv_probs[rows, wrong]).mean()
+    clean_true_prob = reference.softmax(clean)[rows, y]
+    return boosted_ce + beta * (reference.kl(clean, adversarial) * (1 - clean_true_prob)).mean()
+
+
+@pytest.mark.parametrize("beta", [6.0, 5.0])  # 6 for WRN, 5 for ResNet-18
+def test_loss_matches_the_spec_value_and_gradient(student, make_batch, reference, close, float64_copy, beta):
+    batch = make_batch()
+    xa = (batch.x + 0.03).clamp(0, 1)
+    expected_model = float64_copy(student)
+    expected = reference_loss(reference, expected_model, batch, xa, beta)
+    loss = MART(beta=beta).loss(student, batch, xa)
+    close(loss, expected)
+    # Gradients through S(x) in the KL target and in the weight 1 - p_y, as the official code.
+    loss.backward()
+    expected.backward()
+    for ours, theirs in zip(student.parameters(), expected_model.parameters()):
+        close(ours.grad, theirs.grad)
+
+
+class FixedLogits(nn.Module):
+    """Returns the same logits whatever the input, so the loss sees exactly these numbers."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = nn.Parameter(logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits
+
+
+def test_wrong_class_term_uses_the_most_likely_wrong_class(reference, close):
+    # Class 0 is right in both rows; the most likely wrong class is 1 in row 0 and 2 in row 1.
+    logits = torch.tensor([[0.0, 3.0, 1.0], [4.0, -1.0, 2.0]])
+    x, y = torch.zeros(2, 1), torch.zeros(2, dtype=torch.long)
+    batch = Batch(x=x, y=y, epoch=1, epochs=1)
+    probs = reference.softmax(logits)
+    expected = reference.ce(logits, y) - (torch.log(1.0001 - probs[0, 1]) + torch.log(1.0001 - probs[1, 2])) / 2
+    close(MART().loss(FixedLogits(logits), batch, x), expected)  # xa == x: the KL term is 0
+
+
+def test_attack_increases_cross_entropy_inside_the_ball(student, make_batch, reference, check_in_ball):
+    batch = make_batch()
+    xa = MART().perturb(student, batch)
+    check_in_ball(xa, batch.x, EPS)
+    with torch.no_grad():
+        assert reference.ce(student(xa), batch.y) > reference.ce(student(batch.x), batch.y) + 0.05
+
+
+def test_attack_starts_at_x_plus_small_gaussian_noise(student, make_batch):
+    batch = make_batch()
+    distance = (MART(steps=0).perturb(student, batch) - batch.x).abs().amax()
+    assert 0 < distance < 0.01
+
+
+def test_flags_defaults_and_recipe():
+    assert MART.name == "mart" and MART.kind == "teacher" and MART.bn_mode == "eval"
+    assert not (MART.needs_teacher or MART.needs_natural_teacher or MART.supports_igdm)
+    assert MART.defaults == {"beta": 6.0}
+    assert MART.recipe == Recipe(epochs=100, milestones=(75, 90), weight_decay=2e-4)

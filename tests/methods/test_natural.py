@@ -1,0 +1,19 @@
+from rdist.methods.base import Recipe
+from rdist.methods.natural import Natural
+
+
+def test_loss_is_cross_entropy_on_clean_inputs(student, make_batch, reference, close, float64_copy):
+    batch = make_batch()
+    expected = reference.ce(float64_copy(student)(batch.x.double()), batch.y)
+    close(Natural().loss(student, batch, None), expected)
+
+
+def test_trains_without_an_attack(student, make_batch):
+    assert Natural().perturb(student, make_batch()) is None
+
+
+def test_flags_defaults_and_recipe():
+    assert Natural.name == "natural" and Natural.kind == "teacher"
+    assert not (Natural.needs_teacher or Natural.needs_natural_teacher or Natural.supports_igdm)
+    assert Natural.defaults == {}
+    assert Natural.recipe == Recipe(epochs=100, milestones=(75, 90), weight_decay=5e-4)

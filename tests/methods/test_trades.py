@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from rdist.methods.base import Recipe
+from rdist.methods.trades import TRADES
+
+EPS = 8 / 255
+
+
+def reference_loss(reference, model, batch, xa, beta, detach_clean=False):
+    clean, adversarial = model(batch.x.double()), model(xa.double())
+    target = clean.detach() if detach_clean else clean
+    return reference.ce(clean, batch.y) + beta * reference.kl_bm(target, adversarial)
+
+
+@pytest.mark.parametrize("beta", [6.0, 1.0])
+def test_loss_is_clean_ce_plus_beta_kl(student, make_batch, reference, close, float64_copy, beta):
+    batch = make_batch()
+    xa = (batch.x - 0.03).clamp(0, 1)
+    expected = reference_loss(reference, float64_copy(student), batch, xa, beta)
+    close(TRADES(beta=beta).loss(student, batch, xa), expected)
+
+
+def test_clean_prediction_is_not_detached_in_the_kl(student, make_batch, reference, close, float64_copy):
+    batch = make_batch()
+    xa = (batch.x - 0.03).clamp(0, 1)
+    TRADES().loss(student, batch, xa).backward()
+    grads = {"attached": float64_copy(student), "detached": float64_copy(student)}
+    for detach, model in zip((False, True), grads.values()):
+        reference_loss(reference, model, batch, xa, 6.0, detach_clean=detach).backward()
+    for ours, attached, detached in zip(student.parameters(), grads["attached"].parameters(),
+                                        grads["detached"].parameters()):
+        close(ours.grad, attached.grad)
+        assert (attached.grad - detached.grad).abs().max() > 1e-3  # the two readings are distinguishable
+
+
+def test_attack_increases_kl_from_the_clean_prediction(student, make_batch, reference, check_in_ball):
+    batch = make_batch()
+    start = TRADES(steps=0).perturb(student, batch)
+    xa = TRADES().perturb(student, batch)
+    check_in_ball(xa, batch.x, EPS)
+    with torch.no_grad():
+        clean = student(batch.x)
+        assert reference.kl(clean, student(xa)).sum() > 100 * reference.kl(clean, student(start)).sum()
+        assert reference.kl(clean, student(xa)).sum() > 0.05
+
+
+def test_attack_starts_at_x_plus_small_gaussian_noise(student, make_batch):
+    batch = make_batch()
+    distance = (TRADES(steps=0).perturb(student, batch) - batch.x).abs().amax()
+    assert 0 < distance < 0.01  # 0.001 N(0, 1), not U(-eps, eps)
+
+
+def test_flags_defaults_and_recipe():
+    assert TRADES.name == "trades" and TRADES.kind == "teacher" and TRADES.bn_mode == "eval"
+    assert not (TRADES.needs_teacher or TRADES.needs_natural_teacher or TRADES.supports_igdm)
+    assert TRADES.defaults == {"beta": 6.0}
+    assert TRADES.recipe == Recipe(epochs=100, milestones=(75, 90), weight_decay=2e-4)
