@@ -1,0 +1,67 @@
+"""The one projected-gradient core. Every PGD-style attack, and every method's inner maximisation,
+calls `pgd` with its own objective, start and step; BN mode is the caller's choice."""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+
+from rdist.attacks.base import Attack
+
+Start = Literal["zero", "uniform", "normal"]
+
+
+def random_start(x: torch.Tensor, eps: float, start: Start, generator: torch.Generator | None) -> torch.Tensor:
+    """The first iterate: x itself, U(-eps, eps) around it (Madry), or x + 0.001 N(0, 1) (TRADES)."""
+    if start == "zero":
+        return x.clone()
+    if start == "uniform":
+        noise = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+    elif start == "normal":
+        noise = 0.001 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    else:
+        raise ValueError(f"unknown PGD start {start!r}")
+    return project(x + noise, x, eps)
+
+
+def project(xa: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.min(torch.max(xa, x - eps), x + eps).clamp_(0, 1)
+
+
+def pgd(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, eps: float, step_size: float,
+        steps: int, start: Start = "uniform", generator: torch.Generator | None = None) -> torch.Tensor:
+    """Maximise `objective(xa)` (a scalar, summed over the batch so each example gets its own gradient)
+    with signed-gradient steps, projected to the L-inf eps-ball around x and to [0, 1]."""
+    x = x.detach()
+    xa = random_start(x, eps, start, generator)
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        # autograd.grad, not backward: the model's parameter gradients stay untouched.
+        (grad,) = torch.autograd.grad(objective(xa), xa)
+        xa = project(xa.detach() + step_size * grad.sign(), x, eps)
+    return xa.detach()
+
+
+class PGD(Attack):
+    """Madry's PGD on cross-entropy with a uniform random start."""
+
+    def __init__(self, model, eps: float, *, steps: int = 20, step_size: float = 2 / 255, start: Start = "uniform",
+                 generator: torch.Generator | None = None):
+        super().__init__(model, eps, generator)
+        self.steps, self.step_size, self.start = steps, step_size, start
+
+    def objective(self, xa: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.model(xa), y, reduction="sum")
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return pgd(lambda xa: self.objective(xa, y), x, eps=self.eps, step_size=self.step_size, steps=self.steps,
+                   start=self.start, generator=self.generator)
+
+
+class FGSM(PGD):
+    """One signed-gradient step of size eps on cross-entropy, no random start."""
+
+    def __init__(self, model, eps: float, generator: torch.Generator | None = None):
+        super().__init__(model, eps, steps=1, step_size=eps, start="zero", generator=generator)
