@@ -1,0 +1,61 @@
+"""IAD-I (Zhu et al., ICLR 2022): ARD whose student learns to distrust the teacher where the teacher is wrong.
+
+Inner attack as ARD: maximise CE(S(xa), y) from a uniform start, student BN in train mode.
+Outer loss, in KLbm units (the official code's `(1/B) * sum`, so kl_scale 1 reproduces it):
+    warm-up (epochs 1..warmup_epoch):  KLbm(T(x) || S(xa))                       (ARD with a=1, tau=1)
+    after:                             KLbm(T(x) || S(xa)) + mean_i[(1 - w_i) KL_i(S(x) || S(xa))]
+with the trust weight w_i = p(T(xa_i))[y_i] ** beta. The teacher term is not weighted by w (paper footnote
+and code agree), and S(x) is a live target: the gradient flows through both sides of the introspection term.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rdist.attacks.pgd import pgd
+from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.losses import kl_bm, kl_per_sample
+
+
+def trust_weight(teacher_adv_logits: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    """w_i = p(T(xa_i))[y_i] ** beta, shape (B,): how much the teacher deserves trust on example i.
+
+    A constant of the loss: it carries no gradient, whatever the logits it is given.
+    """
+    p_true = F.softmax(teacher_adv_logits.detach().float(), dim=1).gather(1, y[:, None]).squeeze(1)
+    return p_true.pow(beta)
+
+
+def warming_up(batch: Batch, warmup_epoch: float) -> bool:
+    """Whether the run is still in its plain-distillation warm-up (w = 1).
+
+    The official scripts count epochs from 0 and introspect `if epoch >= begin`; with rdist's 1-based
+    `batch.epoch` that is `batch.epoch > warmup_epoch`, so the first `warmup_epoch` epochs are warm-up.
+    """
+    return batch.epoch <= warmup_epoch
+
+
+class IADI(Method):
+    name = "iad-i"
+    bn_mode = "train"
+    needs_teacher = True
+    defaults = {"beta": 0.1, "warmup_epoch": 60.0, "kl_scale": 1.0}
+    recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
+
+    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
+        return pgd(lambda xa: F.cross_entropy(student(xa), batch.y, reduction="sum"), batch.x, eps=self.eps,
+                   step_size=self.step_size, steps=self.steps, start="uniform", generator=batch.generator)
+
+    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_clean = batch.teacher(batch.x)
+        student_adv = student(xa)
+        distill = kl_bm(teacher_clean, student_adv)
+        if warming_up(batch, self.warmup_epoch):
+            return self.kl_scale * distill
+        with torch.no_grad():
+            w = trust_weight(batch.teacher(xa), batch.y, self.beta)
+        introspect = ((1 - w) * kl_per_sample(student(batch.x), student_adv)).mean()
+        return self.kl_scale * (distill + introspect)

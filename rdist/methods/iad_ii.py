@@ -1,0 +1,50 @@
+"""IAD-II (Zhu et al., ICLR 2022): IAD with a second, naturally trained teacher Tstd beside the robust Tadv.
+
+Inner attack as ARD: maximise CE(S(xa), y) from a uniform start, student BN in train mode.
+Outer loss (KL terms in KLbm units, the official `(1/B) * sum`; temperature 1 as in the official runs):
+    warm-up (epochs 1..warmup_epoch):
+        0.25 CE(S(xa), y) + 0.5 KLbm(Tadv(xa) || S(xa)) + 0.25 KLbm(Tstd(xa) || S(xa))
+    after: the 0.5 term becomes
+        mean_i[ w_i KL_i(Tadv(xa) || S(xa)) + (1 - w_i) KL_i(S(x) || S(xa)) ],  w_i = p(Tadv(xa_i))[y_i] ** beta
+`kl_scale` multiplies the KL terms only. S(x) is a live target, as in IAD-I.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rdist.attacks.pgd import pgd
+from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.iad_i import trust_weight, warming_up
+from rdist.methods.losses import kl_bm, kl_per_sample
+
+CE_WEIGHT, ADV_TEACHER_WEIGHT, STD_TEACHER_WEIGHT = 0.25, 0.5, 0.25
+
+
+class IADII(Method):
+    name = "iad-ii"
+    bn_mode = "train"
+    needs_teacher = True
+    needs_natural_teacher = True
+    defaults = {"beta": 0.1, "warmup_epoch": 40.0, "kl_scale": 1.0}
+    recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
+
+    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
+        return pgd(lambda xa: F.cross_entropy(student(xa), batch.y, reduction="sum"), batch.x, eps=self.eps,
+                   step_size=self.step_size, steps=self.steps, start="uniform", generator=batch.generator)
+
+    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            adv_teacher, std_teacher = batch.teacher(xa), batch.natural_teacher(xa)
+        student_adv = student(xa)
+        if warming_up(batch, self.warmup_epoch):
+            adv_term = kl_bm(adv_teacher, student_adv)
+        else:
+            w = trust_weight(adv_teacher, batch.y, self.beta)
+            adv_term = (w * kl_per_sample(adv_teacher, student_adv)
+                        + (1 - w) * kl_per_sample(student(batch.x), student_adv)).mean()
+        std_term = kl_bm(std_teacher, student_adv)
+        return (CE_WEIGHT * F.cross_entropy(student_adv, batch.y)
+                + self.kl_scale * (ADV_TEACHER_WEIGHT * adv_term + STD_TEACHER_WEIGHT * std_term))

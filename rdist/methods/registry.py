@@ -1,0 +1,57 @@
+"""Method names to classes. Adding a method: one file in rdist/methods and one line here."""
+
+from __future__ import annotations
+
+from rdist.errors import RdistError
+from rdist.methods.adaad import AdaAD
+from rdist.methods.akd2 import AKD2
+from rdist.methods.ard import ARD
+from rdist.methods.base import Method
+from rdist.methods.iad_i import IADI
+from rdist.methods.iad_ii import IADII
+from rdist.methods.igdm import IGDM
+from rdist.methods.kd import KD
+from rdist.methods.mart import MART
+from rdist.methods.natural import Natural
+from rdist.methods.rslad import RSLAD
+from rdist.methods.sat import SAT
+from rdist.methods.trades import TRADES
+from rdist.utils import unknown
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
+    Natural, SAT, TRADES, MART,  # teacher training
+    KD, ARD, AKD2, IADI, IADII, RSLAD, AdaAD,  # distillation
+)}
+IGDM_SUFFIX = "+igdm"
+IGDM_HPARAMS = ("igdm_alpha", "igdm_beta", "igdm_gamma")
+
+
+def list_methods(kind: str | None = None) -> list[str]:
+    """Method names, optionally only those of `kind` ("teacher" or "distill"), with the +igdm compositions."""
+    names = [n for n, cls in METHODS.items() if kind is None or cls.kind == kind]
+    return names + [f"{n}{IGDM_SUFFIX}" for n in names if METHODS[n].supports_igdm]
+
+
+def method_class(name: str) -> type[Method]:
+    base = name.removesuffix(IGDM_SUFFIX)
+    if base not in METHODS:
+        raise unknown("method", name, list_methods())
+    return METHODS[base]
+
+
+def create_method(name: str, **hparams) -> Method:
+    """Build method `name` (e.g. "rslad", "rslad+igdm"); unset (None) hyper-parameters keep the paper's values.
+
+    Shared attack settings (eps, step_size, steps) go to the base method; igdm_* to the IGDM term.
+    """
+    cls = method_class(name)
+    hparams = {k: v for k, v in hparams.items() if v is not None}
+    igdm = {k: hparams.pop(k) for k in IGDM_HPARAMS if k in hparams}
+    if not name.endswith(IGDM_SUFFIX):
+        if igdm:
+            raise RdistError(f"{sorted(igdm)} only apply to +igdm methods; use --method {name}{IGDM_SUFFIX}")
+        return cls(**hparams)
+    if not cls.supports_igdm:
+        raise RdistError(f"+igdm does not work on {cls.name}; it composes with "
+                         f"{', '.join(n for n, c in METHODS.items() if c.supports_igdm)}")
+    return IGDM(cls(**hparams), **igdm)

@@ -1,0 +1,70 @@
+import pytest
+import torch
+from torch import nn
+
+from rdist.methods.adaad import AdaAD
+from rdist.methods.base import Recipe
+
+EPS = 8 / 255
+
+
+class Flat(nn.Module):
+    """A student whose logits do not move with its input (zero input gradient): any change the attack makes
+    to xa must then come through the teacher."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.logits = nn.Parameter(torch.randn(num_classes, generator=torch.Generator().manual_seed(4)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+def reference_loss(reference, student, teacher, batch, xa, alpha, kl_scale):
+    adversarial = reference.kl_bm(teacher(xa.double()), student(xa.double()))
+    clean = reference.kl_bm(teacher(batch.x.double()), student(batch.x.double()))
+    return kl_scale * (alpha * adversarial + (1 - alpha) * clean)
+
+
+@pytest.mark.parametrize(("alpha", "kl_scale"), [(1.0, 0.1), (1.0, 1.0), (0.7, 0.1)])
+def test_loss_matches_the_spec(student, teacher, make_batch, reference, close, float64_copy, alpha, kl_scale):
+    batch = make_batch()
+    xa = (batch.x + 0.1).clamp(0, 1)
+    expected = reference_loss(reference, float64_copy(student), float64_copy(teacher), batch, xa, alpha, kl_scale)
+    close(AdaAD(alpha=alpha, kl_scale=kl_scale).loss(student, batch, xa), expected)
+
+
+def test_loss_gives_the_teacher_no_gradient(student, teacher, make_batch):
+    teacher.requires_grad_(True)
+    batch = make_batch()
+    AdaAD(alpha=0.5).loss(student, batch, (batch.x + 0.1).clamp(0, 1)).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+def test_attack_increases_the_teacher_student_disagreement_at_xa(student, make_batch, reference, check_in_ball):
+    start = AdaAD(steps=0).perturb(student, make_batch(seed=5))
+    xa = AdaAD().perturb(student, make_batch(seed=5))
+    batch = make_batch()
+    check_in_ball(xa, batch.x, EPS)
+    assert 0 < (start - batch.x).abs().amax() < 0.01  # x + 0.001 N(0, 1)
+    with torch.no_grad():
+        at_xa = reference.kl(batch.teacher(xa), student(xa)).sum()
+        assert at_xa > reference.kl(batch.teacher(start), student(start)).sum() + 0.05
+
+
+def test_attack_gradient_flows_through_the_teacher(make_batch, check_in_ball):
+    batch = make_batch()
+    flat = Flat(num_classes=batch.teacher(batch.x).shape[1])
+    start = AdaAD(steps=0).perturb(flat, make_batch())
+    xa = AdaAD().perturb(flat, make_batch())
+    check_in_ball(xa, batch.x, EPS)
+    # with the teacher held fixed the gradient would be zero and xa would stay at its start
+    assert (xa - start).abs().amax() > 0.5 * EPS
+
+
+def test_flags_defaults_and_recipe():
+    assert AdaAD.name == "adaad" and AdaAD.kind == "distill" and AdaAD.bn_mode == "eval"
+    assert AdaAD.needs_teacher and not AdaAD.needs_natural_teacher and AdaAD.supports_igdm
+    assert AdaAD.defaults == {"alpha": 1.0, "kl_scale": 0.1}
+    assert AdaAD.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=5e-4)

@@ -1,0 +1,108 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rdist.methods.base import Recipe
+from rdist.methods.iad_i import IADI, trust_weight, warming_up
+
+EPS = 8 / 255
+
+
+def perturbed(x: torch.Tensor, size: float = 0.25) -> torch.Tensor:
+    """A fixed stand-in for xa: a signed step in a seeded direction, large enough that S(x) and S(xa) differ
+    well beyond rounding (the loss is defined for any xa)."""
+    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(7)).sign()
+    return (x + size * direction).clamp(0, 1)
+
+
+def reference_weights(reference, teacher_adv_logits, y, beta):
+    """w_i = p(T(xa_i))[y_i] ** beta, one example at a time."""
+    p = reference.softmax(teacher_adv_logits)
+    return torch.stack([p[i, int(y[i])] ** beta for i in range(len(y))])
+
+
+def reference_loss(reference, student, teacher, batch, xa, *, beta=0.1, kl_scale=1.0, warm, detach_clean=False):
+    student_adv = student(xa.double())
+    loss = reference.kl_bm(teacher(batch.x.double()), student_adv)
+    if not warm:
+        w = reference_weights(reference, teacher(xa.double()), batch.y, beta)
+        clean = student(batch.x.double())
+        clean = clean.detach() if detach_clean else clean
+        loss = loss + ((1 - w) * reference.kl(clean, student_adv)).mean()
+    return kl_scale * loss
+
+
+@pytest.mark.parametrize("epoch", [1, 60])
+def test_warm_up_loss_is_ard_at_unit_temperature(bn_student, teacher, make_batch, reference, close, float64_copy,
+                                                 epoch):
+    batch = make_batch(epoch=epoch, epochs=200)
+    xa = perturbed(batch.x)
+    expected = reference_loss(reference, float64_copy(bn_student), float64_copy(teacher), batch, xa, warm=True)
+    close(IADI().loss(bn_student, batch, xa), expected)
+
+
+@pytest.mark.parametrize(("epoch", "beta", "kl_scale"), [(61, 0.1, 1.0), (200, 0.5, 0.3)])
+def test_after_warm_up_distrusts_the_teacher_where_it_is_wrong(bn_student, teacher, make_batch, reference, close,
+                                                               float64_copy, epoch, beta, kl_scale):
+    batch = make_batch(epoch=epoch, epochs=200)
+    xa = perturbed(batch.x)
+    student64, teacher64 = float64_copy(bn_student), float64_copy(teacher)
+    expected = reference_loss(reference, student64, teacher64, batch, xa, beta=beta, kl_scale=kl_scale, warm=False)
+    close(IADI(beta=beta, kl_scale=kl_scale).loss(bn_student, batch, xa), expected)
+    warm = reference_loss(reference, student64, teacher64, batch, xa, beta=beta, kl_scale=kl_scale, warm=True)
+    assert (expected - warm).abs() > 1e-2  # the introspection term is of substance here
+
+
+def test_warm_up_boundary_follows_the_official_zero_based_count(make_batch):
+    # official: introspect when the 0-based epoch >= begin; rdist's epochs are 1-based
+    assert warming_up(make_batch(epoch=60), 60) and not warming_up(make_batch(epoch=61), 60)
+
+
+def test_clean_student_target_is_not_detached(bn_student, teacher, make_batch, reference, close, float64_copy):
+    batch = make_batch(epoch=100, epochs=200)
+    xa = perturbed(batch.x)
+    IADI().loss(bn_student, batch, xa).backward()
+    attached, detached = float64_copy(bn_student), float64_copy(bn_student)
+    teacher64 = float64_copy(teacher)
+    reference_loss(reference, attached, teacher64, batch, xa, warm=False).backward()
+    reference_loss(reference, detached, teacher64, batch, xa, warm=False, detach_clean=True).backward()
+    for ours, live, cut in zip(bn_student.parameters(), attached.parameters(), detached.parameters()):
+        close(ours.grad, live.grad)
+    assert max((live.grad - cut.grad).abs().max() for live, cut in
+               zip(attached.parameters(), detached.parameters())) > 1e-4  # the two readings are distinguishable
+
+
+def test_trust_weight_matches_the_formula_per_example(teacher, make_batch, reference, close):
+    batch = make_batch()
+    logits = teacher(perturbed(batch.x)).requires_grad_(True)
+    for beta in (0.1, 1.0):
+        w = trust_weight(logits, batch.y, beta)
+        assert w.shape == batch.y.shape and not w.requires_grad
+        close(w, reference_weights(reference, logits.detach(), batch.y, beta))
+    assert 0 < w.min() and w.max() <= 1
+
+
+def test_trust_weight_is_one_where_the_teacher_is_sure_and_right():
+    y = torch.tensor([0, 2])
+    logits = 100 * F.one_hot(y, 3).float()
+    torch.testing.assert_close(trust_weight(logits, y, 0.1), torch.ones(2))
+    assert trust_weight(logits, torch.tensor([1, 0]), 0.1).max() < 1e-3
+
+
+def test_attack_is_ard_pgd_on_cross_entropy_from_a_uniform_start(bn_student, make_batch, reference, check_in_ball):
+    method = IADI()
+    bn_student.train(method.bn_mode == "train")
+    start = IADI(steps=0).perturb(bn_student, make_batch(seed=3))
+    xa = method.perturb(bn_student, make_batch(seed=3))
+    batch = make_batch()
+    check_in_ball(xa, batch.x, EPS)
+    assert (start - batch.x).abs().amax() > 0.5 * EPS  # U(-eps, eps), not 0.001 N(0, 1)
+    with torch.no_grad():
+        assert reference.ce(bn_student(xa), batch.y) > reference.ce(bn_student(start), batch.y) + 0.1
+
+
+def test_flags_defaults_and_recipe():
+    assert IADI.name == "iad-i" and IADI.kind == "distill" and IADI.bn_mode == "train"
+    assert IADI.needs_teacher and not IADI.needs_natural_teacher and not IADI.supports_igdm
+    assert IADI.defaults == {"beta": 0.1, "warmup_epoch": 60, "kl_scale": 1.0}
+    assert IADI.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)

@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from rdist.methods.base import Recipe
+from rdist.methods.iad_ii import IADII
+
+EPS = 8 / 255
+
+
+def perturbed(x: torch.Tensor, size: float = 0.25) -> torch.Tensor:
+    """A fixed stand-in for xa, far enough from x that every term of the loss is of substance."""
+    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(7)).sign()
+    return (x + size * direction).clamp(0, 1)
+
+
+def reference_loss(reference, student, adv_teacher, std_teacher, batch, xa, *, beta=0.1, kl_scale=1.0, warm):
+    student_adv, adv_logits = student(xa.double()), adv_teacher(xa.double())
+    if warm:
+        adv_term = reference.kl_bm(adv_logits, student_adv)
+    else:
+        p = reference.softmax(adv_logits)
+        w = torch.stack([p[i, int(batch.y[i])] ** beta for i in range(len(batch.y))])
+        adv_term = (w * reference.kl(adv_logits, student_adv)
+                    + (1 - w) * reference.kl(student(batch.x.double()), student_adv)).mean()
+    std_term = reference.kl_bm(std_teacher(xa.double()), student_adv)
+    return 0.25 * reference.ce(student_adv, batch.y) + kl_scale * (0.5 * adv_term + 0.25 * std_term)
+
+
+@pytest.mark.parametrize(("epoch", "warm"), [(1, True), (40, True), (41, False), (200, False)])
+@pytest.mark.parametrize(("beta", "kl_scale"), [(0.1, 1.0), (0.5, 2.0)])
+def test_loss_matches_the_spec_before_and_after_warm_up(bn_student, teacher, natural_teacher, make_batch, reference,
+                                                        close, float64_copy, epoch, warm, beta, kl_scale):
+    batch = make_batch(epoch=epoch, epochs=200)
+    xa = perturbed(batch.x)
+    models = [float64_copy(m) for m in (bn_student, teacher, natural_teacher)]
+    expected = reference_loss(reference, *models, batch, xa, beta=beta, kl_scale=kl_scale, warm=warm)
+    close(IADII(beta=beta, kl_scale=kl_scale).loss(bn_student, batch, xa), expected)
+    other_phase = reference_loss(reference, *models, batch, xa, beta=beta, kl_scale=kl_scale, warm=not warm)
+    assert (expected - other_phase).abs() > 1e-2  # the two phases are distinguishable on this batch
+
+
+def test_gradient_reaches_the_student_through_its_clean_target(bn_student, teacher, natural_teacher, make_batch,
+                                                               reference, close, float64_copy):
+    batch = make_batch(epoch=100, epochs=200)
+    xa = perturbed(batch.x)
+    IADII().loss(bn_student, batch, xa).backward()
+    student64 = float64_copy(bn_student)
+    reference_loss(reference, student64, float64_copy(teacher), float64_copy(natural_teacher), batch, xa,
+                   warm=False).backward()
+    for ours, expected in zip(bn_student.parameters(), student64.parameters()):
+        close(ours.grad, expected.grad)
+
+
+def test_attack_is_ard_pgd_on_cross_entropy_from_a_uniform_start(bn_student, make_batch, reference, check_in_ball):
+    method = IADII()
+    bn_student.train(method.bn_mode == "train")
+    start = IADII(steps=0).perturb(bn_student, make_batch(seed=3))
+    xa = method.perturb(bn_student, make_batch(seed=3))
+    batch = make_batch()
+    check_in_ball(xa, batch.x, EPS)
+    assert (start - batch.x).abs().amax() > 0.5 * EPS
+    with torch.no_grad():
+        assert reference.ce(bn_student(xa), batch.y) > reference.ce(bn_student(start), batch.y) + 0.1
+
+
+def test_flags_defaults_and_recipe():
+    assert IADII.name == "iad-ii" and IADII.kind == "distill" and IADII.bn_mode == "train"
+    assert IADII.needs_teacher and IADII.needs_natural_teacher and not IADII.supports_igdm
+    assert IADII.defaults == {"beta": 0.1, "warmup_epoch": 40, "kl_scale": 1.0}
+    assert IADII.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)

@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from rdist.errors import RdistError
+from rdist.methods.adaad import AdaAD
+from rdist.methods.base import Recipe
+from rdist.methods.iad_i import IADI
+from rdist.methods.igdm import IGDM
+from rdist.methods.rslad import RSLAD
+
+
+def base_reference(reference, name, student, teacher, batch, xa):
+    """The base losses at their defaults, written from the spec."""
+    if name == "rslad":
+        soft_labels = teacher(batch.x.double())
+        return 0.1 * (5 / 6 * reference.kl_bm(soft_labels, student(xa.double()))
+                      + 1 / 6 * reference.kl_bm(soft_labels, student(batch.x.double())))
+    return 0.1 * reference.kl_bm(teacher(xa.double()), student(xa.double()))
+
+
+def igdm_reference(reference, student, teacher, batch, xa, alpha, beta, gamma):
+    x, d = batch.x.double(), (xa - batch.x).double()
+    teacher_slope = teacher(x + beta * d) - teacher(x - gamma * d)
+    student_slope = student(x + beta * d) - student(x - gamma * d)
+    return alpha * (batch.epoch / batch.epochs) * reference.kl_bm(teacher_slope, student_slope)
+
+
+BASES = {"rslad": RSLAD, "adaad": AdaAD}
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+@pytest.mark.parametrize(("alpha", "beta", "gamma"), [(20.0, 1.0, 1.0), (5.0, 0.5, 2.0)])
+def test_loss_adds_the_ramped_slope_matching_term(student, teacher, make_batch, reference, close, float64_copy, base,
+                                                  alpha, beta, gamma):
+    batch = make_batch(epoch=3, epochs=10)
+    xa = (batch.x + 0.1).clamp(0, 1)
+    student64, teacher64 = float64_copy(student), float64_copy(teacher)
+    term = igdm_reference(reference, student64, teacher64, batch, xa, alpha, beta, gamma)
+    expected = base_reference(reference, base, student64, teacher64, batch, xa) + term
+    method = IGDM(BASES[base](), igdm_alpha=alpha, igdm_beta=beta, igdm_gamma=gamma)
+    close(method.loss(student, batch, xa), expected)
+    assert term > 1e-2  # the term is of substance on this batch
+
+
+def test_ramp_is_zero_at_epoch_zero_and_full_at_the_last(student, make_batch, close):
+    start, end = make_batch(epoch=0, epochs=10), make_batch(epoch=10, epochs=10)
+    xa = (start.x + 0.1).clamp(0, 1)
+    method = IGDM(RSLAD())
+    close(method.loss(student, start, xa), RSLAD().loss(student, start, xa))
+    assert method.loss(student, end, xa) > RSLAD().loss(student, end, xa) + 0.1
+
+
+def test_teacher_gets_no_gradient(student, teacher, make_batch):
+    teacher.requires_grad_(True)
+    batch = make_batch(epoch=5, epochs=10)
+    IGDM(AdaAD()).loss(student, batch, (batch.x + 0.1).clamp(0, 1)).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in student.parameters())
+
+
+@pytest.mark.parametrize("base", sorted(BASES))
+def test_attack_bn_mode_and_flags_are_the_base_methods(student, make_batch, base):
+    inner = BASES[base](steps=3)
+    method = IGDM(inner)
+    torch.testing.assert_close(method.perturb(student, make_batch(seed=9)), inner.perturb(student, make_batch(seed=9)))
+    assert method.name == f"{base}+igdm" and method.kind == "distill"
+    assert method.bn_mode == inner.bn_mode and method.needs_teacher and not method.needs_natural_teacher
+    assert (method.eps, method.step_size, method.steps) == (inner.eps, inner.step_size, inner.steps)
+    assert method.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
+
+
+def test_config_holds_base_and_igdm_hyper_parameters():
+    config = IGDM(AdaAD(kl_scale=1.0), igdm_alpha=10, igdm_gamma=None).config()
+    assert config["method"] == "adaad+igdm" and config["kl_scale"] == 1.0 and config["alpha"] == 1.0
+    assert (config["igdm_alpha"], config["igdm_beta"], config["igdm_gamma"]) == (10.0, 1.0, 1.0)
+
+
+def test_refuses_a_base_without_igdm_support():
+    with pytest.raises(RdistError, match=r"\+igdm works on ard, rslad, adaad; not on iad-i"):
+        IGDM(IADI())

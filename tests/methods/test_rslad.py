@@ -1,0 +1,77 @@
+import pytest
+import torch
+from torch import nn
+
+from rdist.methods.base import Batch, Recipe
+from rdist.methods.rslad import RSLAD
+
+EPS = 8 / 255
+
+
+class Recording(nn.Module):
+    """Wraps a teacher and keeps every input it is shown."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.seen = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return self.model(x)
+
+
+def reference_loss(reference, student, teacher, batch, xa, kl_scale):
+    soft_labels = teacher(batch.x.double())
+    return kl_scale * (5 / 6 * reference.kl_bm(soft_labels, student(xa.double()))
+                       + 1 / 6 * reference.kl_bm(soft_labels, student(batch.x.double())))
+
+
+@pytest.mark.parametrize("kl_scale", [0.1, 1.0])
+def test_loss_distils_clean_soft_labels_on_adversarial_and_clean_inputs(student, teacher, make_batch, reference,
+                                                                        close, float64_copy, kl_scale):
+    batch = make_batch()
+    xa = (batch.x - 0.1).clamp(0, 1)
+    expected = reference_loss(reference, float64_copy(student), float64_copy(teacher), batch, xa, kl_scale)
+    close(RSLAD(kl_scale=kl_scale).loss(student, batch, xa), expected)
+
+
+def test_gradient_reaches_the_student_only(student, teacher, make_batch, reference, close, float64_copy):
+    teacher.requires_grad_(True)  # a teacher that could take gradients shows the loss gives it none
+    batch = make_batch()
+    xa = (batch.x - 0.1).clamp(0, 1)
+    RSLAD().loss(student, batch, xa).backward()
+    student64 = float64_copy(student)
+    reference_loss(reference, student64, float64_copy(teacher), batch, xa, 0.1).backward()
+    for ours, expected in zip(student.parameters(), student64.parameters()):
+        close(ours.grad, expected.grad)
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_attack_increases_kl_from_the_clean_soft_labels(student, make_batch, reference, check_in_ball):
+    start = RSLAD(steps=0).perturb(student, make_batch(seed=5))
+    xa = RSLAD().perturb(student, make_batch(seed=5))
+    batch = make_batch()
+    check_in_ball(xa, batch.x, EPS)
+    assert 0 < (start - batch.x).abs().amax() < 0.01  # x + 0.001 N(0, 1)
+    with torch.no_grad():
+        soft_labels = batch.teacher(batch.x)
+        assert reference.kl(soft_labels, student(xa)).sum() > reference.kl(soft_labels, student(start)).sum() + 0.05
+
+
+def test_teacher_sees_the_clean_batch_once_for_attack_and_loss(student, teacher, inputs):
+    x, y = inputs
+    recording = Recording(teacher)
+    batch = Batch(x=x, y=y, epoch=1, epochs=10, teacher=recording, generator=torch.Generator().manual_seed(0))
+    method = RSLAD()
+    xa = method.perturb(student, batch)
+    method.loss(student, batch, xa)
+    assert len(recording.seen) == 1 and torch.equal(recording.seen[0], x)
+    method.loss(student, Batch(x=x.flip(0), y=y, epoch=1, epochs=10, teacher=recording), xa)
+    assert len(recording.seen) == 2  # a new batch gets its own soft labels
+
+
+def test_flags_defaults_and_recipe():
+    assert RSLAD.name == "rslad" and RSLAD.kind == "distill" and RSLAD.bn_mode == "eval"
+    assert RSLAD.needs_teacher and not RSLAD.needs_natural_teacher and RSLAD.supports_igdm
+    assert RSLAD.defaults == {"kl_scale": 0.1}
+    assert RSLAD.recipe == Recipe(epochs=300, milestones=(215, 260, 285), weight_decay=2e-4)
