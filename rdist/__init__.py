@@ -1,0 +1,20 @@
+"""rdist: adversarial robustness distillation, from robust teachers to small robust students.
+
+The whole Python API a user needs:
+    create_model("mobilenetv2", num_classes=10)      build an architecture
+    load_model("student.safetensors")                a ready nn.Module in eval mode
+    save_model(model, "out.safetensors", **meta)     a self-describing artifact
+    load_dataset("cifar10")                           uint8 tensors on the device
+    evaluate(model, x, y, ["clean", "pgd20"])         robustness under attacks
+"""
+
+from rdist.artifact import load_model, read_metadata, save_model
+from rdist.attacks import evaluate
+from rdist.data import load_dataset
+from rdist.errors import RdistError
+from rdist.models import create_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = ["RdistError", "create_model", "evaluate", "list_models", "load_dataset", "load_model", "read_metadata",
+           "save_model"]

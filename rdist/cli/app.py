@@ -1,0 +1,26 @@
+"""The `rdist` command: a thin Typer layer over the library. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from rdist.cli import attack, compare, distill, quickstart, teacher, zoo
+
+app = typer.Typer(
+    name="rdist",
+    help="Adversarial robustness distillation: turn a robust teacher into a small robust student, "
+    "and measure robustness honestly.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(teacher.app, name="teacher")
+app.command("distill")(distill.distill)
+app.command("attack")(attack.attack)
+app.command("compare")(compare.compare)
+app.add_typer(zoo.app, name="zoo")
+app.command("quickstart")(quickstart.quickstart)
+
+
+def main() -> None:
+    app()

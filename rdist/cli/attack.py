@@ -1,0 +1,92 @@
+"""`rdist attack`: an honest robustness report for one model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from rdist.cli.common import console, print_json, progress_bar, user_errors
+from rdist.utils import format_eps
+
+SUITE_HELP = "named suite: quick (clean,fgsm,pgd20), standard (+cw,aa), autoattack, papers, full (+pgd20-trades,square)"
+
+
+@user_errors
+def attack(
+    model: str = typer.Argument(..., help="an rdist .safetensors artifact, or zoo:NAME"),
+    suite: str = typer.Option("standard", "--suite", "-s", help=SUITE_HELP),
+    attacks: str = typer.Option(None, "--attacks", "-a", help="comma-separated attacks instead of a suite, e.g. "
+                                "clean,pgd20,cw,aa:apgd-ce+apgd-t; `rdist attack --list` shows them all"),
+    eps: str = typer.Option("8/255", "--eps", help="L-inf budget in [0,1] pixel units: 8/255 or 0.031"),
+    data: str = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
+                             "[default: the dataset recorded in the model]"),
+    n: int = typer.Option(1000, "--n", help="number of test images (the first n)"),
+    batch_size: int = typer.Option(256, "--batch-size", help="images per attack batch"),
+    surrogate: str = typer.Option(None, "--surrogate", help="model to craft transfer attacks on"),
+    seed: int = typer.Option(0, "--seed", help="seed of the random starts; the same seed gives the same numbers"),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 [default: cuda if available]"),
+    out: Path = typer.Option(None, "--out", "-o", help="also write the report as JSON to this file"),
+    record: bool = typer.Option(False, "--record", help="write the results into the model's metadata"),
+    json_out: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    list_attacks: bool = typer.Option(False, "--list", help="list the attacks and suites, then exit"),
+) -> None:
+    """Evaluate a model's accuracy under attacks (worst case over the suite), in eval mode, eps-checked.
+
+    Example: rdist attack --suite autoattack --data cifar10 --n 1000 student.safetensors
+    """
+    from rdist.report.robustness import robustness_report
+
+    if list_attacks:
+        _print_attack_list()
+        return
+    with progress_bar(quiet or json_out) as bar:
+        tasks: dict[str, int] = {}
+
+        def on_progress(name: str, done: int, total: int, note: str) -> None:
+            if bar is None:
+                return
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total, note="")
+            bar.update(tasks[name], completed=done, note=note)
+
+        report = robustness_report(model, suite=suite, attacks=attacks, eps=eps, data=data, n=n,
+                                   batch_size=batch_size, surrogate=surrogate, seed=seed, device=device,
+                                   record=record, out=out, progress=on_progress)
+    if json_out:
+        print_json(report)
+        return
+    _print_report(report)
+
+
+def _print_report(report: dict) -> None:
+    console.print(f"[bold]{report['model']}[/]  {report['dataset']}, n={report['n']}, "
+                  f"eps={format_eps(report['eps'])}, seed={report['seed']}", highlight=False)
+    table = Table()
+    table.add_column("attack")
+    table.add_column("accuracy", justify="right")
+    for name, acc in report["accuracy"].items():
+        table.add_row(name, f"{100 * acc:.2f}%")
+    table.add_row("[bold]worst case[/]", f"[bold]{100 * report['worst_case']:.2f}%[/]")
+    console.print(table)
+    if report.get("recorded"):
+        console.print(f"results recorded in {report['model']}")
+
+
+def _print_attack_list() -> None:
+    from rdist.attacks import ATTACK_HELP, SUITES
+
+    table = Table(title="attacks")
+    table.add_column("name")
+    table.add_column("what it does")
+    for name, text in ATTACK_HELP.items():
+        table.add_row(name, text)
+    console.print(table)
+    suites = Table(title="suites")
+    suites.add_column("suite")
+    suites.add_column("attacks")
+    for name, names in SUITES.items():
+        suites.add_row(name, ", ".join(names))
+    console.print(suites)

@@ -1,0 +1,1 @@
+"""Reports built on the lower layers: robustness reports, comparisons, profiles and plots."""

@@ -1,0 +1,61 @@
+"""Convert a foreign PyTorch checkpoint into an rdist artifact without ever unpickling code."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from rdist.artifact import load_weights, read_metadata, save_model
+from rdist.data import dataset_shape
+from rdist.errors import RdistError
+from rdist.models import create_model
+
+# Prefixes that wrappers add to every key: DataParallel/DDP ("module."), torch.compile ("_orig_mod.").
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint: a plain state dict or one under "state_dict"/"model"; wrapper prefixes stripped."""
+    path = Path(path)
+    if not path.is_file():
+        raise RdistError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RdistError(f"{path} is not a weights-only PyTorch checkpoint ({first_line}); rdist never unpickles "
+                         "code: re-save it as a state dict with torch.save(model.state_dict(), path)") from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise RdistError(f"{path} does not hold a state dict of tensors (found {type(obj).__name__})")
+    state = {}
+    for key, value in obj.items():
+        for prefix in _WRAPPER_PREFIXES:
+            key = key.removeprefix(prefix)
+        state[key] = value
+    return state
+
+
+def import_checkpoint(checkpoint: str | Path, *, arch: str, dataset: str, output: str | Path,
+                      num_classes: int | None = None, in_channels: int | None = None,
+                      mean: list[float] | None = None, std: list[float] | None = None,
+                      provenance: dict | None = None) -> dict:
+    """Write `output` holding the checkpoint's weights in architecture `arch`; returns the metadata."""
+    channels, classes, size = dataset_shape(dataset)
+    num_classes, in_channels = num_classes or classes, in_channels or channels
+    model = create_model(arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std)
+    state = read_state_dict(checkpoint)
+    if arch.startswith("wrn-"):
+        from rdist.models.wide_resnet import drop_unused_keys
+        state = drop_unused_keys(state)
+    target = model.model if (mean is not None or std is not None) else model
+    load_weights(target, state, source=str(checkpoint))
+    save_model(model, output, dataset=dataset, input_shape=[in_channels, size, size],
+               provenance={"imported_from": Path(checkpoint).name, **(provenance or {})}, results={})
+    return read_metadata(output)

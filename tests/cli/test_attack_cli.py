@@ -1,0 +1,177 @@
+"""`rdist attack` and `rdist teacher import` as a user runs them: reports, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import rdist
+from rdist.artifact import read_metadata
+from rdist.cli.app import app
+from tests.helpers import CIFAR_SUBSET, requires_cifar_subset
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code != 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def pyautoattack_resnet18() -> Path:
+    examples = Path(pytest.importorskip("pyautoattack").__file__).parent / "examples" / "model_test.pt"
+    if not examples.is_file():
+        pytest.skip(f"pyautoattack ships no {examples}")
+    return examples
+
+
+def test_attack_reports_json_and_records_only_when_asked(digits_artifact, tmp_path):
+    artifact = tmp_path / "model.safetensors"
+    artifact.write_bytes(digits_artifact.read_bytes())
+    out = tmp_path / "report.json"
+    result = run("attack", artifact, "--attacks", "clean,fgsm,pgd20", "--eps", "32/255", "--n", "100",
+                 "--json", "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["n"] == 100 and report["dataset"] == "digits" and report["attacks"] == ["clean", "fgsm", "pgd20"]
+    assert report["accuracy"]["pgd20"] <= report["accuracy"]["clean"]
+    assert json.loads(out.read_text())["accuracy"] == report["accuracy"]
+    assert not read_metadata(artifact).get("results"), "results are written back only with --record"
+    recorded = run("attack", artifact, "--attacks", "clean,pgd20", "--eps", "0.125", "--n", "50", "--record",
+                   "--quiet")
+    assert recorded.exit_code == 0, recorded.output
+    assert "worst case" in recorded.output
+    (stored,) = read_metadata(artifact)["results"].values()
+    assert stored["n"] == 50 and stored["attacks"] == ["clean", "pgd20"]
+
+
+def test_attack_list_shows_attacks_and_suites():
+    result = run("attack", "--list", "unused")
+    assert result.exit_code == 0 and "pgd20-trades" in result.output and "autoattack" in result.output
+
+
+@requires_cifar_subset()
+def test_real_natural_resnet18_is_accurate_and_not_robust(pyautoattack_resnet18, tmp_path):
+    """The naturally trained ResNet-18 shipped in pyautoattack, imported and attacked on real CIFAR-10 images."""
+    artifact = tmp_path / "natural-resnet18.safetensors"
+    imported = run("teacher", "import", pyautoattack_resnet18, "--arch", "resnet18", "--dataset", "cifar10",
+                   "-o", artifact)
+    assert imported.exit_code == 0, imported.output
+    result = run("attack", artifact, "--attacks", "clean,pgd20", "--data", f"npz:{CIFAR_SUBSET}", "--n", "200",
+                 "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    accuracy = json.loads(result.output)["accuracy"]
+    assert accuracy["clean"] > 0.90
+    assert accuracy["pgd20"] == 0.0
+
+
+# --- bad input: a clear one-line error, exit code != 0, nothing written -----------------------------------
+
+
+def test_missing_model_file(tmp_path):
+    assert_one_line_error(run("attack", tmp_path / "nope.safetensors", "--quiet"), "not found")
+
+
+def test_a_file_that_is_not_safetensors(tmp_path):
+    bogus = tmp_path / "model.safetensors"
+    bogus.write_text("this is not a model")
+    assert_one_line_error(run("attack", bogus, "--quiet"), "not a readable safetensors file")
+
+
+def test_a_truncated_safetensors_file(digits_artifact, tmp_path):
+    truncated = tmp_path / "truncated.safetensors"
+    data = digits_artifact.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    assert_one_line_error(run("attack", truncated, "--quiet"), "truncated")
+
+
+def _rewrite_metadata(source: Path, target: Path, **changes) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    meta = {**read_metadata(source), **changes}
+    save_file(load_file(str(source)), str(target), metadata={"rdist": json.dumps(meta)})
+    return target
+
+
+def test_unknown_format_version(digits_artifact, tmp_path):
+    future = _rewrite_metadata(digits_artifact, tmp_path / "future.safetensors", format_version=99)
+    assert_one_line_error(run("attack", future, "--quiet"), "format version 99")
+
+
+def test_unknown_architecture_suggests_close_names(digits_artifact, tmp_path):
+    arch = {**read_metadata(digits_artifact)["arch"], "name": "smallcn"}
+    odd = _rewrite_metadata(digits_artifact, tmp_path / "odd.safetensors", arch=arch)
+    assert_one_line_error(run("attack", odd, "--quiet"), "unknown architecture 'smallcn'", "smallcnn")
+
+
+def test_weights_that_do_not_fit_name_the_keys(digits_artifact, tmp_path):
+    arch = {**read_metadata(digits_artifact)["arch"], "name": "tinycnn"}
+    wrong = _rewrite_metadata(digits_artifact, tmp_path / "wrong.safetensors", arch=arch)
+    assert_one_line_error(run("attack", wrong, "--quiet"), "do not fit architecture tinycnn", "wrong shape")
+
+
+def test_eps_given_in_pixel_levels(digits_artifact):
+    assert_one_line_error(run("attack", digits_artifact, "--eps", "8", "--quiet"), "did you mean 8/255")
+
+
+def test_dataset_with_another_class_count(tmp_path):
+    model = rdist.create_model("tinycnn", num_classes=5, in_channels=1)
+    path = rdist.save_model(model, tmp_path / "five.safetensors", dataset="digits", input_shape=[1, 8, 8])
+    assert_one_line_error(run("attack", path, "--data", "digits", "--quiet"), "5 classes", "10")
+
+
+def test_unknown_attack(digits_artifact):
+    assert_one_line_error(run("attack", digits_artifact, "--attacks", "clean,pgd21", "--quiet"),
+                          "unknown attack 'pgd21'", "pgd20")
+
+
+@pytest.mark.parametrize("n", ["0", "-5"])
+def test_non_positive_n(digits_artifact, n):
+    assert_one_line_error(run("attack", digits_artifact, "--n", n, "--quiet"), "--n must be a positive")
+
+
+def test_import_unknown_architecture_writes_nothing(pyautoattack_resnet18, tmp_path):
+    out = tmp_path / "out.safetensors"
+    assert_one_line_error(run("teacher", "import", pyautoattack_resnet18, "--arch", "resnet19", "--dataset",
+                              "cifar10", "-o", out), "resnet18")
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_import_into_the_wrong_architecture_names_keys(pyautoattack_resnet18, tmp_path):
+    out = tmp_path / "out.safetensors"
+    assert_one_line_error(run("teacher", "import", pyautoattack_resnet18, "--arch", "preactresnet18",
+                              "--dataset", "cifar10", "-o", out), "do not fit architecture preactresnet18")
+    assert not out.exists()
+
+
+def test_import_strips_wrapper_prefixes_and_nested_state_dicts(tmp_path):
+    model = rdist.create_model("tinycnn", in_channels=1)
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 3}
+    checkpoint = tmp_path / "wrapped.pt"
+    torch.save(wrapped, checkpoint)
+    out = tmp_path / "out.safetensors"
+    result = run("teacher", "import", checkpoint, "--arch", "tinycnn", "--dataset", "digits", "-o", out)
+    assert result.exit_code == 0, result.output
+    loaded = rdist.load_model(out)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_import_refuses_pickled_code(tmp_path):
+    from fractions import Fraction
+
+    checkpoint = tmp_path / "pickled.pt"
+    torch.save({"weights": Fraction(1, 3)}, checkpoint)  # any object outside weights-only's allow-list
+    assert_one_line_error(run("teacher", "import", checkpoint, "--arch", "tinycnn", "--dataset", "digits", "-o",
+                              tmp_path / "o.safetensors"), "weights-only")
