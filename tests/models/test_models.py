@@ -96,8 +96,12 @@ def test_forward_cifar_shape(name):
     assert torch.isfinite(out).all()
 
 
-# wrn-34-10 stands in for its family through the small wrn-16-2, to keep the file fast.
-@pytest.mark.parametrize("name", [n if not n.startswith("wrn-") else "wrn-16-2" for n in list_models()])
+# The WRN families stand in through small members (wrn-16-2, dm-wrn-16-2), to keep the file fast.
+SMALL_MEMBER = {"wrn-": "wrn-16-2", "dm-wrn-": "dm-wrn-16-2"}
+
+
+@pytest.mark.parametrize("name", [next((small for prefix, small in SMALL_MEMBER.items() if n.startswith(prefix)), n)
+                                  for n in list_models()])
 def test_every_family_accepts_in_channels_and_num_classes(name):
     model = create_model(name, num_classes=7, in_channels=1)
     # 16x16 keeps the backward cheap; train mode plus a backward pass catches in-place ops that break autograd.
