@@ -1,0 +1,94 @@
+"""`rdist zoo list|pull|push`: the published students of zoo.yaml, on the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from rdist.cli.common import console, err_console, print_json, user_errors
+
+app = typer.Typer(help="Published students on the Hugging Face Hub, listed in zoo.yaml.", no_args_is_help=True)
+
+ZOO = typer.Option(None, "--zoo", help="the catalogue to read \\[default: $RDIST_ZOO, else the project's zoo.yaml]")
+
+
+@app.command("list")
+@user_errors
+def list_(
+    data: str = typer.Option(None, "--data", "-d", help="only students for this dataset, e.g. cifar10"),
+    arch: str = typer.Option(None, "--arch", help="only this student architecture, e.g. resnet18"),
+    method: str = typer.Option(None, "--method", "-m", help="only this distillation method, e.g. rslad"),
+    zoo: Path = ZOO,
+    json_out: bool = typer.Option(False, "--json", help="print the matching entries as JSON"),
+) -> None:
+    """List the published students with their measured accuracies (percent, test set)."""
+    from rich import box
+    from rich.table import Table
+
+    from rdist.zoo import load_zoo, zoo_path
+
+    entries = load_zoo(zoo)
+    chosen = [e for e in entries if data in (None, e.dataset) and arch in (None, e.arch) and method in (None, e.method)]
+    if json_out:
+        print_json([e.to_dict() for e in chosen])
+        return
+    if not entries:
+        console.print(f"{zoo_path(zoo)} lists no published students yet; publish one with `rdist zoo push`",
+                      highlight=False)
+        return
+    if not chosen:
+        console.print(f"no student in {zoo_path(zoo)} matches the filters ({len(entries)} listed)", highlight=False)
+        return
+    table = Table(title="published students: accuracy (%) measured by `rdist attack`", box=box.SIMPLE,
+                  pad_edge=False)
+    # A narrow terminal folds long names onto more lines rather than cutting them; numbers stay whole.
+    for column in ("name", "data", "arch", "method", "teacher"):
+        table.add_column(column, overflow="fold")
+    for column in ("clean", "pgd20", "aa"):
+        table.add_column(column, justify="right", no_wrap=True, min_width=5)
+    for e in chosen:
+        table.add_row(e.name, e.dataset, e.arch, e.method, e.teacher,
+                      *(f"{e.results[m]:.2f}" for m in ("clean", "pgd20", "aa")))
+    console.print(table)
+
+
+@app.command("pull")
+@user_errors
+def pull(
+    name: str = typer.Argument(..., help="a name from `rdist zoo list`"),
+    zoo: Path = ZOO,
+) -> None:
+    """Download a published student into the Hub cache, check its sha256 against zoo.yaml, print its path.
+
+    Example: rdist zoo pull NAME, then rdist attack zoo:NAME
+    """
+    from rdist.zoo import pull_model
+
+    console.print(str(pull_model(name, zoo)), highlight=False, soft_wrap=True)
+
+
+@app.command("push")
+@user_errors
+def push(
+    model: Path = typer.Argument(..., help="the student's .safetensors artifact, with results from `rdist attack "
+                                 "--record`"),
+    repo: str = typer.Option(..., "--repo", help="Hub repo id ORG/NAME (created if missing)"),
+    name: str = typer.Option(None, "--name", help="name in zoo.yaml \\[default: the repo's NAME]"),
+    method: str = typer.Option(None, "--method", help="distillation method \\[default: recorded in the artifact]"),
+    teacher: str = typer.Option(None, "--teacher", help="teacher name \\[default: recorded in the artifact]"),
+    private: bool = typer.Option(False, "--private", help="create the repo as private"),
+) -> None:
+    """Publish a student: the safetensors file, config.json and a model card with its results, in one commit.
+
+    The token comes from HF_TOKEN or `hf auth login`. Prints the zoo.yaml entry to add.
+    """
+    import yaml
+
+    from rdist.zoo.hub import push_student
+
+    entry = push_student(model, repo, name=name, method=method, teacher=teacher, private=private)
+    err_console.print(f"pushed {model} to {repo} at commit {entry.revision}; add this entry under `students:` "
+                      "in zoo.yaml:", highlight=False, soft_wrap=True)
+    sys.stdout.write(yaml.safe_dump([entry.to_dict()], sort_keys=False, width=1000))

@@ -1,0 +1,226 @@
+"""Pull a RobustBench teacher into an rdist artifact, without ever unpickling code from the internet.
+
+robustbench supplies what it is good at: the model zoo (the architecture builder and the Google
+Drive id of each model) and the cache layout `<model_dir>/<dataset>/Linf/<name>.pt`; the download
+goes through gdown, as robustbench's own does. rdist's cache dir is robustbench's `model_dir` (`$RDIST_CACHE/robustbench`), so a
+checkpoint placed there by hand, or by robustbench itself, is used without a download.
+
+The file is loaded here, not by `robustbench.utils.load_model`: that calls `torch.load` with the
+library default, a full unpickle on torch < 2.6 or with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set.
+rdist reads it with `weights_only=True`, loads it strictly into the module robustbench builds,
+copies those weights into the rdist architecture, and checks that both give the same logits
+before it writes the artifact.
+
+robustbench 1.1.1 imports `autoattack` (published on PyPI as `pyautoattack`) and `pkg_resources`
+(setuptools < 81). `import_robustbench` is the one place that makes the import work.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from rdist.artifact import load_weights, save_model
+from rdist.errors import RdistError
+from rdist.models import create_model
+from rdist.models.wide_resnet import drop_unused_keys
+from rdist.teachers.catalogue import DATASET_LABELS, TEACHERS, Catalogue, TeacherEntry, find_teacher
+from rdist.utils import cache_dir
+from rdist.zoo.catalogue import sha256_file
+
+Log = Callable[[str], None]
+
+# Prefixes RobustBench strips from checkpoint keys: DataParallel's, and the `model.` of some wrappers.
+_KEY_PREFIXES = ("module.", "model.")
+
+
+def model_dir() -> Path:
+    """robustbench's `model_dir`: where it keeps (and looks for) downloaded checkpoints."""
+    return cache_dir() / "robustbench"
+
+
+def checkpoint_path(entry: TeacherEntry) -> Path:
+    """Where robustbench expects the checkpoint; a manually downloaded file goes exactly here."""
+    return model_dir() / entry.dataset / entry.threat_model / f"{entry.name}.pt"
+
+
+def artifact_path(entry: TeacherEntry) -> Path:
+    return cache_dir() / "teachers" / entry.dataset / f"{entry.name}.safetensors"
+
+
+def import_robustbench() -> Any:
+    """`robustbench.model_zoo.models`, importable with the PyPI packages.
+
+    robustbench imports `autoattack`, which PyPI ships as `pyautoattack`: unless a real `autoattack`
+    is installed, the installed `pyautoattack` is registered under that name (with its `state`
+    module, the one submodule robustbench imports).
+    """
+    try:
+        import autoattack  # noqa: F401  (an `autoattack` installed from git takes precedence)
+    except ModuleNotFoundError:
+        try:
+            import pyautoattack
+            import pyautoattack.state
+        except ModuleNotFoundError:
+            raise RdistError("robustbench needs AutoAttack: pip install pyautoattack") from None
+        sys.modules["autoattack"] = pyautoattack
+        sys.modules["autoattack.state"] = pyautoattack.state
+    with warnings.catch_warnings():
+        # robustbench's own imports warn about pkg_resources and timm's old module paths.
+        for category in (UserWarning, DeprecationWarning, FutureWarning):
+            warnings.simplefilter("ignore", category)
+        try:
+            import robustbench.model_zoo.models as zoo
+        except ModuleNotFoundError as exc:
+            fix = "pip install 'setuptools<81'" if exc.name == "pkg_resources" else "pip install 'robustbench>=1.1.1'"
+            raise RdistError(f"cannot import robustbench ({exc}); {fix}") from None
+    return zoo
+
+
+def pull_teacher(name: str, dataset: str = "cifar10", *, catalogue: Catalogue = TEACHERS,
+                 log: Log | None = None) -> Path:
+    """The artifact of RobustBench teacher `name`: converted on first use, then reused from the cache."""
+    entry = find_teacher(name, dataset, catalogue)
+    out = artifact_path(entry)
+    if out.is_file():
+        return out
+    zoo = import_robustbench()
+    spec = _zoo_entry(zoo, entry)
+    checkpoint = _ensure_checkpoint(entry, spec["gdrive_id"], log)
+    if log:
+        log(f"converting {checkpoint} to {out}")
+    reference = spec["model"]()
+    _load_reference(reference, checkpoint, entry)
+    model = _convert(reference, entry)
+    del reference
+    save_model(model, out, dataset=entry.dataset, input_shape=[3, 32, 32],
+               provenance={"source": "robustbench", "robustbench_model": entry.name,
+                           "threat_model": entry.threat_model, "checkpoint": checkpoint.name,
+                           "checkpoint_sha256": sha256_file(checkpoint)},
+               leaderboard=entry.leaderboard(), results={})
+    return out
+
+
+def drive_url(gdrive_id: str) -> str:
+    return f"https://drive.google.com/uc?id={gdrive_id}"
+
+
+def _zoo_entry(zoo: Any, entry: TeacherEntry) -> dict:
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    models = zoo.model_dicts[BenchmarkDataset(entry.dataset)][ThreatModel(entry.threat_model)]
+    if entry.name not in models:
+        raise RdistError(f"the installed robustbench has no {entry.threat_model} {entry.dataset} model "
+                         f"'{entry.name}'; pip install -U robustbench")
+    spec = models[entry.name]
+    if not isinstance(spec.get("gdrive_id"), str):
+        raise RdistError(f"RobustBench's '{entry.name}' is not a single checkpoint; rdist pulls single models only")
+    return spec
+
+
+def _ensure_checkpoint(entry: TeacherEntry, gdrive_id: str, log: Log | None) -> Path:
+    """The checkpoint file in robustbench's cache, downloaded if absent; never an HTML page."""
+    path = checkpoint_path(entry)
+    manual = f"download {drive_url(gdrive_id)} in a browser, save it as {path}, and run the command again"
+    if path.is_file():
+        if _is_html(path):
+            path.unlink()
+            raise RdistError(f"{path} was an HTML page, not a checkpoint (a failed Google Drive download), "
+                             f"so rdist deleted it; {manual}")
+        return path
+    import gdown
+    from gdown.exceptions import FileURLRetrievalError
+
+    if log:
+        log(f"downloading {entry.name} ({DATASET_LABELS[entry.dataset]}) from Google Drive to {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Download into a private folder and move the file in only once it is checked: an interrupted
+    # or failed download leaves nothing in the cache.
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".download-") as tmp:
+        part = Path(tmp) / path.name
+        try:
+            # gdown, as robustbench's own downloader uses, minus its print of this temporary path on stdout.
+            gdown.download(id=gdrive_id, output=str(part), quiet=log is None)
+        except (OSError, FileURLRetrievalError) as exc:  # requests' errors are OSErrors
+            reason = f"{type(exc).__name__}: {_first_line(exc)}"
+            reason = reason if len(reason) <= 160 else reason[:157] + "..."
+            raise RdistError(f"cannot download the checkpoint of {entry.name} ({reason}); if this machine is "
+                             f"offline, {manual}") from None
+        if not part.is_file():
+            raise RdistError(f"the download of {entry.name} produced no file; {manual}")
+        if _is_html(part):
+            raise RdistError(f"Google Drive sent an HTML page instead of the checkpoint of {entry.name} (usually its "
+                             f"download quota or a confirmation page); nothing was saved; {manual}")
+        os.replace(part, path)
+    return path
+
+
+def _is_html(path: Path) -> bool:
+    """True for a web page: checkpoints start with a zip ('PK') or pickle header, never with '<'."""
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    head = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith(b"<") and b"html" in head
+
+
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors, read weights-only, unwrapped as robustbench does."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        raise RdistError(f"{path} is not a weights-only PyTorch checkpoint ({_first_line(exc)}); rdist never "
+                         "unpickles code; if it is a broken download, delete it and pull again") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise RdistError(f"{path} does not hold a state dict of tensors (found {type(obj).__name__}); "
+                         "delete it and pull again")
+    state = {}
+    for key, value in obj.items():
+        for prefix in _KEY_PREFIXES:
+            key = key.removeprefix(prefix)
+        state[key] = value
+    return state
+
+
+def _load_reference(reference: nn.Module, checkpoint: Path, entry: TeacherEntry) -> None:
+    state = _read_checkpoint(checkpoint)
+    try:
+        reference.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise RdistError(f"{checkpoint} does not fit RobustBench's architecture of {entry.name} "
+                         f"({_first_line(exc)}); delete it and pull again") from None
+    reference.eval()
+
+
+def _convert(reference: nn.Module, entry: TeacherEntry) -> nn.Module:
+    """The rdist model holding `reference`'s weights, checked to compute the same logits."""
+    model = create_model(entry.arch, num_classes=entry.num_classes, in_channels=3, mean=entry.mean, std=entry.std)
+    target = model.model if entry.mean is not None else model
+    state = reference.state_dict()
+    if entry.arch.startswith("wrn-"):
+        state = drop_unused_keys(state)  # TRADES-style checkpoints carry an unused `sub_block1`
+    load_weights(target, state, source=f"RobustBench's {entry.name}")
+    model.eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, got = reference(x), model(x)
+    gap = (expected - got).abs().max().item()
+    if gap > 1e-4 * (1 + expected.abs().max().item()):
+        raise RdistError(f"rdist's {entry.arch} does not reproduce RobustBench's {entry.name} (logits differ by "
+                         f"{gap:.2e}); this is a bug in rdist, please report it")
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

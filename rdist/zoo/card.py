@@ -1,0 +1,77 @@
+"""What a published student's Hub repo holds besides the weights: config.json and a model card.
+
+The card's YAML header carries the measured accuracies in the Hub's `model-index` format (built
+with huggingface_hub's own ModelCardData), so the Hub shows them and tools can read them back.
+"""
+
+from __future__ import annotations
+
+import json
+
+from rdist.zoo.catalogue import ZooEntry
+
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN", "digits": "digits (scikit-learn)"}
+# metric -> (model-index name, config); all three are accuracies in percent on the test set.
+_METRICS = {"clean": ("Clean accuracy", "clean"), "pgd20": ("PGD-20 accuracy", "pgd20"),
+            "aa": ("AutoAttack accuracy", "autoattack")}
+
+
+def config_json(entry: ZooEntry, meta: dict, eps_text: str) -> bytes:
+    """The artifact's description without the full attack reports: enough to rebuild and judge the model."""
+    config = {"library": "rdist", "name": entry.name, "format": meta["format"],
+              "format_version": meta["format_version"], "arch": meta["arch"], "dataset": entry.dataset,
+              "input_shape": meta.get("input_shape"),
+              # The teacher as the zoo names it: the artifact may record a path on the publisher's machine.
+              "provenance": {**meta.get("provenance", {}), "teacher": entry.teacher},
+              "results": {**entry.results, "eps": eps_text, "unit": "percent"}, "command": entry.command}
+    return (json.dumps(config, indent=2) + "\n").encode()
+
+
+def model_card(entry: ZooEntry, eps_text: str) -> str:
+    from huggingface_hub import EvalResult, ModelCardData
+
+    dataset = DATASET_NAMES.get(entry.dataset, entry.dataset)
+    attack = {"norm": "Linf", "eps": eps_text}
+    results = [EvalResult(task_type="image-classification", task_name="Image Classification",
+                          dataset_type=entry.dataset, dataset_name=dataset, dataset_split="test",
+                          metric_type="accuracy", metric_value=entry.results[metric], metric_name=name,
+                          metric_config=config, metric_args=None if metric == "clean" else attack)
+               for metric, (name, config) in _METRICS.items()]
+    data = ModelCardData(library_name="rdist", model_name=entry.name, eval_results=results,
+                         tags=["adversarial-robustness", "robustness-distillation", "rdist", entry.method],
+                         datasets=[entry.dataset])
+    rows = "\n".join(f"| {name} | {entry.results[metric]:.2f}% |" for metric, (name, _) in _METRICS.items())
+    return f"""---
+{data.to_yaml()}
+---
+
+# {entry.name}
+
+A {entry.arch} student for {dataset}, trained by `rdist` with the **{entry.method}** method from the
+teacher **{entry.teacher}**. Inputs are images with pixel values in [0, 1]; any normalisation is
+inside the model.
+
+## Robustness (L-inf, eps {eps_text}, test set)
+
+| metric | accuracy |
+|---|---|
+{rows}
+
+Measured with:
+
+```
+{entry.command}
+```
+
+## Use
+
+With rdist installed:
+
+```
+rdist zoo pull {entry.name}
+rdist attack zoo:{entry.name}
+```
+
+or in Python: `rdist.load_model(path)` on the downloaded `{entry.file}` (a safetensors file with
+self-describing metadata; loading it never unpickles code).
+"""

@@ -1,0 +1,127 @@
+"""Students on the Hugging Face Hub: download into the Hub cache, verified by sha256; publish with a model card.
+
+All traffic goes through huggingface_hub, so its usual settings apply: HF_ENDPOINT, HF_HUB_CACHE /
+HF_HOME, HF_HUB_OFFLINE, and the token from HF_TOKEN or `hf auth login`. The token is handed to
+huggingface_hub and never formatted into a message.
+
+huggingface_hub reads HF_ENDPOINT and HF_HUB_CACHE once, when it is imported; rdist reads them
+again at each call and passes them on, so a process that imported it early still honours them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from rdist.artifact import read_metadata
+from rdist.errors import RdistError
+from rdist.utils import format_eps
+from rdist.zoo.card import config_json, model_card
+from rdist.zoo.catalogue import FIELD_PATTERNS, METRICS, ZooEntry, sha256_file
+
+HUB_FILE = "model.safetensors"
+
+
+def pull_student(entry: ZooEntry, *, cache_dir: str | Path | None = None, endpoint: str | None = None) -> Path:
+    """The local path of `entry`'s file, downloaded if needed and checked against its sha256 before use."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        local = Path(hf_hub_download(entry.repo, entry.file, revision=entry.revision,
+                                     cache_dir=cache_dir or os.environ.get("HF_HUB_CACHE"),
+                                     endpoint=endpoint or os.environ.get("HF_ENDPOINT")))
+    except _hub_errors() as exc:
+        raise RdistError(f"cannot download zoo model '{entry.name}' ({entry.repo}, {entry.file} at "
+                         f"{entry.revision[:12]}): {_first_line(exc)}") from None
+    actual = sha256_file(local)
+    if actual != entry.sha256:
+        _remove_from_cache(local)
+        raise RdistError(f"zoo model '{entry.name}': the downloaded {entry.file} has sha256 {actual}, but zoo.yaml "
+                         f"records {entry.sha256}; rdist deleted it from the cache and will not use it")
+    return local
+
+
+def push_student(model: str | Path, repo: str, *, name: str | None = None, method: str | None = None,
+                 teacher: str | None = None, private: bool = False, endpoint: str | None = None) -> ZooEntry:
+    """Publish artifact `model` to Hub repo `repo` in one commit; returns the zoo.yaml entry that lists it."""
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+
+    model = Path(model)
+    meta = read_metadata(model)
+    name = name or repo.split("/")[-1]
+    for option, field, value in (("--repo", "repo", repo), ("--name", "name", name)):
+        pattern, meaning = FIELD_PATTERNS[field]
+        if not pattern.fullmatch(value):
+            raise RdistError(f"{option} must be {meaning}, got '{value}'")
+    report = measured_report(meta, model)
+    provenance = meta.get("provenance") or {}
+    method = method or provenance.get("method")
+    if not method:
+        raise RdistError(f"{model} records no training method; pass --method (e.g. rslad)")
+    teacher = teacher or _teacher_name(provenance.get("teacher"))
+    eps_text = format_eps(report["eps"])
+    # The revision is known only once the commit exists; the card and config do not show it.
+    entry = ZooEntry(name=name, repo=repo, file=HUB_FILE, revision="", sha256=sha256_file(model),
+                     arch=meta["arch"]["name"], dataset=meta.get("dataset") or report["dataset"], method=method,
+                     teacher=teacher, results={m: round(100 * report["accuracy"][m], 2) for m in METRICS},
+                     command=_attack_command(name, report))
+    token = get_token()
+    if not token:
+        raise RdistError("no Hugging Face token found: run `hf auth login` or set HF_TOKEN to a token with write "
+                         "access, then push again")
+    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
+    operations = [CommitOperationAdd(HUB_FILE, str(model)),
+                  CommitOperationAdd("config.json", config_json(entry, meta, eps_text)),
+                  CommitOperationAdd("README.md", model_card(entry, eps_text).encode())]
+    try:
+        api.create_repo(repo, private=private, exist_ok=True)
+        commit = api.create_commit(repo, operations, commit_message=f"Publish {name} (rdist)")
+    except _hub_errors() as exc:
+        raise RdistError(f"cannot push to {repo}: {_first_line(exc)}") from None
+    return dataclasses.replace(entry, revision=commit.oid)
+
+
+def measured_report(meta: dict, source: Path) -> dict[str, Any]:
+    """The recorded `rdist attack` report with clean, pgd20 and aa on the model's dataset, largest n first."""
+    reports = [r for r in (meta.get("results") or {}).values()
+               if isinstance(r, dict) and all(m in r.get("accuracy", {}) for m in METRICS)
+               and r.get("dataset") == meta.get("dataset", r.get("dataset"))]
+    if not reports:
+        raise RdistError(f"{source} records no measured {', '.join(METRICS)} accuracy; run `rdist attack {source} "
+                         "--suite standard --n 10000 --record` first, then push")
+    return max(reports, key=lambda r: r.get("n", 0))
+
+
+def _attack_command(name: str, report: dict) -> str:
+    return (f"rdist attack zoo:{name} --attacks {','.join(report['attacks'])} --data {report['dataset']} "
+            f"--n {report['n']} --eps {format_eps(report['eps'])} --seed {report.get('seed', 0)}")
+
+
+def _teacher_name(teacher: Any) -> str:
+    """A teacher as the zoo shows it: a name, never a path on the publisher's machine."""
+    if not teacher:
+        return "none"
+    text = str(teacher)
+    return Path(text).stem if text.endswith(".safetensors") or "/" in text.removeprefix("zoo:") else text
+
+
+def _remove_from_cache(local: Path) -> None:
+    """Delete a cached file: the snapshot link and the blob it points to."""
+    blob = local.resolve()
+    local.unlink(missing_ok=True)
+    blob.unlink(missing_ok=True)
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    from huggingface_hub.errors import EntryNotFoundError, HTTPError
+
+    # OSError covers huggingface_hub's HTTP and cache errors, HTTPError its HTTP client's transport
+    # errors, ValueError the ids it refuses.
+    return (OSError, HTTPError, EntryNotFoundError, ValueError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

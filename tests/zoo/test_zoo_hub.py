@@ -1,0 +1,164 @@
+"""`rdist zoo push|pull` and `rdist attack zoo:NAME` through huggingface_hub's real client, against the Hub
+stand-in on 127.0.0.1: verified downloads, a model card with model-index results, and a token never shown."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from rdist.artifact import read_metadata
+from rdist.cli.app import app
+from rdist.errors import RdistError
+from rdist.teachers import resolve_teacher
+from rdist.zoo import load_zoo, pull_model, resolve_model_path
+from rdist.zoo.catalogue import sha256_file
+from tests.zoo.conftest import TOKEN
+
+runner = CliRunner()
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code != 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def push(student: Path, repo: str, *extra: str):
+    result = runner.invoke(app, ["zoo", "push", str(student), "--repo", repo, *extra])
+    assert TOKEN not in result.output
+    return result
+
+
+def cached_files(hub_cache: Path) -> list[Path]:
+    return sorted(p for p in hub_cache.rglob("*") if p.is_file() or p.is_symlink()) if hub_cache.exists() else []
+
+
+def test_push_then_pull_round_trip(hub, student, tmp_path, monkeypatch):
+    result = push(student, "rdist-zoo/tinycnn-digits")
+    assert result.exit_code == 0, result.output
+    (entry,) = yaml.safe_load(result.stdout)
+    assert entry["repo"] == "rdist-zoo/tinycnn-digits" and entry["name"] == "tinycnn-digits"
+    assert entry["sha256"] == sha256_file(student) and len(entry["revision"]) == 40
+    assert (entry["arch"], entry["dataset"], entry["method"]) == ("tinycnn", "digits", "rslad")
+    assert entry["teacher"] == "smallcnn", "a local teacher path is published as a name only"
+    assert entry["results"] == {"clean": 88.12, "pgd20": 44.23, "aa": 42.01}, "the largest recorded n wins"
+    assert entry["command"] == ("rdist attack zoo:tinycnn-digits --attacks clean,fgsm,pgd20,cw,aa --data digits "
+                                "--n 360 --eps 8/255 --seed 0")
+    writes = [(method, path) for method, path, authorised in hub.state.requests if method == "POST"]
+    assert all(authorised for method, _, authorised in hub.state.requests if method == "POST"), writes
+    assert any(path.endswith("/commit/main") for _, path in writes)
+
+    # What the Hub holds, read back with huggingface_hub itself: three files, one commit, a parseable card.
+    from huggingface_hub import HfApi, ModelCard, hf_hub_download
+
+    api = HfApi(endpoint=hub.url)
+    assert api.model_info(entry["repo"]).sha == entry["revision"]
+    assert {f.path for f in api.list_repo_tree(entry["repo"], revision=entry["revision"])} >= {
+        "model.safetensors", "config.json", "README.md"}
+    card = ModelCard.load(hf_hub_download(entry["repo"], "README.md", revision=entry["revision"], endpoint=hub.url))
+    metrics = {r.metric_config: (r.metric_value, r.dataset_type, r.metric_args) for r in card.data.eval_results}
+    assert metrics == {"clean": (88.12, "digits", None), "pgd20": (44.23, "digits", {"norm": "Linf", "eps": "8/255"}),
+                       "autoattack": (42.01, "digits", {"norm": "Linf", "eps": "8/255"})}
+    config = json.loads(Path(hf_hub_download(entry["repo"], "config.json", revision=entry["revision"],
+                                             endpoint=hub.url)).read_text())
+    assert config["arch"]["name"] == "tinycnn" and config["provenance"]["teacher"] == "smallcnn"
+
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(yaml.safe_dump({"students": [entry]}, sort_keys=False))
+    (listed,) = load_zoo(zoo)
+    pulled = runner.invoke(app, ["zoo", "pull", "tinycnn-digits", "--zoo", str(zoo)])
+    assert pulled.exit_code == 0, pulled.output
+    local = Path(pulled.stdout.strip())
+    assert local.is_file() and str(local).startswith(os.environ["HF_HUB_CACHE"])
+    assert sha256_file(local) == listed.sha256 and read_metadata(local)["arch"]["name"] == "tinycnn"
+
+    monkeypatch.setenv("RDIST_ZOO", str(zoo))
+    assert resolve_model_path("zoo:tinycnn-digits") == local
+    assert resolve_model_path("plain/file.safetensors") == Path("plain/file.safetensors")
+    teacher = resolve_teacher("zoo:tinycnn-digits")
+    assert teacher.rdist_meta["dataset"] == "digits" and not any(p.requires_grad for p in teacher.parameters())
+
+    attacked = runner.invoke(app, ["attack", "zoo:tinycnn-digits", "--attacks", "clean", "--n", "40", "--json"])
+    assert attacked.exit_code == 0, attacked.output
+    report = json.loads(attacked.stdout)
+    assert report["model"] == str(local) and report["n"] == 40 and 0 <= report["accuracy"]["clean"] <= 1
+
+
+def test_a_download_whose_sha256_differs_is_deleted_and_refused(hub, write_zoo, tmp_path):
+    content = b"not the file zoo.yaml promised"
+    revision = hub.publish("someone/student", {"model.safetensors": content})
+    zoo = write_zoo([{"name": "student", "repo": "someone/student", "file": "model.safetensors", "revision": revision,
+                      "sha256": "0" * 64, "arch": "resnet18", "dataset": "cifar10", "method": "rslad",
+                      "teacher": "Zhang2019Theoretically", "results": {"clean": 80, "pgd20": 50, "aa": 45},
+                      "command": "rdist attack zoo:student"}])
+    result = runner.invoke(app, ["zoo", "pull", "student", "--zoo", str(zoo)])
+    assert_one_line_error(result, "sha256", "0" * 64, "deleted it")
+    cache = Path(os.environ["HF_HUB_CACHE"])
+    assert not [p for p in cached_files(cache) if p.name == "model.safetensors" or p.read_bytes() == content]
+    with pytest.raises(RdistError, match="will not use it"):
+        pull_model("student", zoo)  # a second try downloads again and refuses again
+
+
+def test_pull_of_a_missing_repo_or_name_fails_on_one_line(hub, write_zoo):
+    zoo = write_zoo([{"name": "ghost", "repo": "nobody/ghost", "file": "model.safetensors", "revision": "a" * 40,
+                      "sha256": "b" * 64, "arch": "resnet18", "dataset": "cifar10", "method": "rslad",
+                      "teacher": "Zhang2019Theoretically", "results": {"clean": 80, "pgd20": 50, "aa": 45},
+                      "command": "rdist attack zoo:ghost"}])
+    assert_one_line_error(runner.invoke(app, ["zoo", "pull", "ghost", "--zoo", str(zoo)]),
+                          "cannot download zoo model 'ghost'", "nobody/ghost")
+    assert_one_line_error(runner.invoke(app, ["zoo", "pull", "ghots", "--zoo", str(zoo)]),
+                          "unknown zoo model 'ghots'", "did you mean: ghost")
+
+
+def test_push_without_a_token_sends_nothing(hub, student, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN")
+    result = push(student, "rdist-zoo/tinycnn-digits")
+    assert_one_line_error(result, "no Hugging Face token", "HF_TOKEN")
+    assert not [r for r in hub.state.requests if r[0] == "POST"] and hub.state.repos == {}
+
+
+def test_push_refuses_what_is_not_a_measured_rdist_artifact(hub, student, tmp_path):
+    not_artifact = tmp_path / "weights.safetensors"
+    not_artifact.write_bytes(b"\x00" * 64)
+    assert_one_line_error(push(not_artifact, "rdist-zoo/x"), "not a readable safetensors file")
+
+    import torch
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    assert_one_line_error(push(plain, "rdist-zoo/x"), "without rdist metadata")
+
+    import rdist
+
+    unmeasured = tmp_path / "unmeasured.safetensors"
+    rdist.save_model(rdist.create_model("tinycnn", in_channels=1), unmeasured, dataset="digits",
+                     input_shape=[1, 8, 8], provenance={"method": "rslad"})
+    assert_one_line_error(push(unmeasured, "rdist-zoo/x"), "records no measured clean, pgd20, aa",
+                          "--record")
+    assert_one_line_error(push(student, "no-org-name"), "--repo must be a Hub repo id ORG/NAME")
+    assert_one_line_error(push(student, "org/ok", "--name", "two words"), "--name must be one word")
+    assert hub.state.repos == {} and not [r for r in hub.state.requests if r[0] == "POST"]
+
+
+def test_push_in_a_fresh_process_reads_the_hub_settings_from_the_environment(hub, student):
+    """The way a user runs it: huggingface_hub imported after HF_ENDPOINT is set; the token is in no output."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "HF_HUB_VERBOSITY": "debug"}
+    rdist = [sys.executable, "-c", "from rdist.cli.app import main; main()"]
+    done = subprocess.run([*rdist, "zoo", "push", str(student), "--repo", "rdist-zoo/fresh", "--name", "fresh-student",
+                           "--private"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert TOKEN not in done.stdout + done.stderr
+    (entry,) = yaml.safe_load(done.stdout)
+    assert entry["name"] == "fresh-student" and hub.state.repos["rdist-zoo/fresh"].private
+    assert hub.state.repos["rdist-zoo/fresh"].main == entry["revision"]
