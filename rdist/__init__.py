@@ -6,15 +6,17 @@ The whole Python API a user needs:
     save_model(model, "out.safetensors", **meta)     a self-describing artifact
     load_dataset("cifar10")                           uint8 tensors on the device
     evaluate(model, x, y, ["clean", "pgd20"])         robustness under attacks
+    train(TrainConfig(method="rslad", ...))           train a teacher or distil a student
 """
 
 from rdist.artifact import load_model, read_metadata, save_model
 from rdist.attacks import evaluate
 from rdist.data import load_dataset
+from rdist.engine import TrainConfig, train
 from rdist.errors import RdistError
 from rdist.models import create_model, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["RdistError", "create_model", "evaluate", "list_models", "load_dataset", "load_model", "read_metadata",
-           "save_model"]
+__all__ = ["RdistError", "TrainConfig", "create_model", "evaluate", "list_models", "load_dataset", "load_model",
+           "read_metadata", "save_model", "train"]

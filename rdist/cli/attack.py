@@ -21,7 +21,7 @@ def attack(
                                 "clean,pgd20,cw,aa:apgd-ce+apgd-t; `rdist attack --list` shows them all"),
     eps: str = typer.Option("8/255", "--eps", help="L-inf budget in [0,1] pixel units: 8/255 or 0.031"),
     data: str = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
-                             "[default: the dataset recorded in the model]"),
+                             "\\[default: the dataset recorded in the model]"),
     n: int = typer.Option(1000, "--n", help="number of test images (the first n)"),
     batch_size: int = typer.Option(256, "--batch-size", help="images per attack batch"),
     surrogate: str = typer.Option(None, "--surrogate", help="model to craft transfer attacks on"),

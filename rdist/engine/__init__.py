@@ -1,0 +1,16 @@
+"""The training engine: one loop for every method, with evaluation, artifacts, a JSONL log and exact resume.
+
+    from rdist.engine import TrainConfig, train
+    result = train(TrainConfig(method="rslad", student="resnet18", teacher="teacher.safetensors", epochs=10))
+"""
+
+from rdist.engine.callbacks import Callback, StepInfo
+from rdist.engine.checkpoint import CHECKPOINT, load_checkpoint, resume_config
+from rdist.engine.config import TrainConfig
+from rdist.engine.log import LOG, read_log
+from rdist.engine.outputs import BEST, LAST
+from rdist.engine.schedule import Schedule, resolve_schedule
+from rdist.engine.trainer import RunResult, train
+
+__all__ = ["BEST", "CHECKPOINT", "Callback", "LAST", "LOG", "RunResult", "Schedule", "StepInfo", "TrainConfig",
+           "load_checkpoint", "read_log", "resolve_schedule", "resume_config", "train"]

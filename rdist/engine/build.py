@@ -1,0 +1,132 @@
+"""Everything a run is made of, built and checked from a TrainConfig before the first step.
+
+Cheap checks come first (method, schedule, teachers wanted, architecture name, teacher shapes), so that
+bad input fails in a second rather than after a data download.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rdist.data import Dataset, dataset_shape, load_dataset
+from rdist.engine.config import TrainConfig
+from rdist.engine.distributed import Ranks, ranks_from_env
+from rdist.engine.schedule import Schedule, resolve_schedule
+from rdist.engine.step import channels_last
+from rdist.errors import RdistError
+from rdist.methods import Method, create_method
+from rdist.models import create_model
+from rdist.teachers.resolve import resolve_teacher
+from rdist.utils import default_device
+
+MIN_VAL_IMAGES = 500  # a validation split smaller than this makes PGD accuracy too noisy to select on
+
+
+@dataclass
+class Run:
+    config: TrainConfig
+    method: Method
+    schedule: Schedule
+    ranks: Ranks
+    device: torch.device
+    dataset: Dataset
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    eval_x: torch.Tensor  # the images checkpoints are selected on: validation split, or test set if asked
+    eval_y: torch.Tensor
+    student: nn.Module
+    teacher: nn.Module | None
+    natural_teacher: nn.Module | None
+    run_dir: Path
+
+    @property
+    def eval_split(self) -> str:
+        return self.config.select_on
+
+    def identity(self) -> dict[str, Any]:
+        """What must be equal for a resumed run to be the same run; stored in the checkpoint."""
+        c = self.config
+        return {"method": self.method.config(), "student": c.student, "data": c.data, "teacher": c.teacher,
+                "natural_teacher": c.natural_teacher, "schedule": self.schedule.to_dict(), "seed": c.seed,
+                "select_on": c.select_on, "val_size": c.val_size, "eval_n": len(self.eval_y)}
+
+
+def build_run(config: TrainConfig) -> Run:
+    config.validate()
+    ranks = ranks_from_env()
+    method = create_method(config.method, eps=config.eps, step_size=config.step_size, steps=config.attack_steps,
+                           **config.hparams)
+    schedule = resolve_schedule(config, method.recipe)
+    _check_teachers_wanted(method, config)
+    channels, classes, size = dataset_shape(config.data)
+    try:
+        device = default_device(config.device)
+    except RuntimeError:
+        raise RdistError(f"cannot read device '{config.device}': use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RdistError(f"--device {config.device} asks for CUDA but no CUDA GPU is visible; use --device cpu")
+    torch.manual_seed(config.seed)
+    student = create_model(config.student, num_classes=classes, in_channels=channels).to(device)
+    teacher = _load_teacher(config.teacher, "teacher", device, config.data, channels, classes, size)
+    natural_teacher = _load_teacher(config.natural_teacher, "natural teacher", device, config.data, channels,
+                                    classes, size)
+    dataset = load_dataset(config.data, device=device)
+    if config.select_on == "test":  # the papers' protocol: all training data trains, the test set selects
+        train_x, train_y, eval_x, eval_y = dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test
+    else:
+        n = len(dataset.y_train)
+        n_val = max(round(config.val_size * n), min(MIN_VAL_IMAGES, n // 5))
+        train_x, train_y, eval_x, eval_y = dataset.validation_split(n_val, seed=0)
+    eval_n = min(config.eval_n or (1000 if device.type == "cuda" else 500), len(eval_y))
+    for model in (student, teacher, natural_teacher):
+        if model is not None:
+            channels_last(model, device)
+    run_dir = Path(config.resume or config.out or default_run_dir(config))
+    return Run(config, method, schedule, ranks, device, dataset, train_x, train_y, eval_x[:eval_n], eval_y[:eval_n],
+               student, teacher, natural_teacher, run_dir)
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    data = Path(config.data[4:]).stem if config.data.startswith("npz:") else config.data
+    name = re.sub(r"[^A-Za-z0-9.+_-]+", "_", f"{config.method}-{config.student}-{data}")
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_teachers_wanted(method: Method, config: TrainConfig) -> None:
+    if method.needs_teacher and not config.teacher:
+        raise RdistError(f"{method.name} distils from a robust teacher: pass --teacher PATH (an .safetensors "
+                         "artifact from `rdist teacher train`, `rdist teacher pull` or `rdist teacher import`)")
+    if not method.needs_teacher and config.teacher:
+        raise RdistError(f"{method.name} trains without a teacher: drop --teacher")
+    if method.needs_natural_teacher and not config.natural_teacher:
+        raise RdistError(f"{method.name} needs a naturally trained teacher as well: pass --natural-teacher PATH "
+                         "(train one with `rdist teacher train --method natural`)")
+    if not method.needs_natural_teacher and config.natural_teacher:
+        raise RdistError(f"{method.name} uses no natural teacher: drop --natural-teacher "
+                         "(akd2 and iad-ii take one)")
+
+
+def _load_teacher(spec: str | None, role: str, device: torch.device, data: str, channels: int, classes: int,
+                  size: int) -> nn.Module | None:
+    """The frozen teacher `spec` names, refused when it was built for other classes or another input shape."""
+    if spec is None:
+        return None
+    teacher = resolve_teacher(spec, device, dataset=data)
+    meta = getattr(teacher, "rdist_meta", {})
+    teacher_classes = meta.get("arch", {}).get("num_classes")
+    if teacher_classes is not None and teacher_classes != classes:
+        raise RdistError(f"{role} {spec} has {teacher_classes} classes but dataset {data} has {classes}; "
+                         f"pass a {role} trained on {data} (or --data {meta.get('dataset', 'its dataset')})")
+    shape = meta.get("input_shape") or [meta.get("arch", {}).get("in_channels", channels), size, size]
+    if list(shape) != [channels, size, size]:
+        raise RdistError(f"{role} {spec} takes inputs of shape {tuple(shape)} but dataset {data} has "
+                         f"{(channels, size, size)}; pass a {role} trained on {data} "
+                         f"(or --data {meta.get('dataset', 'its dataset')})")
+    return teacher

@@ -1,0 +1,101 @@
+"""checkpoint.pt: everything a run needs to continue exactly, written atomically at the end of every epoch.
+
+It holds only tensors and plain Python values, so it loads with `torch.load(weights_only=True)`:
+model, optimiser, scheduler and SWA states, RNG states (as tensors), epoch, global step, best so far,
+the full config and the run's identity (what must match for a resume to be the same run).
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rdist.engine.config import TrainConfig
+from rdist.errors import RdistError
+from rdist.utils import atomic_path
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = "rdist-checkpoint"
+FORMAT_VERSION = 1
+
+
+def rng_state() -> dict[str, Any]:
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
+    path = run_dir / CHECKPOINT
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, tmp)
+    return path
+
+
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """The checkpoint of run directory `run_dir` on the CPU; RdistError when `run_dir` is not a run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RdistError(f"cannot resume {run_dir}: no such directory")
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise RdistError(f"cannot resume {run_dir}: it is not a run directory (no {CHECKPOINT}; a run writes one at "
+                         "the end of its first epoch); pass the --out directory of an earlier run")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RdistError(f"cannot resume {run_dir}: {CHECKPOINT} is unreadable ({first_line})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise RdistError(f"cannot resume {run_dir}: {CHECKPOINT} is not an rdist training checkpoint")
+    if state.get("format_version") != FORMAT_VERSION:
+        raise RdistError(f"cannot resume {run_dir}: checkpoint format version {state.get('format_version')} is not "
+                         f"the version {FORMAT_VERSION} this rdist writes; start a new run")
+    return state
+
+
+def resume_config(run_dir: str | Path, **given: Any) -> TrainConfig:
+    """The config of the run in `run_dir`, set to resume it; `given` values (None = not given) override it,
+    and the resume refuses them if they change what the run is."""
+    stored = TrainConfig.from_dict(load_checkpoint(run_dir)["config"])
+    if given.get("method") not in (None, stored.method):
+        raise _other_method(run_dir, stored.method, given["method"])
+    # max_steps bounds one invocation, not the run: a run stopped by it continues unless it is given again.
+    values = {**stored.to_dict(), "max_steps": None, **{k: v for k, v in given.items() if v is not None}}
+    hparams = {**stored.hparams, **{k: v for k, v in (given.get("hparams") or {}).items() if v is not None}}
+    return TrainConfig.from_dict({**values, "hparams": hparams, "resume": str(run_dir), "out": None})
+
+
+def check_same_run(run_dir: Path, stored: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse to continue a run whose identity (method config, models, data, schedule, seed) differs."""
+    stored_method, current_method = stored["method"]["method"], current["method"]["method"]
+    if stored_method != current_method:
+        raise _other_method(run_dir, stored_method, current_method)
+    differences = [f"{key} {stored_value!r} (run) vs {current_value!r} (now)"
+                   for key, stored_value, current_value in _differences(stored, current)]
+    if differences:
+        raise RdistError(f"cannot resume {run_dir}: its configuration differs: {'; '.join(differences)}; resume with "
+                         "the run's own settings (give only --resume) or start a new run")
+
+
+def _other_method(run_dir: str | Path, stored: str, current: str) -> RdistError:
+    return RdistError(f"cannot resume {run_dir}: it is a run of method {stored}, not {current}; resume it with "
+                      f"--method {stored} (or leave --method out), or start a new run")
+
+
+def _differences(stored: dict[str, Any], current: dict[str, Any], prefix: str = ""):
+    for key in sorted(set(stored) | set(current)):
+        a, b = stored.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            yield from _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            yield f"{prefix}{key}", a, b

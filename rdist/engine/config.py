@@ -1,0 +1,93 @@
+"""What a training run is: every choice the user makes, in one dataclass that the checkpoint stores."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from rdist.errors import RdistError
+
+SELECT_ON = ("val", "test")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. `None` means "the method's paper value" (hparams) or "the default" (schedule).
+
+    Without `recipe="paper"` the schedule is short-run friendly: the given `epochs`, lr 0.1, batch 128,
+    the method's weight decay, lr x0.1 at 50% and 75% of the epochs. With it, the method's paper recipe;
+    fields given explicitly still override it (a paper recipe run for fewer epochs scales its milestones).
+    """
+
+    method: str
+    student: str
+    data: str = "cifar10"
+    teacher: str | None = None  # an .safetensors artifact (resolve_teacher also takes registered names)
+    natural_teacher: str | None = None  # the naturally trained teacher of AKD2 and IAD-II
+    recipe: str | None = None  # "paper" or None
+    epochs: int | None = None
+    milestones: tuple[int, ...] | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    batch_size: int | None = None
+    swa_start: int | None = None
+    max_steps: int | None = None  # stop after this many optimiser steps in all (short runs); still saves
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    attack_steps: int = 10
+    hparams: dict[str, float | None] = field(default_factory=dict)  # alpha, beta, tau, kl_scale, igdm_alpha, ...
+    seed: int = 0
+    device: str | None = None
+    compile: bool = False
+    select_on: str = "val"  # "test" mimics the papers (it leaks; opt-in only)
+    eval_every: int = 1
+    eval_n: int | None = None  # [default: 1000 on CUDA, 500 on the CPU, at most the split's size]
+    val_size: float = 0.1  # fraction of the training data held out (at least min(500, 20%) images)
+    out: str | None = None  # the run directory [default: runs/<method>-<student>-<data>-<timestamp>]
+    resume: str | None = None  # a run directory to continue
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "milestones": list(self.milestones) if self.milestones is not None else None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("milestones") is not None:
+            values["milestones"] = tuple(values["milestones"])
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Refuse values no run can use, before anything is loaded."""
+        if self.select_on not in SELECT_ON:
+            raise RdistError(f"select_on must be one of {', '.join(SELECT_ON)}, got '{self.select_on}'")
+        positive = {"epochs": self.epochs, "max_steps": self.max_steps, "batch_size": self.batch_size,
+                    "eval_every": self.eval_every, "eval_n": self.eval_n}
+        for name, value in positive.items():
+            if value is not None and value < 1:
+                raise RdistError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if self.lr is not None and not self.lr > 0:
+            raise RdistError(f"--lr must be positive, got {self.lr}")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise RdistError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.attack_steps < 0:
+            raise RdistError(f"--steps (attack steps) must be >= 0, got {self.attack_steps}")
+        if not 0 < self.val_size < 1:
+            raise RdistError(f"val_size is a fraction of the training data in (0, 1), got {self.val_size}")
+
+    def with_absolute_paths(self) -> "TrainConfig":
+        """Teacher files, npz data and directories as absolute paths, so a resume from elsewhere finds them
+        and compares equal."""
+
+        def absolute(spec: str | None) -> str | None:
+            if spec is None or not Path(spec).expanduser().exists():
+                return spec
+            return str(Path(spec).expanduser().resolve())
+
+        data = self.data
+        if data.startswith("npz:"):
+            data = "npz:" + (absolute(data[4:]) or data[4:])
+        return replace(self, teacher=absolute(self.teacher), natural_teacher=absolute(self.natural_teacher),
+                       data=data, out=str(Path(self.out).resolve()) if self.out else None,
+                       resume=str(Path(self.resume).resolve()) if self.resume else None)

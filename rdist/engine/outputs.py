@@ -1,0 +1,52 @@
+"""best.safetensors and last.safetensors: self-describing artifacts that say how they were made and how they did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+import rdist
+from rdist.artifact import results_key, save_model
+from rdist.attacks import EvalResult
+from rdist.engine.build import Run
+from rdist.utils import format_eps
+
+BEST, LAST = "best.safetensors", "last.safetensors"
+EVAL_ATTACKS = ["clean", "pgd20"]
+SELECT_METRIC = "pgd20"
+
+
+def _arch_name(model: nn.Module | None) -> str | None:
+    return getattr(model, "rdist_meta", {}).get("arch", {}).get("name") if model is not None else None
+
+
+def eval_report(run: Run, result: EvalResult, epoch: int) -> dict[str, Any]:
+    """A robustness report in the shape `rdist attack` records, for the images checkpoints are selected on."""
+    split = run.eval_split
+    dataset = run.config.data if split == "test" else f"{run.config.data}:val"
+    return {"dataset": dataset, "split": split, "attacks": list(EVAL_ATTACKS), **result.to_dict(), "epoch": epoch}
+
+
+def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_step: int,
+                  report: dict[str, Any] | None, best_epoch: int | None) -> Path:
+    """Write `model` as run_dir/name with the run's provenance and, when evaluated, its results."""
+    c, s = run.config, run.schedule
+    provenance = {
+        "method": run.method.name, "method_config": run.method.config(),
+        "teacher": c.teacher, "teacher_arch": _arch_name(run.teacher),
+        "natural_teacher": c.natural_teacher, "natural_teacher_arch": _arch_name(run.natural_teacher),
+        "dataset": c.data, "eps": c.eps, "eps_text": format_eps(c.eps), "seed": c.seed,
+        "epochs": s.epochs, "epoch": epoch, "global_step": global_step, "recipe": c.recipe,
+        "schedule": s.to_dict(), "swa": s.swa_start is not None and epoch >= s.swa_start,
+        "selection": {"checkpoint": name.removesuffix(".safetensors"), "on": run.eval_split,
+                      "metric": SELECT_METRIC, "n": len(run.eval_y), "best_epoch": best_epoch},
+        "run_dir": str(run.run_dir), "device": str(run.device),
+        "precision": "bf16-autocast" if run.device.type == "cuda" else "fp32", "rdist_version": rdist.__version__,
+    }
+    results = {}
+    if report is not None:
+        results[results_key(report["attacks"], report["dataset"], report["eps"], report["n"])] = report
+    return save_model(model, run.run_dir / name, dataset=c.data, input_shape=list(run.dataset.input_shape),
+                      provenance=provenance, results=results)

@@ -1,0 +1,233 @@
+"""The training loop: epochs of (attack, update) steps, evaluation, artifacts, log and checkpoint.
+
+Exact resume: the data order and augmentation of epoch e depend only on (seed, e) (`Batches`), the
+attack's random starts come from a generator seeded from (seed, e) at the start of every epoch, and the
+checkpoint written at the end of an epoch holds all other state. A run resumed at an epoch boundary
+therefore repeats, on the CPU, exactly the computation of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.optim.swa_utils import AveragedModel, update_bn
+
+from rdist.attacks import evaluate
+from rdist.data import Batches
+from rdist.engine.build import Run, build_run
+from rdist.engine.callbacks import Callback, StepInfo
+from rdist.engine.checkpoint import (CHECKPOINT, check_same_run, load_checkpoint, restore_rng, rng_state,
+                                     save_checkpoint)
+from rdist.engine.config import TrainConfig
+from rdist.engine.log import LOG, EpochLog, read_log
+from rdist.engine.outputs import BEST, EVAL_ATTACKS, LAST, SELECT_METRIC, eval_report, save_artifact
+from rdist.engine.schedule import build_optimizer
+from rdist.engine.step import attack_phase, correct_counts, input_layout, update_phase
+from rdist.errors import RdistError
+from rdist.methods import Batch
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    best_path: Path | None
+    last_path: Path | None
+    epochs_done: int  # complete epochs (a run cut by max_steps may have trained part of one more)
+    global_step: int
+    best_epoch: int | None
+    best_acc: float | None  # pgd20 accuracy of best.safetensors on the selection split
+    stopped_by: str  # "epochs" or "max_steps"
+    history: list[dict[str, Any]] = field(default_factory=list)  # the log.jsonl records
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class EpochTotals:
+    """Running sums of one epoch's steps; accuracies come from `correct_counts`' subsample of each batch."""
+
+    lr: float
+    steps: int = 0
+    loss_sum: float = 0.0
+    clean: int = 0
+    robust: int | None = 0  # None for methods without an attack
+    counted: int = 0
+    images: int = 0
+
+    def add(self, loss: float, clean: int, robust: int | None, counted: int, images: int) -> None:
+        self.steps, self.loss_sum = self.steps + 1, self.loss_sum + loss
+        self.clean, self.counted, self.images = self.clean + clean, self.counted + counted, self.images + images
+        self.robust = self.robust + robust if robust is not None and self.robust is not None else None
+
+    @property
+    def clean_acc(self) -> float:
+        return self.clean / max(self.counted, 1)
+
+    @property
+    def robust_acc(self) -> float | None:
+        return self.robust / max(self.counted, 1) if self.robust is not None else None
+
+    def record(self) -> dict[str, Any]:
+        return {"lr": self.lr, "train_loss": self.loss_sum / max(self.steps, 1), "train_clean_acc": self.clean_acc,
+                "train_robust_acc": self.robust_acc}
+
+
+def train(config: TrainConfig, callback: Callback | None = None) -> RunResult:
+    """Train the run `config` describes (or continue it, with `config.resume`); returns where it wrote what."""
+    run = build_run(config.with_absolute_paths())
+    return Trainer(run, callback or Callback()).fit()
+
+
+def attack_seed(seed: int, epoch: int) -> int:
+    # Disjoint from the data seeds of Batches (seed * 1_000_003 + epoch).
+    return (1 << 40) + seed * 1_000_003 + epoch
+
+
+class Trainer:
+    def __init__(self, run: Run, callback: Callback):
+        self.run, self.callback = run, callback
+        self.config, self.schedule, self.device = run.config, run.schedule, run.device
+        self.main = run.ranks.is_main
+        self.optimizer, self.scheduler = build_optimizer(run.student, self.schedule)
+        self.swa = AveragedModel(run.student) if self.schedule.swa_start else None
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        compile_ = torch.compile if self.config.compile else (lambda module: module)
+        self.model = compile_(run.student)
+        self.teacher = compile_(run.teacher) if run.teacher is not None else None
+        self.natural_teacher = compile_(run.natural_teacher) if run.natural_teacher is not None else None
+        self.batches = Batches(run.train_x, run.train_y, self.schedule.batch_size, shuffle=True, augment=True,
+                               seed=self.config.seed)
+        self.epoch = self.global_step = 0
+        self.checkpoint_epoch = 0  # the last epoch whose checkpoint is on disk
+        self.best_epoch: int | None = None
+        self.best_acc: float | None = None
+        if self.config.resume:
+            self._restore()
+        elif (run.run_dir / CHECKPOINT).exists():
+            raise RdistError(f"{run.run_dir} already holds a run ({CHECKPOINT}); continue it with --resume "
+                             f"{run.run_dir}, or pass another --out")
+        if self.main:
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            self.log = EpochLog(run.run_dir / LOG, keep_through=self.epoch)
+
+    def _restore(self) -> None:
+        state = load_checkpoint(self.run.run_dir)
+        check_same_run(self.run.run_dir, state["identity"], self.run.identity())
+        self.run.student.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.swa is not None:
+            self.swa.load_state_dict(state["swa"])
+        restore_rng(state["rng"])
+        self.epoch = self.checkpoint_epoch = state["epoch"]
+        self.global_step = state["global_step"]
+        self.best_epoch, self.best_acc = state["best_epoch"], state["best_acc"]
+
+    def fit(self) -> RunResult:
+        self.callback.on_run_start(self.run.run_dir, self.epoch + 1, self.schedule.epochs, len(self.batches),
+                                   bool(self.config.resume))
+        for epoch in range(self.epoch + 1, self.schedule.epochs + 1):
+            if self._steps_left() == 0:
+                break
+            self._epoch(epoch)
+        return self._result("epochs" if self.epoch == self.schedule.epochs else "max_steps")
+
+    def _steps_left(self) -> int | None:
+        return None if self.config.max_steps is None else max(0, self.config.max_steps - self.global_step)
+
+    def _epoch(self, epoch: int) -> None:
+        started = time.perf_counter()
+        steps = len(self.batches) if self._steps_left() is None else min(len(self.batches), self._steps_left())
+        complete = steps == len(self.batches)
+        self.callback.on_epoch_start(epoch, self.schedule.epochs, steps)
+        totals = self._train_steps(epoch, steps)
+        train_seconds = time.perf_counter() - started
+        if complete:
+            self.scheduler.step()
+            if self.swa is not None and epoch >= self.schedule.swa_start:
+                self.swa.update_parameters(self.run.student)
+            self.epoch = epoch
+        report = None
+        if not complete or epoch % self.config.eval_every == 0 or epoch == self.schedule.epochs:
+            report = eval_report(self.run, self._evaluate(epoch), epoch)
+        if report and (self.best_acc is None or report["accuracy"][SELECT_METRIC] > self.best_acc):
+            self.best_acc, self.best_epoch = report["accuracy"][SELECT_METRIC], epoch
+            if self.main:
+                save_artifact(self.run, self._model_to_save(epoch), BEST, epoch=epoch, global_step=self.global_step,
+                              report=report, best_epoch=epoch)
+        split = self.run.eval_split
+        record = {"epoch": epoch, "partial": not complete, "global_step": self.global_step, **totals.record(),
+                  f"{split}_clean_acc": report["accuracy"]["clean"] if report else None,
+                  f"{split}_{SELECT_METRIC}_acc": report["accuracy"][SELECT_METRIC] if report else None,
+                  "eval_n": len(self.run.eval_y), "best_epoch": self.best_epoch, "swa": self._swa_active(epoch),
+                  "train_seconds": round(train_seconds, 3), "seconds": round(time.perf_counter() - started, 3),
+                  "images_per_s": round(totals.images / train_seconds, 1)}
+        if self.main:
+            self.log.write(record)
+            save_artifact(self.run, self._model_to_save(epoch), LAST, epoch=epoch, global_step=self.global_step,
+                          report=report, best_epoch=self.best_epoch)
+            if complete:  # last: a kill before this line only costs the epoch
+                self._save_checkpoint()
+        self.callback.on_epoch_end(record)
+
+    def _train_steps(self, epoch: int, steps: int) -> EpochTotals:
+        self.batches.set_epoch(epoch)
+        generator = torch.Generator(device=self.device).manual_seed(attack_seed(self.config.seed, epoch))
+        totals = EpochTotals(lr=self.optimizer.param_groups[0]["lr"])
+        for step, (x, y) in enumerate(itertools.islice(self.batches, steps), 1):
+            batch = Batch(input_layout(x), y, epoch, self.schedule.epochs, self.teacher, self.natural_teacher,
+                          generator)
+            xa = attack_phase(self.model, self.run.method, batch)
+            clean, robust, counted = correct_counts(self.model, batch, xa)
+            loss = update_phase(self.model, self.run.method, batch, xa, self.optimizer)
+            self.global_step += 1
+            if not math.isfinite(loss):
+                raise self._non_finite(loss, epoch, step, steps, totals.lr)
+            totals.add(loss, clean, robust, counted, len(y))
+            self.callback.on_step(StepInfo(epoch, self.schedule.epochs, step, steps, self.global_step, loss,
+                                           totals.loss_sum / step, totals.clean_acc, totals.robust_acc, totals.lr))
+        return totals
+
+    def _swa_active(self, epoch: int) -> bool:
+        return self.swa is not None and epoch >= self.schedule.swa_start and int(self.swa.n_averaged) > 0
+
+    def _model_to_save(self, epoch: int) -> torch.nn.Module:
+        return self.swa.module if self._swa_active(epoch) else self.run.student
+
+    def _evaluate(self, epoch: int):
+        model = self._model_to_save(epoch)
+        if model is not self.run.student:
+            # Averaged weights need BN statistics of their own: recompute them on the (unaugmented) training data.
+            update_bn(Batches(self.run.train_x, self.run.train_y, self.schedule.batch_size), self.swa)
+        return evaluate(model, self.run.eval_x, self.run.eval_y, EVAL_ATTACKS, eps=self.config.eps,
+                        seed=self.config.seed, progress=lambda name, done, total, note:
+                        self.callback.on_eval(epoch, name, done, total))
+
+    def _save_checkpoint(self) -> None:
+        save_checkpoint(self.run.run_dir, {
+            "config": self.config.to_dict(), "identity": self.run.identity(), "epoch": self.epoch,
+            "global_step": self.global_step, "model": self.run.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "swa": self.swa.state_dict() if self.swa is not None else None, "rng": rng_state(),
+            "best_epoch": self.best_epoch, "best_acc": self.best_acc})
+        self.checkpoint_epoch = self.epoch
+
+    def _non_finite(self, loss: float, epoch: int, step: int, steps: int, lr: float) -> RdistError:
+        kept = (f"the last good checkpoint (epoch {self.checkpoint_epoch}) is kept in {self.run.run_dir}"
+                if self.checkpoint_epoch else "no epoch had finished, so no checkpoint was written")
+        return RdistError(f"training loss is {loss} at step {self.global_step} (epoch {epoch}, batch {step} of "
+                          f"{steps}); training stopped and {kept}; try a lower learning rate (--lr, now {lr:g})")
+
+    def _result(self, stopped_by: str) -> RunResult:
+        run_dir = self.run.run_dir
+        best, last = (run_dir / name if (run_dir / name).is_file() else None for name in (BEST, LAST))
+        return RunResult(run_dir, best, last, self.epoch, self.global_step, self.best_epoch,
+                         self.best_acc, stopped_by, read_log(run_dir / LOG) if self.main else [])

@@ -1,0 +1,61 @@
+"""Teachers trained by the engine itself on digits (seconds), and one CPU thread for every engine test.
+
+One thread keeps the float reduction order the same in every process (the exact-resume test compares
+weights across processes) and avoids oversubscribing small shared machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from rdist.engine import TrainConfig, train
+
+
+@contextlib.contextmanager
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def robust_teacher(tmp_path_factory) -> Path:
+    """smallcnn adversarially trained with TRADES on digits: about 85% clean, 75% PGD-20 accuracy on validation."""
+    with one_thread():
+        result = train(TrainConfig(method="trades", student="smallcnn", data="digits", epochs=4, batch_size=64,
+                                   lr=0.05, attack_steps=5, eval_n=64, out=str(tmp_path_factory.mktemp("trades"))))
+    return result.best_path
+
+
+@pytest.fixture(scope="session")
+def natural_teacher(tmp_path_factory) -> Path:
+    """smallcnn trained naturally on digits, the Tstd of AKD2 and IAD-II."""
+    with one_thread():
+        result = train(TrainConfig(method="natural", student="smallcnn", data="digits", epochs=3, batch_size=64,
+                                   lr=0.05, eval_n=64, out=str(tmp_path_factory.mktemp("natural"))))
+    return result.best_path
+
+
+@pytest.fixture
+def short_run(robust_teacher):
+    """Builds the config of a distillation run of a tinycnn student on digits: a second or so per epoch."""
+
+    def config(out: Path, method: str = "rslad", **overrides) -> TrainConfig:
+        values = dict(method=method, student="tinycnn", data="digits", teacher=str(robust_teacher), epochs=2,
+                      batch_size=64, attack_steps=3, eval_n=64, out=str(out))
+        return TrainConfig(**{**values, **overrides})
+
+    return config

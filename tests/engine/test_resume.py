@@ -1,0 +1,106 @@
+"""Resume: a run killed with SIGKILL mid-epoch and resumed ends with exactly the weights of an uninterrupted run;
+resuming anything that is not the same run is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rdist.engine import CHECKPOINT, LAST, LOG, TrainConfig, load_checkpoint, read_log, resume_config, train
+from rdist.errors import RdistError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Trains `config` and SIGKILLs itself in the middle of step `kill_at`: nothing gets to clean up.
+KILLED_RUN = """
+import json, os, signal, sys
+import torch
+torch.set_num_threads(1)
+from rdist.engine import Callback, TrainConfig, train
+
+config, kill_at = TrainConfig.from_dict(json.loads(sys.argv[1])), int(sys.argv[2])
+
+class Kill(Callback):
+    def on_step(self, info):
+        if info.global_step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+train(config, Kill())
+"""
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(run_dir)
+    return {**{f"model.{k}": v for k, v in state["model"].items()},
+            **{f"swa.{k}": v for k, v in state["swa"].items()}}
+
+
+def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(short_run, natural_teacher, tmp_path):
+    # AKD2 with SWA: BN in train mode during the attack, random starts, two teachers and averaged weights.
+    def config(out: Path) -> TrainConfig:
+        return short_run(out, method="akd2", natural_teacher=str(natural_teacher), epochs=3, swa_start=2)
+
+    uninterrupted = train(config(tmp_path / "whole"))
+    steps_per_epoch = uninterrupted.global_step // 3
+
+    killed = config(tmp_path / "killed").with_absolute_paths()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.run([sys.executable, "-c", KILLED_RUN, json.dumps(killed.to_dict()),
+                              str(2 * steps_per_epoch + 5)], env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    assert load_checkpoint(tmp_path / "killed")["epoch"] == 2
+
+    resumed = train(resume_config(tmp_path / "killed"))
+
+    assert resumed.global_step == uninterrupted.global_step and resumed.epochs_done == 3
+    whole, after_kill = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
+    assert whole.keys() == after_kill.keys()
+    for key, value in whole.items():
+        assert torch.equal(value, after_kill[key]), key
+    last_whole, last_resumed = load_file(str(tmp_path / "whole" / LAST)), load_file(str(tmp_path / "killed" / LAST))
+    assert all(torch.equal(v, last_resumed[k]) for k, v in last_whole.items())
+    assert [r["epoch"] for r in read_log(tmp_path / "killed" / LOG)] == [1, 2, 3]
+
+
+def test_resume_after_max_steps_drops_the_partial_epoch_from_the_log(short_run, tmp_path):
+    train(short_run(tmp_path, epochs=2, max_steps=18 + 4))
+    assert [(r["epoch"], r["partial"]) for r in read_log(tmp_path / LOG)] == [(1, False), (2, True)]
+    result = train(resume_config(tmp_path))
+    assert [(r["epoch"], r["partial"]) for r in read_log(tmp_path / LOG)] == [(1, False), (2, False)]
+    assert result.global_step == 36 and result.stopped_by == "epochs"
+
+
+def test_resume_refuses_a_directory_that_is_not_a_run(tmp_path):
+    with pytest.raises(RdistError, match="not a run directory"):
+        resume_config(tmp_path)
+    with pytest.raises(RdistError, match="no such directory"):
+        resume_config(tmp_path / "missing")
+    (tmp_path / CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(RdistError, match="unreadable"):
+        resume_config(tmp_path)
+
+
+def test_resume_refuses_a_run_of_another_method_or_config(short_run, tmp_path):
+    train(short_run(tmp_path, epochs=2, max_steps=18))
+    with pytest.raises(RdistError, match="it is a run of method rslad, not ard"):
+        resume_config(tmp_path, method="ard")
+    with pytest.raises(RdistError, match="it is a run of method rslad, not ard"):
+        train(short_run(tmp_path, method="ard", hparams={}, resume=str(tmp_path)))
+    with pytest.raises(RdistError, match=r"configuration differs: method.kl_scale 0.1 \(run\) vs 0.5 \(now\)"):
+        train(resume_config(tmp_path, hparams={"kl_scale": 0.5}))
+    with pytest.raises(RdistError, match=r"configuration differs: seed 0 \(run\) vs 3 \(now\)"):
+        train(resume_config(tmp_path, seed=3))
+
+
+def test_a_new_run_does_not_overwrite_an_existing_one(short_run, tmp_path):
+    train(short_run(tmp_path, epochs=1))
+    with pytest.raises(RdistError, match="already holds a run.*--resume"):
+        train(short_run(tmp_path, epochs=1))
