@@ -1,0 +1,307 @@
+"""Models side by side: size, speed, robustness and provenance in one table, plus the data behind the plots.
+
+A robustness report already recorded in an artifact for the same attacks, data, eps and n is reused;
+anything else is computed by `robustness_report`, the same code `rdist attack` runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from rdist.artifact import load_model, read_metadata
+from rdist.attacks import resolve_attacks
+from rdist.attacks.evaluate import Progress
+from rdist.data import load_dataset
+from rdist.errors import RdistError
+from rdist.report.profile import format_count, profile_model
+from rdist.report.robustness import check_compatible, robustness_report
+from rdist.teachers.resolve import teacher_path
+from rdist.utils import format_eps, parse_eps
+
+
+@dataclass
+class Entry:
+    """One model of a comparison: what the user typed, the file it names, and the label it gets in tables."""
+
+    spec: str
+    path: Path
+    label: str
+    meta: dict[str, Any]
+    run_dir: Path | None = None
+
+    @property
+    def recordable(self) -> bool:
+        # A zoo download is verified by its sha256 on every use: writing results into it would break that.
+        return not self.spec.startswith("zoo:")
+
+
+def run_files(run_dir: str | Path) -> tuple[Path, Path]:
+    """(the run's best artifact, or its last if none was selected yet; its log.jsonl) for a training run directory."""
+    from rdist.engine import BEST, LAST, LOG
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RdistError(f"run directory not found: {run_dir}")
+    log = run_dir / LOG
+    if not log.is_file():
+        raise RdistError(f"{run_dir} has no {LOG}: pass a directory written by `rdist distill` or "
+                         "`rdist teacher train`")
+    for name in (BEST, LAST):
+        if (run_dir / name).is_file():
+            return run_dir / name, log
+    raise RdistError(f"{run_dir} has a {LOG} but no {BEST} or {LAST} yet: wait for its first epoch to end")
+
+
+def resolve_entries(specs: list[str], runs: bool = False, data: str | None = None) -> list[Entry]:
+    """Each model argument as an Entry: an artifact, `zoo:NAME`, or a RobustBench teacher name (pulled for
+    `data` on first use); with `runs`, the arguments are training run directories."""
+    if not specs:
+        raise RdistError("no model to compare: pass artifacts, zoo:NAME, or run directories with --runs")
+    duplicates = sorted({s for s in specs if specs.count(s) > 1})
+    if duplicates:
+        raise RdistError(f"{', '.join(duplicates)} given more than once; give each model once")
+    entries = []
+    for spec in specs:
+        if runs:
+            path, _ = run_files(spec)
+            entries.append(Entry(spec, path, Path(spec).resolve().name, read_metadata(path), run_dir=Path(spec)))
+        elif Path(spec).is_dir():
+            raise RdistError(f"{spec} is a directory: pass --runs to compare training run directories, "
+                             "or name the .safetensors file inside it")
+        else:
+            path = _model_file(spec, data)
+            entries.append(Entry(spec, path, _label(spec, path), read_metadata(path)))
+    if len({e.label for e in entries}) < len(entries):
+        for entry in entries:
+            entry.label = entry.spec
+    return entries
+
+
+def _model_file(spec: str, data: str | None) -> Path:
+    try:
+        return teacher_path(spec, data)
+    except RdistError as exc:
+        if spec.startswith("zoo:") or Path(spec).exists():
+            raise
+        # teacher_path read a name that is no file as a RobustBench teacher: say so, or a typo looks baffling.
+        raise RdistError(f"'{spec}' is not a file, so it was read as a RobustBench teacher name: {exc}") from None
+
+
+def _label(spec: str, path: Path) -> str:
+    """How a model (or a teacher) is named in tables: zoo:NAME, a RobustBench name, or a file stem."""
+    if spec.startswith("zoo:"):
+        return spec
+    # best/last.safetensors say nothing on their own: their run directory names them.
+    return f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") and path.parent.name else path.stem
+
+
+def training_logs(comparison: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The log.jsonl records of each run directory in the comparison, by label."""
+    from rdist.engine import LOG, read_log
+
+    return {r["label"]: read_log(Path(r["run_dir"]) / LOG) for r in comparison["models"] if r["run_dir"]}
+
+
+def check_same_task(entries: list[Entry]) -> None:
+    """Refuse to rank models that do not answer the same question: different class counts."""
+    counts = {e.label: e.meta["arch"]["num_classes"] for e in entries}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{label} has {count} classes" for label, count in counts.items())
+        raise RdistError(f"cannot compare models with different class counts: {listed}; "
+                         "compare models trained on the same classes")
+
+
+def comparison_data(entries: list[Entry], data: str | None) -> str:
+    """The dataset to evaluate every model on: --data, else the one all models record."""
+    if data:
+        return data
+    recorded = {e.label: e.meta.get("dataset") for e in entries}
+    missing = [label for label, d in recorded.items() if not d]
+    if missing:
+        raise RdistError(f"{', '.join(missing)} records no dataset: pass --data")
+    if len(set(recorded.values())) > 1:
+        listed = ", ".join(f"{label}: {d}" for label, d in recorded.items())
+        raise RdistError(f"the models were trained on different data ({listed}); pass --data to compare them "
+                         "on the same test images")
+    return next(iter(recorded.values()))
+
+
+class Evaluator:
+    """Robustness reports for the entries of one comparison: reused when already recorded, else computed.
+
+    A report is reused when it was made on the same data, n and eps and covers the attacks asked for:
+    the recorded results of the artifact (unless `fresh`), and any report computed earlier in this comparison.
+    """
+
+    def __init__(self, entries: list[Entry], data: str, *, n: int, batch_size: int, seed: int,
+                 device: str | None, fresh: bool, record: bool, progress: Progress | None):
+        if n <= 0:
+            raise RdistError(f"--n must be a positive number of test images, got {n}")
+        if batch_size <= 0:
+            raise RdistError(f"--batch-size must be positive, got {batch_size}")
+        self.dataset = load_dataset(data, device="cpu")
+        for entry in entries:
+            check_compatible(entry.meta, self.dataset, entry.label)
+        self.data, self.n = data, min(n, len(self.dataset.y_test))
+        self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.fresh, self.record, self.progress = fresh, record, progress
+        self.computed: dict[str, list[dict[str, Any]]] = {e.label: [] for e in entries}
+
+    def report(self, entry: Entry, attacks: list[str], eps: float) -> tuple[dict[str, Any], bool]:
+        """(the report of exactly `attacks` at `eps`, whether it was reused from the artifact)."""
+        return self._find_or_run(entry, attacks, eps, lambda r: r.get("attacks") == attacks)
+
+    def accuracy(self, entry: Entry, attack: str, eps: float) -> float:
+        """Accuracy under one attack, taken from any report that ran it at `eps` (the others do not change it)."""
+        report, _ = self._find_or_run(entry, ["clean", attack], eps, lambda r: attack in r.get("accuracy", {}))
+        return report["accuracy"][attack]
+
+    def _find_or_run(self, entry: Entry, attacks: list[str], eps: float,
+                     covers: Callable[[dict], bool]) -> tuple[dict[str, Any], bool]:
+        computed = self.computed[entry.label]
+        recorded = [] if self.fresh else list(entry.meta.get("results", {}).values())
+        for report in (*computed, *recorded):
+            # results_key stores eps to 6 decimals: the same tolerance decides what "the same eps" is.
+            if (report.get("dataset") == self.dataset.name and report.get("n") == self.n
+                    and abs(report.get("eps", -1.0) - eps) < 5e-7 and covers(report)):
+                return report, not any(report is c for c in computed)
+        progress = self.progress
+        labelled = (lambda name, done, total, note: progress(f"{entry.label} {name}", done, total, note)) \
+            if progress else None
+        report = robustness_report(str(entry.path), attacks=attacks, eps=eps, data=self.data, n=self.n,
+                                   batch_size=self.batch_size, seed=self.seed, device=self.device,
+                                   record=self.record and entry.recordable, progress=labelled)
+        computed.append(report)
+        return report, False
+
+
+def _provenance(meta: dict[str, Any]) -> dict[str, Any]:
+    prov = meta.get("provenance") or {}
+    teacher = prov.get("teacher")
+    epochs = prov.get("epochs")
+    if epochs is not None and prov.get("epoch") not in (None, epochs):
+        epochs = f"{prov['epoch']}/{epochs}"  # a best checkpoint selected before the last epoch
+    # A RobustBench teacher records where it came from rather than how it was trained.
+    method = prov.get("method") or prov.get("source") or ("imported" if prov.get("imported_from") else None)
+    return {"method": method, "teacher": _label(teacher, Path(teacher)) if teacher else None, "epochs": epochs}
+
+
+def compare_models(models: list[str], *, suite: str | None = "standard", attacks: str | list[str] | None = None,
+                   eps: str | float = "8/255", data: str | None = None, n: int = 1000, batch_size: int = 256,
+                   seed: int = 0, device: str | None = None, fresh: bool = False, record: bool = False,
+                   runs: bool = False, sweep: str | list[float] | None = None, sweep_attack: str = "pgd20",
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """Compare `models` (artifacts, zoo:NAME, RobustBench teacher names, or with `runs` training run
+    directories) on one dataset.
+
+    Returns {"dataset", "eps", "n", "attacks", "models": [one row per model]}; with `sweep` (eps values,
+    or a "start:stop:step" text) also "sweep": the accuracy under `sweep_attack` at each eps, for the plot.
+    """
+    names = resolve_attacks(suite, attacks)
+    eps_value = parse_eps(eps)
+    sweep_values = parse_sweep(sweep) if sweep is not None else None
+    if sweep_values is not None:
+        sweep_attack = resolve_attacks(None, [sweep_attack])[-1]
+    entries = resolve_entries(models, runs=runs, data=data)
+    check_same_task(entries)
+    evaluator = Evaluator(entries, comparison_data(entries, data), n=n, batch_size=batch_size, seed=seed,
+                          device=device, fresh=fresh, record=record, progress=progress)
+    rows = []
+    for entry in entries:
+        report, reused = evaluator.report(entry, names, eps_value)
+        shape = entry.meta.get("input_shape") or list(evaluator.dataset.input_shape)
+        rows.append({"label": entry.label, "model": str(entry.path),
+                     "run_dir": str(entry.run_dir) if entry.run_dir else None, "arch": entry.meta["arch"]["name"],
+                     "num_classes": entry.meta["arch"]["num_classes"],
+                     **profile_model(load_model(entry.path, "cpu"), shape), "input_shape": list(shape),
+                     "accuracy": {a: report["accuracy"][a] for a in names}, "worst_case": report["worst_case"],
+                     "reused": reused, **_provenance(entry.meta)})
+    comparison = {"dataset": evaluator.dataset.name, "eps": eps_value, "eps_text": format_eps(eps_value),
+                  "n": evaluator.n, "seed": seed, "attacks": names, "models": rows}
+    if sweep_values is not None:
+        comparison["sweep"] = {
+            "attack": sweep_attack, "eps": sweep_values,
+            "accuracy": {e.label: [evaluator.accuracy(e, sweep_attack, v) for v in sweep_values] for e in entries}}
+    return comparison
+
+
+def parse_sweep(text: str | list[float]) -> list[float]:
+    """Eps values from "0,4/255,8/255" or "START:STOP:STEP" (STOP included), e.g. "0:16/255:2/255"."""
+    if not isinstance(text, str):
+        return [parse_eps(v) for v in text]
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise RdistError(f"cannot read the eps sweep '{text}': write START:STOP:STEP like 0:16/255:2/255, "
+                             "or a list like 0,4/255,8/255")
+        start, stop, step = (parse_eps(p) for p in parts)
+        if step <= 0 or stop < start:
+            raise RdistError(f"eps sweep '{text}' is empty: STEP must be > 0 and STOP >= START")
+        count = int(round((stop - start) / step)) + 1
+        return [start + i * step for i in range(count) if start + i * step <= stop + 1e-9]
+    values = [parse_eps(v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise RdistError("the eps sweep is empty: give values like 0,4/255,8/255")
+    return sorted(set(values))
+
+
+# Rendering ----------------------------------------------------------------------------------------------
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the comparison as text: sizes in k/M/G, latency in ms per image, accuracy in %."""
+    rows = comparison["models"]
+    gpu = any("cuda" in r["latency_ms"] for r in rows)
+    header = ["model", "arch", "params", "MACs", "CPU ms", *(["GPU ms"] if gpu else []),
+              *comparison["attacks"], "worst case", "method", "teacher", "epochs"]
+    body = []
+    for r in rows:
+        latency = [_ms(r["latency_ms"]["cpu"])]
+        if gpu:
+            latency.append(_ms(r["latency_ms"]["cuda"]) if "cuda" in r["latency_ms"] else "-")
+        body.append([r["label"], r["arch"], format_count(r["params"]), format_count(r["macs"]), *latency,
+                     *(f"{100 * r['accuracy'][a]:.2f}" for a in comparison["attacks"]),
+                     f"{100 * r['worst_case']:.2f}", *(str(r[k]) if r[k] is not None else "-"
+                                                       for k in ("method", "teacher", "epochs"))])
+    return header, body
+
+
+def caption(comparison: dict[str, Any]) -> str:
+    threads = comparison["models"][0]["cpu_threads"]
+    return (f"Accuracy (%) on the first {comparison['n']} test images of {comparison['dataset']} at "
+            f"eps={comparison['eps_text']} (L-inf, seed {comparison['seed']}); worst case: robust to every attack. "
+            f"Latency: median ms per image at batch size 1 (CPU: {threads} thread{'s' if threads > 1 else ''}). "
+            "MACs at the input size.")
+
+
+def to_markdown(comparison: dict[str, Any]) -> str:
+    header, body = table(comparison)
+    numeric = {"params", "MACs", "CPU ms", "GPU ms", "worst case", "epochs", *comparison["attacks"]}
+    align = ["---:" if h in numeric else "---" for h in header]
+    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in (header, align, *body)]
+    return "\n".join(lines) + "\n\n" + caption(comparison) + "\n"
+
+
+def to_csv(comparison: dict[str, Any]) -> str:
+    """Raw numbers, one row per model: accuracies as fractions, latency in ms, sizes as integers."""
+    attacks = comparison["attacks"]
+    gpu = any("cuda" in r["latency_ms"] for r in comparison["models"])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["model", "path", "arch", "params", "macs", "cpu_ms", *(["gpu_ms"] if gpu else []),
+                     *attacks, "worst_case", "method", "teacher", "epochs", "dataset", "eps", "n", "reused"])
+    for r in comparison["models"]:
+        writer.writerow([r["label"], r["model"], r["arch"], r["params"], r["macs"], r["latency_ms"]["cpu"],
+                         *([r["latency_ms"].get("cuda", "")] if gpu else []),
+                         *(f"{r['accuracy'][a]:.6g}" for a in attacks), f"{r['worst_case']:.6g}",
+                         r["method"] or "", r["teacher"] or "", r["epochs"] if r["epochs"] is not None else "",
+                         comparison["dataset"], comparison["eps_text"], comparison["n"], r["reused"]])
+    return out.getvalue()

@@ -1,0 +1,198 @@
+"""PNG figures of a comparison: robust accuracy against eps, accuracy against model size, training curves.
+
+Figures are drawn on matplotlib's Agg canvas directly, never through pyplot, so that importing rdist
+changes no global backend and works without a display.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator
+
+from rdist.errors import RdistError
+from rdist.report.profile import format_count
+from rdist.utils import atomic_path, format_eps
+
+DPI = 150
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
+          "#bcbd22"]
+
+
+def check_writable_dir(directory: str | Path, option: str = "--plot") -> Path:
+    """Create `directory` if needed and prove a file can be written there, before any slow work starts."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".rdist-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RdistError(f"cannot write to {directory} ({exc.strerror or exc}); "
+                         f"pass a writable location to {option}") from None
+    return directory
+
+
+def _color(i: int) -> str:
+    return COLORS[i % len(COLORS)]
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _legend_outside(ax, **kwargs) -> None:
+    # Beside the axes, where no line or point can hide behind it.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, **kwargs)
+
+
+def _subtitle(comparison: dict[str, Any]) -> str:
+    return f"{comparison['dataset']}, first {comparison['n']} test images"
+
+
+def eps_sweep_figure(comparison: dict[str, Any]) -> Figure:
+    """Accuracy under the sweep's attack at each eps, one line per model, eps in units of 1/255."""
+    sweep = comparison["sweep"]
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    x = [255 * e for e in sweep["eps"]]
+    for i, (label, acc) in enumerate(sweep["accuracy"].items()):
+        ax.plot(x, [100 * a for a in acc], marker="o", color=_color(i), label=label)
+    ax.axvline(255 * comparison["eps"], color="grey", linestyle=":",
+               label=f"eps of the table ({comparison['eps_text']})")
+    ax.set_xlabel("eps (L-inf budget, in units of 1/255)")
+    ax.set_ylabel(f"accuracy under {sweep['attack']} (%)")
+    ax.set_ylim(0, 100)
+    ax.set_xticks(x if len(x) <= 12 else x[::2])
+    ax.set_xticklabels([format_eps(e).removesuffix("/255") for e in sweep["eps"]][::1 if len(x) <= 12 else 2])
+    ax.grid(alpha=0.3)
+    _legend_outside(ax)
+    ax.set_title(f"Robust accuracy against eps ({sweep['attack']}; {_subtitle(comparison)})")
+    return fig
+
+
+def _dodged(params: list[int]) -> list[float]:
+    """Models of the same size side by side (a few % apart on the log axis) instead of on top of each other."""
+    seen: dict[int, int] = {}
+    out = []
+    for p in params:
+        k = seen.get(p, 0)
+        seen[p] = k + 1
+        count = params.count(p)
+        out.append(p * 10 ** (0.025 * (k - (count - 1) / 2)))
+    return out
+
+
+def size_figure(comparison: dict[str, Any]) -> Figure:
+    """Clean and worst-case accuracy of each model against its parameter count (log scale)."""
+    rows = comparison["models"]
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    xs = _dodged([r["params"] for r in rows])
+    for i, (r, x) in enumerate(zip(rows, xs)):
+        clean, worst = 100 * r["accuracy"].get("clean", r["worst_case"]), 100 * r["worst_case"]
+        ax.plot([x, x], [worst, clean], color=_color(i), alpha=0.5)
+        ax.plot(x, clean, marker="o", markerfacecolor="white", markersize=8, color=_color(i), linestyle="none")
+        ax.plot(x, worst, marker="o", markersize=8, color=_color(i), linestyle="none")
+    ax.set_xscale("log")
+    ax.margins(x=0.15)
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_count(v)))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.set_xlabel("parameters (log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3, which="both")
+    worst_label = f"worst case over {', '.join(a for a in comparison['attacks'] if a != 'clean')}" \
+        if len(comparison["attacks"]) > 1 else "worst case"
+    handles = [Line2D([], [], color=_color(i), marker="o", linestyle="none", label=r["label"])
+               for i, r in enumerate(rows)]
+    handles += [Line2D([], [], color="black", marker="o", markerfacecolor="white", linestyle="none", label="clean"),
+                Line2D([], [], color="black", marker="o", linestyle="none", label=worst_label)]
+    _legend_outside(ax, handles=handles)
+    ax.set_title(f"Accuracy against model size (eps {comparison['eps_text']}; {_subtitle(comparison)})")
+    return fig
+
+
+def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _eval_split(records: list[dict[str, Any]]) -> str:
+    """'val' or 'test': the split the run evaluated on, read from its record keys (val_clean_acc, ...)."""
+    for record in records:
+        for key in record:
+            if key.endswith("_clean_acc") and key != "train_clean_acc":
+                return key.removesuffix("_clean_acc")
+    return "val"
+
+
+def epoch_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per epoch, in order; an epoch logged twice (a resumed interrupted epoch) keeps its last record."""
+    by_epoch = {r["epoch"]: r for r in records if isinstance(r.get("epoch"), int)}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def training_figure(runs: dict[str, list[dict[str, Any]]]) -> Figure:
+    """Loss, clean accuracy and PGD accuracy per epoch, one colour per run; solid: held-out data, dashed: training."""
+    fig = Figure(figsize=(15, 4.6))
+    loss_ax, clean_ax, robust_ax = fig.subplots(1, 3)
+    splits = set()
+    for i, records in enumerate(runs.values()):
+        records = epoch_records(records)
+        split = _eval_split(records)
+        splits.add(split)
+        color = _color(i)
+        loss_key = "train_loss" if any("train_loss" in r for r in records) else "loss"
+        loss_ax.plot(*_series(records, loss_key), color=color, marker=".")
+        for ax, held_out, train in ((clean_ax, f"{split}_clean_acc", "train_clean_acc"),
+                                    (robust_ax, f"{split}_pgd20_acc", "train_robust_acc")):
+            epochs, acc = _series(records, held_out)
+            ax.plot(epochs, [100 * a for a in acc], color=color, marker=".")
+            epochs, acc = _series(records, train)
+            ax.plot(epochs, [100 * a for a in acc], color=color, linestyle="--", alpha=0.7)
+    loss_ax.set_title("training loss")
+    loss_ax.set_ylabel("loss (the method's objective)")
+    clean_ax.set_title("clean accuracy")
+    robust_ax.set_title("robust accuracy")
+    for ax in (loss_ax, clean_ax, robust_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in (clean_ax, robust_ax):
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+    # One legend under the panels, where it hides no curve: a colour per run, then what solid and dashed mean.
+    colours = [Line2D([], [], color=_color(i), marker=".", label=label) for i, label in enumerate(runs)]
+    styles = [Line2D([], [], color="black", label=f"solid: held-out {'/'.join(sorted(splits))} set (robust: PGD-20)"),
+              Line2D([], [], color="black", linestyle="--",
+                     label="dashed: training batches (robust: the method's own attack)")]
+    fig.legend(handles=colours, loc="upper center", bbox_to_anchor=(0.5, 0.03), ncol=min(len(colours), 6),
+               frameon=False)
+    fig.legend(handles=styles, loc="upper center", bbox_to_anchor=(0.5, -0.03), ncol=2, frameon=False)
+    fig.suptitle("Training curves: " + ", ".join(runs))
+    return fig
+
+
+def write_plots(comparison: dict[str, Any], directory: str | Path,
+                runs: dict[str, list[dict[str, Any]]] | None = None) -> list[Path]:
+    """Every figure the comparison supports, named after what it shows; returns their paths."""
+    directory = check_writable_dir(directory)
+    figures = {}
+    if "sweep" in comparison:
+        figures[f"robust-accuracy-vs-eps-{comparison['sweep']['attack']}.png"] = eps_sweep_figure(comparison)
+    figures["accuracy-vs-params.png"] = size_figure(comparison)
+    if runs:
+        figures["training-curves.png"] = training_figure(runs)
+    return [save_png(fig, directory / name) for name, fig in figures.items()]

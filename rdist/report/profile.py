@@ -1,0 +1,83 @@
+"""What a model costs to ship: parameters, multiply-accumulates at its input size, and latency per image."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+WARMUP_RUNS = 3
+TIMED_RUNS = 10
+# One thread: a number that does not depend on how many cores the machine has or how busy they are
+# (with more threads than free cores, a forward pass of a tiny model waits milliseconds on a spinning peer).
+CPU_THREADS = 1
+
+
+def format_count(value: float) -> str:
+    """A parameter or MAC count to three significant digits: 24.1k, 1.79M, 556M."""
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of one forward pass on one image of `input_shape` (C, H, W).
+
+    FlopCounterMode counts the matrix products and convolutions, at 2 FLOPs per multiply-accumulate;
+    element-wise layers (BN, ReLU, pooling) are not counted, as is usual for MACs.
+    """
+    x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+def latency_ms(model: nn.Module, input_shape: Sequence[int], device: torch.device | str,
+               warmup: int = WARMUP_RUNS, runs: int = TIMED_RUNS) -> float:
+    """Median milliseconds of one forward pass at batch size 1 on `device`, after `warmup` untimed passes.
+
+    The model is moved to `device` and stays there. The median ignores the odd run slowed by another process.
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    x = torch.rand(1, *input_shape, device=device)
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            synchronize()
+            started = time.perf_counter()
+            model(x)
+            synchronize()
+            if i >= warmup:
+                times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times)
+
+
+def profile_model(model: nn.Module, input_shape: Sequence[int], cpu_threads: int = CPU_THREADS) -> dict:
+    """Parameters, MACs, and latency per image on the CPU (with `cpu_threads` threads) and, when CUDA is
+    available, on the GPU. The model ends on the CPU.
+    """
+    model = model.to("cpu").eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads)
+    try:
+        cpu_ms = latency_ms(model, input_shape, "cpu")
+    finally:
+        torch.set_num_threads(threads)
+    profile = {"params": count_parameters(model), "macs": count_macs(model, input_shape),
+               "latency_ms": {"cpu": round(cpu_ms, 4)}, "cpu_threads": cpu_threads}
+    if torch.cuda.is_available():
+        profile["latency_ms"]["cuda"] = round(latency_ms(model, input_shape, "cuda"), 4)
+        model.to("cpu")
+    return profile
