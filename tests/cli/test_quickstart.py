@@ -1,0 +1,27 @@
+"""`rdist quickstart` end to end, shortened to one epoch per run."""
+
+import json
+
+from typer.testing import CliRunner
+
+from rdist.artifact import read_metadata, results_key
+from rdist.cli.app import app
+
+
+def test_quickstart_trains_three_models_and_compares_them(tmp_path):
+    result = CliRunner().invoke(app, ["quickstart", "--epochs", "1", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    comparison = json.loads(result.output)
+    assert comparison["dataset"] == "digits" and comparison["eps_text"] == "32/255"
+    assert comparison["attacks"] == ["clean", "pgd20", "aa:apgd-ce+apgd-t"]
+    rows = comparison["models"]
+    assert [(r["method"], r["arch"]) for r in rows] == [("trades", "smallcnn"), ("rslad", "tinycnn"),
+                                                        ("ard", "tinycnn")]
+    for row in rows:
+        assert row["worst_case"] <= row["accuracy"]["pgd20"] <= row["accuracy"]["clean"]
+    teacher = tmp_path / "teacher" / "best.safetensors"
+    assert rows[1]["teacher"] and read_metadata(tmp_path / "rslad" / "best.safetensors")["provenance"]["teacher"]
+    assert all((tmp_path / run / "log.jsonl").is_file() for run in ("teacher", "rslad", "ard"))
+    # the comparison's results were recorded, so a later `rdist compare` reuses them
+    key = results_key(comparison["attacks"], "digits", comparison["eps"], comparison["n"])
+    assert read_metadata(teacher)["results"][key]["accuracy"] == rows[0]["accuracy"]
