@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from rdist.cli import attack, compare, distill, quickstart, teacher, zoo
@@ -23,4 +25,9 @@ app.command("quickstart")(quickstart.quickstart)
 
 
 def main() -> None:
+    if os.environ.get("_RDIST_COMPLETE"):
+        # Typer wraps option help at 80 columns; fish and zsh would show the wrapped lines as extra candidates.
+        import typer.rich_utils
+
+        typer.rich_utils.MAX_WIDTH = 10_000
     app()

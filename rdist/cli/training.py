@@ -36,7 +36,7 @@ def hparam_help(what: str, hparam: str, kind: str = "distill") -> str:
 DATA = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
                     "\\[default: cifar10]")
 EPOCHS = typer.Option(None, "--epochs", help="epochs to train; lr x0.1 at 50% and 75% of them "
-                      "[default with --recipe paper: the paper's]")
+                      "\\[default with --recipe paper: the paper's]")
 MAX_STEPS = typer.Option(None, "--max-steps", help="stop after this many optimiser steps in all (a short run); "
                          "best/last are still written")
 RECIPE = typer.Option(None, "--recipe", help="'paper': the method's paper recipe (epochs, lr milestones, weight "

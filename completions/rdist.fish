@@ -1,0 +1,1 @@
+complete --command rdist --no-files --arguments "(env _RDIST_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) rdist)" --condition "env _RDIST_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) rdist"
