@@ -33,7 +33,8 @@ def parse_eps(text: str | float) -> float:
     try:
         value = float(Fraction(text)) if isinstance(text, str) else float(text)
     except (ValueError, ZeroDivisionError):
-        raise RdistError(f"cannot read eps '{text}': write it as a fraction like 8/255 or a number like 0.031") from None
+        raise RdistError(f"cannot read eps '{text}': write it as a fraction like 8/255 "
+                         "or a number like 0.031") from None
     if value < 0:
         raise RdistError(f"eps must be >= 0, got {text}")
     if value >= 1:

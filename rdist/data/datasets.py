@@ -55,7 +55,8 @@ def _from_numpy(name, x_train, y_train, x_test, y_test, num_classes=None) -> Dat
     tensors = [torch.as_tensor(np.ascontiguousarray(a)) for a in (x_train, y_train, x_test, y_test)]
     for images in tensors[::2]:
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise RdistError(f"dataset '{name}': images must be uint8 NCHW arrays, got {images.dtype} {tuple(images.shape)}")
+            raise RdistError(f"dataset '{name}': images must be uint8 NCHW arrays, "
+                             f"got {images.dtype} {tuple(images.shape)}")
     y_train, y_test = tensors[1].long(), tensors[3].long()
     num_classes = num_classes or int(max(y_train.max(), y_test.max())) + 1
     return Dataset(name, tensors[0], y_train, tensors[2], y_test, num_classes)
@@ -101,11 +102,13 @@ def _torchvision(name: str, cls_name: str, num_classes: int, split_kw: Callable[
 def _npz(path: str) -> Dataset:
     file = Path(path).expanduser()
     if not file.is_file():
-        raise RdistError(f"npz dataset file not found: {file} (give --data npz:PATH to a file with x_train/y_train/x_test/y_test)")
+        raise RdistError(f"npz dataset file not found: {file} "
+                         "(give --data npz:PATH to a file with x_train/y_train/x_test/y_test)")
     with np.load(file) as arrays:
         missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
         if missing:
-            raise RdistError(f"npz dataset {file} lacks arrays {sorted(missing)}; it needs x_train, y_train, x_test, y_test (uint8 NCHW images)")
+            raise RdistError(f"npz dataset {file} lacks arrays {sorted(missing)}; "
+                             "it needs x_train, y_train, x_test, y_test (uint8 NCHW images)")
         return _from_numpy(f"npz:{file}", *(arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")))
 
 
