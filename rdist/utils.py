@@ -1,9 +1,10 @@
-"""Small helpers shared by every layer: name suggestions, eps parsing, devices, atomic files."""
+"""Small helpers shared by every layer: name suggestions, eps parsing, devices, files, error text."""
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
 import os
 import tempfile
 from fractions import Fraction
@@ -26,6 +27,12 @@ def suggest(name: str, choices: Iterable[str]) -> str:
 
 def unknown(kind: str, name: str, choices: Iterable[str]) -> RdistError:
     return RdistError(f"unknown {kind} '{name}'{suggest(name, choices)}")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type's name when it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def parse_eps(text: str | float) -> float:
@@ -81,3 +88,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import rdist
-from tests.helpers import train_natural
+from tests.helpers import train_briefly
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,7 @@ def digits():
 @pytest.fixture(scope="session")
 def digits_model(digits):
     """smallcnn trained naturally on digits for a few seconds: accurate and not robust."""
-    return train_natural("smallcnn", digits)
+    return train_briefly("smallcnn", digits)
 
 
 @pytest.fixture(scope="session")

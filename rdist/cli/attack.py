@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from rdist.cli.common import console, print_json, progress_bar, user_errors
+from rdist.cli.common import attack_progress, console, print_json, progress_bar, user_errors
 from rdist.utils import format_eps
 
 SUITE_HELP = "named suite: quick (clean,fgsm,pgd20), standard (+cw,aa), autoattack, papers, full (+pgd20-trades,square)"
@@ -43,18 +43,9 @@ def attack(
         _print_attack_list()
         return
     with progress_bar(quiet or json_out) as bar:
-        tasks: dict[str, int] = {}
-
-        def on_progress(name: str, done: int, total: int, note: str) -> None:
-            if bar is None:
-                return
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total, note="")
-            bar.update(tasks[name], completed=done, note=note)
-
         report = robustness_report(model, suite=suite, attacks=attacks, eps=eps, data=data, n=n,
                                    batch_size=batch_size, surrogate=surrogate, seed=seed, device=device,
-                                   record=record, out=out, progress=on_progress)
+                                   record=record, out=out, progress=attack_progress(bar))
     if json_out:
         print_json(report)
         return

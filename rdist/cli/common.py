@@ -57,3 +57,17 @@ def progress_bar(quiet: bool) -> Iterator[Progress | None]:
                TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=False) as bar:
         yield bar
+
+
+def attack_progress(bar: Progress | None, prefix: str = "") -> Callable[[str, int, int, str], None] | None:
+    """The `progress` callback of the attack functions: one bar row per attack, or None without a bar."""
+    if bar is None:
+        return None
+    tasks: dict[str, int] = {}
+
+    def on_attack(name: str, done: int, total: int, note: str) -> None:
+        if name not in tasks:
+            tasks[name] = bar.add_task(f"{prefix}{name}", total=total, note="")
+        bar.update(tasks[name], completed=done, note=note)
+
+    return on_attack

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rdist.cli.attack import SUITE_HELP
-from rdist.cli.common import console, err_console, print_json, progress_bar, user_errors
+from rdist.cli.common import attack_progress, console, err_console, print_json, progress_bar, user_errors
 from rdist.errors import RdistError
 
 DEFAULT_SWEEP = "0:16/255:2/255"  # the x axis of the robust-accuracy plot: 0 to 16/255 in steps of 2/255
@@ -67,19 +67,10 @@ def compare(
         if target and target != "-":
             check_writable_dir(Path(target).parent, option)
     with progress_bar(quiet or json_out) as bar:
-        tasks: dict[str, int] = {}
-
-        def on_progress(name: str, done: int, total: int, note: str) -> None:
-            if bar is None:
-                return
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total, note="")
-            bar.update(tasks[name], completed=done, note=note)
-
         comparison = compare_models(models, suite=suite, attacks=attacks, eps=eps, data=data, n=n,
                                     batch_size=batch_size, seed=seed, device=device, fresh=fresh, record=record,
                                     runs=runs, sweep=sweep if plot is not None else None, sweep_attack=sweep_attack,
-                                    progress=on_progress)
+                                    progress=attack_progress(bar))
     notes = err_console if to_stdout else console
     if plot is not None:
         written = write_plots(comparison, plot, training_logs(comparison) if runs else None)

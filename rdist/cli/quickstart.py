@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from rdist.cli.common import console, err_console, print_json, progress_bar, user_errors
+from rdist.cli.common import attack_progress, console, err_console, print_json, progress_bar, user_errors
 from rdist.cli.training import EpochProgress
 from rdist.engine import Callback
 
@@ -76,15 +76,8 @@ def quickstart(
     finally:
         if progress:
             progress.close()
-    with progress_bar(not show) as bars:
-        tasks: dict[str, int] = {}
-
-        def on_attack(name: str, done: int, total: int, note: str) -> None:
-            if name not in tasks:
-                tasks[name] = bars.add_task(f"attack {name}", total=total, note="")
-            bars.update(tasks[name], completed=done, note=note)
-
-        comparison = compare_quickstart(models, device=device, seed=seed, progress=on_attack if show else None)
+    with progress_bar(not show) as bar:
+        comparison = compare_quickstart(models, device=device, seed=seed, progress=attack_progress(bar, "attack "))
     if json_out:
         print_json(comparison)
         return

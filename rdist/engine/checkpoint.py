@@ -16,7 +16,7 @@ import torch
 
 from rdist.engine.config import TrainConfig
 from rdist.errors import RdistError
-from rdist.utils import atomic_path
+from rdist.utils import atomic_path, first_line
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "rdist-checkpoint"
@@ -53,8 +53,7 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RdistError(f"cannot resume {run_dir}: {CHECKPOINT} is unreadable ({first_line})") from None
+        raise RdistError(f"cannot resume {run_dir}: {CHECKPOINT} is unreadable ({first_line(exc)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RdistError(f"cannot resume {run_dir}: {CHECKPOINT} is not an rdist training checkpoint")
     if state.get("format_version") != FORMAT_VERSION:

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.attacks.pgd import pgd
 from rdist.methods.base import Batch, Method, Recipe
 from rdist.methods.losses import kl_bm
 
@@ -27,8 +26,7 @@ class ARD(Method):
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
-        return pgd(lambda xa: F.cross_entropy(student(xa), batch.y, reduction="sum"), batch.x, eps=self.eps,
-                   step_size=self.step_size, steps=self.steps, start="uniform", generator=batch.generator)
+        return self.ce_pgd(student, batch, start="uniform")
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():

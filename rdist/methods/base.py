@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from rdist.attacks.pgd import pgd
 from rdist.errors import RdistError
 
 
@@ -66,6 +68,12 @@ class Method:
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor | None:
         """The inner maximisation; None for methods that train on clean inputs only."""
         return None
+
+    def ce_pgd(self, student: nn.Module, batch: Batch, start: str) -> torch.Tensor:
+        """xa = argmax CE(S(xa), y) by this method's PGD (eps, step size, steps): Madry's inner attack,
+        shared by SAT, MART, ARD, AKD2 and IAD."""
+        return pgd(lambda xa: F.cross_entropy(student(xa), batch.y, reduction="sum"), batch.x, eps=self.eps,
+                   step_size=self.step_size, steps=self.steps, start=start, generator=batch.generator)
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.attacks.pgd import pgd
 from rdist.methods.base import Batch, Method, Recipe
 from rdist.methods.losses import kl_per_sample
 
@@ -28,8 +27,7 @@ class MART(Method):
     recipe = Recipe(epochs=100, milestones=(75, 90), weight_decay=2e-4)
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
-        return pgd(lambda xa: F.cross_entropy(student(xa), batch.y, reduction="sum"), batch.x, eps=self.eps,
-                   step_size=self.step_size, steps=self.steps, start="normal", generator=batch.generator)
+        return self.ce_pgd(student, batch, start="normal")
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
         y = batch.y

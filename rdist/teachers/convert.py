@@ -12,31 +12,35 @@ from rdist.artifact import load_weights, read_metadata, save_model
 from rdist.data import dataset_shape
 from rdist.errors import RdistError
 from rdist.models import create_model
+from rdist.utils import first_line
 
 # Prefixes that wrappers add to every key: DataParallel/DDP ("module."), torch.compile ("_orig_mod.").
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint: a plain state dict or one under "state_dict"/"model"; wrapper prefixes stripped."""
+def read_state_dict(path: str | Path, *, containers: tuple[str, ...] = ("state_dict", "model_state_dict", "model"),
+                    prefixes: tuple[str, ...] = _WRAPPER_PREFIXES,
+                    fix: str = "re-save it as a state dict with torch.save(model.state_dict(), path)",
+                    ) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint, read weights-only: a plain state dict or the one under the first of
+    `containers` it has, with `prefixes` stripped from the keys. `fix` ends the error messages."""
     path = Path(path)
     if not path.is_file():
         raise RdistError(f"checkpoint not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RdistError(f"{path} is not a weights-only PyTorch checkpoint ({first_line}); rdist never unpickles "
-                         "code: re-save it as a state dict with torch.save(model.state_dict(), path)") from None
-    for key in ("state_dict", "model_state_dict", "model"):
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        raise RdistError(f"{path} is not a weights-only PyTorch checkpoint ({first_line(exc)}); rdist never "
+                         f"unpickles code: {fix}") from None
+    for key in containers:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise RdistError(f"{path} does not hold a state dict of tensors (found {type(obj).__name__})")
+        raise RdistError(f"{path} does not hold a state dict of tensors (found {type(obj).__name__}); {fix}")
     state = {}
     for key, value in obj.items():
-        for prefix in _WRAPPER_PREFIXES:
+        for prefix in prefixes:
             key = key.removeprefix(prefix)
         state[key] = value
     return state

@@ -18,11 +18,9 @@ robustbench 1.1.1 imports `autoattack` (published on PyPI as `pyautoattack`) and
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 import tempfile
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,8 +32,8 @@ from rdist.errors import RdistError
 from rdist.models import create_model
 from rdist.models.wide_resnet import drop_unused_keys
 from rdist.teachers.catalogue import DATASET_LABELS, TEACHERS, Catalogue, TeacherEntry, find_teacher
-from rdist.utils import cache_dir
-from rdist.zoo.catalogue import sha256_file
+from rdist.teachers.convert import read_state_dict
+from rdist.utils import cache_dir, first_line, sha256_file
 
 Log = Callable[[str], None]
 
@@ -151,7 +149,7 @@ def _ensure_checkpoint(entry: TeacherEntry, gdrive_id: str, log: Log | None) -> 
             # gdown, as robustbench's own downloader uses, minus its print of this temporary path on stdout.
             gdown.download(id=gdrive_id, output=str(part), quiet=log is None)
         except (OSError, FileURLRetrievalError) as exc:  # requests' errors are OSErrors
-            reason = f"{type(exc).__name__}: {_first_line(exc)}"
+            reason = f"{type(exc).__name__}: {first_line(exc)}"
             reason = reason if len(reason) <= 160 else reason[:157] + "..."
             raise RdistError(f"cannot download the checkpoint of {entry.name} ({reason}); if this machine is "
                              f"offline, {manual}") from None
@@ -172,33 +170,15 @@ def _is_html(path: Path) -> bool:
     return head.startswith(b"<") and b"html" in head
 
 
-def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors, read weights-only, unwrapped as robustbench does."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
-        raise RdistError(f"{path} is not a weights-only PyTorch checkpoint ({_first_line(exc)}); rdist never "
-                         "unpickles code; if it is a broken download, delete it and pull again") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise RdistError(f"{path} does not hold a state dict of tensors (found {type(obj).__name__}); "
-                         "delete it and pull again")
-    state = {}
-    for key, value in obj.items():
-        for prefix in _KEY_PREFIXES:
-            key = key.removeprefix(prefix)
-        state[key] = value
-    return state
-
-
 def _load_reference(reference: nn.Module, checkpoint: Path, entry: TeacherEntry) -> None:
-    state = _read_checkpoint(checkpoint)
+    # Unwrapped as robustbench does: only a "state_dict" container, its own key prefixes.
+    state = read_state_dict(checkpoint, containers=("state_dict",), prefixes=_KEY_PREFIXES,
+                            fix="if it is a broken download, delete it and pull again")
     try:
         reference.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise RdistError(f"{checkpoint} does not fit RobustBench's architecture of {entry.name} "
-                         f"({_first_line(exc)}); delete it and pull again") from None
+                         f"({first_line(exc)}); delete it and pull again") from None
     reference.eval()
 
 
@@ -219,8 +199,3 @@ def _convert(reference: nn.Module, entry: TeacherEntry) -> nn.Module:
         raise RdistError(f"rdist's {entry.arch} does not reproduce RobustBench's {entry.name} (logits differ by "
                          f"{gap:.2e}); this is a bug in rdist, please report it")
     return model
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -7,7 +7,6 @@ percent) by which command. The loader refuses an entry that lacks a field, namin
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -91,14 +90,6 @@ def find_student(entries: list[ZooEntry], name: str, path: Path) -> ZooEntry:
         raise RdistError(f"zoo model '{name}' not found: {path} lists no published students yet")
     raise RdistError(f"unknown zoo model '{name}'{suggest(name, [e.name for e in entries])}; "
                      "`rdist zoo list` shows them")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _entry(raw: object, where: str) -> ZooEntry:

@@ -17,9 +17,9 @@ from typing import Any
 
 from rdist.artifact import read_metadata
 from rdist.errors import RdistError
-from rdist.utils import format_eps
+from rdist.utils import first_line, format_eps, sha256_file
 from rdist.zoo.card import config_json, model_card
-from rdist.zoo.catalogue import FIELD_PATTERNS, METRICS, ZooEntry, sha256_file
+from rdist.zoo.catalogue import FIELD_PATTERNS, METRICS, ZooEntry
 
 HUB_FILE = "model.safetensors"
 
@@ -34,7 +34,7 @@ def pull_student(entry: ZooEntry, *, cache_dir: str | Path | None = None, endpoi
                                      endpoint=endpoint or os.environ.get("HF_ENDPOINT")))
     except _hub_errors() as exc:
         raise RdistError(f"cannot download zoo model '{entry.name}' ({entry.repo}, {entry.file} at "
-                         f"{entry.revision[:12]}): {_first_line(exc)}") from None
+                         f"{entry.revision[:12]}): {first_line(exc)}") from None
     actual = sha256_file(local)
     if actual != entry.sha256:
         _remove_from_cache(local)
@@ -79,7 +79,7 @@ def push_student(model: str | Path, repo: str, *, name: str | None = None, metho
         api.create_repo(repo, private=private, exist_ok=True)
         commit = api.create_commit(repo, operations, commit_message=f"Publish {name} (rdist)")
     except _hub_errors() as exc:
-        raise RdistError(f"cannot push to {repo}: {_first_line(exc)}") from None
+        raise RdistError(f"cannot push to {repo}: {first_line(exc)}") from None
     return dataclasses.replace(entry, revision=commit.oid)
 
 
@@ -120,8 +120,3 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
     # OSError covers huggingface_hub's HTTP and cache errors, HTTPError its HTTP client's transport
     # errors, ValueError the ids it refuses.
     return (OSError, HTTPError, EntryNotFoundError, ValueError)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

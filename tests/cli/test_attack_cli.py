@@ -12,21 +12,13 @@ from typer.testing import CliRunner
 import rdist
 from rdist.artifact import read_metadata
 from rdist.cli.app import app
-from tests.helpers import CIFAR_SUBSET, requires_cifar_subset
+from tests.helpers import CIFAR_SUBSET, assert_one_line_error, requires_cifar_subset
 
 runner = CliRunner()
 
 
 def run(*args: str):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -6,23 +6,12 @@ weights across processes) and avoids oversubscribing small shared machines.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
-import torch
 
 from rdist.engine import TrainConfig, train
-
-
-@contextlib.contextmanager
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+from tests.helpers import one_thread
 
 
 @pytest.fixture(autouse=True)

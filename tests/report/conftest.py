@@ -3,7 +3,6 @@ tinycnn, a 5-class model, and a training run written by the engine (log.jsonl, b
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -12,24 +11,12 @@ import torch.nn.functional as F
 
 import rdist
 from rdist.attacks import pgd
-from rdist.data import Batches
-from tests.helpers import train_natural
+from tests.helpers import one_thread, train_briefly
 
 # Digits have 16 grey levels (steps of 17/255): 8/255 moves no pixel across a level, 32/255 does.
 EPS = "32/255"
 EPS_VALUE = 32 / 255
 DIGITS_SHAPE = [1, 8, 8]
-
-
-@contextlib.contextmanager
-def one_thread():
-    # Two threads on two shared cores spin-wait on each other: one thread makes these tests several times faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="package", autouse=True)
@@ -40,27 +27,13 @@ def one_thread_for_the_tests():
 
 def train_adversarial(arch: str, dataset, steps: int = 150, seed: int = 0):
     """Madry adversarial training with a 3-step PGD at EPS: seconds on a CPU, and visibly more robust."""
-    torch.manual_seed(seed)
-    model = rdist.create_model(arch, num_classes=dataset.num_classes, in_channels=dataset.input_shape[0])
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    batches = Batches(dataset.x_train, dataset.y_train, 128, shuffle=True, augment=False, seed=seed)
     generator = torch.Generator().manual_seed(seed)
-    done = 0
-    while done < steps:
-        batches.set_epoch(done)
-        for x, y in batches:
-            model.eval()
-            xa = pgd(lambda xa: F.cross_entropy(model(xa), y, reduction="sum"), x, eps=EPS_VALUE,
-                     step_size=EPS_VALUE / 2, steps=3, generator=generator)
-            model.train()
-            loss = F.cross_entropy(model(xa), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            done += 1
-            if done == steps:
-                break
-    return model.eval()
+
+    def attack(model, x, y):
+        return pgd(lambda xa: F.cross_entropy(model(xa), y, reduction="sum"), x, eps=EPS_VALUE,
+                   step_size=EPS_VALUE / 2, steps=3, generator=generator)
+
+    return train_briefly(arch, dataset, steps, seed, attack=attack)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +45,7 @@ def artifacts_dir(tmp_path_factory) -> Path:
 def natural_artifact(digits, artifacts_dir) -> Path:
     path = artifacts_dir / "natural.safetensors"
     with one_thread():
-        model = train_natural("tinycnn", digits, steps=150)
+        model = train_briefly("tinycnn", digits, steps=150)
     rdist.save_model(model, path, dataset="digits", input_shape=DIGITS_SHAPE,
                      provenance={"method": "natural", "epochs": 4})
     return path

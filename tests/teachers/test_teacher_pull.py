@@ -16,6 +16,7 @@ from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.teachers.catalogue import CIFAR10_MEAN, CIFAR10_STD, TEACHERS, find_teacher
 from rdist.teachers.robustbench import artifact_path, checkpoint_path, drive_url, import_robustbench, pull_teacher
+from tests.helpers import assert_one_line_error
 
 runner = CliRunner()
 CURATED = ["Zhang2019Theoretically", "Chen2021LTD_WRN34_10", "Chen2021LTD_WRN34_20", "Wang2023Better_WRN-28-10",
@@ -24,14 +25,6 @@ CURATED = ["Zhang2019Theoretically", "Chen2021LTD_WRN34_10", "Chen2021LTD_WRN34_
 
 def files_under(root: pathlib.Path) -> list[pathlib.Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_robustbench_imports_with_the_pypi_packages_and_knows_every_catalogued_teacher():

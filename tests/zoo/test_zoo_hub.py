@@ -17,19 +17,12 @@ from rdist.artifact import read_metadata
 from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.teachers import resolve_teacher
+from rdist.utils import sha256_file
 from rdist.zoo import load_zoo, pull_model, resolve_model_path
-from rdist.zoo.catalogue import sha256_file
+from tests.helpers import assert_one_line_error
 from tests.zoo.conftest import TOKEN
 
 runner = CliRunner()
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def push(student: Path, repo: str, *extra: str):
