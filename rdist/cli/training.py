@@ -143,7 +143,8 @@ def print_summary(result: RunResult) -> None:
     how = "finished" if result.stopped_by == "epochs" else f"stopped after --max-steps ({result.global_step} steps)"
     console.print(f"{how}: {result.epochs_done} epochs in {result.run_dir}", highlight=False)
     if result.best_path is not None:
-        console.print(f"  {BEST}: epoch {result.best_epoch}, pgd20 {result.best_acc:.2%} on the selection split",
+        console.print(f"  {BEST}: epoch {result.best_epoch}, {result.select_metric} {result.best_acc:.2%} on the "
+                      "selection split",
                       highlight=False)
     others = [name for name in (LAST, LOG, CHECKPOINT) if (result.run_dir / name).is_file()]
     if others:

@@ -15,7 +15,6 @@ from rdist.utils import format_eps
 
 BEST, LAST = "best.safetensors", "last.safetensors"
 EVAL_ATTACKS = ["clean", "pgd20"]
-SELECT_METRIC = "pgd20"
 
 
 def _arch_name(model: nn.Module | None) -> str | None:
@@ -41,7 +40,7 @@ def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_s
         "epochs": s.epochs, "epoch": epoch, "global_step": global_step, "recipe": c.recipe,
         "schedule": s.to_dict(), "swa": s.swa_start is not None and epoch >= s.swa_start,
         "selection": {"checkpoint": name.removesuffix(".safetensors"), "on": run.eval_split,
-                      "metric": SELECT_METRIC, "n": len(run.eval_y), "best_epoch": best_epoch},
+                      "metric": run.method.select_metric, "n": len(run.eval_y), "best_epoch": best_epoch},
         "run_dir": str(run.run_dir), "device": str(run.device),
         "precision": "bf16-autocast" if run.device.type == "cuda" else "fp32", "rdist_version": rdist.__version__,
     }

@@ -26,7 +26,7 @@ from rdist.engine.checkpoint import (CHECKPOINT, check_same_run, load_checkpoint
                                      save_checkpoint)
 from rdist.engine.config import TrainConfig
 from rdist.engine.log import LOG, EpochLog, read_log
-from rdist.engine.outputs import BEST, EVAL_ATTACKS, LAST, SELECT_METRIC, eval_report, save_artifact
+from rdist.engine.outputs import BEST, EVAL_ATTACKS, LAST, eval_report, save_artifact
 from rdist.engine.schedule import build_optimizer
 from rdist.engine.step import attack_phase, correct_counts, input_layout, update_phase
 from rdist.errors import RdistError
@@ -41,9 +41,10 @@ class RunResult:
     epochs_done: int  # complete epochs (a run cut by max_steps may have trained part of one more)
     global_step: int
     best_epoch: int | None
-    best_acc: float | None  # pgd20 accuracy of best.safetensors on the selection split
+    best_acc: float | None  # accuracy (`select_metric`) of best.safetensors on the selection split
     stopped_by: str  # "epochs" or "max_steps"
     history: list[dict[str, Any]] = field(default_factory=list)  # the log.jsonl records
+    select_metric: str = "pgd20"  # the validation accuracy best.safetensors was selected on
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -158,15 +159,16 @@ class Trainer:
         report = None
         if not complete or epoch % self.config.eval_every == 0 or epoch == self.schedule.epochs:
             report = eval_report(self.run, self._evaluate(epoch), epoch)
-        if report and (self.best_acc is None or report["accuracy"][SELECT_METRIC] > self.best_acc):
-            self.best_acc, self.best_epoch = report["accuracy"][SELECT_METRIC], epoch
+        metric = self.run.method.select_metric
+        if report and (self.best_acc is None or report["accuracy"][metric] > self.best_acc):
+            self.best_acc, self.best_epoch = report["accuracy"][metric], epoch
             if self.main:
                 save_artifact(self.run, self._model_to_save(epoch), BEST, epoch=epoch, global_step=self.global_step,
                               report=report, best_epoch=epoch)
         split = self.run.eval_split
         record = {"epoch": epoch, "partial": not complete, "global_step": self.global_step, **totals.record(),
                   f"{split}_clean_acc": report["accuracy"]["clean"] if report else None,
-                  f"{split}_{SELECT_METRIC}_acc": report["accuracy"][SELECT_METRIC] if report else None,
+                  f"{split}_pgd20_acc": report["accuracy"]["pgd20"] if report else None,
                   "eval_n": len(self.run.eval_y), "best_epoch": self.best_epoch, "swa": self._swa_active(epoch),
                   "train_seconds": round(train_seconds, 3), "seconds": round(time.perf_counter() - started, 3),
                   "images_per_s": round(totals.images / train_seconds, 1)}
@@ -230,4 +232,5 @@ class Trainer:
         run_dir = self.run.run_dir
         best, last = (run_dir / name if (run_dir / name).is_file() else None for name in (BEST, LAST))
         return RunResult(run_dir, best, last, self.epoch, self.global_step, self.best_epoch,
-                         self.best_acc, stopped_by, read_log(run_dir / LOG) if self.main else [])
+                         self.best_acc, stopped_by, read_log(run_dir / LOG) if self.main else [],
+                         self.run.method.select_metric)

@@ -49,6 +49,9 @@ class Method:
     name: ClassVar[str]
     kind: ClassVar[str] = "distill"  # "teacher" for methods that train without a teacher
     bn_mode: ClassVar[str] = "eval"  # student BN mode while the inner attack runs
+    # The validation accuracy best.safetensors is selected on: robustness, except for methods that do not
+    # aim at it (a natural teacher for AKD2 and IAD-II should be its most accurate epoch).
+    select_metric: ClassVar[str] = "pgd20"
     needs_teacher: ClassVar[bool] = False
     needs_natural_teacher: ClassVar[bool] = False
     supports_igdm: ClassVar[bool] = False

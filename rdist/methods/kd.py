@@ -21,6 +21,7 @@ class KD(Method):
     needs_teacher = True
     # No attack runs, so the spec gives no BN mode; "train" spares the engine a pointless mode switch.
     bn_mode = "train"
+    select_metric = "clean"
     defaults = {"alpha": 0.9, "tau": 4.0}
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=5e-4)
 

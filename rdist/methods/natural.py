@@ -19,6 +19,7 @@ class Natural(Method):
     kind = "teacher"
     # No attack runs, so the spec gives no BN mode; "train" spares the engine a pointless mode switch.
     bn_mode = "train"
+    select_metric = "clean"
     defaults = {}
     recipe = Recipe(epochs=100, milestones=(75, 90), weight_decay=5e-4)
 

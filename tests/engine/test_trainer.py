@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 import rdist
 from rdist.artifact import read_metadata
-from rdist.engine import BEST, CHECKPOINT, LAST, LOG, load_checkpoint, read_log, train
+from rdist.engine import BEST, CHECKPOINT, LAST, LOG, TrainConfig, load_checkpoint, read_log, train
 from rdist.errors import RdistError
 
 
@@ -133,3 +133,13 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(short_run, tmp_path):
     assert (tmp_path / "run" / CHECKPOINT).read_bytes() == checkpoint
     assert (tmp_path / "run" / LAST).read_bytes() == last
     assert [r["epoch"] for r in read_log(tmp_path / "run" / LOG)] == [1]
+
+
+def test_natural_training_selects_its_most_accurate_epoch(tmp_path):
+    """A natural teacher (the Tstd of AKD2 and IAD-II) is chosen for clean accuracy, robust methods for PGD-20."""
+    result = train(TrainConfig(method="natural", student="tinycnn", data="digits", epochs=4, batch_size=64,
+                               lr=0.05, eval_n=64, out=str(tmp_path)))
+    log = read_log(tmp_path / LOG)
+    assert result.select_metric == "clean"
+    assert result.best_epoch == max(log, key=lambda r: r["val_clean_acc"])["epoch"]
+    assert read_metadata(tmp_path / BEST)["provenance"]["selection"]["metric"] == "clean"
