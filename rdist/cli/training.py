@@ -103,13 +103,14 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
 
 
 class EpochProgress(Callback):
-    """One rich progress bar per epoch with the live loss and training accuracies, then validation results.
+    """A rich progress bar for the running epoch with the live loss and training accuracies; each finished
+    epoch becomes a line with its validation results.
 
     The bars open when training starts, so that errors found while building the run stay alone on their line.
     """
 
     def __init__(self, stack: contextlib.ExitStack):
-        self.stack, self.bar, self.task = stack, None, None
+        self.stack, self.bar, self.task, self.epochs = stack, None, None, 0
 
     def on_run_start(self, run_dir, start_epoch, epochs, steps_per_epoch, resumed) -> None:
         self.bar = self.stack.enter_context(progress_bar(quiet=False))
@@ -121,6 +122,7 @@ class EpochProgress(Callback):
                           f"{run_dir}", highlight=False, soft_wrap=True)
 
     def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epochs = epochs
         self.task = self.bar.add_task(f"epoch {epoch}/{epochs}", total=steps, note="")
 
     def on_step(self, info: StepInfo) -> None:
@@ -132,11 +134,14 @@ class EpochProgress(Callback):
         self.bar.update(self.task, note=f"evaluating {attack} {done}/{total}")
 
     def on_epoch_end(self, record: dict[str, Any]) -> None:
+        """Replace the finished epoch's bar by one log line, so a long run keeps a single live bar on screen."""
         split = "test" if "test_clean_acc" in record else "val"
-        note = f"loss {record['train_loss']:.4f}"
+        line = f"epoch {record['epoch']}/{self.epochs}  loss {record['train_loss']:.4f}"
         if record[f"{split}_clean_acc"] is not None:
-            note += f"  {split} clean {record[f'{split}_clean_acc']:.1%}  pgd20 {record[f'{split}_pgd20_acc']:.1%}"
-        self.bar.update(self.task, note=note)
+            line += f"  {split} clean {record[f'{split}_clean_acc']:.1%}  pgd20 {record[f'{split}_pgd20_acc']:.1%}"
+        line += f"  ({record['seconds']:.1f} s, {record['images_per_s']:.0f} images/s)"
+        self.bar.remove_task(self.task)
+        self.bar.console.print(line, highlight=False)
 
 
 def print_summary(result: RunResult) -> None:
