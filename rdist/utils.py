@@ -58,9 +58,16 @@ def format_eps(eps: float) -> str:
 
 
 def default_device(name: str | None = None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device `name` ("cpu", "cuda", "cuda:1"), checked to exist; without a name, CUDA when present."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RdistError(f"cannot read device '{name}': use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RdistError(f"--device {name} asks for CUDA but no CUDA GPU is visible; use --device cpu")
+    return device
 
 
 def cache_dir() -> Path:

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from rdist.cli.common import attack_progress, console, print_json, progress_bar, user_errors
+from rdist.errors import RdistError
 from rdist.utils import format_eps
 
 SUITE_HELP = "named suite: quick (clean,fgsm,pgd20), standard (+cw,aa), autoattack, papers, full (+pgd20-trades,square)"
@@ -15,7 +16,7 @@ SUITE_HELP = "named suite: quick (clean,fgsm,pgd20), standard (+cw,aa), autoatta
 
 @user_errors
 def attack(
-    model: str = typer.Argument(..., help="an rdist .safetensors artifact, or zoo:NAME"),
+    model: str = typer.Argument(None, help="an rdist .safetensors artifact, or zoo:NAME", show_default=False),
     suite: str = typer.Option("standard", "--suite", "-s", help=SUITE_HELP),
     attacks: str = typer.Option(None, "--attacks", "-a", help="comma-separated attacks instead of a suite, e.g. "
                                 "clean,pgd20,cw,aa:apgd-ce+apgd-t; `rdist attack --list` shows them all"),
@@ -42,6 +43,8 @@ def attack(
     if list_attacks:
         _print_attack_list()
         return
+    if model is None:
+        raise RdistError("give the MODEL to attack (an .safetensors artifact or zoo:NAME), or --list")
     with progress_bar(quiet or json_out) as bar:
         report = robustness_report(model, suite=suite, attacks=attacks, eps=eps, data=data, n=n,
                                    batch_size=batch_size, surrogate=surrogate, seed=seed, device=device,

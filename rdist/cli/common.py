@@ -39,10 +39,6 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def not_available(command: str, issue: str) -> typer.Exit:
-    return fail(f"`rdist {command}` is not available yet in this version ({issue})", code=2)
-
-
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 

@@ -17,7 +17,8 @@ def distill(
                                help=f"distillation method: {', '.join(list_methods('distill'))}"),
     student: str = typer.Option(None, "--student", "-s", help="student architecture: resnet18, mobilenetv2, "
                                 "preactresnet18, wrn-D-W, tinycnn, ..."),
-    teacher: str = typer.Option(None, "--teacher", "-t", help="the robust teacher: an .safetensors artifact"),
+    teacher: str = typer.Option(None, "--teacher", "-t", help="the robust teacher: an .safetensors artifact, "
+                                "zoo:NAME, or a RobustBench name (`rdist teacher list`), pulled on first use"),
     natural_teacher: str = typer.Option(None, "--natural-teacher", help="a naturally trained teacher "
                                         "(akd2, iad-ii), e.g. from `rdist teacher train --method natural`"),
     alpha: float = typer.Option(None, "--alpha", help=opt.hparam_help("weight of the distillation term", "alpha")),

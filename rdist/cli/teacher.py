@@ -8,6 +8,7 @@ import typer
 
 from rdist.cli import training
 from rdist.cli.common import console, err_console, print_json, user_errors
+from rdist.errors import RdistError
 
 app = typer.Typer(help="Get, train or convert the robust teacher a student learns from.", no_args_is_help=True)
 
@@ -114,7 +115,7 @@ def import_(
     from rdist.teachers.convert import import_checkpoint
 
     meta = import_checkpoint(checkpoint, arch=arch, dataset=dataset, output=output, num_classes=num_classes,
-                             in_channels=in_channels, mean=_floats(mean), std=_floats(std))
+                             in_channels=in_channels, mean=_floats(mean, "--mean"), std=_floats(std, "--std"))
     if json_out:
         print_json(meta)
     else:
@@ -122,5 +123,11 @@ def import_(
                       f"{meta['dataset']})")
 
 
-def _floats(text: str | None) -> list[float] | None:
-    return [float(v) for v in text.split(",")] if text else None
+def _floats(text: str | None, option: str) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise RdistError(f"{option} takes comma-separated numbers, one per channel, e.g. 0.4914,0.4822,0.4465; "
+                         f"got '{text}'") from None

@@ -13,15 +13,7 @@ from rdist.attacks.evaluate import Progress
 from rdist.data import load_dataset
 from rdist.errors import RdistError
 from rdist.utils import atomic_path, default_device, parse_eps
-
-
-def model_path(spec: str) -> Path:
-    """The local file for a model argument: a path, or `zoo:NAME` fetched and verified from the zoo."""
-    if spec.startswith("zoo:"):
-        from rdist.zoo import resolve_model_path
-
-        return resolve_model_path(spec)
-    return Path(spec)
+from rdist.zoo import ZOO_PREFIX, resolve_model_path
 
 
 def check_compatible(meta: dict, dataset, source: str) -> None:
@@ -48,10 +40,13 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
         raise RdistError(f"--n must be a positive number of test images, got {n}")
     if batch_size <= 0:
         raise RdistError(f"--batch-size must be positive, got {batch_size}")
+    if record and model.startswith(ZOO_PREFIX):
+        raise RdistError(f"--record would change {model}, a verified zoo download whose sha256 must stay as "
+                         "published; copy the file and record into the copy instead")
     eps_value = parse_eps(eps)
     names = resolve_attacks(suite, attacks)
     dev = default_device(device)
-    path = model_path(model)
+    path = resolve_model_path(model)
     net = load_model(path, dev)
     meta = net.rdist_meta
     data = data or meta.get("dataset")
@@ -61,7 +56,7 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
     check_compatible(meta, dataset, str(path))
     surrogate_net = None
     if surrogate:
-        surrogate_net = load_model(model_path(surrogate), dev)
+        surrogate_net = load_model(resolve_model_path(surrogate), dev)
         check_compatible(surrogate_net.rdist_meta, dataset, surrogate)
     x, y = dataset.x_test[:n], dataset.y_test[:n]
     started = time.perf_counter()

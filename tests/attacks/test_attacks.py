@@ -8,7 +8,7 @@ from rdist.attacks import CW, FGSM, PGD, create_attack, evaluate, margin_loss, p
 from rdist.attacks.base import check_adversarial
 from rdist.errors import AdversarialBoundsError, RdistError
 
-# digits have 16 grey levels (steps of 16/255), so 8/255 barely moves them; 32/255 is a meaningful budget.
+# Digits have 17 grey levels about 16/255 apart: 8/255 barely hurts a natural model; 32/255 is a real budget.
 EPS = 32 / 255
 
 
@@ -87,6 +87,9 @@ def test_same_seed_same_numbers(digits_model, test_batch):
     x, y = test_batch
     runs = [evaluate(digits_model, x, y, ["pgd20", "cw"], eps=EPS, batch_size=64, seed=s) for s in (1, 1)]
     assert runs[0].accuracy == runs[1].accuracy
+    # the seed drives the random start: the same seed gives the same examples, another seed others
+    examples = [create_attack("pgd20", digits_model, EPS, seed=s)(x, y) for s in (1, 1, 2)]
+    assert torch.equal(examples[0], examples[1]) and not torch.equal(examples[0], examples[2])
 
 
 def test_transfer_needs_a_surrogate_and_uses_it(digits_model, test_batch):

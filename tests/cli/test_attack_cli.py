@@ -21,6 +21,15 @@ def run(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def refused(model: Path, tmp_path: Path, *args: str, fragments: tuple[str, ...]) -> None:
+    """`rdist attack MODEL ARGS --record --out FILE` fails with a one-line error and writes nothing."""
+    before = model.read_bytes() if model.is_file() else None
+    report = tmp_path / "report.json"
+    assert_one_line_error(run("attack", model, *args, "--record", "--out", report, "--quiet"), *fragments)
+    assert not report.exists(), "a refused run must not write its report"
+    assert (model.read_bytes() if model.is_file() else None) == before, "a refused run must not touch the model"
+
+
 @pytest.fixture(scope="module")
 def pyautoattack_resnet18() -> Path:
     examples = Path(pytest.importorskip("pyautoattack").__file__).parent / "examples" / "model_test.pt"
@@ -50,7 +59,7 @@ def test_attack_reports_json_and_records_only_when_asked(digits_artifact, tmp_pa
 
 
 def test_attack_list_shows_attacks_and_suites():
-    result = run("attack", "--list", "unused")
+    result = run("attack", "--list")
     assert result.exit_code == 0 and "pgd20-trades" in result.output and "autoattack" in result.output
 
 
@@ -73,20 +82,20 @@ def test_real_natural_resnet18_is_accurate_and_not_robust(pyautoattack_resnet18,
 
 
 def test_missing_model_file(tmp_path):
-    assert_one_line_error(run("attack", tmp_path / "nope.safetensors", "--quiet"), "not found")
+    refused(tmp_path / "nope.safetensors", tmp_path, fragments=("not found",))
 
 
 def test_a_file_that_is_not_safetensors(tmp_path):
     bogus = tmp_path / "model.safetensors"
     bogus.write_text("this is not a model")
-    assert_one_line_error(run("attack", bogus, "--quiet"), "not a readable safetensors file")
+    refused(bogus, tmp_path, fragments=("not a readable safetensors file",))
 
 
 def test_a_truncated_safetensors_file(digits_artifact, tmp_path):
     truncated = tmp_path / "truncated.safetensors"
     data = digits_artifact.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
-    assert_one_line_error(run("attack", truncated, "--quiet"), "truncated")
+    refused(truncated, tmp_path, fragments=("truncated",))
 
 
 def _rewrite_metadata(source: Path, target: Path, **changes) -> Path:
@@ -99,39 +108,62 @@ def _rewrite_metadata(source: Path, target: Path, **changes) -> Path:
 
 def test_unknown_format_version(digits_artifact, tmp_path):
     future = _rewrite_metadata(digits_artifact, tmp_path / "future.safetensors", format_version=99)
-    assert_one_line_error(run("attack", future, "--quiet"), "format version 99")
+    refused(future, tmp_path, fragments=("format version 99",))
 
 
 def test_unknown_architecture_suggests_close_names(digits_artifact, tmp_path):
     arch = {**read_metadata(digits_artifact)["arch"], "name": "smallcn"}
     odd = _rewrite_metadata(digits_artifact, tmp_path / "odd.safetensors", arch=arch)
-    assert_one_line_error(run("attack", odd, "--quiet"), "unknown architecture 'smallcn'", "smallcnn")
+    refused(odd, tmp_path, fragments=("unknown architecture 'smallcn'", "smallcnn"))
 
 
 def test_weights_that_do_not_fit_name_the_keys(digits_artifact, tmp_path):
     arch = {**read_metadata(digits_artifact)["arch"], "name": "tinycnn"}
     wrong = _rewrite_metadata(digits_artifact, tmp_path / "wrong.safetensors", arch=arch)
-    assert_one_line_error(run("attack", wrong, "--quiet"), "do not fit architecture tinycnn", "wrong shape")
+    refused(wrong, tmp_path, fragments=("do not fit architecture tinycnn", "wrong shape"))
 
 
-def test_eps_given_in_pixel_levels(digits_artifact):
-    assert_one_line_error(run("attack", digits_artifact, "--eps", "8", "--quiet"), "did you mean 8/255")
+def test_eps_given_in_pixel_levels(digits_artifact, tmp_path):
+    refused(digits_artifact, tmp_path, "--eps", "8", fragments=("did you mean 8/255",))
 
 
 def test_dataset_with_another_class_count(tmp_path):
     model = rdist.create_model("tinycnn", num_classes=5, in_channels=1)
     path = rdist.save_model(model, tmp_path / "five.safetensors", dataset="digits", input_shape=[1, 8, 8])
-    assert_one_line_error(run("attack", path, "--data", "digits", "--quiet"), "5 classes", "10")
+    refused(path, tmp_path, "--data", "digits", fragments=("5 classes", "10"))
 
 
-def test_unknown_attack(digits_artifact):
-    assert_one_line_error(run("attack", digits_artifact, "--attacks", "clean,pgd21", "--quiet"),
-                          "unknown attack 'pgd21'", "pgd20")
+def test_unknown_attack(digits_artifact, tmp_path):
+    refused(digits_artifact, tmp_path, "--attacks", "clean,pgd21", fragments=("unknown attack 'pgd21'", "pgd20"))
 
 
 @pytest.mark.parametrize("n", ["0", "-5"])
-def test_non_positive_n(digits_artifact, n):
-    assert_one_line_error(run("attack", digits_artifact, "--n", n, "--quiet"), "--n must be a positive")
+def test_non_positive_n(digits_artifact, n, tmp_path):
+    refused(digits_artifact, tmp_path, "--n", n, fragments=("--n must be a positive",))
+
+
+@pytest.mark.parametrize("device, fragment", [("bogus", "cannot read device 'bogus'"), ("cuda:0", "CUDA")])
+def test_unusable_device(digits_artifact, tmp_path, device, fragment):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    refused(digits_artifact, tmp_path, "--device", device, fragments=(fragment,))
+
+
+def test_no_model_and_no_list():
+    assert_one_line_error(run("attack", "--quiet"), "give the MODEL", "--list")
+
+
+def test_recording_into_a_zoo_download_is_refused(tmp_path):
+    assert_one_line_error(run("attack", "zoo:any-student", "--record", "--quiet"), "sha256")
+
+
+def test_import_with_unreadable_normalisation(tmp_path):
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(rdist.create_model("tinycnn", in_channels=1).state_dict(), checkpoint)
+    out = tmp_path / "o.safetensors"
+    assert_one_line_error(run("teacher", "import", checkpoint, "--arch", "tinycnn", "--dataset", "digits",
+                              "--mean", "abc", "--std", "0.3", "-o", out), "--mean takes comma-separated numbers")
+    assert not out.exists()
 
 
 def test_import_unknown_architecture_writes_nothing(pyautoattack_resnet18, tmp_path):
