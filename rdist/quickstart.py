@@ -10,8 +10,8 @@ from typing import Any
 from rdist.engine import Callback, TrainConfig, train
 from rdist.report.compare import compare_models
 
-# Digits have 16 grey levels, a step of 16/255: 8/255 would not move a pixel to another level, so the
-# quickstart uses 32/255 with attack steps of 8/255.
+# Digits have 17 grey levels, about 16/255 apart: at 8/255 a naturally trained smallcnn still has 97%
+# accuracy under PGD-20 (98% clean), so the quickstart uses 32/255 with attack steps of 8/255.
 EPS = 32 / 255
 STEP_SIZE = 8 / 255
 ATTACKS = "clean,pgd20,aa:apgd-ce+apgd-t"

@@ -63,7 +63,7 @@ def _from_numpy(name, x_train, y_train, x_test, y_test, num_classes=None) -> Dat
 
 
 def _digits(root: Path) -> Dataset:
-    """scikit-learn's 1797 8x8 digits, 16 grey levels scaled to 0-255; a fixed 80/20 split."""
+    """scikit-learn's 1797 8x8 digits, 17 grey levels (0-16) scaled to 0-255; a fixed 80/20 split."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()

@@ -13,7 +13,7 @@ import rdist
 from rdist.attacks import pgd
 from tests.helpers import one_thread, train_briefly
 
-# Digits have 16 grey levels (steps of 17/255): 8/255 moves no pixel across a level, 32/255 does.
+# Digits have 17 grey levels (steps of about 16/255): 8/255 moves no pixel across a level, 32/255 does.
 EPS = "32/255"
 EPS_VALUE = 32 / 255
 DIGITS_SHAPE = [1, 8, 8]
