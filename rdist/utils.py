@@ -75,6 +75,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RDIST_CACHE", Path.home() / ".cache" / "rdist")).expanduser()
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe.
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it over `path`, on failure delete it.
@@ -87,11 +97,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600 files; give the result the permissions any new file would get under the umask.
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp_path.chmod(0o666 & ~umask)
+    tmp_path.chmod(0o666 & ~_UMASK)
     try:
         yield tmp_path
+        with open(tmp_path, "rb+") as written:  # on disk before the rename, so a crash leaves old or new
+            os.fsync(written.fileno())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
