@@ -24,8 +24,8 @@ def distill(
     alpha: float = typer.Option(None, "--alpha", help=opt.hparam_help("weight of the distillation term", "alpha")),
     beta: float = typer.Option(None, "--beta", help=opt.hparam_help("exponent of IAD's trust weight", "beta")),
     tau: float = typer.Option(None, "--tau", help=opt.hparam_help("distillation temperature", "tau")),
-    kl_scale: float = typer.Option(None, "--kl-scale", help=opt.hparam_help("scale of the KL terms (KLbm units)",
-                                                                            "kl_scale")),
+    kl_scale: float = typer.Option(None, "--kl-scale", help=opt.hparam_help(
+        "scale of the KL terms (KLbm units); with --recipe paper adaad takes 1 on cifar100", "kl_scale")),
     warmup_epoch: float = typer.Option(None, "--warmup-epoch", help=opt.hparam_help("epochs of plain distillation "
                                        "before IAD's introspection starts", "warmup_epoch")),
     igdm_alpha: float = typer.Option(None, "--igdm-alpha", help=opt.hparam_help("weight of the IGDM term (+igdm)",

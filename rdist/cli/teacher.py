@@ -78,7 +78,8 @@ def train(
     method: str = typer.Option(None, "--method", "-m", help="teacher training method: natural, sat, trades, mart"),
     arch: str = typer.Option(None, "--arch", help="architecture: wrn-34-10, resnet18, preactresnet18, smallcnn, ..."),
     beta: float = typer.Option(None, "--beta", help="weight of the robustness term \\[default: the method's paper "
-                               "value: trades 6, mart 6 (the paper uses 5 for ResNet-18)]"),
+                               "value: trades 6, mart 6 (WRN); with --recipe paper mart takes 5 on other "
+                               "architectures]"),
     data: str = training.DATA, epochs: int = training.EPOCHS, max_steps: int = training.MAX_STEPS,
     recipe: str = training.RECIPE, lr: float = training.LR, weight_decay: float = training.WEIGHT_DECAY,
     batch_size: int = training.BATCH_SIZE, eps: str = training.EPS, step_size: str = training.STEP_SIZE,

@@ -21,7 +21,7 @@ from rdist.engine.distributed import Ranks, ranks_from_env
 from rdist.engine.schedule import Schedule, resolve_schedule
 from rdist.engine.step import channels_last
 from rdist.errors import RdistError
-from rdist.methods import Method, create_method
+from rdist.methods import Method, Recipe, create_method, paper_preset
 from rdist.models import create_model
 from rdist.teachers.resolve import resolve_teacher
 from rdist.utils import default_device
@@ -61,9 +61,8 @@ class Run:
 def build_run(config: TrainConfig) -> Run:
     config.validate()
     ranks = ranks_from_env()
-    method = create_method(config.method, eps=config.eps, step_size=config.step_size, steps=config.attack_steps,
-                           **config.hparams)
-    schedule = resolve_schedule(config, method.recipe)
+    method, recipe = resolve_method(config)
+    schedule = resolve_schedule(config, recipe)
     _check_teachers_wanted(method, config)
     channels, classes, size = dataset_shape(config.data)
     try:
@@ -91,6 +90,23 @@ def build_run(config: TrainConfig) -> Run:
     run_dir = Path(config.resume or config.out or default_run_dir(config))
     return Run(config, method, schedule, ranks, device, dataset, train_x, train_y, eval_x[:eval_n], eval_y[:eval_n],
                student, teacher, natural_teacher, run_dir)
+
+
+def resolve_method(config: TrainConfig) -> tuple[Method, Recipe]:
+    """The method `config` asks for, and the recipe its schedule follows.
+
+    With `--recipe paper`, the paper's recipe and hyper-parameters for this dataset and student architecture
+    (e.g. MART on a WideResNet, AdaAD on CIFAR-100); hyper-parameters the user gave still win. Without it,
+    the method's class defaults.
+    """
+    hparams = {k: v for k, v in config.hparams.items() if v is not None}
+    recipe = None
+    if config.recipe == "paper":
+        recipe, preset = paper_preset(config.method, config.data, config.student)
+        hparams = {**preset, **hparams}
+    method = create_method(config.method, eps=config.eps, step_size=config.step_size, steps=config.attack_steps,
+                           **hparams)
+    return method, recipe or method.recipe
 
 
 def default_run_dir(config: TrainConfig) -> Path:

@@ -34,7 +34,7 @@ class Schedule:
 
 
 def resolve_schedule(config: TrainConfig, recipe: Recipe) -> Schedule:
-    """The schedule `config` asks for, given the method's paper `recipe`."""
+    """The schedule `config` asks for, given the method's paper `recipe` for this run (`resolve_method`)."""
     if config.recipe is not None and config.recipe not in RECIPES:
         raise unknown("recipe", config.recipe, RECIPES)
     if config.recipe == "paper":

@@ -4,7 +4,8 @@ The engine calls, for each batch:
     student.train(method.bn_mode == "train"); xa = method.perturb(student, batch)
     student.train();                            loss = method.loss(student, batch, xa)
 and knows nothing else about the method. Hyper-parameters are fields of `defaults` (the paper's values);
-`recipe` is the paper's full training recipe, applied by `--recipe paper`.
+`recipe` is the paper's full training recipe, applied by `--recipe paper` through `paper_preset`, which also
+gives the hyper-parameters a paper sets per dataset or architecture.
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ class Method:
         self.hparams = {**self.defaults, **{k: float(v) for k, v in hparams.items() if v is not None}}
         for key, value in self.hparams.items():
             setattr(self, key, value)
+
+    @classmethod
+    def paper_preset(cls, dataset: str, arch: str) -> tuple[Recipe, dict[str, float]]:
+        """The paper's recipe and hyper-parameter values for training `arch` on `dataset` (`--recipe paper`).
+
+        `defaults` and `recipe` hold one setting of the paper; a method whose paper changes them with the
+        dataset or the architecture overrides this to return that setting's values.
+        """
+        return cls.recipe, {}
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor | None:
         """The inner maximisation; None for methods that train on clean inputs only."""

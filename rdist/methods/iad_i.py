@@ -50,10 +50,13 @@ class IADI(Method):
         with torch.no_grad():
             teacher_clean = batch.teacher(batch.x)
         student_adv = student(xa)
+        # S(x) runs in warm-up too, where the loss does not use it: in train mode it feeds clean statistics
+        # into the BN running averages, as the official code's forward (and ARD's) does.
+        student_clean = student(batch.x)
         distill = kl_bm(teacher_clean, student_adv)
         if warming_up(batch, self.warmup_epoch):
             return self.kl_scale * distill
         with torch.no_grad():
             w = trust_weight(batch.teacher(xa), batch.y, self.beta)
-        introspect = ((1 - w) * kl_per_sample(student(batch.x), student_adv)).mean()
+        introspect = ((1 - w) * kl_per_sample(student_clean, student_adv)).mean()
         return self.kl_scale * (distill + introspect)

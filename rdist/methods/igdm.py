@@ -8,7 +8,8 @@ gamma is honoured on ARD too. x - g d is a probe of the slope, not an adversaria
 code it is not clamped to [0, 1].
 
 Recipe: the spec's IGDM row (200 epochs, x0.1 at 100 and 150, weight decay 2e-4, the official script's
-defaults) whatever the base, rather than the base's own recipe.
+defaults) whatever the base, rather than the base's own recipe; the base's paper hyper-parameters for the
+dataset and architecture (e.g. AdaAD's kl_scale 1 on CIFAR-100) still apply (`paper_preset_over`).
 """
 
 from __future__ import annotations
@@ -40,15 +41,23 @@ class IGDM(Method):
         super().__init__(eps=base.eps, step_size=base.step_size, steps=base.steps, igdm_alpha=igdm_alpha,
                          igdm_beta=igdm_beta, igdm_gamma=igdm_gamma)
 
+    @classmethod
+    def paper_preset_over(cls, base: type[Method], dataset: str, arch: str) -> tuple[Recipe, dict[str, float]]:
+        """`paper_preset` of `base`+igdm: IGDM's recipe with the base's and IGDM's paper hyper-parameters."""
+        _, base_hparams = base.paper_preset(dataset, arch)
+        recipe, igdm_hparams = cls.paper_preset(dataset, arch)
+        return recipe, {**base_hparams, **igdm_hparams}
+
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor | None:
         return self.base.perturb(student, batch)
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
         d = xa - batch.x
         ahead, behind = batch.x + self.igdm_beta * d, batch.x - self.igdm_gamma * d
+        # Differences of nearby logits: taken in fp32, since a bf16 (autocast) result would round them.
         with torch.no_grad():
-            teacher_slope = batch.teacher(ahead) - batch.teacher(behind)
-        student_slope = student(ahead) - student(behind)
+            teacher_slope = batch.teacher(ahead).float() - batch.teacher(behind).float()
+        student_slope = student(ahead).float() - student(behind).float()
         ramp = batch.epoch / batch.epochs
         return self.base.loss(student, batch, xa) + self.igdm_alpha * ramp * kl_bm(teacher_slope, student_slope)
 

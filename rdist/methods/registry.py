@@ -6,7 +6,7 @@ from rdist.errors import RdistError
 from rdist.methods.adaad import AdaAD
 from rdist.methods.akd2 import AKD2
 from rdist.methods.ard import ARD
-from rdist.methods.base import Method
+from rdist.methods.base import Method, Recipe
 from rdist.methods.iad_i import IADI
 from rdist.methods.iad_ii import IADII
 from rdist.methods.igdm import IGDM
@@ -37,6 +37,14 @@ def method_class(name: str) -> type[Method]:
     if base not in METHODS:
         raise unknown("method", name, list_methods())
     return METHODS[base]
+
+
+def paper_preset(name: str, dataset: str, arch: str) -> tuple[Recipe, dict[str, float]]:
+    """The recipe and hyper-parameter values of method `name`'s paper for training `arch` on `dataset`."""
+    cls = method_class(name)
+    if name.endswith(IGDM_SUFFIX):
+        return IGDM.paper_preset_over(cls, dataset, arch)
+    return cls.paper_preset(dataset, arch)
 
 
 def create_method(name: str, **hparams) -> Method:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rdist.engine import TrainConfig, resolve_schedule
+from rdist.engine.build import resolve_method
 from rdist.engine.schedule import build_optimizer
 from rdist.errors import RdistError
 from rdist.methods import create_method
@@ -27,6 +28,44 @@ def test_paper_recipes_follow_the_spec():
 def test_a_shortened_paper_recipe_keeps_its_proportions_and_explicit_values_win():
     akd2 = schedule("akd2", recipe="paper", epochs=20, lr=0.05)
     assert (akd2.milestones, akd2.swa_start, akd2.lr) == ((5, 15), 6, 0.05)
+
+
+def paper_run(method: str, student: str = "resnet18", data: str = "cifar10", **config):
+    """The method and schedule of a `--recipe paper` run, as the engine builds them (no data is loaded)."""
+    config = TrainConfig(method=method, student=student, data=data, recipe="paper", **config)
+    built, recipe = resolve_method(config)
+    return built, resolve_schedule(config, recipe)
+
+
+def test_paper_recipe_follows_the_student_architecture():
+    wrn, wrn_schedule = paper_run("mart", student="wrn-34-10")
+    resnet, resnet_schedule = paper_run("mart", student="resnet18")
+    assert (wrn.beta, wrn_schedule.weight_decay) == (6.0, 7e-4)
+    assert (resnet.beta, resnet_schedule.weight_decay) == (5.0, 2e-4)
+    assert wrn_schedule.milestones == resnet_schedule.milestones == (75, 90)
+
+
+def test_paper_recipe_follows_the_dataset_through_igdm_too():
+    assert paper_run("adaad", data="cifar100")[0].kl_scale == 1.0
+    assert paper_run("adaad", data="cifar10")[0].kl_scale == 0.1
+    igdm, schedule = paper_run("adaad+igdm", data="cifar100")
+    assert igdm.base.kl_scale == 1.0 and igdm.igdm_alpha == 20.0
+    assert (schedule.epochs, schedule.weight_decay) == (200, 2e-4)  # IGDM's own recipe, whatever the base
+
+
+def test_hyper_parameters_the_user_gave_win_over_the_paper_preset():
+    mart, schedule = paper_run("mart", student="wrn-34-10", hparams={"beta": 4.0}, weight_decay=1e-4)
+    assert (mart.beta, schedule.weight_decay) == (4.0, 1e-4)
+    assert paper_run("adaad", data="cifar100", hparams={"kl_scale": 0.5})[0].kl_scale == 0.5
+    assert paper_run("adaad", data="cifar100", hparams={"kl_scale": None})[0].kl_scale == 1.0  # None: not given
+
+
+def test_without_the_paper_recipe_the_class_defaults_hold():
+    config = TrainConfig(method="mart", student="resnet18", data="cifar100", epochs=4)
+    mart, recipe = resolve_method(config)
+    assert mart.beta == 6.0 and resolve_schedule(config, recipe).weight_decay == 2e-4
+    adaad, _ = resolve_method(TrainConfig(method="adaad", student="resnet18", data="cifar100", epochs=4))
+    assert adaad.kl_scale == 0.1
 
 
 def test_short_run_defaults():

@@ -63,6 +63,12 @@ def test_attack_gradient_flows_through_the_teacher(make_batch, check_in_ball):
     assert (xa - start).abs().amax() > 0.5 * EPS
 
 
+@pytest.mark.parametrize(("dataset", "kl_scale"), [("cifar10", 0.1), ("cifar100", 1.0)])
+def test_paper_preset_scales_the_kl_as_the_official_code_of_each_dataset(dataset, kl_scale):
+    # CIFAR-10: nn.KLDivLoss() element mean (KLbm / 10); CIFAR-100: (1/B) * sum (KLbm)
+    assert AdaAD.paper_preset(dataset, "resnet18") == (AdaAD.recipe, {"kl_scale": kl_scale})
+
+
 def test_flags_defaults_and_recipe():
     assert AdaAD.name == "adaad" and AdaAD.kind == "distill" and AdaAD.bn_mode == "eval"
     assert AdaAD.needs_teacher and not AdaAD.needs_natural_teacher and AdaAD.supports_igdm

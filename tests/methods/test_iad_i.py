@@ -53,6 +53,15 @@ def test_after_warm_up_distrusts_the_teacher_where_it_is_wrong(bn_student, teach
     assert (expected - warm).abs() > 1e-2  # the introspection term is of substance here
 
 
+@pytest.mark.parametrize("epoch", [1, 61])
+def test_clean_forward_runs_on_every_step(bn_student, make_batch, epoch):
+    # In train mode S(x) feeds clean statistics into the BN running averages, warm-up or not, as the
+    # official code (and ARD) do: two student forwards per loss.
+    batch = make_batch(epoch=epoch, epochs=200)
+    IADI().loss(bn_student.train(), batch, perturbed(batch.x))
+    assert bn_student[2].num_batches_tracked.item() == 2
+
+
 def test_warm_up_boundary_follows_the_official_zero_based_count(make_batch):
     # official: introspect when the 0-based epoch >= begin; rdist's epochs are 1-based
     assert warming_up(make_batch(epoch=60), 60) and not warming_up(make_batch(epoch=61), 60)

@@ -3,14 +3,19 @@ import torch
 
 from rdist.errors import RdistError
 from rdist.methods.adaad import AdaAD
+from rdist.methods.ard import ARD
 from rdist.methods.base import Recipe
 from rdist.methods.iad_i import IADI
 from rdist.methods.igdm import IGDM
+from rdist.methods.registry import paper_preset
 from rdist.methods.rslad import RSLAD
 
 
 def base_reference(reference, name, student, teacher, batch, xa):
     """The base losses at their defaults, written from the spec."""
+    if name == "ard":  # alpha 1, tau 30, kl_scale 1/C
+        num_classes = teacher(batch.x.double()).shape[1]
+        return 30.0 ** 2 / num_classes * reference.kl_bm(teacher(batch.x.double()), student(xa.double()), tau=30.0)
     if name == "rslad":
         soft_labels = teacher(batch.x.double())
         return 0.1 * (5 / 6 * reference.kl_bm(soft_labels, student(xa.double()))
@@ -25,7 +30,7 @@ def igdm_reference(reference, student, teacher, batch, xa, alpha, beta, gamma):
     return alpha * (batch.epoch / batch.epochs) * reference.kl_bm(teacher_slope, student_slope)
 
 
-BASES = {"rslad": RSLAD, "adaad": AdaAD}
+BASES = {"ard": ARD, "rslad": RSLAD, "adaad": AdaAD}
 
 
 @pytest.mark.parametrize("base", sorted(BASES))
@@ -48,6 +53,34 @@ def test_ramp_is_zero_at_epoch_zero_and_full_at_the_last(student, make_batch, cl
     method = IGDM(RSLAD())
     close(method.loss(student, start, xa), RSLAD().loss(student, start, xa))
     assert method.loss(student, end, xa) > RSLAD().loss(student, end, xa) + 0.1
+
+
+def slopes_term(reference, student, teacher, batch, xa, round_to_bf16: bool):
+    """The IGDM term at alpha 20, b = g = 1 on the logits the models give (bf16 under autocast), their
+    differences taken in float64, or rounded to bf16 first when `round_to_bf16`."""
+    d = xa - batch.x
+    ahead, behind = batch.x + d, batch.x - d
+
+    def slope(model):
+        difference = model(ahead) - model(behind) if round_to_bf16 else model(ahead).double() - model(behind).double()
+        return difference.double()
+
+    with torch.no_grad():
+        return 20.0 * (batch.epoch / batch.epochs) * reference.kl_bm(slope(teacher), slope(student))
+
+
+def test_logit_differences_are_taken_in_fp32_under_bf16_autocast(student, teacher, make_batch, reference, close):
+    batch = make_batch(epoch=10, epochs=10)
+    direction = torch.randn(batch.x.shape, generator=torch.Generator().manual_seed(5)).sign()
+    xa = (batch.x + 0.25 * direction).clamp(0, 1)  # far enough that the logits change sign across the probe
+    base, method = RSLAD(), IGDM(RSLAD())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert student(batch.x).dtype == torch.bfloat16  # the forwards do run in bf16 here
+        term = method.loss(student, batch, xa) - base.loss(student, batch, xa)
+        exact = slopes_term(reference, student, teacher, batch, xa, round_to_bf16=False)
+        rounded = slopes_term(reference, student, teacher, batch, xa, round_to_bf16=True)
+    close(term, exact, tol=1e-6)
+    assert (exact - rounded).abs() > 1e-4  # differences rounded to bf16 would be told apart
 
 
 def test_teacher_gets_no_gradient(student, teacher, make_batch):
@@ -73,6 +106,13 @@ def test_config_holds_base_and_igdm_hyper_parameters():
     config = IGDM(AdaAD(kl_scale=1.0), igdm_alpha=10, igdm_gamma=None).config()
     assert config["method"] == "adaad+igdm" and config["kl_scale"] == 1.0 and config["alpha"] == 1.0
     assert (config["igdm_alpha"], config["igdm_beta"], config["igdm_gamma"]) == (10.0, 1.0, 1.0)
+
+
+def test_paper_preset_is_the_bases_hyper_parameters_under_igdms_recipe():
+    assert paper_preset("adaad+igdm", "cifar100", "resnet18") == (IGDM.recipe, {"kl_scale": 1.0})
+    assert paper_preset("adaad", "cifar100", "resnet18") == (AdaAD.recipe, {"kl_scale": 1.0})
+    assert paper_preset("rslad+igdm", "cifar100", "resnet18") == (IGDM.recipe, {})
+    assert IGDM.recipe != AdaAD.recipe  # so the first line does tell the two recipes apart
 
 
 def test_refuses_a_base_without_igdm_support():

@@ -70,6 +70,17 @@ def test_attack_starts_at_x_plus_small_gaussian_noise(student, make_batch):
     assert 0 < distance < 0.01
 
 
+@pytest.mark.parametrize("arch", ["wrn-34-10", "dm-wrn-28-10"])
+def test_paper_preset_for_wide_resnets(arch):
+    assert MART.paper_preset("cifar10", arch) == (Recipe(epochs=100, milestones=(75, 90), weight_decay=7e-4),
+                                                  {"beta": 6.0})
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenetv2"])
+def test_paper_preset_for_other_architectures_is_the_resnet18_one(arch):
+    assert MART.paper_preset("cifar100", arch) == (MART.recipe, {"beta": 5.0})
+
+
 def test_flags_defaults_and_recipe():
     assert MART.name == "mart" and MART.kind == "teacher" and MART.bn_mode == "eval"
     assert not (MART.needs_teacher or MART.needs_natural_teacher or MART.supports_igdm)
