@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-import rdist
 from rdist.artifact import results_key, save_model
 from rdist.attacks import EvalResult
 from rdist.engine.build import Run
@@ -29,8 +29,9 @@ def eval_report(run: Run, result: EvalResult, epoch: int) -> dict[str, Any]:
 
 
 def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_step: int,
-                  report: dict[str, Any] | None, best_epoch: int | None) -> Path:
-    """Write `model` as run_dir/name with the run's provenance and, when evaluated, its results."""
+                  report: dict[str, Any] | None, best_epoch: int | None, swa: bool) -> Path:
+    """Write `model` as run_dir/name with the run's provenance and, when evaluated, its results; `swa` says
+    whether `model` is the weight average."""
     c, s = run.config, run.schedule
     provenance = {
         "method": run.method.name, "method_config": run.method.config(),
@@ -38,11 +39,11 @@ def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_s
         "natural_teacher": c.natural_teacher, "natural_teacher_arch": _arch_name(run.natural_teacher),
         "dataset": c.data, "eps": c.eps, "eps_text": format_eps(c.eps), "seed": c.seed,
         "epochs": s.epochs, "epoch": epoch, "global_step": global_step, "recipe": c.recipe,
-        "schedule": s.to_dict(), "swa": s.swa_start is not None and epoch >= s.swa_start,
+        "schedule": s.to_dict(), "swa": swa,
         "selection": {"checkpoint": name.removesuffix(".safetensors"), "on": run.eval_split,
                       "metric": run.method.select_metric, "n": len(run.eval_y), "best_epoch": best_epoch},
         "run_dir": str(run.run_dir), "device": str(run.device),
-        "precision": "bf16-autocast" if run.device.type == "cuda" else "fp32", "rdist_version": rdist.__version__,
+        "precision": "bf16-autocast" if run.device.type == "cuda" else "fp32", "rdist_version": version("rdist"),
     }
     results = {}
     if report is not None:

@@ -156,26 +156,29 @@ class Trainer:
             if self.swa is not None and epoch >= self.schedule.swa_start:
                 self.swa.update_parameters(self.run.student)
             self.epoch = epoch
+        model, swa = self._model_to_save(epoch), self._swa_active(epoch)
         report = None
         if not complete or epoch % self.config.eval_every == 0 or epoch == self.schedule.epochs:
-            report = eval_report(self.run, self._evaluate(epoch), epoch)
+            report = eval_report(self.run, self._evaluate(model, epoch), epoch)
         metric = self.run.method.select_metric
-        if report and (self.best_acc is None or report["accuracy"][metric] > self.best_acc):
+        # A partial (max_steps) epoch is evaluated and saved as last, never selected: best.safetensors must
+        # be a state the checkpoint's best_epoch/best_acc describe, and a checkpoint only holds whole epochs.
+        if complete and report and (self.best_acc is None or report["accuracy"][metric] > self.best_acc):
             self.best_acc, self.best_epoch = report["accuracy"][metric], epoch
             if self.main:
-                save_artifact(self.run, self._model_to_save(epoch), BEST, epoch=epoch, global_step=self.global_step,
-                              report=report, best_epoch=epoch)
+                save_artifact(self.run, model, BEST, epoch=epoch, global_step=self.global_step, report=report,
+                              best_epoch=epoch, swa=swa)
         split = self.run.eval_split
         record = {"epoch": epoch, "partial": not complete, "global_step": self.global_step, **totals.record(),
                   f"{split}_clean_acc": report["accuracy"]["clean"] if report else None,
                   f"{split}_pgd20_acc": report["accuracy"]["pgd20"] if report else None,
-                  "eval_n": len(self.run.eval_y), "best_epoch": self.best_epoch, "swa": self._swa_active(epoch),
+                  "eval_n": len(self.run.eval_y), "best_epoch": self.best_epoch, "swa": swa,
                   "train_seconds": round(train_seconds, 3), "seconds": round(time.perf_counter() - started, 3),
                   "images_per_s": round(totals.images / train_seconds, 1)}
         if self.main:
             self.log.write(record)
-            save_artifact(self.run, self._model_to_save(epoch), LAST, epoch=epoch, global_step=self.global_step,
-                          report=report, best_epoch=self.best_epoch)
+            save_artifact(self.run, model, LAST, epoch=epoch, global_step=self.global_step, report=report,
+                          best_epoch=self.best_epoch, swa=swa)
             if complete:  # last: a kill before this line only costs the epoch
                 self._save_checkpoint()
         self.callback.on_epoch_end(record)
@@ -202,13 +205,15 @@ class Trainer:
         return self.swa is not None and epoch >= self.schedule.swa_start and int(self.swa.n_averaged) > 0
 
     def _model_to_save(self, epoch: int) -> torch.nn.Module:
-        return self.swa.module if self._swa_active(epoch) else self.run.student
+        """The model epoch `epoch` is evaluated and saved as: the weight average once SWA has begun. Called once
+        per epoch, as it recomputes the average's BN statistics: averaged weights need statistics of their own
+        (on the unaugmented training data), and every artifact written must hold them, evaluated or not."""
+        if not self._swa_active(epoch):
+            return self.run.student
+        update_bn(Batches(self.run.train_x, self.run.train_y, self.schedule.batch_size), self.swa)
+        return self.swa.module
 
-    def _evaluate(self, epoch: int):
-        model = self._model_to_save(epoch)
-        if model is not self.run.student:
-            # Averaged weights need BN statistics of their own: recompute them on the (unaugmented) training data.
-            update_bn(Batches(self.run.train_x, self.run.train_y, self.schedule.batch_size), self.swa)
+    def _evaluate(self, model: torch.nn.Module, epoch: int):
         return evaluate(model, self.run.eval_x, self.run.eval_y, EVAL_ATTACKS, eps=self.config.eps,
                         seed=self.config.seed, progress=lambda name, done, total, note:
                         self.callback.on_eval(epoch, name, done, total))

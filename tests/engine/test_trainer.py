@@ -3,13 +3,18 @@ teacher checks and the non-finite-loss stop."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.optim.swa_utils import update_bn
 
 import rdist
 from rdist.artifact import read_metadata
-from rdist.engine import BEST, CHECKPOINT, LAST, LOG, TrainConfig, load_checkpoint, read_log, train
+from rdist.data import Batches
+from rdist.engine import BEST, CHECKPOINT, LAST, LOG, TrainConfig, load_checkpoint, read_log, resume_config, train
+from rdist.engine.build import build_run
 from rdist.errors import RdistError
 
 
@@ -31,6 +36,7 @@ def test_run_writes_log_best_and_last_with_provenance(short_run, robust_teacher,
     provenance = last["provenance"]
     assert provenance["teacher"] == str(robust_teacher.resolve()) and provenance["teacher_arch"] == "smallcnn"
     assert provenance["selection"]["on"] == "val" and provenance["selection"]["n"] == 64
+    assert provenance["rdist_version"] == rdist.__version__
     assert provenance["method_config"] == {"method": "rslad", "eps": 8 / 255, "step_size": 2 / 255, "steps": 3,
                                            "kl_scale": 0.1}
     assert best["dataset"] == "digits" and best["input_shape"] == [1, 8, 8]
@@ -54,13 +60,44 @@ def test_select_on_test_trains_on_all_training_data_and_says_so(short_run, tmp_p
     assert read_metadata(tmp_path / BEST)["provenance"]["selection"]["on"] == "test"
 
 
-def test_max_steps_stops_mid_epoch_saves_artifacts_but_no_checkpoint(short_run, tmp_path):
+def test_max_steps_stops_mid_epoch_saves_last_but_no_best_or_checkpoint(short_run, tmp_path):
     result = train(short_run(tmp_path, epochs=2, max_steps=5))
     assert result.stopped_by == "max_steps" and result.global_step == 5 and result.epochs_done == 0
     (record,) = read_log(tmp_path / LOG)
-    assert record["partial"] and record["val_pgd20_acc"] is not None
-    assert (tmp_path / LAST).is_file() and (tmp_path / BEST).is_file()
-    assert not (tmp_path / CHECKPOINT).exists()  # a checkpoint is only ever an epoch boundary
+    assert record["partial"] and record["val_pgd20_acc"] is not None and record["best_epoch"] is None
+    assert (tmp_path / LAST).is_file()
+    # A partial epoch is never selected, and a checkpoint is only ever an epoch boundary.
+    assert result.best_path is None and result.best_epoch is None and not (tmp_path / BEST).exists()
+    assert not (tmp_path / CHECKPOINT).exists()
+
+
+def _natural_run(out, **overrides) -> TrainConfig:
+    """tinycnn trained naturally on digits: 18 steps of a fraction of a second per epoch, no teacher needed."""
+    return TrainConfig(**{**dict(method="natural", student="tinycnn", data="digits", epochs=3, batch_size=64,
+                                 lr=0.05, eval_n=64, out=str(out)), **overrides})
+
+
+def test_a_partial_epoch_is_never_selected_as_best(tmp_path):
+    """best.safetensors is always the whole epoch that the checkpoint, hence a resume, knows as the best."""
+    result = train(_natural_run(tmp_path, max_steps=18 + 9))  # stops half way through epoch 2
+    log = read_log(tmp_path / LOG)
+    assert [r["partial"] for r in log] == [False, True]
+    # Early in training the half epoch 2 is already more accurate than epoch 1: a selection would take it.
+    assert log[1]["val_clean_acc"] > log[0]["val_clean_acc"]
+    state = load_checkpoint(tmp_path)
+    assert result.best_epoch == state["best_epoch"] == log[1]["best_epoch"] == 1
+    assert result.best_acc == state["best_acc"] == log[0]["val_clean_acc"]
+    best = load_file(str(tmp_path / BEST))
+    assert all(torch.equal(best[k], v.float()) for k, v in state["model"].items())  # epoch 1's weights
+    assert read_metadata(tmp_path / BEST)["provenance"]["epoch"] == 1
+    assert read_metadata(tmp_path / LAST)["provenance"]["epoch"] == 2  # the partial epoch is still saved as last
+
+    resumed = train(resume_config(tmp_path))
+    log = read_log(tmp_path / LOG)
+    assert [(r["epoch"], r["partial"]) for r in log] == [(1, False), (2, False), (3, False)]
+    best_epoch = max(log, key=lambda r: r["val_clean_acc"])["epoch"]
+    assert resumed.best_epoch == best_epoch == read_metadata(tmp_path / BEST)["provenance"]["epoch"]
+    assert resumed.best_acc == log[best_epoch - 1]["val_clean_acc"]
 
 
 def test_swa_averages_weights_and_recomputes_bn_statistics(short_run, natural_teacher, tmp_path):
@@ -77,6 +114,29 @@ def test_swa_averages_weights_and_recomputes_bn_statistics(short_run, natural_te
     bn = "features.0.1.running_mean"
     assert not torch.allclose(saved[bn], state["model"][bn])
     assert read_metadata(tmp_path / LAST)["provenance"]["swa"] is True
+
+
+def test_swa_provenance_and_bn_statistics_hold_at_epochs_without_evaluation(tmp_path):
+    # Stopped inside epoch 2, the first SWA epoch: nothing is averaged yet, so the student itself is saved.
+    train(_natural_run(tmp_path, swa_start=2, eval_every=3, max_steps=18 + 5))
+    assert [r["swa"] for r in read_log(tmp_path / LOG)] == [False, False]
+    assert read_metadata(tmp_path / LAST)["provenance"]["swa"] is False
+
+    # Resumed to the end of epoch 2, which is not evaluated (eval_every 3): last is the average, and its BN
+    # statistics must be those of the averaged weights, computed as for an evaluation.
+    config = resume_config(tmp_path, max_steps=36)
+    train(config)
+    record = read_log(tmp_path / LOG)[-1]
+    assert (record["epoch"], record["partial"], record["val_clean_acc"], record["swa"]) == (2, False, None, True)
+    assert read_metadata(tmp_path / LAST)["provenance"]["swa"] is True
+    saved = rdist.load_model(tmp_path / LAST)
+    expected = copy.deepcopy(saved)
+    run = build_run(config)
+    update_bn(Batches(run.train_x, run.train_y, run.schedule.batch_size), expected)
+    for name, buffer in expected.named_buffers():
+        if name.endswith(("running_mean", "running_var")):
+            assert torch.allclose(saved.get_buffer(name), buffer, atol=1e-6), name
+    assert int(load_checkpoint(tmp_path)["swa"]["n_averaged"]) == 1
 
 
 def _teacher_artifact(path, num_classes=10, in_channels=1, size=8):

@@ -1,0 +1,113 @@
+"""The BN modes of one training step, seen from inside the student's forward passes, and the teacher kept
+frozen by a whole run.
+
+The spec's "BN mode" is the mode of the student's BN layers while the inner attack runs (eval for RSLAD,
+train for ARD); the outer loss always runs in train mode. The teacher is never trained: eval mode, no
+gradients, unchanged weights.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import rdist
+from rdist.data import Batches
+from rdist.engine import Callback, TrainConfig
+from rdist.engine.build import build_run
+from rdist.engine.step import attack_phase, update_phase
+from rdist.engine.trainer import Trainer
+from rdist.methods import Batch, create_method
+
+
+class ModeRecorder:
+    """A forward pre-hook that notes `module.training` at every call."""
+
+    def __init__(self, module: nn.Module):
+        self.modes: list[bool] = []
+        self.handle = module.register_forward_pre_hook(lambda m, args: self.modes.append(m.training))
+
+    def take(self) -> list[bool]:
+        modes, self.modes = self.modes, []
+        return modes
+
+
+def _batch(teacher: nn.Module) -> Batch:
+    digits = rdist.load_dataset("digits")
+    x, y = next(iter(Batches(digits.x_train, digits.y_train, 32, shuffle=True, seed=0)))
+    return Batch(x, y, epoch=1, epochs=10, teacher=teacher, generator=torch.Generator().manual_seed(0))
+
+
+def _frozen_teacher() -> nn.Module:
+    torch.manual_seed(1)
+    teacher = rdist.create_model("smallcnn", num_classes=10, in_channels=1).eval()
+    return teacher.requires_grad_(False)
+
+
+@pytest.mark.parametrize("method_name, attack_in_train_mode", [("rslad", False), ("ard", True)])
+def test_student_bn_mode_in_attack_and_update(method_name, attack_in_train_mode):
+    method = create_method(method_name, steps=3)
+    assert method.bn_mode == ("train" if attack_in_train_mode else "eval")
+    torch.manual_seed(0)
+    student = rdist.create_model("tinycnn", num_classes=10, in_channels=1)
+    bn = student.features[0][1]
+    assert isinstance(bn, nn.BatchNorm2d)
+    recorder = ModeRecorder(bn)
+    batch = _batch(_frozen_teacher())
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+
+    # Start from the opposite mode, so that only the phase itself can have set the one recorded.
+    student.train(not attack_in_train_mode)
+    running_mean = bn.running_mean.clone()
+    xa = attack_phase(student, method, batch)
+    attack_modes = recorder.take()
+    assert len(attack_modes) >= method.steps  # one forward per PGD step at least
+    assert set(attack_modes) == {attack_in_train_mode}
+    # Eval-mode BN leaves the running statistics alone during the attack; train mode moves them.
+    assert torch.equal(bn.running_mean, running_mean) != attack_in_train_mode
+
+    student.eval()
+    loss = update_phase(student, method, batch, xa, optimizer)
+    update_modes = recorder.take()
+    assert update_modes and set(update_modes) == {True}
+    assert loss > 0
+
+
+class TeacherWatch(Callback):
+    """Checks at every step that each teacher is in eval mode with no parameter requiring a gradient."""
+
+    def __init__(self, teachers: list[nn.Module]):
+        self.teachers, self.steps, self.forward_modes = teachers, 0, []
+        for teacher in teachers:
+            teacher.register_forward_pre_hook(lambda m, args: self.forward_modes.append(m.training))
+
+    def on_step(self, info) -> None:
+        self.steps += 1
+        for teacher in self.teachers:
+            assert not teacher.training
+            assert not any(p.requires_grad for p in teacher.parameters())
+            assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_teachers_stay_frozen_through_a_run(tmp_path):
+    paths = []
+    for name, seed in (("robust", 1), ("natural", 2)):
+        torch.manual_seed(seed)
+        model = rdist.create_model("smallcnn", num_classes=10, in_channels=1)
+        paths.append(rdist.save_model(model, tmp_path / f"{name}.safetensors", dataset="digits",
+                                      input_shape=[1, 8, 8]))
+    # AKD2: both teachers run on the adversarial inputs, with the student's BN in train mode during the attack.
+    run = build_run(TrainConfig(method="akd2", student="tinycnn", data="digits", teacher=str(paths[0]),
+                                natural_teacher=str(paths[1]), epochs=1, max_steps=3, batch_size=64,
+                                attack_steps=2, eval_n=16, out=str(tmp_path / "run")).with_absolute_paths())
+    teachers = [run.teacher, run.natural_teacher]
+    before = [{k: v.clone() for k, v in t.state_dict().items()} for t in teachers]
+    watch = TeacherWatch(teachers)
+
+    Trainer(run, watch).fit()
+
+    assert watch.steps == 3
+    assert watch.forward_modes and not any(watch.forward_modes)
+    for teacher, state in zip(teachers, before):
+        assert all(torch.equal(v, state[k]) for k, v in teacher.state_dict().items())
