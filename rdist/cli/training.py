@@ -38,7 +38,7 @@ DATA = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits 
 EPOCHS = typer.Option(None, "--epochs", help="epochs to train; lr x0.1 at 50% and 75% of them "
                       "\\[default with --recipe paper: the paper's]")
 MAX_STEPS = typer.Option(None, "--max-steps", help="stop after this many optimiser steps in all (a short run); "
-                         "best/last are still written")
+                         "last.safetensors is still written, best.safetensors once an epoch has finished")
 RECIPE = typer.Option(None, "--recipe", help="'paper': the method's paper recipe (epochs, lr milestones, weight "
                       "decay, lr, batch size, SWA); options given explicitly override it")
 LR = typer.Option(None, "--lr", help="initial SGD learning rate \\[default: 0.1]")
