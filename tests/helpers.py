@@ -24,8 +24,8 @@ def requires_cifar_subset():
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
-    """A CLI `result` that failed with a single `error: ...` line containing every fragment."""
-    assert result.exit_code != 0, result.output
+    """A CLI `result` that failed (exit code 1) with a single `error: ...` line containing every fragment."""
+    assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.output
     for fragment in fragments:

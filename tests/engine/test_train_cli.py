@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 import rdist
 from rdist.cli.app import app
 from rdist.engine import read_log
+from tests.helpers import assert_one_line_error
 
 runner = CliRunner()
 SHORT = ["--data", "digits", "--epochs", "1", "--batch-size", "64", "--steps", "2", "--eval-n", "32"]
@@ -18,14 +19,6 @@ SHORT = ["--data", "digits", "--epochs", "1", "--batch-size", "64", "--steps", "
 
 def rdist_cli(*args: str):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 1, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_teacher_train_then_distill(tmp_path):
