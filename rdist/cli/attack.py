@@ -7,27 +7,26 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from rdist.cli import common
 from rdist.cli.common import attack_progress, console, print_json, progress_bar, user_errors
 from rdist.errors import RdistError
 from rdist.utils import format_eps
 
-SUITE_HELP = "named suite: quick (clean,fgsm,pgd20), standard (+cw,aa), autoattack, papers, full (+pgd20-trades,square)"
 
 
 @user_errors
 def attack(
     model: str = typer.Argument(None, help="an rdist .safetensors artifact, or zoo:NAME", show_default=False),
-    suite: str = typer.Option("standard", "--suite", "-s", help=SUITE_HELP),
-    attacks: str = typer.Option(None, "--attacks", "-a", help="comma-separated attacks instead of a suite, e.g. "
-                                "clean,pgd20,cw,aa:apgd-ce+apgd-t; `rdist attack --list` shows them all"),
-    eps: str = typer.Option("8/255", "--eps", help="L-inf budget in [0,1] pixel units: 8/255 or 0.031"),
+    suite: str = common.SUITE,
+    attacks: str = common.ATTACKS,
+    eps: str = common.EPS,
     data: str = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
                              "\\[default: the dataset recorded in the model]"),
-    n: int = typer.Option(1000, "--n", help="number of test images (the first n)"),
-    batch_size: int = typer.Option(256, "--batch-size", help="images per attack batch"),
+    n: int = common.N_IMAGES,
+    batch_size: int = common.BATCH_SIZE,
     surrogate: str = typer.Option(None, "--surrogate", help="model to craft transfer attacks on"),
     seed: int = typer.Option(0, "--seed", help="seed of the random starts; the same seed gives the same numbers"),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 [default: cuda if available]"),
+    device: str = common.DEVICE,
     out: Path = typer.Option(None, "--out", "-o", help="also write the report as JSON to this file"),
     record: bool = typer.Option(False, "--record", help="write the results into the model's metadata"),
     json_out: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),

@@ -67,3 +67,15 @@ def attack_progress(bar: Progress | None, prefix: str = "") -> Callable[[str, in
         bar.update(tasks[name], completed=done, note=note)
 
     return on_attack
+
+
+# Options that `rdist attack` and `rdist compare` share, with the same meaning and defaults.
+SUITE = typer.Option("standard", "--suite", "-s", help="named suite: quick (clean,fgsm,pgd20), standard "
+                     "(+cw,aa), autoattack, papers, full (+pgd20-trades,square)")
+ATTACKS = typer.Option(None, "--attacks", "-a", help="comma-separated attacks instead of a suite, e.g. "
+                       "clean,pgd20,cw,aa:apgd-ce+apgd-t; `rdist attack --list` shows them all")
+EPS = typer.Option("8/255", "--eps", help="L-inf budget in [0,1] pixel units: 8/255 or 0.031")
+N_IMAGES = typer.Option(1000, "--n", help="number of test images (the first n)")
+BATCH_SIZE = typer.Option(256, "--batch-size", help="images per attack batch")
+DEVICE = typer.Option(None, "--device", help="device the attacks run on: cpu, cuda, cuda:1 "
+                      "\\[default: cuda if available]")

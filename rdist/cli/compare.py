@@ -10,7 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from rdist.cli.attack import SUITE_HELP
+from rdist.cli import common
 from rdist.cli.common import attack_progress, console, err_console, print_json, progress_bar, user_errors
 from rdist.errors import RdistError
 
@@ -21,17 +21,15 @@ DEFAULT_SWEEP = "0:16/255:2/255"  # the x axis of the robust-accuracy plot: 0 to
 def compare(
     models: list[str] = typer.Argument(..., help="rdist .safetensors artifacts or zoo:NAME; with --runs, "
                                        "training run directories"),
-    suite: str = typer.Option("standard", "--suite", "-s", help=SUITE_HELP),
-    attacks: str = typer.Option(None, "--attacks", "-a", help="comma-separated attacks instead of a suite, "
-                                "e.g. clean,pgd20,cw"),
-    eps: str = typer.Option("8/255", "--eps", help="L-inf budget in [0,1] pixel units: 8/255 or 0.031"),
+    suite: str = common.SUITE,
+    attacks: str = common.ATTACKS,
+    eps: str = common.EPS,
     data: str = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
                              "\\[default: the dataset the models record]"),
-    n: int = typer.Option(1000, "--n", help="number of test images (the first n)"),
-    batch_size: int = typer.Option(256, "--batch-size", help="images per attack batch"),
+    n: int = common.N_IMAGES,
+    batch_size: int = common.BATCH_SIZE,
     seed: int = typer.Option(0, "--seed", help="seed of the attacks' random starts"),
-    device: str = typer.Option(None, "--device", help="device the attacks run on: cpu, cuda, cuda:1 "
-                               "\\[default: cuda if available]"),
+    device: str = common.DEVICE,
     fresh: bool = typer.Option(False, "--fresh", help="recompute results even when an artifact has them recorded "
                                "for the same attacks, data, eps and n"),
     record: bool = typer.Option(False, "--record", help="write newly computed results into the artifacts "
