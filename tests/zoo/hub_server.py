@@ -117,6 +117,15 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self.server.state.repos[repo]
 
+    def _files_or_error(self, repo: str, rev: str) -> tuple[str, dict[str, bytes]] | None:
+        """(commit oid, files) of `repo` at `rev`, or None after answering 404 for the repo or the revision."""
+        if not self._repo_or_error(repo):
+            return None
+        found = self.server.state.files(repo, rev)
+        if found is None:
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        return found
+
     # -- endpoints -----------------------------------------------------------------------------
     def create_repo(self, authorised: bool) -> None:
         if not authorised:
@@ -176,33 +185,24 @@ class _Handler(BaseHTTPRequestHandler):
                     "pullRequestUrl": None})
 
     def revision_info(self, authorised: bool, repo: str, rev: str | None) -> None:
-        if not self._repo_or_error(repo):
-            return
-        found = self.server.state.files(repo, rev or "main")
+        found = self._files_or_error(repo, rev or "main")
         if found is None:
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
             return
         oid, files = found
         self._json({"id": repo, "modelId": repo, "sha": oid, "private": self.server.state.repos[repo].private,
                     "siblings": [{"rfilename": p} for p in sorted(files)]})
 
     def tree(self, authorised: bool, repo: str, rev: str, path: str | None) -> None:
-        if not self._repo_or_error(repo):
-            return
-        found = self.server.state.files(repo, rev)
+        found = self._files_or_error(repo, rev)
         if found is None:
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
             return
         _, files = found
         self._json([{"type": "file", "path": p, "size": len(c), "oid": hashlib.sha1(c).hexdigest()}
                     for p, c in sorted(files.items()) if not path or p.startswith(path.rstrip("/") + "/")])
 
     def resolve(self, authorised: bool, repo: str, rev: str, path: str) -> None:
-        if not self._repo_or_error(repo):
-            return
-        found = self.server.state.files(repo, rev)
+        found = self._files_or_error(repo, rev)
         if found is None:
-            self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
             return
         oid, files = found
         if path not in files:
