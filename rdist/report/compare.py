@@ -18,7 +18,7 @@ from rdist.attacks.evaluate import Progress
 from rdist.data import load_dataset
 from rdist.errors import RdistError
 from rdist.report.profile import format_count, profile_model
-from rdist.report.robustness import check_compatible, robustness_report
+from rdist.report.robustness import check_compatible, check_sizes, robustness_report
 from rdist.teachers.resolve import teacher_path
 from rdist.utils import format_eps, parse_eps
 
@@ -139,10 +139,7 @@ class Evaluator:
 
     def __init__(self, entries: list[Entry], data: str, *, n: int, batch_size: int, seed: int,
                  device: str | None, fresh: bool, record: bool, progress: Progress | None):
-        if n <= 0:
-            raise RdistError(f"--n must be a positive number of test images, got {n}")
-        if batch_size <= 0:
-            raise RdistError(f"--batch-size must be positive, got {batch_size}")
+        check_sizes(n, batch_size)
         self.dataset = load_dataset(data, device="cpu")
         for entry in entries:
             check_compatible(entry.meta, self.dataset, entry.label)

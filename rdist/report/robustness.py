@@ -16,6 +16,14 @@ from rdist.utils import atomic_path, default_device, parse_eps
 from rdist.zoo import ZOO_PREFIX, resolve_model_path
 
 
+def check_sizes(n: int, batch_size: int) -> None:
+    """Refuse a non-positive number of test images or batch size before any work starts."""
+    if n <= 0:
+        raise RdistError(f"--n must be a positive number of test images, got {n}")
+    if batch_size <= 0:
+        raise RdistError(f"--batch-size must be positive, got {batch_size}")
+
+
 def check_compatible(meta: dict, dataset, source: str) -> None:
     """Refuse data whose class count or image shape differs from what the model was built for."""
     classes = meta["arch"]["num_classes"]
@@ -36,10 +44,7 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
 
     With `record`, the report is also written into the artifact's metadata; with `out`, to a JSON file.
     """
-    if n <= 0:
-        raise RdistError(f"--n must be a positive number of test images, got {n}")
-    if batch_size <= 0:
-        raise RdistError(f"--batch-size must be positive, got {batch_size}")
+    check_sizes(n, batch_size)
     if record and model.startswith(ZOO_PREFIX):
         raise RdistError(f"--record would change {model}, a verified zoo download whose sha256 must stay as "
                          "published; copy the file and record into the copy instead")
