@@ -65,12 +65,7 @@ def build_run(config: TrainConfig) -> Run:
     schedule = resolve_schedule(config, recipe)
     _check_teachers_wanted(method, config)
     channels, classes, size = dataset_shape(config.data)
-    try:
-        device = default_device(config.device)
-    except RuntimeError:
-        raise RdistError(f"cannot read device '{config.device}': use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RdistError(f"--device {config.device} asks for CUDA but no CUDA GPU is visible; use --device cpu")
+    device = default_device(config.device)  # checks the device exists
     torch.manual_seed(config.seed)
     student = create_model(config.student, num_classes=classes, in_channels=channels).to(device)
     teacher = _load_teacher(config.teacher, "teacher", device, config.data, channels, classes, size)

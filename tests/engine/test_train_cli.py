@@ -126,3 +126,10 @@ def test_paper_recipe_is_applied(tmp_path):
     assert meta["provenance"]["schedule"] == {"epochs": 2, "milestones": [1, 2], "lr": 0.1, "weight_decay": 2e-4,
                                               "batch_size": 128, "swa_start": None}
     assert torch.isfinite(torch.tensor(json.loads(result.output)["history"][0]["train_loss"]))
+
+
+def test_unreadable_device_is_refused(tmp_path):
+    result = rdist_cli("teacher", "train", "--method", "natural", "--arch", "tinycnn", *SHORT, "--device", "bogus",
+                       "--out", tmp_path / "run")
+    assert_one_line_error(result, "cannot read device 'bogus'")
+    assert not (tmp_path / "run").exists()
