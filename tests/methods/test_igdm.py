@@ -12,22 +12,30 @@ from rdist.methods.rslad import RSLAD
 
 
 def base_reference(reference, name, student, teacher, batch, xa):
-    """The base losses at their defaults, written from the spec."""
+    """The base losses at their defaults, written from the spec, and their float32 error."""
     if name == "ard":  # alpha 1, tau 30, kl_scale 1/C
-        num_classes = teacher(batch.x.double()).shape[1]
-        return 30.0 ** 2 / num_classes * reference.kl_bm(teacher(batch.x.double()), student(xa.double()), tau=30.0)
+        soft_labels, adversarial = teacher(batch.x), student(xa)
+        weight = 30.0 ** 2 / soft_labels.shape[1]
+        return (weight * reference.kl_bm(soft_labels, adversarial, tau=30.0),
+                reference.float32_error(weight, soft_labels, adversarial, tau=30.0))
     if name == "rslad":
-        soft_labels = teacher(batch.x.double())
-        return 0.1 * (5 / 6 * reference.kl_bm(soft_labels, student(xa.double()))
-                      + 1 / 6 * reference.kl_bm(soft_labels, student(batch.x.double())))
-    return 0.1 * reference.kl_bm(teacher(xa.double()), student(xa.double()))
+        soft_labels, adversarial, clean = teacher(batch.x), student(xa), student(batch.x)
+        return (0.1 * (5 / 6 * reference.kl_bm(soft_labels, adversarial) + 1 / 6 * reference.kl_bm(soft_labels, clean)),
+                reference.float32_error(0.1, soft_labels, adversarial, clean))
+    teacher_adv, adversarial = teacher(xa), student(xa)
+    return 0.1 * reference.kl_bm(teacher_adv, adversarial), reference.float32_error(0.1, teacher_adv, adversarial)
 
 
 def igdm_reference(reference, student, teacher, batch, xa, alpha, beta, gamma):
+    """The IGDM term and its float32 error; the slopes' own rounding (one subtraction of logits each) is
+    covered by ROUNDING_STEPS roundings of the logits' size."""
     x, d = batch.x.double(), (xa - batch.x).double()
-    teacher_slope = teacher(x + beta * d) - teacher(x - gamma * d)
-    student_slope = student(x + beta * d) - student(x - gamma * d)
-    return alpha * (batch.epoch / batch.epochs) * reference.kl_bm(teacher_slope, student_slope)
+    teachers, students = (teacher(x + beta * d), teacher(x - gamma * d)), (student(x + beta * d), student(x - gamma * d))
+    teacher_slope, student_slope = teachers[0] - teachers[1], students[0] - students[1]
+    weight = alpha * (batch.epoch / batch.epochs)
+    with torch.no_grad():
+        error = reference.float32_error(weight, teacher_slope, student_slope, *teachers, *students)
+    return weight * reference.kl_bm(teacher_slope, student_slope), error
 
 
 BASES = {"ard": ARD, "rslad": RSLAD, "adaad": AdaAD}
@@ -35,23 +43,23 @@ BASES = {"ard": ARD, "rslad": RSLAD, "adaad": AdaAD}
 
 @pytest.mark.parametrize("base", sorted(BASES))
 @pytest.mark.parametrize(("alpha", "beta", "gamma"), [(20.0, 1.0, 1.0), (5.0, 0.5, 2.0)])
-def test_loss_adds_the_ramped_slope_matching_term(student, teacher, make_batch, reference, close, float64_copy, base,
+def test_loss_adds_the_ramped_slope_matching_term(student, teacher, make_batch, reference, close, float64_logits, base,
                                                   alpha, beta, gamma):
     batch = make_batch(epoch=3, epochs=10)
     xa = (batch.x + 0.1).clamp(0, 1)
-    student64, teacher64 = float64_copy(student), float64_copy(teacher)
-    term = igdm_reference(reference, student64, teacher64, batch, xa, alpha, beta, gamma)
-    expected = base_reference(reference, base, student64, teacher64, batch, xa) + term
+    student64, teacher64 = float64_logits(student), float64_logits(teacher)
+    term, term_error = igdm_reference(reference, student64, teacher64, batch, xa, alpha, beta, gamma)
+    base_loss, base_error = base_reference(reference, base, student64, teacher64, batch, xa)
     method = IGDM(BASES[base](), igdm_alpha=alpha, igdm_beta=beta, igdm_gamma=gamma)
-    close(method.loss(student, batch, xa), expected)
+    close(method.loss(student, batch, xa), base_loss + term, base_error + term_error)
     assert term > 1e-2  # the term is of substance on this batch
 
 
-def test_ramp_is_zero_at_epoch_zero_and_full_at_the_last(student, make_batch, close):
+def test_ramp_is_zero_at_epoch_zero_and_full_at_the_last(student, make_batch):
     start, end = make_batch(epoch=0, epochs=10), make_batch(epoch=10, epochs=10)
     xa = (start.x + 0.1).clamp(0, 1)
     method = IGDM(RSLAD())
-    close(method.loss(student, start, xa), RSLAD().loss(student, start, xa))
+    assert torch.equal(method.loss(student, start, xa), RSLAD().loss(student, start, xa))  # base + 0 * term
     assert method.loss(student, end, xa) > RSLAD().loss(student, end, xa) + 0.1
 
 
@@ -69,6 +77,16 @@ def slopes_term(reference, student, teacher, batch, xa, round_to_bf16: bool):
         return 20.0 * (batch.epoch / batch.epochs) * reference.kl_bm(slope(teacher), slope(student))
 
 
+def slopes_error(reference, student, teacher, batch, xa, base_loss):
+    """float32's error in `IGDM.loss - base.loss`: the term's own, and the rounding of the base loss in both."""
+    d = xa - batch.x
+    with torch.no_grad():
+        logits = [model(batch.x + sign * d).double() for model in (teacher, student) for sign in (1, -1)]
+        slopes = logits[0] - logits[1], logits[2] - logits[3]
+        return (reference.float32_error(20.0 * batch.epoch / batch.epochs, *slopes, *logits)
+                + reference.rounding(2 * base_loss.abs().item()))
+
+
 def test_logit_differences_are_taken_in_fp32_under_bf16_autocast(student, teacher, make_batch, reference, close):
     batch = make_batch(epoch=10, epochs=10)
     direction = torch.randn(batch.x.shape, generator=torch.Generator().manual_seed(5)).sign()
@@ -76,11 +94,13 @@ def test_logit_differences_are_taken_in_fp32_under_bf16_autocast(student, teache
     base, method = RSLAD(), IGDM(RSLAD())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert student(batch.x).dtype == torch.bfloat16  # the forwards do run in bf16 here
-        term = method.loss(student, batch, xa) - base.loss(student, batch, xa)
+        base_loss = base.loss(student, batch, xa)
+        term = method.loss(student, batch, xa) - base_loss
         exact = slopes_term(reference, student, teacher, batch, xa, round_to_bf16=False)
         rounded = slopes_term(reference, student, teacher, batch, xa, round_to_bf16=True)
-    close(term, exact, tol=1e-6)
-    assert (exact - rounded).abs() > 1e-4  # differences rounded to bf16 would be told apart
+        error = slopes_error(reference, student, teacher, batch, xa, base_loss)
+    close(term, exact, error)
+    assert (exact - rounded).abs() > 2 * error  # differences rounded to bf16 would be told apart
 
 
 def test_teacher_gets_no_gradient(student, teacher, make_batch):

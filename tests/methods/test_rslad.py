@@ -21,29 +21,37 @@ class Recording(nn.Module):
 
 
 def reference_loss(reference, student, teacher, batch, xa, kl_scale):
-    soft_labels = teacher(batch.x.double())
-    return kl_scale * (5 / 6 * reference.kl_bm(soft_labels, student(xa.double()))
-                       + 1 / 6 * reference.kl_bm(soft_labels, student(batch.x.double())))
+    soft_labels = teacher(batch.x)
+    return kl_scale * (5 / 6 * reference.kl_bm(soft_labels, student(xa))
+                       + 1 / 6 * reference.kl_bm(soft_labels, student(batch.x)))
+
+
+def float32_error(reference, student, teacher, batch, xa, kl_scale):
+    with torch.no_grad():
+        soft_labels, adversarial, clean = teacher(batch.x), student(xa), student(batch.x)
+    return (reference.float32_error(kl_scale * 5 / 6, soft_labels, adversarial)
+            + reference.float32_error(kl_scale / 6, soft_labels, clean))
 
 
 @pytest.mark.parametrize("kl_scale", [0.1, 1.0])
 def test_loss_distils_clean_soft_labels_on_adversarial_and_clean_inputs(student, teacher, make_batch, reference,
-                                                                        close, float64_copy, kl_scale):
+                                                                        close, float64_logits, kl_scale):
     batch = make_batch()
     xa = (batch.x - 0.1).clamp(0, 1)
-    expected = reference_loss(reference, float64_copy(student), float64_copy(teacher), batch, xa, kl_scale)
-    close(RSLAD(kl_scale=kl_scale).loss(student, batch, xa), expected)
+    models = float64_logits(student), float64_logits(teacher)
+    expected = reference_loss(reference, *models, batch, xa, kl_scale)
+    close(RSLAD(kl_scale=kl_scale).loss(student, batch, xa), expected,
+          float32_error(reference, *models, batch, xa, kl_scale))
 
 
-def test_gradient_reaches_the_student_only(student, teacher, make_batch, reference, close, float64_copy):
+def test_gradient_reaches_the_student_only(student, teacher, make_batch, reference, close_gradients, float64_logits):
     teacher.requires_grad_(True)  # a teacher that could take gradients shows the loss gives it none
     batch = make_batch()
     xa = (batch.x - 0.1).clamp(0, 1)
     RSLAD().loss(student, batch, xa).backward()
-    student64 = float64_copy(student)
-    reference_loss(reference, student64, float64_copy(teacher), batch, xa, 0.1).backward()
-    for ours, expected in zip(student.parameters(), student64.parameters()):
-        close(ours.grad, expected.grad)
+    student64 = float64_logits(student)
+    reference_loss(reference, student64, float64_logits(teacher), batch, xa, 0.1).backward()
+    close_gradients(student, student64)
     assert all(p.grad is None for p in teacher.parameters())
 
 

@@ -8,29 +8,35 @@ EPS = 8 / 255
 
 
 def reference_loss(reference, model, batch, xa, beta, detach_clean=False):
-    clean, adversarial = model(batch.x.double()), model(xa.double())
+    clean, adversarial = model(batch.x), model(xa)
     target = clean.detach() if detach_clean else clean
     return reference.ce(clean, batch.y) + beta * reference.kl_bm(target, adversarial)
 
 
+def float32_error(reference, model, batch, xa, beta):
+    with torch.no_grad():
+        clean, adversarial = model(batch.x), model(xa)
+    return reference.float32_error(1.0, clean) + reference.float32_error(beta, clean, adversarial)
+
+
 @pytest.mark.parametrize("beta", [6.0, 1.0])
-def test_loss_is_clean_ce_plus_beta_kl(student, make_batch, reference, close, float64_copy, beta):
+def test_loss_is_clean_ce_plus_beta_kl(student, make_batch, reference, close, float64_logits, beta):
     batch = make_batch()
     xa = (batch.x - 0.03).clamp(0, 1)
-    expected = reference_loss(reference, float64_copy(student), batch, xa, beta)
-    close(TRADES(beta=beta).loss(student, batch, xa), expected)
+    model = float64_logits(student)
+    expected, error = reference_loss(reference, model, batch, xa, beta), float32_error(reference, model, batch, xa, beta)
+    close(TRADES(beta=beta).loss(student, batch, xa), expected, error)
 
 
-def test_clean_prediction_is_not_detached_in_the_kl(student, make_batch, reference, close, float64_copy):
+def test_clean_prediction_is_not_detached_in_the_kl(student, make_batch, reference, close_gradients, float64_logits):
     batch = make_batch()
     xa = (batch.x - 0.03).clamp(0, 1)
     TRADES().loss(student, batch, xa).backward()
-    grads = {"attached": float64_copy(student), "detached": float64_copy(student)}
+    grads = {"attached": float64_logits(student), "detached": float64_logits(student)}
     for detach, model in zip((False, True), grads.values()):
         reference_loss(reference, model, batch, xa, 6.0, detach_clean=detach).backward()
-    for ours, attached, detached in zip(student.parameters(), grads["attached"].parameters(),
-                                        grads["detached"].parameters()):
-        close(ours.grad, attached.grad)
+    close_gradients(student, grads["attached"])
+    for attached, detached in zip(grads["attached"].parameters(), grads["detached"].parameters()):
         assert (attached.grad - detached.grad).abs().max() > 1e-3  # the two readings are distinguishable
 
 
