@@ -13,8 +13,13 @@ from rdist.attacks.base import Attack
 Start = Literal["zero", "uniform", "normal"]
 
 
-def random_start(x: torch.Tensor, eps: float, start: Start, generator: torch.Generator | None) -> torch.Tensor:
-    """The first iterate: x itself, U(-eps, eps) around it (Madry), or x + 0.001 N(0, 1) (TRADES)."""
+def random_start(x: torch.Tensor, eps: float, start: Start, generator: torch.Generator | None, *,
+                 clamp: bool = True) -> torch.Tensor:
+    """The first iterate: x itself, U(-eps, eps) around it (Madry), or x + 0.001 N(0, 1) (TRADES).
+
+    `clamp` projects it into [0, 1] (and the eps-ball), as evaluation attacks do (torchattacks, AutoAttack's
+    PGD). The training methods' official codes all start at the raw x + noise instead, so a pixel at 0 or 1
+    first gets a gradient outside the box: `clamp=False` reproduces that (the first step clamps it back)."""
     if start == "zero":
         return x.clone()
     if start == "uniform":
@@ -23,7 +28,7 @@ def random_start(x: torch.Tensor, eps: float, start: Start, generator: torch.Gen
         noise = 0.001 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     else:
         raise ValueError(f"unknown PGD start {start!r}")
-    return project(x + noise, x, eps)
+    return project(x + noise, x, eps) if clamp else x + noise
 
 
 def project(xa: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -31,11 +36,13 @@ def project(xa: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def pgd(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, eps: float, step_size: float,
-        steps: int, start: Start = "uniform", generator: torch.Generator | None = None) -> torch.Tensor:
+        steps: int, start: Start = "uniform", generator: torch.Generator | None = None,
+        clamp_start: bool = True) -> torch.Tensor:
     """Maximise `objective(xa)` (a scalar, summed over the batch so each example gets its own gradient)
-    with signed-gradient steps, projected to the L-inf eps-ball around x and to [0, 1]."""
+    with signed-gradient steps, projected to the L-inf eps-ball around x and to [0, 1]. `clamp_start=False`
+    is the training methods' unclamped start (`random_start`); every step is projected either way."""
     x = x.detach()
-    xa = random_start(x, eps, start, generator)
+    xa = random_start(x, eps, start, generator, clamp=clamp_start)
     for _ in range(steps):
         xa.requires_grad_(True)
         # autograd.grad, not backward: the model's parameter gradients stay untouched.

@@ -32,7 +32,8 @@ class AdaAD(Method):
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         # No no_grad around the teacher: its gradient is half of what steers xa.
         return pgd(lambda xa: kl_per_sample(batch.teacher(xa), student(xa)).sum(), batch.x, eps=self.eps,
-                   step_size=self.step_size, steps=self.steps, start="normal", generator=batch.generator)
+                   step_size=self.step_size, steps=self.steps, start="normal", generator=batch.generator,
+                   clamp_start=False)
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -82,11 +82,13 @@ class Method:
         """The inner maximisation; None for methods that train on clean inputs only."""
         return None
 
-    def ce_pgd(self, student: nn.Module, batch: Batch, start: str) -> torch.Tensor:
+    def ce_pgd(self, student: nn.Module, batch: Batch, start: str, clamp_start: bool = False) -> torch.Tensor:
         """xa = argmax CE(S(xa), y) by this method's PGD (eps, step size, steps): Madry's inner attack,
-        shared by SAT, MART, ARD, AKD2 and IAD."""
+        shared by SAT, MART, ARD, AKD2 and IAD. It starts unclamped, as those official codes do
+        (`random_start`), unless `clamp_start` (SAT: IAD's AT.py clamps, as Madry's code)."""
         return pgd(lambda xa: F.cross_entropy(student(xa), batch.y, reduction="sum"), batch.x, eps=self.eps,
-                   step_size=self.step_size, steps=self.steps, start=start, generator=batch.generator)
+                   step_size=self.step_size, steps=self.steps, start=start, generator=batch.generator,
+                   clamp_start=clamp_start)
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError

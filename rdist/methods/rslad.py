@@ -40,7 +40,8 @@ class RSLAD(Method):
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         teacher_clean = self.soft_labels(batch)
         return pgd(lambda xa: kl_per_sample(teacher_clean, student(xa)).sum(), batch.x, eps=self.eps,
-                   step_size=self.step_size, steps=self.steps, start="normal", generator=batch.generator)
+                   step_size=self.step_size, steps=self.steps, start="normal", generator=batch.generator,
+                   clamp_start=False)
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
         teacher_clean = self.soft_labels(batch)

@@ -1,6 +1,6 @@
 """SAT, Madry et al. PGD adversarial training (ICLR 2018).
 
-    xa   = argmax_{|xa - x|_inf <= eps} CE(S(xa), y)     uniform start U(-eps, eps), BN in eval mode
+    xa   = argmax_{|xa - x|_inf <= eps} CE(S(xa), y)     uniform start U(-eps, eps) clamped to [0, 1], BN eval
     loss = CE(S(xa), y)
 """
 
@@ -22,7 +22,9 @@ class SAT(Method):
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
-        return self.ce_pgd(student, batch, start="uniform")
+        # The one training attack whose start is clamped to [0, 1]: IAD's AT.py (the teacher recipe) and
+        # Madry's code clamp x + U(-eps, eps) before the first step.
+        return self.ce_pgd(student, batch, start="uniform", clamp_start=True)
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
         return F.cross_entropy(student(xa), batch.y)

@@ -30,7 +30,8 @@ class TRADES(Method):
         with torch.no_grad():
             clean = student(batch.x)
         return pgd(lambda xa: kl_per_sample(clean, student(xa)).sum(), batch.x, eps=self.eps,
-                   step_size=self.step_size, steps=self.steps, start="normal", generator=batch.generator)
+                   step_size=self.step_size, steps=self.steps, start="normal", generator=batch.generator,
+                   clamp_start=False)
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
         clean, adversarial = student(batch.x), student(xa)
