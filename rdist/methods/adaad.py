@@ -36,11 +36,15 @@ class AdaAD(Method):
                    clamp_start=False)
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
+        # S(x) runs first even at alpha 1, where its term has weight 0 (then without a graph): in train mode it
+        # feeds the clean batch into BN's running statistics before the adversarial one, as the official loop.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.alpha != 1):
+            student_clean = student(batch.x)
         with torch.no_grad():
             teacher_adv = batch.teacher(xa)
         loss = self.alpha * kl_bm(teacher_adv, student(xa))
-        if self.alpha != 1:  # the clean term costs a teacher and a student forward: skip it at weight 0
+        if self.alpha != 1:  # the clean teacher forward is only needed when its term counts
             with torch.no_grad():
                 teacher_clean = batch.teacher(batch.x)
-            loss = loss + (1 - self.alpha) * kl_bm(teacher_clean, student(batch.x))
+            loss = loss + (1 - self.alpha) * kl_bm(teacher_clean, student_clean)
         return self.kl_scale * loss

@@ -49,14 +49,18 @@ class IADI(Method):
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             teacher_clean = batch.teacher(batch.x)
+        # BN's running statistics see what the official loop's train-mode forwards show them: S(xa) twice (its
+        # unused `basicop`), then S(x) once in warm-up (a weight-0 CE) and twice after (the live KL target and
+        # that CE). The unused forwards run without a graph.
         student_adv = student(xa)
-        # S(x) runs in warm-up too, where the loss does not use it: in train mode it feeds clean statistics
-        # into the BN running averages, as the official code's forward (and ARD's) does.
+        with torch.no_grad():
+            student(xa)
         student_clean = student(batch.x)
         distill = kl_bm(teacher_clean, student_adv)
         if warming_up(batch, self.warmup_epoch):
             return self.kl_scale * distill
         with torch.no_grad():
+            student(batch.x)
             w = trust_weight(batch.teacher(xa), batch.y, self.beta)
         introspect = ((1 - w) * kl_per_sample(student_clean, student_adv)).mean()
         return self.kl_scale * (distill + introspect)
