@@ -41,7 +41,8 @@ MAX_STEPS = typer.Option(None, "--max-steps", help="stop after this many optimis
                          "last.safetensors is still written, best.safetensors once an epoch has finished")
 RECIPE = typer.Option(None, "--recipe", help="'paper': the method's paper recipe (epochs, lr milestones, weight "
                       "decay, lr, batch size, SWA); options given explicitly override it")
-LR = typer.Option(None, "--lr", help="initial SGD learning rate \\[default: 0.1]")
+LR = typer.Option(None, "--lr", help="initial SGD learning rate \\[default: the method's paper value, 0.1 "
+                  "except MART's ResNet-18 recipe, 0.01]")
 WEIGHT_DECAY = typer.Option(None, "--weight-decay",
                             help="SGD weight decay \\[default: the method's paper value]")
 BATCH_SIZE = typer.Option(None, "--batch-size", help="training batch size \\[default: 128]")

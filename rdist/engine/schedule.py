@@ -16,7 +16,6 @@ from rdist.utils import unknown
 
 RECIPES = ("paper",)
 MOMENTUM = 0.9
-DEFAULT_LR = 0.1
 DEFAULT_BATCH_SIZE = 128
 
 
@@ -50,7 +49,8 @@ def resolve_schedule(config: TrainConfig, recipe: Recipe) -> Schedule:
         epochs = config.epochs
         milestones = config.milestones or _scaled((0.5, 0.75), epochs)
         swa_start = config.swa_start
-        lr, batch_size = config.lr or DEFAULT_LR, config.batch_size or DEFAULT_BATCH_SIZE
+        # The recipe's lr goes with its weight decay (MART's ResNet-18 recipe pairs lr 0.01 with 3.5e-3).
+        lr, batch_size = config.lr or recipe.lr, config.batch_size or DEFAULT_BATCH_SIZE
     weight_decay = recipe.weight_decay if config.weight_decay is None else config.weight_decay
     if any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones)):
         raise RdistError(f"lr milestones must be increasing positive epochs, got {list(milestones)}")

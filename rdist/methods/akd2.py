@@ -6,7 +6,8 @@
          + adv_weight     * tau^2 * KLbm(Tadv(xa)/tau || S(xa)/tau)
 
 Tadv is the robust teacher, Tstd a naturally trained one (`rdist teacher train --method natural`).
-Weights 0.3 / 0.1 / 0.6 and tau 2 are the paper's; the recipe averages weights (SWA) from epoch 55.
+Weights 0.3 / 0.1 / 0.6 and tau 2 are the paper's; the recipe averages weights (SWA) from the 56th epoch: the
+official code averages from its 0-based epoch 55 (rdist counts epochs from 1).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class AKD2(Method):
     needs_natural_teacher = True
     bn_mode = "train"
     defaults = {"tau": 2.0, "ce_weight": 0.3, "natural_weight": 0.1, "adv_weight": 0.6}
-    recipe = Recipe(epochs=200, milestones=(50, 150), weight_decay=5e-4, swa_start=55)
+    recipe = Recipe(epochs=200, milestones=(50, 150), weight_decay=5e-4, swa_start=56)
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         return self.ce_pgd(student, batch, start="uniform")

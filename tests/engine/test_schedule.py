@@ -18,7 +18,7 @@ def schedule(method: str, **config):
 
 def test_paper_recipes_follow_the_spec():
     akd2 = schedule("akd2", recipe="paper")
-    assert (akd2.epochs, akd2.milestones, akd2.weight_decay, akd2.swa_start) == (200, (50, 150), 5e-4, 55)
+    assert (akd2.epochs, akd2.milestones, akd2.weight_decay, akd2.swa_start) == (200, (50, 150), 5e-4, 56)
     rslad = schedule("rslad", recipe="paper")
     assert (rslad.epochs, rslad.milestones, rslad.lr, rslad.batch_size) == (300, (215, 260, 285), 0.1, 128)
     # IGDM's own recipe, whatever the base.
@@ -41,8 +41,10 @@ def test_paper_recipe_follows_the_student_architecture():
     wrn, wrn_schedule = paper_run("mart", student="wrn-34-10")
     resnet, resnet_schedule = paper_run("mart", student="resnet18")
     assert (wrn.beta, wrn_schedule.weight_decay) == (6.0, 7e-4)
-    assert (resnet.beta, resnet_schedule.weight_decay) == (5.0, 2e-4)
-    assert wrn_schedule.milestones == resnet_schedule.milestones == (75, 90)
+    assert (resnet.beta, resnet_schedule.weight_decay, resnet_schedule.lr) == (5.0, 3.5e-3, 0.01)
+    assert wrn_schedule.milestones == (75, 90)
+    # ResNet-18: the official train_resnet.py's 120 epochs with lr x0.1 at 75, 90 and 100
+    assert (resnet_schedule.epochs, resnet_schedule.milestones) == (120, (75, 90, 100))
 
 
 def test_paper_recipe_follows_the_dataset_through_igdm_too():
@@ -63,7 +65,8 @@ def test_hyper_parameters_the_user_gave_win_over_the_paper_preset():
 def test_without_the_paper_recipe_the_class_defaults_hold():
     config = TrainConfig(method="mart", student="resnet18", data="cifar100", epochs=4)
     mart, recipe = resolve_method(config)
-    assert mart.beta == 6.0 and resolve_schedule(config, recipe).weight_decay == 2e-4
+    short = resolve_schedule(config, recipe)
+    assert mart.beta == 6.0 and (short.weight_decay, short.lr) == (3.5e-3, 0.01)  # the recipe's pair
     adaad, _ = resolve_method(TrainConfig(method="adaad", student="resnet18", data="cifar100", epochs=4))
     assert adaad.kl_scale == 0.1
 

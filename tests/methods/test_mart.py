@@ -92,4 +92,5 @@ def test_flags_defaults_and_recipe():
     assert MART.name == "mart" and MART.kind == "teacher" and MART.bn_mode == "eval"
     assert not (MART.needs_teacher or MART.needs_natural_teacher or MART.supports_igdm)
     assert MART.defaults == {"beta": 6.0}
-    assert MART.recipe == Recipe(epochs=100, milestones=(75, 90), weight_decay=2e-4)
+    # ResNet-18: the official train_resnet.py (lr 0.01, weight decay 3.5e-3, 120 epochs, x0.1 at 75, 90, 100)
+    assert MART.recipe == Recipe(epochs=120, milestones=(75, 90, 100), weight_decay=3.5e-3, lr=0.01)
