@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from rdist.engine.config import TrainConfig
-from rdist.methods import ALIASES, canonical_method, method_class, paper_teachers
+from rdist.methods import ALIASES, canonical_method, describe, list_methods, method_class, paper_preset, paper_teachers
 from rdist.methods.registry import IGDM_SUFFIX
 
 PAPER_DATA = "cifar10"  # every method's paper reports CIFAR-10 first
@@ -69,3 +69,21 @@ def missing_teacher_hint(method: str, data: str, natural: bool) -> str:
     if not choices:
         return f"{method}'s paper names no RobustBench teacher to default to"
     return f"{method}'s paper teacher is known for {', '.join(sorted(choices))}, not {data}"
+
+
+def method_rows(data: str = PAPER_DATA) -> list[dict[str, str | None]]:
+    """One row per distillation method (with its aliases) for `rdist distill --list`: its paper, inner attack,
+    outer loss, the teacher it defaults to on `data`, and its paper recipe there (for a ResNet-18 student)."""
+    rows = []
+    for name in list_methods("distill"):
+        about, (robust, natural) = describe(name), paper_teachers(name)
+        recipe = paper_preset(name, data, "resnet18")[0]
+        schedule = (f"{recipe.epochs} ep, x0.1 at {'/'.join(map(str, recipe.milestones))}, "
+                    f"wd {recipe.weight_decay:.0e}".replace("e-0", "e-"))
+        teacher = robust.get(data)
+        if natural and teacher:
+            teacher += f" + {natural.get(data, '(natural: none)')}"
+        rows.append({"method": name, "aliases": ", ".join(a for a, n in ALIASES.items() if n == name) or None,
+                     "paper": about.paper, "attack": about.attack, "loss": about.loss, "teacher": teacher,
+                     "recipe": schedule + (f", SWA from {recipe.swa_start}" if recipe.swa_start else "")})
+    return rows

@@ -32,8 +32,8 @@ CPU_THREADS = 1
 
 
 def format_count(value: float) -> str:
-    """A parameter or MAC count to three significant digits: 24.1k, 1.79M, 556M."""
-    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    """A parameter, MAC or FLOP count to three significant digits: 24.1k, 1.79M, 556M, 4.02T."""
+    for factor, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if value >= factor:
             return f"{value / factor:.3g}{suffix}"
     return f"{value:.3g}"
@@ -104,6 +104,7 @@ class RunEstimate:
 
     steps: int
     flops_per_step: float
+    device: str
     flops_per_s: float  # the device's measured dense matmul rate
 
     @property
@@ -132,7 +133,8 @@ def estimate_run(config: TrainConfig) -> RunEstimate:
             "natural_teacher": _teacher_macs(config.natural_teacher, config.data, shape)}
     passes = _forward_passes(method, channels, classes, size, schedule.epochs)
     flops = sum(2 * macs[role] * weight for role, weight in passes.items() if macs[role] is not None)
-    return RunEstimate(steps, flops * schedule.batch_size, matmul_flops_per_s(default_device(config.device)))
+    device = default_device(config.device)
+    return RunEstimate(steps, flops * schedule.batch_size, str(device), matmul_flops_per_s(device))
 
 
 def _forward_passes(method: Method, channels: int, classes: int, size: int, epochs: int) -> dict[str, int]:
