@@ -104,7 +104,7 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
         header = "paper defaults: " + "; ".join(map(str, defaults))
         if any(d.option == "--recipe" for d in defaults):
             estimate = estimate_run(config)
-            header += (f"; {estimate.steps:,} steps of {format_count(estimate.flops_per_step)}FLOP: at least "
+            header += (f"; {plural(estimate.steps, 'step')} of {format_count(estimate.flops_per_step)}FLOP: at least "
                        f"{format_duration(estimate.seconds)} on {estimate.device} at its measured "
                        f"{format_count(estimate.flops_per_s)}FLOP/s")
         err_console.print(header, highlight=False, soft_wrap=True, markup=False)
@@ -114,6 +114,10 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
         print_json(result.to_dict())
     else:
         print_summary(result)
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'s' * (n != 1)}"
 
 
 class EpochProgress(Callback):
@@ -159,9 +163,10 @@ class EpochProgress(Callback):
             return
         times = [self.run_started, *self.step_times]
         per_step = (times[-1] - times[1]) / (len(times) - 2) if len(times) > 2 else times[1] - times[0]
-        self.bar.console.print(f"first {len(self.step_times)} steps: {per_step:.3g} s/step, so the run's "
-                               f"{self.estimate.steps:,} steps take about {format_duration(per_step * self.estimate.steps)}"
-                               "; --epochs N for a short run", highlight=False, soft_wrap=True)
+        self.bar.console.print(f"first {plural(len(self.step_times), 'step')}: {per_step:.3g} s/step, so the run "
+                               f"({plural(self.estimate.steps, 'step')}) takes about "
+                               f"{format_duration(per_step * self.estimate.steps)}; --epochs N for a short run",
+                               highlight=False, soft_wrap=True)
         self.estimate = None
 
     def on_eval(self, epoch: int, attack: str, done: int, total: int) -> None:
