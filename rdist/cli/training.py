@@ -95,7 +95,6 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
         for value, flag in ((method, "--method"), (arch, "--student" if kind == "distill" else "--arch")):
             if value is None:
                 raise RdistError(f"{flag} is required (or --resume RUN_DIR to continue a run)")
-        check_method(method, kind, resume)
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     check_method(config.method, kind, resume)
     config, defaults = resolve_defaults(config)
