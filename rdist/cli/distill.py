@@ -7,20 +7,24 @@ from pathlib import Path
 import typer
 
 from rdist.cli import training as opt
-from rdist.cli.common import user_errors
-from rdist.methods import list_methods
+from rdist.cli.common import console, print_json, user_errors
+from rdist.engine.defaults import method_rows
+from rdist.methods import list_aliases, list_methods
 
 
 @user_errors
 def distill(
     method: str = typer.Option(None, "--method", "-m",
-                               help=f"distillation method: {', '.join(list_methods('distill'))}"),
+                               help=f"distillation method: {', '.join(list_methods('distill'))}; as the papers say "
+                               f"them: {', '.join(list_aliases('distill'))}"),
     student: str = typer.Option(None, "--student", "-s", help="student architecture: resnet18, mobilenetv2, "
                                 "preactresnet18, wrn-D-W, tinycnn, ..."),
     teacher: str = typer.Option(None, "--teacher", "-t", help="the robust teacher: an .safetensors artifact, "
-                                "zoo:NAME, or a RobustBench name (`rdist teacher list`), pulled on first use"),
+                                "zoo:NAME, or a RobustBench name (`rdist teacher list`), pulled on first use "
+                                "\\[default: the method's paper teacher for --data, see --list]"),
     natural_teacher: str = typer.Option(None, "--natural-teacher", help="a naturally trained teacher "
-                                        "(akd2, iad-ii), e.g. from `rdist teacher train --method natural`"),
+                                        "(akd2, iad-ii), e.g. from `rdist teacher train --method natural` "
+                                        "\\[default on cifar10: RobustBench's Standard WRN-28-10]"),
     alpha: float = typer.Option(None, "--alpha", help=opt.hparam_help("weight of the distillation term", "alpha")),
     beta: float = typer.Option(None, "--beta", help=opt.hparam_help("exponent of IAD's trust weight", "beta")),
     tau: float = typer.Option(None, "--tau", help=opt.hparam_help("distillation temperature", "tau")),
@@ -40,11 +44,19 @@ def distill(
     resume: Path = opt.RESUME, seed: int = opt.SEED, device: str = opt.DEVICE, compile: bool = opt.COMPILE,
     select_on: str = opt.SELECT_ON, eval_every: int = opt.EVAL_EVERY, eval_n: int = opt.EVAL_N,
     quiet: bool = opt.QUIET, json_out: bool = opt.JSON_OUT,
+    list_: bool = typer.Option(False, "--list", help="list the methods (paper, inner attack, outer loss, default "
+                               "teacher and recipe for --data) and exit"),
 ) -> None:
     """Distil a robust student from a robust teacher with any method of the spec.
 
-    Example: rdist distill --method rslad --student resnet18 --teacher teacher.safetensors --recipe paper
+    What is left out is the method's paper's: --data cifar10, its recipe (unless --epochs or --recipe is
+    given), its teacher from RobustBench; the header line before training says which. Explicit options win.
+
+    Example: rdist distill --method iad --student mobilenetv2
     """
+    if list_:
+        print_method_table(data or "cifar10", json_out)
+        return
     hparams = {"alpha": alpha, "beta": beta, "tau": tau, "kl_scale": kl_scale, "warmup_epoch": warmup_epoch,
                "igdm_alpha": igdm_alpha, "igdm_beta": igdm_beta, "igdm_gamma": igdm_gamma}
     opt.run_training(kind="distill", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=student,
@@ -52,3 +64,25 @@ def distill(
                      data=data, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                      batch_size=batch_size, attack_steps=steps, out=out, seed=seed, device=device, compile=compile,
                      select_on=select_on, eval_every=eval_every, eval_n=eval_n)
+
+
+def print_method_table(data: str, json_out: bool) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = method_rows(data)
+    if json_out:
+        print_json(rows)
+        return
+    table = Table(title=f"distillation methods, with their papers' teacher and recipe on {data}", box=box.SIMPLE,
+                  pad_edge=False)
+    for column in ("method", "paper", "inner attack", "outer loss", "default teacher", "recipe"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        name = row["method"] + (f" ({row['aliases']})" if row["aliases"] else "")
+        table.add_row(name, row["paper"], row["attack"], row["loss"], row["teacher"] or "- (give --teacher)",
+                      row["recipe"])
+    # Six columns of formulas, at their natural width (about 230 characters): a narrow terminal wraps the lines,
+    # which reads better than columns squeezed to a few letters.
+    Console(width=1000, soft_wrap=True).print(table)

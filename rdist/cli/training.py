@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,12 @@ import typer
 
 from rdist.cli.common import console, err_console, print_json, progress_bar
 from rdist.engine import BEST, CHECKPOINT, LAST, LOG, Callback, RunResult, StepInfo, TrainConfig, resume_config, train
+from rdist.engine.defaults import resolve_defaults
 from rdist.errors import RdistError
-from rdist.methods import METHODS, list_methods
+from rdist.methods import ALIASES, METHODS, canonical_method, list_methods
 from rdist.methods.igdm import IGDM
 from rdist.methods.registry import IGDM_SUFFIX
+from rdist.report.profile import RunEstimate, estimate_run, format_count, format_duration
 from rdist.utils import parse_eps, unknown
 
 
@@ -69,9 +72,9 @@ JSON_OUT = typer.Option(False, "--json", help="print the run's result (paths, be
 
 def check_method(name: str, kind: str, resume: Path | None) -> None:
     """Refuse a method of the other command with a pointer to the right one; unknown names get suggestions."""
-    base = name.removesuffix(IGDM_SUFFIX)
+    base = canonical_method(name).removesuffix(IGDM_SUFFIX)
     if base not in METHODS:
-        raise unknown("method", name, list_methods(kind))
+        raise unknown("method", name, [*list_methods(kind), *ALIASES])
     if METHODS[base].kind != kind:
         command = "rdist teacher train" if METHODS[base].kind == "teacher" else "rdist distill"
         what = "distillation" if kind == "distill" else "teacher training"
@@ -88,19 +91,33 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
     given = {"method": method, "student": arch, "eps": parse_eps(eps) if eps is not None else None,
              "step_size": parse_eps(step_size) if step_size is not None else None, "hparams": hparams, **options}
     if resume is not None:
-        config = resume_config(resume, **given)
+        config = resume_config(resume, **{**given, "method": canonical_method(method) if method else None})
     else:
         for value, flag in ((method, "--method"), (arch, "--student" if kind == "distill" else "--arch")):
             if value is None:
                 raise RdistError(f"{flag} is required (or --resume RUN_DIR to continue a run)")
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     check_method(config.method, kind, resume)
+    config, defaults = resolve_defaults(config)
+    estimate = None
+    if defaults:
+        header = "paper defaults: " + "; ".join(map(str, defaults))
+        if any(d.option == "--recipe" for d in defaults):
+            estimate = estimate_run(config)
+            header += (f"; {plural(estimate.steps, 'step')} of {format_count(estimate.flops_per_step)}FLOP: at least "
+                       f"{format_duration(estimate.seconds)} on {estimate.device} at its measured "
+                       f"{format_count(estimate.flops_per_s)}FLOP/s")
+        err_console.print(header, highlight=False, soft_wrap=True, markup=False)
     with contextlib.ExitStack() as stack:
-        result = train(config, None if quiet or json_out else EpochProgress(stack))
+        result = train(config, None if quiet or json_out else EpochProgress(stack, estimate))
     if json_out:
         print_json(result.to_dict())
     else:
         print_summary(result)
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'s' * (n != 1)}"
 
 
 class EpochProgress(Callback):
@@ -110,11 +127,16 @@ class EpochProgress(Callback):
     The bars open when training starts, so that errors found while building the run stay alone on their line.
     """
 
-    def __init__(self, stack: contextlib.ExitStack):
+    # After this many steps (or fewer in a shorter run), a run on the paper's recipe reports its measured pace.
+    PACE_STEPS = 11
+
+    def __init__(self, stack: contextlib.ExitStack, estimate: RunEstimate | None = None):
         self.stack, self.bar, self.task, self.epochs = stack, None, None, 0
+        self.estimate, self.step_times = estimate, []
 
     def on_run_start(self, run_dir, start_epoch, epochs, steps_per_epoch, resumed) -> None:
         self.bar = self.stack.enter_context(progress_bar(quiet=False))
+        self.run_started = time.perf_counter()
         if start_epoch > epochs:
             err_console.print(f"{run_dir} has finished its {epochs} epochs already", highlight=False, soft_wrap=True)
             return
@@ -127,9 +149,25 @@ class EpochProgress(Callback):
         self.task = self.bar.add_task(f"epoch {epoch}/{epochs}", total=steps, note="")
 
     def on_step(self, info: StepInfo) -> None:
+        if self.estimate is not None:
+            self._report_pace()
         robust = f"  robust {info.robust_acc:.1%}" if info.robust_acc is not None else ""
         self.bar.update(self.task, completed=info.step,
                         note=f"loss {info.mean_loss:.4f}  clean {info.clean_acc:.1%}{robust}")
+
+    def _report_pace(self) -> None:
+        """Once, after the first steps: the measured seconds per step and what the whole run takes at that pace.
+        The first step (warm-up: allocation, cuDNN autotuning, compilation) is left out when others follow."""
+        self.step_times.append(time.perf_counter())
+        if len(self.step_times) < min(self.PACE_STEPS, self.estimate.steps):
+            return
+        times = [self.run_started, *self.step_times]
+        per_step = (times[-1] - times[1]) / (len(times) - 2) if len(times) > 2 else times[1] - times[0]
+        self.bar.console.print(f"first {plural(len(self.step_times), 'step')}: {per_step:.3g} s/step, so the run "
+                               f"({plural(self.estimate.steps, 'step')}) takes about "
+                               f"{format_duration(per_step * self.estimate.steps)}; --epochs N for a short run",
+                               highlight=False, soft_wrap=True)
+        self.estimate = None
 
     def on_eval(self, epoch: int, attack: str, done: int, total: int) -> None:
         self.bar.update(self.task, note=f"evaluating {attack} {done}/{total}")

@@ -125,6 +125,19 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "cifar10": (3, 10, 32), "cifar100": (3, 100, 32), "svhn": (3, 10, 32), "digits": (1, 10, 8)}
 
 
+# Training images of each named dataset, known without loading it (digits: its fixed 80% split).
+TRAIN_SIZES: dict[str, int] = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "digits": 1438}
+
+
+def train_size(name: str) -> int:
+    """Images in the training split of dataset `name`; an npz file is opened to find out."""
+    if name in TRAIN_SIZES:
+        return TRAIN_SIZES[name]
+    if name.startswith("npz:"):
+        return len(_npz(name[4:]).y_train)
+    raise unknown("dataset", name, list_datasets())
+
+
 def dataset_shape(name: str) -> tuple[int, int, int]:
     """(channels, classes, image size) of dataset `name`; an npz file is opened to find out."""
     if name in DATASET_SHAPES:

@@ -17,6 +17,7 @@ from torch import nn
 
 from rdist.data import Dataset, dataset_shape, load_dataset
 from rdist.engine.config import TrainConfig
+from rdist.engine.defaults import missing_teacher_hint, resolve_defaults
 from rdist.engine.distributed import Ranks, ranks_from_env
 from rdist.engine.schedule import Schedule, resolve_schedule
 from rdist.engine.step import channels_last
@@ -59,6 +60,7 @@ class Run:
 
 
 def build_run(config: TrainConfig) -> Run:
+    config, _ = resolve_defaults(config)
     config.validate()
     ranks = ranks_from_env()
     method, recipe = resolve_method(config)
@@ -75,8 +77,7 @@ def build_run(config: TrainConfig) -> Run:
     if config.select_on == "test":  # the papers' protocol: all training data trains, the test set selects
         train_x, train_y, eval_x, eval_y = dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test
     else:
-        n = len(dataset.y_train)
-        n_val = max(round(config.val_size * n), min(MIN_VAL_IMAGES, n // 5))
+        n_val = validation_size(len(dataset.y_train), config.val_size)
         train_x, train_y, eval_x, eval_y = dataset.validation_split(n_val, seed=0)
     eval_n = min(config.eval_n or (1000 if device.type == "cuda" else 500), len(eval_y))
     for model in (student, teacher, natural_teacher):
@@ -85,6 +86,11 @@ def build_run(config: TrainConfig) -> Run:
     run_dir = Path(config.resume or config.out or default_run_dir(config))
     return Run(config, method, schedule, ranks, device, dataset, train_x, train_y, eval_x[:eval_n], eval_y[:eval_n],
                student, teacher, natural_teacher, run_dir)
+
+
+def validation_size(n: int, val_size: float) -> int:
+    """Images of `n` training images held out to select checkpoints on."""
+    return max(round(val_size * n), min(MIN_VAL_IMAGES, n // 5))
 
 
 def resolve_method(config: TrainConfig) -> tuple[Method, Recipe]:
@@ -112,13 +118,16 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 def _check_teachers_wanted(method: Method, config: TrainConfig) -> None:
     if method.needs_teacher and not config.teacher:
-        raise RdistError(f"{method.name} distils from a robust teacher: pass --teacher PATH (an .safetensors "
-                         "artifact from `rdist teacher train`, `rdist teacher pull` or `rdist teacher import`)")
+        raise RdistError(f"{method.name} distils from a robust teacher and "
+                         f"{missing_teacher_hint(method.name, config.data, natural=False)}: pass --teacher PATH (an "
+                         ".safetensors artifact from `rdist teacher train`, `rdist teacher pull` or `rdist teacher "
+                         "import`) or a RobustBench name (`rdist teacher list`)")
     if not method.needs_teacher and config.teacher:
         raise RdistError(f"{method.name} trains without a teacher: drop --teacher")
     if method.needs_natural_teacher and not config.natural_teacher:
-        raise RdistError(f"{method.name} needs a naturally trained teacher as well: pass --natural-teacher PATH "
-                         "(train one with `rdist teacher train --method natural`)")
+        raise RdistError(f"{method.name} needs a naturally trained teacher as well and "
+                         f"{missing_teacher_hint(method.name, config.data, natural=True)}: pass --natural-teacher "
+                         f"PATH (train one with `rdist teacher train --method natural --data {config.data}`)")
     if not method.needs_natural_teacher and config.natural_teacher:
         raise RdistError(f"{method.name} uses no natural teacher: drop --natural-teacher "
                          "(akd2 and iad-ii take one)")

@@ -15,6 +15,10 @@ SELECT_ON = ("val", "test")
 class TrainConfig:
     """One training run. `None` means "the method's paper value" (hparams) or "the default" (schedule).
 
+    Left-out fields a distillation paper fixes (data, the recipe when `epochs` is not given either, the teachers)
+    take that paper's values when the run is built (`rdist.engine.defaults.resolve_defaults`); `method` may be
+    an alias (`iad`, `igdm`), recorded under its canonical name.
+
     Without `recipe="paper"` the schedule is short-run friendly: the given `epochs`, lr 0.1, batch 128,
     the method's weight decay, lr x0.1 at 50% and 75% of the epochs. With it, the method's paper recipe;
     fields given explicitly still override it (a paper recipe run for fewer epochs scales its milestones).
@@ -22,7 +26,7 @@ class TrainConfig:
 
     method: str
     student: str
-    data: str = "cifar10"
+    data: str | None = None  # [default: cifar10]
     teacher: str | None = None  # an .safetensors artifact (resolve_teacher also takes registered names)
     natural_teacher: str | None = None  # the naturally trained teacher of AKD2 and IAD-II
     recipe: str | None = None  # "paper" or None
@@ -86,7 +90,7 @@ class TrainConfig:
             return str(Path(spec).expanduser().resolve())
 
         data = self.data
-        if data.startswith("npz:"):
+        if data is not None and data.startswith("npz:"):
             data = "npz:" + (absolute(data[4:]) or data[4:])
         return replace(self, teacher=absolute(self.teacher), natural_teacher=absolute(self.natural_teacher),
                        data=data, out=str(Path(self.out).resolve()) if self.out else None,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from rdist.attacks.pgd import pgd
-from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.base import About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm, kl_per_sample
 
 
@@ -24,6 +24,10 @@ class AdaAD(Method):
     supports_igdm = True
     defaults = {"alpha": 1.0, "kl_scale": 0.1}
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=5e-4)
+    about = About("Huang et al., CVPR 2023", "PGD-10 on KL(T(xa) || S(xa)) through the teacher",
+                  "KL(T(xa) || S(xa))")
+    # The official README (github.com/boyellow/AdaAD): LTD's WRN-34-20 on CIFAR-10, WRN-34-10 on CIFAR-100.
+    teachers = {"cifar10": "Chen2021LTD_WRN34_20", "cifar100": "Chen2021LTD_WRN34_10"}
 
     @classmethod
     def paper_preset(cls, dataset: str, arch: str) -> tuple[Recipe, dict[str, float]]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.base import About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm
 
 
@@ -27,6 +27,11 @@ class AKD2(Method):
     bn_mode = "train"
     defaults = {"tau": 2.0, "ce_weight": 0.3, "natural_weight": 0.1, "adv_weight": 0.6}
     recipe = Recipe(epochs=200, milestones=(50, 150), weight_decay=5e-4, swa_start=56)
+    about = About("Chen et al., ICLR 2021", "PGD-10 on CE(S(xa), y), uniform start",
+                  "0.3 CE + 0.1 KL(Tstd(xa)) + 0.6 KL(Tadv(xa)), tau 2, SWA")
+    # The paper trains its own teachers, which RobustBench does not hold: the closest there are the TRADES
+    # WRN-34-10 that the other methods of the family distil from, and its naturally trained WRN-28-10.
+    teachers, natural_teachers = {"cifar10": "Zhang2019Theoretically"}, {"cifar10": "Standard"}
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         return self.ce_pgd(student, batch, start="uniform")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.base import About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm
 
 
@@ -24,6 +24,10 @@ class ARD(Method):
     bn_mode = "train"
     defaults = {"alpha": 1.0, "tau": 30.0, "kl_scale": None}
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
+    about = About("Goldblum et al., AAAI 2020", "PGD-10 on CE(S(xa), y), uniform start",
+                  "tau^2 KL(T(x)/tau || S(xa)/tau), tau 30")
+    # The TRADES WRN-34-10, the CIFAR-10 teacher of ARD in its paper and in the RSLAD and IAD comparisons.
+    teachers = {"cifar10": "Zhang2019Theoretically"}
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         return self.ce_pgd(student, batch, start="uniform")

@@ -5,7 +5,9 @@ The engine calls, for each batch:
     student.train();                            loss = method.loss(student, batch, xa)
 and knows nothing else about the method. Hyper-parameters are fields of `defaults` (the paper's values);
 `recipe` is the paper's full training recipe, applied by `--recipe paper` through `paper_preset`, which also
-gives the hyper-parameters a paper sets per dataset or architecture.
+gives the hyper-parameters a paper sets per dataset or architecture. A distillation method also says what it is
+(`about`, for `rdist distill --list`) and which teachers its paper distils from (`teachers`, RobustBench names
+per dataset, the default of `--teacher`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,15 @@ class Recipe:
     swa_start: int | None = None  # epoch from which weights are averaged (AKD2)
 
 
+@dataclass(frozen=True)
+class About:
+    """One row of `rdist distill --list`: where the method comes from and what it does, in a few words."""
+
+    paper: str
+    attack: str
+    loss: str
+
+
 @dataclass
 class Batch:
     """One training batch and what a method may need to know about where training stands."""
@@ -58,6 +69,10 @@ class Method:
     supports_igdm: ClassVar[bool] = False
     defaults: ClassVar[dict[str, float]] = {}
     recipe: ClassVar[Recipe]
+    about: ClassVar[About | None] = None
+    # The paper's robust (and, for two-teacher methods, natural) teacher per dataset: RobustBench names.
+    teachers: ClassVar[dict[str, str]] = {}
+    natural_teachers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, *, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10, **hparams: float):
         unknown = set(hparams) - set(self.defaults)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.base import About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm, kl_per_sample
 
 
@@ -42,6 +42,9 @@ class IADI(Method):
     needs_teacher = True
     defaults = {"beta": 0.1, "warmup_epoch": 60.0, "kl_scale": 1.0}
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
+    about = About("Zhu et al., ICLR 2022", "PGD-10 on CE(S(xa), y), uniform start",
+                  "KL(T(x) || S(xa)) + (1 - w) KL(S(x) || S(xa)), w the teacher's trust")
+    teachers = {"cifar10": "Zhang2019Theoretically"}  # the IAD paper's CIFAR-10 teacher, the TRADES WRN-34-10
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         return self.ce_pgd(student, batch, start="uniform")

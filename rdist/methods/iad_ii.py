@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.base import About, Batch, Method, Recipe
 from rdist.methods.iad_i import trust_weight, warming_up
 from rdist.methods.losses import kl_bm, kl_per_sample
 
@@ -29,6 +29,11 @@ class IADII(Method):
     needs_natural_teacher = True
     defaults = {"beta": 0.1, "warmup_epoch": 40.0, "kl_scale": 1.0}
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
+    about = About("Zhu et al., ICLR 2022", "PGD-10 on CE(S(xa), y), uniform start",
+                  "0.25 CE + 0.5 trust-weighted KL(Tadv(xa)) + 0.25 KL(Tstd(xa))")
+    teachers = {"cifar10": "Zhang2019Theoretically"}  # the IAD paper's CIFAR-10 teacher, the TRADES WRN-34-10
+    # The paper's natural teacher is its own; RobustBench's naturally trained WRN-28-10 is the closest it has.
+    natural_teachers = {"cifar10": "Standard"}
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         return self.ce_pgd(student, batch, start="uniform")

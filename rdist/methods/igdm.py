@@ -20,13 +20,18 @@ import torch
 from torch import nn
 
 from rdist.errors import RdistError
-from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.base import About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm
 
 
 class IGDM(Method):
     defaults = {"igdm_alpha": 20.0, "igdm_beta": 1.0, "igdm_gamma": 1.0}
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
+    about = About("Lee et al., ICLR 2024", "the base method's", "base + 20 (epoch / E) KL of the logit "
+                  "differences T(x + d) - T(x - d) vs S(x + d) - S(x - d)")
+    # The official code's teacher ("BDM", Wang2023Better_WRN-28-10) for every base; it ships CIFAR-100 scripts
+    # only, so on CIFAR-10 rdist takes the same authors' CIFAR-10 model, the closest RobustBench choice.
+    teachers = {"cifar10": "Wang2023Better_WRN-28-10", "cifar100": "Wang2023Better_WRN-28-10"}
 
     def __init__(self, base: Method, igdm_alpha: float | None = None, igdm_beta: float | None = None,
                  igdm_gamma: float | None = None):

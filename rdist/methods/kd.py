@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.base import About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm
 
 
@@ -24,6 +24,7 @@ class KD(Method):
     select_metric = "clean"
     defaults = {"alpha": 0.9, "tau": 4.0}
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=5e-4)
+    about = About("Hinton et al., 2015", "none (clean inputs)", "a tau^2 KL(T(x)/tau || S(x)/tau) + (1 - a) CE")
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():

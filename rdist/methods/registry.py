@@ -6,7 +6,7 @@ from rdist.errors import RdistError
 from rdist.methods.adaad import AdaAD
 from rdist.methods.akd2 import AKD2
 from rdist.methods.ard import ARD
-from rdist.methods.base import Method, Recipe
+from rdist.methods.base import About, Method, Recipe
 from rdist.methods.iad_i import IADI
 from rdist.methods.iad_ii import IADII
 from rdist.methods.igdm import IGDM
@@ -24,6 +24,14 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
 )}
 IGDM_SUFFIX = "+igdm"
 IGDM_HPARAMS = ("igdm_alpha", "igdm_beta", "igdm_gamma")
+# Names as the papers say them: the IAD paper's method is IAD-I (IAD-II stays explicit), and the IGDM
+# authors recommend IGDM on AdaAD (their `adaad_IGDM` script). Runs and artifacts record the canonical name.
+ALIASES = {"iad": "iad-i", "igdm": "adaad" + IGDM_SUFFIX}
+
+
+def canonical_method(name: str) -> str:
+    """The registered name `name` stands for: itself, or what its alias means."""
+    return ALIASES.get(name, name)
 
 
 def list_methods(kind: str | None = None) -> list[str]:
@@ -32,19 +40,40 @@ def list_methods(kind: str | None = None) -> list[str]:
     return names + [f"{n}{IGDM_SUFFIX}" for n in names if METHODS[n].supports_igdm]
 
 
+def list_aliases(kind: str | None = None) -> list[str]:
+    """'iad = iad-i', ...: the aliases of methods of `kind`."""
+    return [f"{alias} = {name}" for alias, name in ALIASES.items() if kind is None or method_class(name).kind == kind]
+
+
 def method_class(name: str) -> type[Method]:
-    base = name.removesuffix(IGDM_SUFFIX)
+    base = canonical_method(name).removesuffix(IGDM_SUFFIX)
     if base not in METHODS:
-        raise unknown("method", name, list_methods())
+        raise unknown("method", name, [*list_methods(), *ALIASES])
     return METHODS[base]
 
 
 def paper_preset(name: str, dataset: str, arch: str) -> tuple[Recipe, dict[str, float]]:
     """The recipe and hyper-parameter values of method `name`'s paper for training `arch` on `dataset`."""
     cls = method_class(name)
-    if name.endswith(IGDM_SUFFIX):
+    if canonical_method(name).endswith(IGDM_SUFFIX):
         return IGDM.paper_preset_over(cls, dataset, arch)
     return cls.paper_preset(dataset, arch)
+
+
+def paper_teachers(name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The RobustBench teachers (robust, natural) per dataset that method `name`'s paper distils from;
+    a +igdm composition takes IGDM's robust teacher, as the IGDM code does for every base."""
+    cls = method_class(name)
+    robust = IGDM.teachers if canonical_method(name).endswith(IGDM_SUFFIX) else cls.teachers
+    return robust, cls.natural_teachers if cls.needs_natural_teacher else {}
+
+
+def describe(name: str) -> About | None:
+    """What method `name` is, for `rdist distill --list`; a +igdm composition is its base with IGDM's term."""
+    cls = method_class(name)
+    if cls.about is None or not canonical_method(name).endswith(IGDM_SUFFIX):
+        return cls.about
+    return About(f"{IGDM.about.paper} on {cls.name}", cls.about.attack, f"{cls.about.loss} + IGDM term")
 
 
 def create_method(name: str, **hparams) -> Method:
@@ -52,7 +81,7 @@ def create_method(name: str, **hparams) -> Method:
 
     Shared attack settings (eps, step_size, steps) go to the base method; igdm_* to the IGDM term.
     """
-    cls = method_class(name)
+    cls, name = method_class(name), canonical_method(name)
     hparams = {k: v for k, v in hparams.items() if v is not None}
     igdm = {k: hparams.pop(k) for k in IGDM_HPARAMS if k in hparams}
     if not name.endswith(IGDM_SUFFIX):

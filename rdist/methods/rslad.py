@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from rdist.attacks.pgd import pgd
-from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.base import About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm, kl_per_sample
 
 
@@ -24,6 +24,10 @@ class RSLAD(Method):
     supports_igdm = True
     defaults = {"kl_scale": 0.1}
     recipe = Recipe(epochs=300, milestones=(215, 260, 285), weight_decay=2e-4)
+    about = About("Zi et al., ICCV 2021", "PGD-10 on KL(T(x) || S(xa)), x + 0.001 N(0, 1) start",
+                  "5/6 KL(T(x) || S(xa)) + 1/6 KL(T(x) || S(x))")
+    # The official README's teachers: the TRADES WRN-34-10 (CIFAR-10) and Gowal et al.'s WRN-70-16 (CIFAR-100).
+    teachers = {"cifar10": "Zhang2019Theoretically", "cifar100": "Gowal2020Uncovering_extra"}
 
     def __init__(self, **kwargs: float):
         super().__init__(**kwargs)

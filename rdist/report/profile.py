@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
-from typing import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from rdist.artifact import read_metadata
+from rdist.data import dataset_shape, train_size
+from rdist.engine import TrainConfig
+from rdist.engine.build import resolve_method, validation_size
+from rdist.engine.schedule import resolve_schedule
+from rdist.methods import Batch, Method
+from rdist.models import create_model
+from rdist.teachers.catalogue import TEACHERS
+from rdist.teachers.resolve import teacher_dataset
+from rdist.utils import default_device
 
 WARMUP_RUNS = 3
 TIMED_RUNS = 10
@@ -18,8 +32,8 @@ CPU_THREADS = 1
 
 
 def format_count(value: float) -> str:
-    """A parameter or MAC count to three significant digits: 24.1k, 1.79M, 556M."""
-    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    """A parameter, MAC or FLOP count to three significant digits: 24.1k, 1.79M, 556M, 4.02T."""
+    for factor, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if value >= factor:
             return f"{value / factor:.3g}{suffix}"
     return f"{value:.3g}"
@@ -81,3 +95,120 @@ def profile_model(model: nn.Module, input_shape: Sequence[int], cpu_threads: int
         profile["latency_ms"]["cuda"] = round(latency_ms(model, input_shape, "cuda"), 4)
         model.to("cpu")
     return profile
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """What a training run costs, counted before it starts: FLOPs from the models' MACs, time at the device's
+    measured matmul rate (a lower bound: convolutions and small batches run below it)."""
+
+    steps: int
+    flops_per_step: float
+    device: str
+    flops_per_s: float  # the device's measured dense matmul rate
+
+    @property
+    def seconds(self) -> float:
+        return self.steps * self.flops_per_step / self.flops_per_s
+
+
+def estimate_run(config: TrainConfig) -> RunEstimate:
+    """The cost of the run `config` describes (after `resolve_defaults`), without loading a weight or an image.
+
+    Per image and step: each forward of the student and the teachers the method makes (counted by running one
+    step of the method on probe models) times that model's MACs, x2 when the attack differentiates it, x3 when
+    the student's update does. A teacher named neither by RobustBench name nor by artifact file counts as free.
+    """
+    method, recipe = resolve_method(config)
+    schedule = resolve_schedule(config, recipe)
+    channels, classes, size = dataset_shape(config.data)
+    n = train_size(config.data)
+    n_train = n if config.select_on == "test" else n - validation_size(n, config.val_size)
+    steps = schedule.epochs * math.ceil(n_train / schedule.batch_size)
+    if config.max_steps is not None:
+        steps = min(steps, config.max_steps)
+    shape = (channels, size, size)
+    macs = {"student": _arch_macs({"name": config.student, "num_classes": classes, "in_channels": channels}, shape),
+            "teacher": _teacher_macs(config.teacher, config.data, shape),
+            "natural_teacher": _teacher_macs(config.natural_teacher, config.data, shape)}
+    passes = _forward_passes(method, channels, classes, size, schedule.epochs)
+    flops = sum(2 * macs[role] * weight for role, weight in passes.items() if macs[role] is not None)
+    device = default_device(config.device)
+    return RunEstimate(steps, flops * schedule.batch_size, str(device), matmul_flops_per_s(device))
+
+
+def _forward_passes(method: Method, channels: int, classes: int, size: int, epochs: int) -> dict[str, int]:
+    """Forward passes of one training step by model, each weighted by what its backward adds: x2 in the attack
+    (the input's gradient only), x3 in the update (the weights' too). The counts do not depend on the
+    architecture, so small probe models stand in for the real ones. The step is one of the last epoch, past
+    any warm-up."""
+    probes = {role: create_model("tinycnn", num_classes=classes, in_channels=channels)
+              for role in ("student", "teacher", "natural_teacher")}
+    for role in ("teacher", "natural_teacher"):
+        probes[role].eval().requires_grad_(False)
+    passes = dict.fromkeys(probes, 0)
+    backward = {"weight": 2}
+
+    def counter(role: str):
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            passes[role] += backward["weight"] if output.requires_grad else 1
+        return hook
+
+    for role, probe in probes.items():
+        probe.register_forward_hook(counter(role))
+    batch = Batch(torch.rand(2, channels, size, size), torch.arange(2) % classes, epochs, epochs, probes["teacher"],
+                  probes["natural_teacher"])
+    probes["student"].train(method.bn_mode == "train")
+    xa = method.perturb(probes["student"], batch)
+    backward["weight"] = 3
+    probes["student"].train()
+    method.loss(probes["student"], batch, xa)
+    return passes
+
+
+def _arch_macs(arch: dict[str, Any], shape: tuple[int, int, int]) -> int:
+    """MACs per image of architecture `arch` (create_model's arguments), built without memory on the meta device."""
+    with torch.device("meta"):
+        model = create_model(arch["name"], **{k: v for k, v in arch.items() if k != "name" and v is not None})
+    return count_macs(model, shape)
+
+
+def _teacher_macs(spec: str | None, data: str, shape: tuple[int, int, int]) -> int | None:
+    """MACs per image of the teacher `spec` names, when its architecture is known without loading it."""
+    if spec is None:
+        return 0
+    entry = TEACHERS.get((spec, teacher_dataset(spec, data)))
+    if entry is not None:
+        return _arch_macs({"name": entry.arch, "num_classes": entry.num_classes, "in_channels": 3}, shape)
+    path = Path(spec).expanduser()
+    if path.suffix == ".safetensors" and path.is_file():
+        return _arch_macs(read_metadata(path)["arch"], shape)
+    return None
+
+
+def matmul_flops_per_s(device: torch.device, n: int = 1024, runs: int = 5) -> float:
+    """The dense matrix-product rate `device` reaches, measured: fp32 on the CPU, bf16 (the training autocast)
+    on CUDA. The best of `runs`, after one warm-up."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.rand(n, n, device=device, dtype=dtype)
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    best = math.inf
+    for i in range(runs + 1):
+        synchronize()
+        started = time.perf_counter()
+        a @ a
+        synchronize()
+        if i:
+            best = min(best, time.perf_counter() - started)
+    return 2 * n ** 3 / best
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.4 h', '2.1 days'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

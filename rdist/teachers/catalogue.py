@@ -53,9 +53,13 @@ _LTD = "https://arxiv.org/abs/2111.02331"
 _BETTER_DM = "https://arxiv.org/abs/2302.04638"
 _DKL = "https://arxiv.org/abs/2305.13948"
 _GOWAL = "https://arxiv.org/abs/2010.03593"
+_ROBUSTBENCH = "https://github.com/RobustBench/robustbench"
 
 _ENTRIES = [
     # TRADES was evaluated at 0.031 (~7.9/255), the budget it was trained for.
+    # Not robust: the naturally trained teacher (Tstd) of AKD2 and IAD-II. RobustBench has none for CIFAR-100.
+    TeacherEntry("Standard", "cifar10", "wrn-28-10", 94.78, 0.0, "standard (natural) training, WRN-28-10",
+                 _ROBUSTBENCH),
     TeacherEntry("Zhang2019Theoretically", "cifar10", "wrn-34-10", 84.92, 53.08, "TRADES, WRN-34-10", _TRADES,
                  eps="0.031"),
     TeacherEntry("Chen2021LTD_WRN34_10", "cifar10", "wrn-34-10", 85.21, 56.94, "LTD, WRN-34-10", _LTD),
