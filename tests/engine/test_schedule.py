@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rdist.engine import TrainConfig, resolve_schedule
-from rdist.engine.build import resolve_method
+from rdist.engine.build import build_run, resolve_method
 from rdist.engine.schedule import build_optimizer
 from rdist.errors import RdistError
 from rdist.methods import create_method
@@ -90,3 +90,32 @@ def test_lr_falls_tenfold_after_each_milestone_epoch():
         scheduler.step()
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.001])
     assert optimizer.param_groups[0]["momentum"] == 0.9
+
+
+def test_paper_recipe_attacks_like_the_official_trades_and_mart_scripts():
+    for method, student in (("trades", "wrn-34-10"), ("mart", "resnet18"), ("mart", "wrn-34-10")):
+        built, _ = paper_run(method, student=student)
+        assert (built.eps, built.step_size, built.steps) == (0.031, 0.007, 10), (method, student)
+    rslad, _ = paper_run("rslad")
+    assert (rslad.eps, rslad.step_size, rslad.steps) == (8 / 255, 2 / 255, 10)
+
+
+def test_attack_options_the_user_gave_win_over_the_paper_recipe():
+    trades, _ = paper_run("trades", eps=8 / 255, attack_steps=5)
+    assert (trades.eps, trades.step_size, trades.steps) == (8 / 255, 0.007, 5)
+    mart, _ = paper_run("mart", step_size=0.003)
+    assert (mart.eps, mart.step_size) == (0.031, 0.003)
+
+
+def test_without_the_paper_recipe_trades_and_mart_attack_at_the_defaults():
+    for method in ("trades", "mart"):
+        built, _ = resolve_method(TrainConfig(method=method, student="resnet18", epochs=4))
+        assert (built.eps, built.step_size, built.steps) == (8 / 255, 2 / 255, 10)
+
+
+def test_the_run_evaluates_at_and_stores_the_resolved_attack(tmp_path):
+    run = build_run(TrainConfig(method="trades", student="tinycnn", data="digits", recipe="paper", epochs=1,
+                                eval_n=8, out=str(tmp_path)))
+    assert (run.config.eps, run.config.step_size, run.config.attack_steps) == (0.031, 0.007, 10)
+    assert run.identity()["method"]["eps"] == 0.031
+    assert run.config.to_dict()["eps"] == 0.031  # what the checkpoint stores
