@@ -23,9 +23,11 @@ def distill(
                                         "(akd2, iad-ii), e.g. from `rdist teacher train --method natural`"),
     alpha: float = typer.Option(None, "--alpha", help=opt.hparam_help("weight of the distillation term", "alpha")),
     beta: float = typer.Option(None, "--beta", help=opt.hparam_help("exponent of IAD's trust weight", "beta")),
-    tau: float = typer.Option(None, "--tau", help=opt.hparam_help("distillation temperature", "tau")),
+    tau: float = typer.Option(None, "--tau", help=opt.hparam_help(
+        "distillation temperature; with --recipe paper ard+igdm takes 1 (the IGDM code's ARD)", "tau")),
     kl_scale: float = typer.Option(None, "--kl-scale", help=opt.hparam_help(
-        "scale of the KL terms (KLbm units); with --recipe paper adaad takes 1 on cifar100", "kl_scale")),
+        "scale of the KL terms (KLbm units); with --recipe paper adaad takes 1 on cifar100, ard+igdm 1",
+        "kl_scale")),
     warmup_epoch: float = typer.Option(None, "--warmup-epoch", help=opt.hparam_help("epochs of plain distillation "
                                        "before IAD's introspection starts", "warmup_epoch")),
     igdm_alpha: float = typer.Option(None, "--igdm-alpha", help=opt.hparam_help("weight of the IGDM term (+igdm)",
