@@ -27,9 +27,11 @@ def distill(
                                         "\\[default on cifar10: RobustBench's Standard WRN-28-10]"),
     alpha: float = typer.Option(None, "--alpha", help=opt.hparam_help("weight of the distillation term", "alpha")),
     beta: float = typer.Option(None, "--beta", help=opt.hparam_help("exponent of IAD's trust weight", "beta")),
-    tau: float = typer.Option(None, "--tau", help=opt.hparam_help("distillation temperature", "tau")),
+    tau: float = typer.Option(None, "--tau", help=opt.hparam_help(
+        "distillation temperature; with --recipe paper ard+igdm takes 1 (the IGDM code's ARD)", "tau")),
     kl_scale: float = typer.Option(None, "--kl-scale", help=opt.hparam_help(
-        "scale of the KL terms (KLbm units); with --recipe paper adaad takes 1 on cifar100", "kl_scale")),
+        "scale of the KL terms (KLbm units); with --recipe paper adaad takes 1 on cifar100, ard+igdm 1",
+        "kl_scale")),
     warmup_epoch: float = typer.Option(None, "--warmup-epoch", help=opt.hparam_help("epochs of plain distillation "
                                        "before IAD's introspection starts", "warmup_epoch")),
     igdm_alpha: float = typer.Option(None, "--igdm-alpha", help=opt.hparam_help("weight of the IGDM term (+igdm)",
@@ -40,7 +42,8 @@ def distill(
                                                                                 "igdm_gamma")),
     data: str = opt.DATA, epochs: int = opt.EPOCHS, max_steps: int = opt.MAX_STEPS, recipe: str = opt.RECIPE,
     lr: float = opt.LR, weight_decay: float = opt.WEIGHT_DECAY, batch_size: int = opt.BATCH_SIZE,
-    eps: str = opt.EPS, step_size: str = opt.STEP_SIZE, steps: int = opt.STEPS, out: str = opt.OUT,
+    eps: str = opt.attack_option("--eps", "distill"), step_size: str = opt.attack_option("--step-size", "distill"),
+    steps: int = opt.attack_option("--steps", "distill"), out: str = opt.OUT,
     resume: Path = opt.RESUME, seed: int = opt.SEED, device: str = opt.DEVICE, compile: bool = opt.COMPILE,
     select_on: str = opt.SELECT_ON, eval_every: int = opt.EVAL_EVERY, eval_n: int = opt.EVAL_N,
     quiet: bool = opt.QUIET, json_out: bool = opt.JSON_OUT,

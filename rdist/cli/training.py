@@ -13,7 +13,7 @@ from rdist.cli.common import console, err_console, print_json, progress_bar
 from rdist.engine import BEST, CHECKPOINT, LAST, LOG, Callback, RunResult, StepInfo, TrainConfig, resume_config, train
 from rdist.engine.defaults import resolve_defaults
 from rdist.errors import RdistError
-from rdist.methods import ALIASES, METHODS, canonical_method, list_methods
+from rdist.methods import ALIASES, METHODS, Recipe, canonical_method, list_methods
 from rdist.methods.igdm import IGDM
 from rdist.methods.registry import IGDM_SUFFIX
 from rdist.report.profile import RunEstimate, estimate_run, format_count, format_duration
@@ -34,6 +34,26 @@ def hparam_help(what: str, hparam: str, kind: str = "distill") -> str:
     return f"{what} \\[default: the method's paper value: {paper_defaults(hparam, kind)}]"
 
 
+# The training attack's options: flag -> (Recipe field, default, help).
+ATTACK_OPTIONS = {
+    "--eps": ("eps", "8/255", "L-inf budget of the training attack and the evaluation, in [0,1] pixel units: "
+              "8/255 or 0.031"),
+    "--step-size": ("step_size", "2/255", "step of the training attack"),
+    "--steps": ("attack_steps", "10", "iterations of the training attack"),
+}
+
+
+def attack_option(flag: str, kind: str):
+    """The option `flag` of the training attack; its help names the methods of `kind` whose paper recipe
+    (`--recipe paper`) sets another value than the default."""
+    field, default, what = ATTACK_OPTIONS[flag]
+    standard = getattr(Recipe, field)  # the dataclass field's default
+    papers = [f"{name} {getattr(cls.recipe, field):g}" for name, cls in METHODS.items()
+              if cls.kind == kind and getattr(cls.recipe, field) != standard]
+    note = f"; with --recipe paper: {', '.join(papers)}" if papers else ""
+    return typer.Option(None, flag, help=f"{what} \\[default: {default}{note}]")
+
+
 # Options both commands take. None means "not given": a resumed run keeps its own value, a new run the default.
 # "\\[" keeps rich markup from swallowing the bracketed default notes.
 DATA = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
@@ -43,16 +63,12 @@ EPOCHS = typer.Option(None, "--epochs", help="epochs to train; lr x0.1 at 50% an
 MAX_STEPS = typer.Option(None, "--max-steps", help="stop after this many optimiser steps in all (a short run); "
                          "last.safetensors is still written, best.safetensors once an epoch has finished")
 RECIPE = typer.Option(None, "--recipe", help="'paper': the method's paper recipe (epochs, lr milestones, weight "
-                      "decay, lr, batch size, SWA); options given explicitly override it")
+                      "decay, lr, batch size, SWA, attack eps and step); options given explicitly override it")
 LR = typer.Option(None, "--lr", help="initial SGD learning rate \\[default: the method's paper value, 0.1 "
                   "except MART's ResNet-18 recipe, 0.01]")
 WEIGHT_DECAY = typer.Option(None, "--weight-decay",
                             help="SGD weight decay \\[default: the method's paper value]")
 BATCH_SIZE = typer.Option(None, "--batch-size", help="training batch size \\[default: 128]")
-EPS = typer.Option(None, "--eps", help="L-inf budget of the training attack and the evaluation, in [0,1] pixel "
-                   "units: 8/255 or 0.031 \\[default: 8/255]")
-STEP_SIZE = typer.Option(None, "--step-size", help="step of the training attack \\[default: 2/255]")
-STEPS = typer.Option(None, "--steps", help="iterations of the training attack \\[default: 10]")
 OUT = typer.Option(None, "--out", "-o", help="run directory for best/last.safetensors, log.jsonl and checkpoint.pt "
                    "\\[default: runs/<method>-<arch>-<data>-<timestamp>]")
 RESUME = typer.Option(None, "--resume", help="continue the run in this directory from its last finished epoch "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,10 @@ def build_run(config: TrainConfig) -> Run:
     config.validate()
     ranks = ranks_from_env()
     method, recipe = resolve_method(config)
+    # The attack the method resolved (the recipe's unless given) is what the run evaluates at, stores in its
+    # checkpoint (a resume then finds concrete values, as in checkpoints written before they could be None)
+    # and writes into the artifacts' provenance.
+    config = replace(config, eps=method.eps, step_size=method.step_size, attack_steps=method.steps)
     schedule = resolve_schedule(config, recipe)
     _check_teachers_wanted(method, config)
     channels, classes, size = dataset_shape(config.data)
@@ -96,17 +100,19 @@ def validation_size(n: int, val_size: float) -> int:
 def resolve_method(config: TrainConfig) -> tuple[Method, Recipe]:
     """The method `config` asks for, and the recipe its schedule follows.
 
-    With `--recipe paper`, the paper's recipe and hyper-parameters for this dataset and student architecture
-    (e.g. MART on a WideResNet, AdaAD on CIFAR-100); hyper-parameters the user gave still win. Without it,
-    the method's class defaults.
+    With `--recipe paper`, the paper's recipe, attack and hyper-parameters for this dataset and student
+    architecture (e.g. MART on a WideResNet, TRADES's eps 0.031, AdaAD on CIFAR-100); values the user gave still
+    win. Without it, the method's class defaults and the default attack.
     """
     hparams = {k: v for k, v in config.hparams.items() if v is not None}
+    attack = {"eps": config.eps, "step_size": config.step_size, "steps": config.attack_steps}
     recipe = None
     if config.recipe == "paper":
         recipe, preset = paper_preset(config.method, config.data, config.student)
         hparams = {**preset, **hparams}
-    method = create_method(config.method, eps=config.eps, step_size=config.step_size, steps=config.attack_steps,
-                           **hparams)
+        attack = {"eps": recipe.eps, "step_size": recipe.step_size, "steps": recipe.attack_steps,
+                  **{k: v for k, v in attack.items() if v is not None}}
+    method = create_method(config.method, **attack, **hparams)  # None: the method's default attack
     return method, recipe or method.recipe
 
 

@@ -13,15 +13,17 @@ SELECT_ON = ("val", "test")
 
 @dataclass
 class TrainConfig:
-    """One training run. `None` means "the method's paper value" (hparams) or "the default" (schedule).
+    """One training run. `None` means "the method's paper value" (hparams) or "the default" (schedule, attack).
 
     Left-out fields a distillation paper fixes (data, the recipe when `epochs` is not given either, the teachers)
     take that paper's values when the run is built (`rdist.engine.defaults.resolve_defaults`); `method` may be
     an alias (`iad`, `igdm`), recorded under its canonical name.
 
     Without `recipe="paper"` the schedule is short-run friendly: the given `epochs`, lr 0.1, batch 128,
-    the method's weight decay, lr x0.1 at 50% and 75% of the epochs. With it, the method's paper recipe;
-    fields given explicitly still override it (a paper recipe run for fewer epochs scales its milestones).
+    the method's weight decay, lr x0.1 at 50% and 75% of the epochs, and the attack is 10 steps of 2/255 within
+    8/255. With it, the method's paper recipe, attack included (TRADES and MART: 0.031, 0.007); fields given
+    explicitly still override it (a paper recipe run for fewer epochs scales its milestones). `build_run`
+    stores the resolved attack back, so a run's checkpoint and provenance hold concrete values.
     """
 
     method: str
@@ -37,9 +39,9 @@ class TrainConfig:
     batch_size: int | None = None
     swa_start: int | None = None
     max_steps: int | None = None  # stop after this many optimiser steps in all (short runs); still saves
-    eps: float = 8 / 255
-    step_size: float = 2 / 255
-    attack_steps: int = 10
+    eps: float | None = None  # L-inf budget of the training attack and of the evaluation
+    step_size: float | None = None
+    attack_steps: int | None = None
     hparams: dict[str, float | None] = field(default_factory=dict)  # alpha, beta, tau, kl_scale, igdm_alpha, ...
     seed: int = 0
     device: str | None = None
@@ -75,7 +77,7 @@ class TrainConfig:
             raise RdistError(f"--lr must be positive, got {self.lr}")
         if self.weight_decay is not None and self.weight_decay < 0:
             raise RdistError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if self.attack_steps < 0:
+        if self.attack_steps is not None and self.attack_steps < 0:
             raise RdistError(f"--steps (attack steps) must be >= 0, got {self.attack_steps}")
         if not 0 < self.val_size < 1:
             raise RdistError(f"val_size is a fraction of the training data in (0, 1), got {self.val_size}")

@@ -33,12 +33,16 @@ class ARD(Method):
         return self.ce_pgd(student, batch, start="uniform")
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
-        with torch.no_grad():
-            teacher = batch.teacher(batch.x)
         adversarial = student(xa)
         # S(x) runs even when alpha = 1 (weight 0): in train mode it feeds clean statistics into the
         # BN running averages, exactly as the official code's forward does.
-        clean = student(batch.x)
+        return self.distil(batch, adversarial, student(batch.x))
+
+    def distil(self, batch: Batch, adversarial: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        """The loss from the student's logits on the adversarial and the clean batch (IGDM's own ARD passes
+        those of its forward probe as the adversarial ones)."""
+        with torch.no_grad():
+            teacher = batch.teacher(batch.x)
         kl_scale = self.kl_scale if self.kl_scale is not None else 1.0 / adversarial.shape[1]
         return (self.alpha * self.tau ** 2 * kl_scale * kl_bm(teacher, adversarial, self.tau)
                 + (1 - self.alpha) * F.cross_entropy(clean, batch.y))

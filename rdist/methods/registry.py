@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rdist.errors import RdistError
 from rdist.methods.adaad import AdaAD
 from rdist.methods.akd2 import AKD2
@@ -23,7 +25,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
     KD, ARD, AKD2, IADI, IADII, RSLAD, AdaAD,  # distillation
 )}
 IGDM_SUFFIX = "+igdm"
-IGDM_HPARAMS = ("igdm_alpha", "igdm_beta", "igdm_gamma")
+IGDM_HPARAMS = ("igdm_alpha", "igdm_beta", "igdm_gamma", "igdm_code_ard")
 # Names as the papers say them: the IAD paper's method is IAD-I (IAD-II stays explicit), and the IGDM
 # authors recommend IGDM on AdaAD (their `adaad_IGDM` script). Runs and artifacts record the canonical name.
 ALIASES = {"iad": "iad-i", "igdm": "adaad" + IGDM_SUFFIX}
@@ -52,8 +54,9 @@ def method_class(name: str) -> type[Method]:
     return METHODS[base]
 
 
-def paper_preset(name: str, dataset: str, arch: str) -> tuple[Recipe, dict[str, float]]:
-    """The recipe and hyper-parameter values of method `name`'s paper for training `arch` on `dataset`."""
+def paper_preset(name: str, dataset: str, arch: str) -> tuple[Recipe, dict[str, Any]]:
+    """The recipe and hyper-parameter values of method `name`'s paper for training `arch` on `dataset` (a +igdm
+    method's: the IGDM code's for that base)."""
     cls = method_class(name)
     if canonical_method(name).endswith(IGDM_SUFFIX):
         return IGDM.paper_preset_over(cls, dataset, arch)
@@ -79,7 +82,8 @@ def describe(name: str) -> About | None:
 def create_method(name: str, **hparams) -> Method:
     """Build method `name` (e.g. "rslad", "rslad+igdm"); unset (None) hyper-parameters keep the paper's values.
 
-    Shared attack settings (eps, step_size, steps) go to the base method; igdm_* to the IGDM term.
+    Shared attack settings (eps, step_size, steps) go to the base method; igdm_* to the IGDM term (igdm_code_ard:
+    the IGDM code's own ARD, which `--recipe paper` of ard+igdm sets).
     """
     cls, name = method_class(name), canonical_method(name)
     hparams = {k: v for k, v in hparams.items() if v is not None}

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from rdist.engine import CHECKPOINT, LAST, LOG, TrainConfig, load_checkpoint, read_log, resume_config, train
+from rdist.artifact import read_metadata
 from rdist.errors import RdistError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,3 +105,27 @@ def test_a_new_run_does_not_overwrite_an_existing_one(short_run, tmp_path):
     train(short_run(tmp_path, epochs=1))
     with pytest.raises(RdistError, match="already holds a run.*--resume"):
         train(short_run(tmp_path, epochs=1))
+
+
+def test_a_paper_run_stores_its_resolved_attack_and_an_old_style_checkpoint_resumes(tmp_path):
+    """Checkpoints hold concrete eps/step values, as those written when TrainConfig defaulted to 8/255 did:
+    a TRADES --recipe paper run of that time (8/255, 2/255) resumes at its own values, not the recipe's 0.031."""
+    config = TrainConfig(method="trades", student="tinycnn", data="digits", recipe="paper", epochs=2, batch_size=64,
+                         attack_steps=2, eval_n=32, max_steps=18, out=str(tmp_path))  # stops after epoch 1
+    train(config)
+    state = load_checkpoint(tmp_path)
+    assert (state["config"]["eps"], state["config"]["step_size"], state["config"]["attack_steps"]) == (0.031, 0.007, 2)
+    assert read_metadata(tmp_path / LAST)["provenance"]["eps"] == 0.031
+    assert resume_config(tmp_path).eps == 0.031
+
+    # The same checkpoint as the earlier rdist wrote it: the default attack in the config and the identity.
+    old_attack = {"eps": 8 / 255, "step_size": 2 / 255}
+    state["config"].update(old_attack)
+    state["identity"]["method"].update(old_attack)
+    torch.save(state, tmp_path / CHECKPOINT)
+    result = train(resume_config(tmp_path))
+    assert result.epochs_done == 2 and result.stopped_by == "epochs"
+    provenance = read_metadata(tmp_path / LAST)["provenance"]
+    assert provenance["eps"] == 8 / 255 and provenance["method_config"]["step_size"] == 2 / 255
+    with pytest.raises(RdistError, match=r"configuration differs: method.eps 0.0313.* \(run\) vs 0.031 \(now\)"):
+        train(resume_config(tmp_path, eps=0.031))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rdist.engine import TrainConfig, resolve_schedule
-from rdist.engine.build import resolve_method
+from rdist.engine.build import build_run, resolve_method
 from rdist.engine.schedule import build_optimizer
 from rdist.errors import RdistError
 from rdist.methods import create_method
@@ -21,8 +21,8 @@ def test_paper_recipes_follow_the_spec():
     assert (akd2.epochs, akd2.milestones, akd2.weight_decay, akd2.swa_start) == (200, (50, 150), 5e-4, 56)
     rslad = schedule("rslad", recipe="paper")
     assert (rslad.epochs, rslad.milestones, rslad.lr, rslad.batch_size) == (300, (215, 260, 285), 0.1, 128)
-    # IGDM's own recipe, whatever the base.
-    assert schedule("rslad+igdm", recipe="paper").milestones == (100, 150)
+    # The IGDM code's recipe for each base (its rslad variant decays at 0.7, 0.86 and 0.95 of 300 epochs).
+    assert paper_run("rslad+igdm")[1].milestones == (210, 258, 285)
 
 
 def test_a_shortened_paper_recipe_keeps_its_proportions_and_explicit_values_win():
@@ -52,7 +52,7 @@ def test_paper_recipe_follows_the_dataset_through_igdm_too():
     assert paper_run("adaad", data="cifar10")[0].kl_scale == 0.1
     igdm, schedule = paper_run("adaad+igdm", data="cifar100")
     assert igdm.base.kl_scale == 1.0 and igdm.igdm_alpha == 20.0
-    assert (schedule.epochs, schedule.weight_decay) == (200, 2e-4)  # IGDM's own recipe, whatever the base
+    assert (schedule.epochs, schedule.weight_decay) == (200, 2e-4)  # the IGDM code's, not AdaAD's 5e-4
 
 
 def test_hyper_parameters_the_user_gave_win_over_the_paper_preset():
@@ -90,3 +90,51 @@ def test_lr_falls_tenfold_after_each_milestone_epoch():
         scheduler.step()
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.001])
     assert optimizer.param_groups[0]["momentum"] == 0.9
+
+
+def test_paper_recipe_attacks_like_the_official_trades_and_mart_scripts():
+    for method, student in (("trades", "wrn-34-10"), ("mart", "resnet18"), ("mart", "wrn-34-10")):
+        built, _ = paper_run(method, student=student)
+        assert (built.eps, built.step_size, built.steps) == (0.031, 0.007, 10), (method, student)
+    rslad, _ = paper_run("rslad")
+    assert (rslad.eps, rslad.step_size, rslad.steps) == (8 / 255, 2 / 255, 10)
+
+
+def test_attack_options_the_user_gave_win_over_the_paper_recipe():
+    trades, _ = paper_run("trades", eps=8 / 255, attack_steps=5)
+    assert (trades.eps, trades.step_size, trades.steps) == (8 / 255, 0.007, 5)
+    mart, _ = paper_run("mart", step_size=0.003)
+    assert (mart.eps, mart.step_size) == (0.031, 0.003)
+
+
+def test_without_the_paper_recipe_trades_and_mart_attack_at_the_defaults():
+    for method in ("trades", "mart"):
+        built, _ = resolve_method(TrainConfig(method=method, student="resnet18", epochs=4))
+        assert (built.eps, built.step_size, built.steps) == (8 / 255, 2 / 255, 10)
+
+
+def test_the_run_evaluates_at_and_stores_the_resolved_attack(tmp_path):
+    run = build_run(TrainConfig(method="trades", student="tinycnn", data="digits", recipe="paper", epochs=1,
+                                eval_n=8, out=str(tmp_path)))
+    assert (run.config.eps, run.config.step_size, run.config.attack_steps) == (0.031, 0.007, 10)
+    assert run.identity()["method"]["eps"] == 0.031
+    assert run.config.to_dict()["eps"] == 0.031  # what the checkpoint stores
+
+
+def test_paper_recipe_of_each_igdm_method_is_the_igdm_codes():
+    ard, ard_schedule = paper_run("ard+igdm", data="cifar100")
+    assert ard.code_ard and ard.bn_mode == "eval" and (ard.base.alpha, ard.base.tau, ard.base.kl_scale) == (1, 1, 1)
+    assert (ard_schedule.epochs, ard_schedule.milestones, ard_schedule.weight_decay) == (200, (100, 150), 2e-4)
+    rslad, rslad_schedule = paper_run("rslad+igdm", data="cifar100")
+    assert rslad.base.kl_scale == 0.1 and (rslad_schedule.epochs, rslad_schedule.weight_decay) == (300, 2e-4)
+    assert paper_run("rslad+igdm", epochs=200)[1].milestones == (140, 172, 190)  # the code's int(0.7 * 200), ...
+    for igdm in (ard, rslad):
+        assert (igdm.eps, igdm.step_size, igdm.steps, igdm.igdm_alpha) == (8 / 255, 2 / 255, 10, 20.0)
+
+
+def test_without_the_paper_recipe_ard_igdm_composes_with_rdists_ard_and_given_values_win():
+    composition, _ = resolve_method(TrainConfig(method="ard+igdm", student="resnet18", epochs=4))
+    assert not composition.code_ard and composition.bn_mode == "train" and composition.base.tau == 30.0
+    assert "igdm_code_ard" not in composition.config()  # identities of earlier composition runs are unchanged
+    given, _ = paper_run("ard+igdm", hparams={"tau": 30.0, "igdm_gamma": 0.5})
+    assert given.code_ard and given.base.tau == 30.0 and given.igdm_gamma == 0.5

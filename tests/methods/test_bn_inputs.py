@@ -48,11 +48,11 @@ class Recording(nn.Module):
         return self.model(x)
 
 
-def train_mode_inputs(name: str, student, batch) -> list[str]:
+def train_mode_inputs(name: str, student, batch, **hparams) -> list[str]:
     """One engine step of method `name` (attack in the method's BN mode, loss in train mode), its train-mode
     student inputs named: x, xa, the IGDM probes, or an attack iterate."""
-    method = create_method(name, steps=STEPS, igdm_beta=0.5, igdm_gamma=2.0) if name.endswith("+igdm") else \
-        create_method(name, steps=STEPS)
+    method = create_method(name, steps=STEPS, igdm_beta=0.5, igdm_gamma=2.0, **hparams) if name.endswith("+igdm") \
+        else create_method(name, steps=STEPS)
     recording = Recording(student)
     recording.train(method.bn_mode == "train")
     xa = method.perturb(recording, batch)
@@ -69,3 +69,9 @@ def test_train_mode_inputs_follow_the_official_loop(bn_student, make_batch, key)
     name, phase = key if isinstance(key, tuple) else (key, "warm-up")
     epoch = 1 if phase == "warm-up" else 100
     assert train_mode_inputs(name, bn_student, make_batch(epoch=epoch, epochs=200)) == OFFICIAL[key]
+
+
+def test_the_igdm_codes_ard_shows_bn_its_forwards_in_its_order(bn_student, make_batch):
+    # ard_IGDM_cifar100.py (`--recipe paper` of ard+igdm): PGD in eval mode, then S(x + b d), S(x), S(x - g d).
+    assert train_mode_inputs("ard+igdm", bn_student, make_batch(epoch=1, epochs=200), igdm_code_ard=True, tau=1.0,
+                             kl_scale=1.0) == ["x+bd", "x", "x-gd"]

@@ -1,13 +1,15 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
+from rdist.attacks.pgd import pgd
 from rdist.errors import RdistError
 from rdist.methods.adaad import AdaAD
 from rdist.methods.ard import ARD
 from rdist.methods.base import Recipe
 from rdist.methods.iad_i import IADI
 from rdist.methods.igdm import IGDM
-from rdist.methods.registry import paper_preset
+from rdist.methods.registry import create_method, paper_preset
 from rdist.methods.rslad import RSLAD
 
 
@@ -128,11 +130,57 @@ def test_config_holds_base_and_igdm_hyper_parameters():
     assert (config["igdm_alpha"], config["igdm_beta"], config["igdm_gamma"]) == (10.0, 1.0, 1.0)
 
 
-def test_paper_preset_is_the_bases_hyper_parameters_under_igdms_recipe():
+def test_paper_preset_is_the_bases_hyper_parameters_under_the_igdm_codes_recipe():
+    # adaad_IGDM_cifar100.py: 200 epochs, x0.1 at 100 and 150, its argparse weight decay 2e-4 (AdaAD's own: 5e-4)
     assert paper_preset("adaad+igdm", "cifar100", "resnet18") == (IGDM.recipe, {"kl_scale": 1.0})
+    assert paper_preset("adaad+igdm", "cifar10", "resnet18")[1] == {"kl_scale": 0.1}  # the base's CIFAR-10 value
     assert paper_preset("adaad", "cifar100", "resnet18") == (AdaAD.recipe, {"kl_scale": 1.0})
-    assert paper_preset("rslad+igdm", "cifar100", "resnet18") == (IGDM.recipe, {})
     assert IGDM.recipe != AdaAD.recipe  # so the first line does tell the two recipes apart
+
+
+def test_paper_preset_of_rslad_igdm_decays_at_0_7_0_86_0_95_of_300_epochs():
+    # rslad_IGDM_cifar100.py: `epoch in [int(epochs*0.7), int(epochs*0.86), int(epochs*0.95)]`, ramp over 300
+    assert paper_preset("rslad+igdm", "cifar100", "resnet18") == (
+        Recipe(epochs=300, milestones=(210, 258, 285), weight_decay=2e-4), {})
+
+
+def test_paper_preset_of_ard_igdm_is_the_igdm_codes_own_ard():
+    recipe, hparams = paper_preset("ard+igdm", "cifar10", "resnet18")
+    assert recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)  # int(0.5 E), int(0.75 E)
+    assert hparams == {"alpha": 1.0, "tau": 1.0, "kl_scale": 1.0, "igdm_code_ard": True}
+    method = create_method("ard+igdm", **hparams)
+    assert method.bn_mode == "eval" and ARD.bn_mode == "train"  # its PGD runs with BN in eval mode
+    assert method.config()["igdm_code_ard"] is True and "igdm_code_ard" not in create_method("ard+igdm").config()
+
+
+@pytest.mark.parametrize(("beta", "gamma"), [(1.0, 1.0), (0.5, 2.0)])
+def test_the_igdm_codes_ard_distils_the_clean_teacher_on_the_forward_probe(student, teacher, make_batch, reference,
+                                                                           close, float64_logits, beta, gamma):
+    """KLbm(T(x) || S(x + b d)) at tau 1, kl_scale 1, plus the IGDM term: ard_IGDM_cifar100.py's loss."""
+    batch = make_batch(epoch=3, epochs=10)
+    xa = (batch.x + 0.1).clamp(0, 1)
+    student64, teacher64 = float64_logits(student), float64_logits(teacher)
+    term, term_error = igdm_reference(reference, student64, teacher64, batch, xa, 20.0, beta, gamma)
+    soft_labels, ahead = teacher64(batch.x), student64(batch.x.double() + beta * (xa - batch.x).double())
+    base, base_error = reference.kl_bm(soft_labels, ahead), reference.float32_error(1.0, soft_labels, ahead)
+    method = IGDM(ARD(alpha=1.0, tau=1.0, kl_scale=1.0), igdm_beta=beta, igdm_gamma=gamma, igdm_code_ard=True)
+    close(method.loss(student, batch, xa), base + term, base_error + term_error)
+    if beta != 1:  # on S(x + b d), not S(xa)
+        on_xa = reference.kl_bm(soft_labels, student64(xa)) + term
+        assert (on_xa - base - term).abs() > 10 * (base_error + term_error)
+
+
+def test_the_igdm_codes_ard_attacks_from_a_clamped_uniform_start(student, make_batch):
+    method = IGDM(ARD(steps=3), igdm_code_ard=True)
+    expected = pgd(lambda xa: F.cross_entropy(student(xa), make_batch(seed=9).y, reduction="sum"),
+                   make_batch(seed=9).x, eps=8 / 255, step_size=2 / 255, steps=3, start="uniform",
+                   generator=make_batch(seed=9).generator, clamp_start=True)
+    torch.testing.assert_close(method.perturb(student, make_batch(seed=9)), expected, rtol=0, atol=0)
+
+
+def test_igdm_code_ard_is_refused_on_other_bases():
+    with pytest.raises(RdistError, match=r"igdm_code_ard .* applies to ard\+igdm, not rslad\+igdm"):
+        create_method("rslad+igdm", igdm_code_ard=True)
 
 
 def test_refuses_a_base_without_igdm_support():

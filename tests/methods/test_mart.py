@@ -79,8 +79,9 @@ def test_attack_starts_at_x_plus_small_gaussian_noise(student, make_batch):
 
 @pytest.mark.parametrize("arch", ["wrn-34-10", "dm-wrn-28-10"])
 def test_paper_preset_for_wide_resnets(arch):
-    assert MART.paper_preset("cifar10", arch) == (Recipe(epochs=100, milestones=(75, 90), weight_decay=7e-4),
-                                                  {"beta": 6.0})
+    # The official scripts attack with eps 0.031 and step 0.007 (10 steps).
+    assert MART.paper_preset("cifar10", arch) == (Recipe(epochs=100, milestones=(75, 90), weight_decay=7e-4, eps=0.031,
+                                                         step_size=0.007), {"beta": 6.0})
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenetv2"])
@@ -93,4 +94,5 @@ def test_flags_defaults_and_recipe():
     assert not (MART.needs_teacher or MART.needs_natural_teacher or MART.supports_igdm)
     assert MART.defaults == {"beta": 6.0}
     # ResNet-18: the official train_resnet.py (lr 0.01, weight decay 3.5e-3, 120 epochs, x0.1 at 75, 90, 100)
-    assert MART.recipe == Recipe(epochs=120, milestones=(75, 90, 100), weight_decay=3.5e-3, lr=0.01)
+    assert MART.recipe == Recipe(epochs=120, milestones=(75, 90, 100), weight_decay=3.5e-3, lr=0.01, eps=0.031,
+                                 step_size=0.007, attack_steps=10)

@@ -36,6 +36,9 @@ def test_the_first_step_brings_every_training_attack_back_into_the_box(student, 
 
 def test_sat_and_evaluation_pgd_clamp_the_start(student, edge_batch, check_in_ball):
     check_in_ball(create_method("sat", steps=0).perturb(student, edge_batch), edge_batch.x, EPS)
+    # The IGDM code's own ARD (`--recipe paper` of ard+igdm): its PGD clamps the uniform start.
+    check_in_ball(create_method("ard+igdm", steps=0, igdm_code_ard=True).perturb(student, edge_batch), edge_batch.x,
+                  EPS)
     check_in_ball(PGD(student, EPS, steps=0, generator=torch.Generator().manual_seed(0))(edge_batch.x, edge_batch.y),
                   edge_batch.x, EPS)
 
