@@ -2,19 +2,21 @@
 
 The whole Python API a user needs:
     create_model("mobilenetv2", num_classes=10)      build an architecture
-    load_model("student.safetensors")                a ready nn.Module in eval mode
+    load_model("student.safetensors")                a ready nn.Module in eval mode, from any model name:
+                                                     a path, zoo:NAME, a RobustBench name, hf-hub:ORG/REPO[@REV]
     save_model(model, "out.safetensors", **meta)     a self-describing artifact
     load_dataset("cifar10")                           uint8 tensors on the device
     evaluate(model, x, y, ["clean", "pgd20"])         robustness under attacks
     train(TrainConfig(method="rslad", ...))           train a teacher or distil a student
 """
 
-from rdist.artifact import load_model, read_metadata, save_model
+from rdist.artifact import read_metadata, save_model
 from rdist.attacks import evaluate
 from rdist.data import load_dataset
 from rdist.engine import TrainConfig, train
 from rdist.errors import RdistError
 from rdist.models import create_model, list_models
+from rdist.resolve import load_model
 
 __version__ = "0.1.0"
 

@@ -10,13 +10,13 @@ from rich.table import Table
 from rdist.cli import common
 from rdist.cli.common import attack_progress, console, print_json, progress_bar, user_errors
 from rdist.errors import RdistError
+from rdist.resolve import MODEL_NAMES
 from rdist.utils import format_eps
-
 
 
 @user_errors
 def attack(
-    model: str = typer.Argument(None, help="an rdist .safetensors artifact, or zoo:NAME", show_default=False),
+    model: str = typer.Argument(None, help=f"the model: {common.MODEL_HELP}", show_default=False),
     suite: str = common.SUITE,
     attacks: str = common.ATTACKS,
     eps: str = common.EPS,
@@ -24,7 +24,8 @@ def attack(
                              "\\[default: the dataset recorded in the model]"),
     n: int = common.N_IMAGES,
     batch_size: int = common.BATCH_SIZE,
-    surrogate: str = typer.Option(None, "--surrogate", help="model to craft transfer attacks on"),
+    surrogate: str = typer.Option(None, "--surrogate", help=f"model to craft transfer attacks on: "
+                                  f"{common.MODEL_HELP}"),
     seed: int = typer.Option(0, "--seed", help="seed of the random starts; the same seed gives the same numbers"),
     device: str = common.DEVICE,
     out: Path = typer.Option(None, "--out", "-o", help="also write the report as JSON to this file"),
@@ -43,7 +44,7 @@ def attack(
         _print_attack_list()
         return
     if model is None:
-        raise RdistError("give the MODEL to attack (an .safetensors artifact or zoo:NAME), or --list")
+        raise RdistError(f"give the MODEL to attack ({MODEL_NAMES}), or --list")
     with progress_bar(quiet or json_out) as bar:
         report = robustness_report(model, suite=suite, attacks=attacks, eps=eps, data=data, n=n,
                                    batch_size=batch_size, surrogate=surrogate, seed=seed, device=device,

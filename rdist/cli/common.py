@@ -10,9 +10,11 @@ from typing import Any, Callable, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from rdist.errors import RdistError
+from rdist.resolve import MODEL_NAMES
 
 console = Console()
 err_console = Console(stderr=True)
@@ -20,7 +22,8 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `error: message` on one line to stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Escaped: a message quoting [brackets] (hf-hub:ORG/REPO[@REV], a path) would otherwise lose them to markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -68,6 +71,9 @@ def attack_progress(bar: Progress | None, prefix: str = "") -> Callable[[str, in
 
     return on_attack
 
+
+# What every argument and option that takes a model accepts (see rdist.resolve).
+MODEL_HELP = escape(MODEL_NAMES)
 
 # Options that `rdist attack` and `rdist compare` share, with the same meaning and defaults.
 SUITE = typer.Option("standard", "--suite", "-s", help="named suite: quick (clean,fgsm,pgd20), standard "

@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from rdist.cli import common
 from rdist.cli.common import attack_progress, console, err_console, print_json, progress_bar, user_errors
@@ -19,8 +17,8 @@ DEFAULT_SWEEP = "0:16/255:2/255"  # the x axis of the robust-accuracy plot: 0 to
 
 @user_errors
 def compare(
-    models: list[str] = typer.Argument(..., help="rdist .safetensors artifacts or zoo:NAME; with --runs, "
-                                       "training run directories"),
+    models: list[str] = typer.Argument(..., help=f"the models, each {common.MODEL_HELP}; with --runs, training "
+                                       "run directories"),
     suite: str = common.SUITE,
     attacks: str = common.ATTACKS,
     eps: str = common.EPS,
@@ -52,8 +50,9 @@ def compare(
     Results an artifact already records for the same attacks, data, eps and n are reused.
     Example: rdist compare --suite quick --data digits --md table.md --plot figures a.safetensors b.safetensors
     """
-    from rdist.report.compare import compare_models, to_csv, to_markdown, training_logs
+    from rdist.report.compare import compare_models, training_logs
     from rdist.report.plots import check_writable_dir, write_plots
+    from rdist.report.render import to_csv, to_markdown
 
     to_stdout = [name for name, on in (("--json", json_out), ("--csv -", csv_out == "-"), ("--md -", md_out == "-"))
                  if on]
@@ -98,29 +97,11 @@ def _write(path: Path, text: str) -> None:
 
 
 def print_table(comparison: dict) -> None:
-    """A row per model; in a terminal too narrow for that, a column per model instead."""
-    from rdist.report.compare import caption, table
+    """The comparison's table, fitted to the terminal; a file or a pipe gets the whole table, never a cropped cell."""
+    from rdist.report.render import rich_table
 
-    header, body = table(comparison)
-    widths = [max(len(text) for text in column) for column in zip(header, *body)]
-    needed = sum(widths) + 3 * len(widths) + 2  # padding and the space between columns
-    if console.is_terminal and needed > console.width:
-        out = Table("", *(cells[0] for cells in body), caption=caption(comparison), caption_justify="left",
-                    box=box.SIMPLE_HEAD)
-        for i, name in enumerate(header[1:], 1):
-            out.add_row(name, *(cells[i] for cells in body), style="bold" if name == "worst case" else None)
-        console.print(out)
-        return
-    text_columns = {"model", "arch", "method", "teacher"}
-    out = Table(caption=caption(comparison), caption_justify="left", box=box.SIMPLE_HEAD)
-    for name in header:
-        out.add_column(name, justify="left" if name in text_columns else "right", no_wrap=True,
-                       style="bold" if name == "worst case" else None)
-    for cells in body:
-        out.add_row(*cells)
-    # A file or a pipe gets the whole table, as wide as it needs: never a cropped cell.
-    target = console if console.is_terminal else Console(width=max(console.width, needed))
-    target.print(out)
+    table, needed = rich_table(comparison, console.width if console.is_terminal else None)
+    (console if console.is_terminal else Console(width=max(console.width, needed))).print(table)
 
 
 def _print_notes(notes: Console, comparison: dict) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from rdist.cli import training as opt
-from rdist.cli.common import console, print_json, user_errors
+from rdist.cli.common import MODEL_HELP, console, print_json, user_errors
 from rdist.engine.defaults import method_rows
 from rdist.methods import list_aliases, list_methods
 
@@ -19,11 +19,11 @@ def distill(
                                f"them: {', '.join(list_aliases('distill'))}"),
     student: str = typer.Option(None, "--student", "-s", help="student architecture: resnet18, mobilenetv2, "
                                 "preactresnet18, wrn-D-W, tinycnn, ..."),
-    teacher: str = typer.Option(None, "--teacher", "-t", help="the robust teacher: an .safetensors artifact, "
-                                "zoo:NAME, or a RobustBench name (`rdist teacher list`), pulled on first use "
-                                "\\[default: the method's paper teacher for --data, see --list]"),
-    natural_teacher: str = typer.Option(None, "--natural-teacher", help="a naturally trained teacher "
-                                        "(akd2, iad-ii), e.g. from `rdist teacher train --method natural` "
+    teacher: str = typer.Option(None, "--teacher", "-t", help=f"the robust teacher: {MODEL_HELP}; a RobustBench "
+                                "name is pulled on first use \\[default: the method's paper teacher for --data, see "
+                                "--list]"),
+    natural_teacher: str = typer.Option(None, "--natural-teacher", help="the naturally trained teacher of akd2 "
+                                        f"and iad-ii (`rdist teacher train --method natural`): {MODEL_HELP} "
                                         "\\[default on cifar10: RobustBench's Standard WRN-28-10]"),
     alpha: float = typer.Option(None, "--alpha", help=opt.hparam_help("weight of the distillation term", "alpha")),
     beta: float = typer.Option(None, "--beta", help=opt.hparam_help("exponent of IAD's trust weight", "beta")),

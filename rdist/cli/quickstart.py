@@ -59,7 +59,7 @@ def quickstart(
     Takes a few minutes on two CPU cores and needs no download.
     """
     from rdist.cli.compare import print_table
-    from rdist.quickstart import compare_quickstart, train_quickstart
+    from rdist.pipelines.quickstart import compare_quickstart, train_quickstart
 
     out = out or Path("runs") / f"quickstart-{datetime.now():%Y%m%d-%H%M%S}"
     started = time.perf_counter()

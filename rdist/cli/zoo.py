@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from rdist.cli.common import console, err_console, print_json, user_errors
+from rdist.cli.common import MODEL_HELP, console, err_console, print_json, user_errors
 
 app = typer.Typer(help="Published students on the Hugging Face Hub, listed in zoo.yaml.", no_args_is_help=True)
 
@@ -72,8 +72,8 @@ def pull(
 @app.command("push")
 @user_errors
 def push(
-    model: Path = typer.Argument(..., help="the student's .safetensors artifact, with results from `rdist attack "
-                                 "--record`"),
+    model: str = typer.Argument(..., help=f"the student ({MODEL_HELP}), with results from `rdist attack "
+                                "--record`"),
     repo: str = typer.Option(..., "--repo", help="Hub repo id ORG/NAME (created if missing)"),
     name: str = typer.Option(None, "--name", help="name in zoo.yaml \\[default: the repo's NAME]"),
     method: str = typer.Option(None, "--method", help="distillation method \\[default: recorded in the artifact]"),
@@ -86,9 +86,11 @@ def push(
     """
     import yaml
 
+    from rdist.resolve import resolve_model
     from rdist.zoo.hub import push_student
 
-    entry = push_student(model, repo, name=name, method=method, teacher=teacher, private=private)
+    entry = push_student(resolve_model(model).path, repo, name=name, method=method, teacher=teacher,
+                         private=private)
     err_console.print(f"pushed {model} to {repo} at commit {entry.revision}; add this entry under `students:` "
                       "in zoo.yaml:", highlight=False, soft_wrap=True)
     sys.stdout.write(yaml.safe_dump([entry.to_dict()], sort_keys=False, width=1000))

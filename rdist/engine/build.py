@@ -24,7 +24,7 @@ from rdist.engine.step import channels_last
 from rdist.errors import RdistError
 from rdist.methods import Method, Recipe, create_method, paper_preset
 from rdist.models import create_model
-from rdist.teachers.resolve import resolve_teacher
+from rdist.resolve import resolve_teacher
 from rdist.utils import default_device
 
 MIN_VAL_IMAGES = 500  # a validation split smaller than this makes PGD accuracy too noisy to select on

@@ -29,7 +29,7 @@ class TrainConfig:
     method: str
     student: str
     data: str | None = None  # [default: cifar10]
-    teacher: str | None = None  # an .safetensors artifact (resolve_teacher also takes registered names)
+    teacher: str | None = None  # any model name: a path, zoo:NAME, a RobustBench name, hf-hub:ORG/REPO[@REV]
     natural_teacher: str | None = None  # the naturally trained teacher of AKD2 and IAD-II
     recipe: str | None = None  # "paper" or None
     epochs: int | None = None

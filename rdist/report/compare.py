@@ -1,4 +1,5 @@
-"""Models side by side: size, speed, robustness and provenance in one table, plus the data behind the plots.
+"""Models side by side: size, speed, robustness and provenance of each, plus the data behind the plots
+(`rdist.report.render` lays a comparison out as a terminal table, Markdown or CSV).
 
 A robustness report already recorded in an artifact for the same attacks, data, eps and n is reused;
 anything else is computed by `robustness_report`, the same code `rdist attack` runs.
@@ -6,37 +7,36 @@ anything else is computed by `robustness_report`, the same code `rdist attack` r
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from rdist.artifact import load_model, read_metadata
 from rdist.attacks import resolve_attacks
 from rdist.attacks.evaluate import Progress
 from rdist.data import load_dataset
 from rdist.errors import RdistError
-from rdist.report.profile import format_count, profile_model
+from rdist.report.profile import profile_model
 from rdist.report.robustness import check_compatible, check_sizes, robustness_report
-from rdist.teachers.resolve import teacher_path
+from rdist.resolve import ModelSource, model_label, resolve_model
 from rdist.utils import format_eps, parse_eps
 
 
 @dataclass
 class Entry:
-    """One model of a comparison: what the user typed, the file it names, and the label it gets in tables."""
+    """One model of a comparison: the name the user typed resolved to a file, and the label it gets in tables."""
 
-    spec: str
-    path: Path
+    source: ModelSource
     label: str
     meta: dict[str, Any]
     run_dir: Path | None = None
 
     @property
-    def recordable(self) -> bool:
-        # A zoo download is verified by its sha256 on every use: writing results into it would break that.
-        return not self.spec.startswith("zoo:")
+    def spec(self) -> str:
+        return self.source.spec
+
+    @property
+    def path(self) -> Path:
+        return self.source.path
 
 
 def run_files(run_dir: str | Path) -> tuple[Path, Path]:
@@ -57,10 +57,10 @@ def run_files(run_dir: str | Path) -> tuple[Path, Path]:
 
 
 def resolve_entries(specs: list[str], runs: bool = False, data: str | None = None) -> list[Entry]:
-    """Each model argument as an Entry: an artifact, `zoo:NAME`, or a RobustBench teacher name (pulled for
+    """Each model argument as an Entry: any model name `rdist.resolve` takes (a RobustBench name is pulled for
     `data` on first use); with `runs`, the arguments are training run directories."""
     if not specs:
-        raise RdistError("no model to compare: pass artifacts, zoo:NAME, or run directories with --runs")
+        raise RdistError("no model to compare: pass model files or names, or run directories with --runs")
     duplicates = sorted({s for s in specs if specs.count(s) > 1})
     if duplicates:
         raise RdistError(f"{', '.join(duplicates)} given more than once; give each model once")
@@ -68,35 +68,18 @@ def resolve_entries(specs: list[str], runs: bool = False, data: str | None = Non
     for spec in specs:
         if runs:
             path, _ = run_files(spec)
-            entries.append(Entry(spec, path, Path(spec).resolve().name, read_metadata(path), run_dir=Path(spec)))
+            source = ModelSource(spec, "file", path)
+            entries.append(Entry(source, Path(spec).resolve().name, source.metadata(), run_dir=Path(spec)))
         elif Path(spec).is_dir():
             raise RdistError(f"{spec} is a directory: pass --runs to compare training run directories, "
                              "or name the .safetensors file inside it")
         else:
-            path = _model_file(spec, data)
-            entries.append(Entry(spec, path, _label(spec, path), read_metadata(path)))
+            source = resolve_model(spec, data)
+            entries.append(Entry(source, source.label, source.metadata()))
     if len({e.label for e in entries}) < len(entries):
         for entry in entries:
             entry.label = entry.spec
     return entries
-
-
-def _model_file(spec: str, data: str | None) -> Path:
-    try:
-        return teacher_path(spec, data)
-    except RdistError as exc:
-        if spec.startswith("zoo:") or Path(spec).exists():
-            raise
-        # teacher_path read a name that is no file as a RobustBench teacher: say so, or a typo looks baffling.
-        raise RdistError(f"'{spec}' is not a file, so it was read as a RobustBench teacher name: {exc}") from None
-
-
-def _label(spec: str, path: Path) -> str:
-    """How a model (or a teacher) is named in tables: zoo:NAME, a RobustBench name, or a file stem."""
-    if spec.startswith("zoo:"):
-        return spec
-    # best/last.safetensors say nothing on their own: their run directory names them.
-    return f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") and path.parent.name else path.stem
 
 
 def training_logs(comparison: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -171,7 +154,7 @@ class Evaluator:
             if progress else None
         report = robustness_report(str(entry.path), attacks=attacks, eps=eps, data=self.data, n=self.n,
                                    batch_size=self.batch_size, seed=self.seed, device=self.device,
-                                   record=self.record and entry.recordable, progress=labelled)
+                                   record=self.record and entry.source.recordable, progress=labelled)
         computed.append(report)
         return report, False
 
@@ -184,7 +167,7 @@ def _provenance(meta: dict[str, Any]) -> dict[str, Any]:
         epochs = f"{prov['epoch']}/{epochs}"  # a best checkpoint selected before the last epoch
     # A RobustBench teacher records where it came from rather than how it was trained.
     method = prov.get("method") or prov.get("source") or ("imported" if prov.get("imported_from") else None)
-    return {"method": method, "teacher": _label(teacher, Path(teacher)) if teacher else None, "epochs": epochs}
+    return {"method": method, "teacher": model_label(teacher) if teacher else None, "epochs": epochs}
 
 
 def compare_models(models: list[str], *, suite: str | None = "standard", attacks: str | list[str] | None = None,
@@ -192,8 +175,8 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
                    seed: int = 0, device: str | None = None, fresh: bool = False, record: bool = False,
                    runs: bool = False, sweep: str | list[float] | None = None, sweep_attack: str = "pgd20",
                    progress: Progress | None = None) -> dict[str, Any]:
-    """Compare `models` (artifacts, zoo:NAME, RobustBench teacher names, or with `runs` training run
-    directories) on one dataset.
+    """Compare `models` (paths, zoo:NAME, RobustBench names, hf-hub:ORG/REPO[@REV], or with `runs` training
+    run directories) on one dataset.
 
     Returns {"dataset", "eps", "n", "attacks", "models": [one row per model]}; with `sweep` (eps values,
     or a "start:stop:step" text) also "sweep": the accuracy under `sweep_attack` at each eps, for the plot.
@@ -214,7 +197,7 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
         rows.append({"label": entry.label, "model": str(entry.path),
                      "run_dir": str(entry.run_dir) if entry.run_dir else None, "arch": entry.meta["arch"]["name"],
                      "num_classes": entry.meta["arch"]["num_classes"],
-                     **profile_model(load_model(entry.path, "cpu"), shape), "input_shape": list(shape),
+                     **profile_model(entry.source.load("cpu"), shape), "input_shape": list(shape),
                      "accuracy": {a: report["accuracy"][a] for a in names}, "worst_case": report["worst_case"],
                      "reused": reused, **_provenance(entry.meta)})
     comparison = {"dataset": evaluator.dataset.name, "eps": eps_value, "eps_text": format_eps(eps_value),
@@ -244,61 +227,3 @@ def parse_sweep(text: str | list[float]) -> list[float]:
     if not values:
         raise RdistError("the eps sweep is empty: give values like 0,4/255,8/255")
     return sorted(set(values))
-
-
-# Rendering ----------------------------------------------------------------------------------------------
-
-
-def _ms(value: float) -> str:
-    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
-
-
-def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the comparison as text: sizes in k/M/G, latency in ms per image, accuracy in %."""
-    rows = comparison["models"]
-    gpu = any("cuda" in r["latency_ms"] for r in rows)
-    header = ["model", "arch", "params", "MACs", "CPU ms", *(["GPU ms"] if gpu else []),
-              *comparison["attacks"], "worst case", "method", "teacher", "epochs"]
-    body = []
-    for r in rows:
-        latency = [_ms(r["latency_ms"]["cpu"])]
-        if gpu:
-            latency.append(_ms(r["latency_ms"]["cuda"]) if "cuda" in r["latency_ms"] else "-")
-        body.append([r["label"], r["arch"], format_count(r["params"]), format_count(r["macs"]), *latency,
-                     *(f"{100 * r['accuracy'][a]:.2f}" for a in comparison["attacks"]),
-                     f"{100 * r['worst_case']:.2f}", *(str(r[k]) if r[k] is not None else "-"
-                                                       for k in ("method", "teacher", "epochs"))])
-    return header, body
-
-
-def caption(comparison: dict[str, Any]) -> str:
-    threads = comparison["models"][0]["cpu_threads"]
-    return (f"Accuracy (%) on the first {comparison['n']} test images of {comparison['dataset']} at "
-            f"eps={comparison['eps_text']} (L-inf, seed {comparison['seed']}); worst case: robust to every attack. "
-            f"Latency: median ms per image at batch size 1 (CPU: {threads} thread{'s' if threads > 1 else ''}). "
-            "MACs at the input size.")
-
-
-def to_markdown(comparison: dict[str, Any]) -> str:
-    header, body = table(comparison)
-    numeric = {"params", "MACs", "CPU ms", "GPU ms", "worst case", "epochs", *comparison["attacks"]}
-    align = ["---:" if h in numeric else "---" for h in header]
-    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in (header, align, *body)]
-    return "\n".join(lines) + "\n\n" + caption(comparison) + "\n"
-
-
-def to_csv(comparison: dict[str, Any]) -> str:
-    """Raw numbers, one row per model: accuracies as fractions, latency in ms, sizes as integers."""
-    attacks = comparison["attacks"]
-    gpu = any("cuda" in r["latency_ms"] for r in comparison["models"])
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["model", "path", "arch", "params", "macs", "cpu_ms", *(["gpu_ms"] if gpu else []),
-                     *attacks, "worst_case", "method", "teacher", "epochs", "dataset", "eps", "n", "reused"])
-    for r in comparison["models"]:
-        writer.writerow([r["label"], r["model"], r["arch"], r["params"], r["macs"], r["latency_ms"]["cpu"],
-                         *([r["latency_ms"].get("cuda", "")] if gpu else []),
-                         *(f"{r['accuracy'][a]:.6g}" for a in attacks), f"{r['worst_case']:.6g}",
-                         r["method"] or "", r["teacher"] or "", r["epochs"] if r["epochs"] is not None else "",
-                         comparison["dataset"], comparison["eps_text"], comparison["n"], r["reused"]])
-    return out.getvalue()

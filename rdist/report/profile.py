@@ -20,8 +20,7 @@ from rdist.engine.build import resolve_method, validation_size
 from rdist.engine.schedule import resolve_schedule
 from rdist.methods import Batch, Method
 from rdist.models import create_model
-from rdist.teachers.catalogue import TEACHERS
-from rdist.teachers.resolve import teacher_dataset
+from rdist.teachers.catalogue import TEACHERS, teacher_dataset
 from rdist.utils import default_device
 
 WARMUP_RUNS = 3

@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rdist.artifact import load_model, record_results
+from rdist.artifact import record_results
 from rdist.attacks import evaluate, resolve_attacks
 from rdist.attacks.evaluate import Progress
 from rdist.data import load_dataset
 from rdist.errors import RdistError
+from rdist.resolve import check_recordable, resolve_model
 from rdist.utils import atomic_path, default_device, parse_eps
-from rdist.zoo import ZOO_PREFIX, resolve_model_path
 
 
 def check_sizes(n: int, batch_size: int) -> None:
@@ -40,19 +40,20 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
                       eps: str | float = "8/255", data: str | None = None, n: int = 1000, batch_size: int = 256,
                       surrogate: str | None = None, seed: int = 0, device: str | None = None, record: bool = False,
                       out: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Attack `model` on the first `n` test images of `data` and return the report as a dict.
+    """Attack `model` (a path, zoo:NAME, a RobustBench name or hf-hub:ORG/REPO[@REV], as is `surrogate`) on the
+    first `n` test images of `data` and return the report as a dict.
 
     With `record`, the report is also written into the artifact's metadata; with `out`, to a JSON file.
     """
     check_sizes(n, batch_size)
-    if record and model.startswith(ZOO_PREFIX):
-        raise RdistError(f"--record would change {model}, a verified zoo download whose sha256 must stay as "
-                         "published; copy the file and record into the copy instead")
+    if record:
+        check_recordable(model)
     eps_value = parse_eps(eps)
     names = resolve_attacks(suite, attacks)
     dev = default_device(device)
-    path = resolve_model_path(model)
-    net = load_model(path, dev)
+    source = resolve_model(model, data)
+    path = source.path
+    net = source.load(dev)
     meta = net.rdist_meta
     data = data or meta.get("dataset")
     if not data:
@@ -61,7 +62,7 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
     check_compatible(meta, dataset, str(path))
     surrogate_net = None
     if surrogate:
-        surrogate_net = load_model(resolve_model_path(surrogate), dev)
+        surrogate_net = resolve_model(surrogate, data).load(dev)
         check_compatible(surrogate_net.rdist_meta, dataset, surrogate)
     x, y = dataset.x_test[:n], dataset.y_test[:n]
     started = time.perf_counter()

@@ -1,6 +1,6 @@
-"""Teachers: converting foreign checkpoints, and resolving `--teacher` (a file, `zoo:NAME`, or a RobustBench name)."""
+"""Teachers: converting foreign checkpoints, and pulling RobustBench teachers by name (`rdist.resolve` resolves
+`--teacher`)."""
 
 from rdist.teachers.convert import import_checkpoint, read_state_dict
-from rdist.teachers.resolve import resolve_teacher
 
-__all__ = ["import_checkpoint", "read_state_dict", "resolve_teacher"]
+__all__ = ["import_checkpoint", "read_state_dict"]

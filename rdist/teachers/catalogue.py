@@ -99,3 +99,15 @@ def find_teacher(name: str, dataset: str, catalogue: Catalogue = TEACHERS) -> Te
                          f"pass {others}, or pick a {dataset} teacher from `rdist teacher list --data {dataset}`")
     raise RdistError(f"unknown teacher '{name}'{suggest(name, {n for n, _ in catalogue})}; "
                      "`rdist teacher list` shows the RobustBench teachers rdist can pull")
+
+
+def teacher_dataset(name: str, dataset: str | None) -> str:
+    """Which catalogue dataset a RobustBench name means when training on (or attacking with) `dataset`.
+
+    A named dataset means itself (svhn then finds no teacher rather than a CIFAR one). With none, or
+    an npz file (a CIFAR subset, say), the name decides: its only dataset, else cifar10.
+    """
+    if dataset and not dataset.startswith("npz:"):
+        return dataset
+    datasets = sorted(d for n, d in TEACHERS if n == name)
+    return datasets[0] if len(datasets) == 1 else "cifar10"

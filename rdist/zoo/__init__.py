@@ -18,11 +18,4 @@ def pull_model(name: str, zoo: str | Path | None = None, *, cache_dir: str | Pat
     return pull_student(find_student(load_zoo(path), name, path), cache_dir=cache_dir, endpoint=endpoint)
 
 
-def resolve_model_path(spec: str) -> Path:
-    """The local file for a model argument: `zoo:NAME` is pulled and verified; anything else is a path."""
-    if spec.startswith(ZOO_PREFIX):
-        return pull_model(spec[len(ZOO_PREFIX):])
-    return Path(spec).expanduser()
-
-
-__all__ = ["ZOO_PREFIX", "ZooEntry", "find_student", "load_zoo", "pull_model", "resolve_model_path", "zoo_path"]
+__all__ = ["ZOO_PREFIX", "ZooEntry", "find_student", "load_zoo", "pull_model", "zoo_path"]

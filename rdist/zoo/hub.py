@@ -1,4 +1,5 @@
 """Students on the Hugging Face Hub: download into the Hub cache, verified by sha256; publish with a model card.
+Any Hub repo holding an rdist model.safetensors (`hf-hub:ORG/REPO[@REV]`) downloads the same way.
 
 All traffic goes through huggingface_hub, so its usual settings apply: HF_ENDPOINT, HF_HUB_CACHE /
 HF_HOME, HF_HUB_OFFLINE, and the token from HF_TOKEN or `hf auth login`. The token is handed to
@@ -22,25 +23,45 @@ from rdist.zoo.card import config_json, model_card
 from rdist.zoo.catalogue import FIELD_PATTERNS, METRICS, ZooEntry
 
 HUB_FILE = "model.safetensors"
+HF_HUB_PREFIX = "hf-hub:"  # hf-hub:ORG/REPO[@REV], any repo holding HUB_FILE
 
 
 def pull_student(entry: ZooEntry, *, cache_dir: str | Path | None = None, endpoint: str | None = None) -> Path:
     """The local path of `entry`'s file, downloaded if needed and checked against its sha256 before use."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        local = Path(hf_hub_download(entry.repo, entry.file, revision=entry.revision,
-                                     cache_dir=cache_dir or os.environ.get("HF_HUB_CACHE"),
-                                     endpoint=endpoint or os.environ.get("HF_ENDPOINT")))
-    except _hub_errors() as exc:
-        raise RdistError(f"cannot download zoo model '{entry.name}' ({entry.repo}, {entry.file} at "
-                         f"{entry.revision[:12]}): {first_line(exc)}") from None
+    local = _download(entry.repo, entry.file, entry.revision, cache_dir, endpoint,
+                      f"zoo model '{entry.name}' ({entry.repo}, {entry.file} at {entry.revision[:12]})")
     actual = sha256_file(local)
     if actual != entry.sha256:
         _remove_from_cache(local)
         raise RdistError(f"zoo model '{entry.name}': the downloaded {entry.file} has sha256 {actual}, but zoo.yaml "
                          f"records {entry.sha256}; rdist deleted it from the cache and will not use it")
     return local
+
+
+def pull_repo(repo: str, revision: str | None = None, *, cache_dir: str | Path | None = None,
+              endpoint: str | None = None) -> Path:
+    """The local path of Hub repo `repo`'s model.safetensors at `revision` (default: main), downloaded if needed.
+
+    No catalogue vouches for it: huggingface_hub checks the download, `read_metadata` that it is an rdist model.
+    """
+    pattern, meaning = FIELD_PATTERNS["repo"]
+    if not pattern.fullmatch(repo):
+        raise RdistError(f"{HF_HUB_PREFIX}{repo} does not name a Hub repo: write {HF_HUB_PREFIX}ORG/REPO or "
+                         f"{HF_HUB_PREFIX}ORG/REPO@REV ({meaning})")
+    return _download(repo, HUB_FILE, revision, cache_dir, endpoint,
+                     f"{HUB_FILE} of {HF_HUB_PREFIX}{repo} at {revision or 'main'}")
+
+
+def _download(repo: str, file: str, revision: str | None, cache_dir: str | Path | None, endpoint: str | None,
+              what: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, file, revision=revision,
+                                    cache_dir=cache_dir or os.environ.get("HF_HUB_CACHE"),
+                                    endpoint=endpoint or os.environ.get("HF_ENDPOINT")))
+    except _hub_errors() as exc:
+        raise RdistError(f"cannot download {what}: {first_line(exc)}") from None
 
 
 def push_student(model: str | Path, repo: str, *, name: str | None = None, method: str | None = None,
@@ -104,7 +125,9 @@ def _teacher_name(teacher: Any) -> str:
     if not teacher:
         return "none"
     text = str(teacher)
-    return Path(text).stem if text.endswith(".safetensors") or "/" in text.removeprefix("zoo:") else text
+    if text.startswith(("zoo:", HF_HUB_PREFIX)):
+        return text
+    return Path(text).stem if text.endswith(".safetensors") or "/" in text else text
 
 
 def _remove_from_cache(local: Path) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from rdist.artifact import read_metadata, results_key, update_metadata
 from rdist.errors import RdistError
-from rdist.report.compare import compare_models, parse_sweep, to_csv, to_markdown, training_logs
+from rdist.report.compare import compare_models, parse_sweep, training_logs
+from rdist.report.render import to_csv, to_markdown
 from rdist.report.robustness import robustness_report
 from tests.report.conftest import EPS, EPS_VALUE
 

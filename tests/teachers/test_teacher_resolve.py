@@ -7,9 +7,8 @@ import torch
 
 import rdist
 from rdist.errors import RdistError
-from rdist.teachers import resolve_teacher
-from rdist.teachers.catalogue import TEACHERS
-from rdist.teachers.resolve import teacher_dataset, teacher_path
+from rdist.resolve import resolve_model, resolve_teacher
+from rdist.teachers.catalogue import TEACHERS, teacher_dataset
 from rdist.teachers.robustbench import artifact_path, checkpoint_path
 
 
@@ -24,7 +23,7 @@ def test_a_path_loads_frozen_in_eval_mode(tmp_path):
 def test_a_robustbench_name_is_pulled_once_then_reused(tiny_teacher):
     checkpoint, reference = tiny_teacher.place_checkpoint(seed=3)
     teacher = resolve_teacher(tiny_teacher.entry.name, dataset="cifar10")
-    assert teacher_path(tiny_teacher.entry.name, "cifar10") == artifact_path(tiny_teacher.entry)
+    assert resolve_model(tiny_teacher.entry.name, "cifar10").path == artifact_path(tiny_teacher.entry)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         torch.testing.assert_close(teacher(x), reference(x), rtol=1e-5, atol=1e-5)

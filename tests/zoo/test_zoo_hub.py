@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from rdist.artifact import read_metadata
 from rdist.cli.app import app
 from rdist.errors import RdistError
-from rdist.teachers import resolve_teacher
+from rdist.resolve import resolve_model, resolve_teacher
 from rdist.utils import sha256_file
-from rdist.zoo import load_zoo, pull_model, resolve_model_path
+from rdist.zoo import load_zoo, pull_model
 from tests.helpers import assert_one_line_error
 from tests.zoo.conftest import TOKEN
 
@@ -75,8 +75,8 @@ def test_push_then_pull_round_trip(hub, student, tmp_path, monkeypatch):
     assert sha256_file(local) == listed.sha256 and read_metadata(local)["arch"]["name"] == "tinycnn"
 
     monkeypatch.setenv("RDIST_ZOO", str(zoo))
-    assert resolve_model_path("zoo:tinycnn-digits") == local
-    assert resolve_model_path("plain/file.safetensors") == Path("plain/file.safetensors")
+    assert resolve_model("zoo:tinycnn-digits").path == local
+    assert resolve_model("plain/file.safetensors").path == Path("plain/file.safetensors")
     teacher = resolve_teacher("zoo:tinycnn-digits")
     assert teacher.rdist_meta["dataset"] == "digits" and not any(p.requires_grad for p in teacher.parameters())
 

@@ -1,0 +1,95 @@
+"""A comparison laid out for people: one table, rendered for the terminal (rich), Markdown or CSV.
+
+Every rendering starts from `table`, so the columns, units and rounding are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+from rdist.report.profile import format_count
+
+# Columns holding text; every other column holds a number and is right-aligned.
+TEXT_COLUMNS = ("model", "arch", "method", "teacher")
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the comparison as text: sizes in k/M/G, latency in ms per image, accuracy in %."""
+    rows = comparison["models"]
+    gpu = any("cuda" in r["latency_ms"] for r in rows)
+    header = ["model", "arch", "params", "MACs", "CPU ms", *(["GPU ms"] if gpu else []),
+              *comparison["attacks"], "worst case", "method", "teacher", "epochs"]
+    body = []
+    for r in rows:
+        latency = [_ms(r["latency_ms"]["cpu"])]
+        if gpu:
+            latency.append(_ms(r["latency_ms"]["cuda"]) if "cuda" in r["latency_ms"] else "-")
+        body.append([r["label"], r["arch"], format_count(r["params"]), format_count(r["macs"]), *latency,
+                     *(f"{100 * r['accuracy'][a]:.2f}" for a in comparison["attacks"]),
+                     f"{100 * r['worst_case']:.2f}", *(str(r[k]) if r[k] is not None else "-"
+                                                       for k in ("method", "teacher", "epochs"))])
+    return header, body
+
+
+def caption(comparison: dict[str, Any]) -> str:
+    threads = comparison["models"][0]["cpu_threads"]
+    return (f"Accuracy (%) on the first {comparison['n']} test images of {comparison['dataset']} at "
+            f"eps={comparison['eps_text']} (L-inf, seed {comparison['seed']}); worst case: robust to every attack. "
+            f"Latency: median ms per image at batch size 1 (CPU: {threads} thread{'s' if threads > 1 else ''}). "
+            "MACs at the input size.")
+
+
+def rich_table(comparison: dict[str, Any], width: int | None = None) -> tuple[Table, int]:
+    """(the table for a terminal, the width its row-per-model layout needs).
+
+    A row per model; when `width` (the terminal's) is too narrow for that, a column per model instead.
+    """
+    header, body = table(comparison)
+    widths = [max(len(text) for text in column) for column in zip(header, *body)]
+    needed = sum(widths) + 3 * len(widths) + 2  # padding and the space between columns
+    if width is not None and needed > width:
+        out = Table("", *(cells[0] for cells in body), caption=caption(comparison), caption_justify="left",
+                    box=box.SIMPLE_HEAD)
+        for i, name in enumerate(header[1:], 1):
+            out.add_row(name, *(cells[i] for cells in body), style="bold" if name == "worst case" else None)
+        return out, needed
+    out = Table(caption=caption(comparison), caption_justify="left", box=box.SIMPLE_HEAD)
+    for name in header:
+        out.add_column(name, justify="left" if name in TEXT_COLUMNS else "right", no_wrap=True,
+                       style="bold" if name == "worst case" else None)
+    for cells in body:
+        out.add_row(*cells)
+    return out, needed
+
+
+def to_markdown(comparison: dict[str, Any]) -> str:
+    header, body = table(comparison)
+    align = ["---" if h in TEXT_COLUMNS else "---:" for h in header]
+    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in (header, align, *body)]
+    return "\n".join(lines) + "\n\n" + caption(comparison) + "\n"
+
+
+def to_csv(comparison: dict[str, Any]) -> str:
+    """Raw numbers, one row per model: accuracies as fractions, latency in ms, sizes as integers."""
+    attacks = comparison["attacks"]
+    gpu = any("cuda" in r["latency_ms"] for r in comparison["models"])
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["model", "path", "arch", "params", "macs", "cpu_ms", *(["gpu_ms"] if gpu else []),
+                     *attacks, "worst_case", "method", "teacher", "epochs", "dataset", "eps", "n", "reused"])
+    for r in comparison["models"]:
+        writer.writerow([r["label"], r["model"], r["arch"], r["params"], r["macs"], r["latency_ms"]["cpu"],
+                         *([r["latency_ms"].get("cuda", "")] if gpu else []),
+                         *(f"{r['accuracy'][a]:.6g}" for a in attacks), f"{r['worst_case']:.6g}",
+                         r["method"] or "", r["teacher"] or "", r["epochs"] if r["epochs"] is not None else "",
+                         comparison["dataset"], comparison["eps_text"], comparison["n"], r["reused"]])
+    return out.getvalue()

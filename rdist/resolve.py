@@ -1,0 +1,169 @@
+"""Which model do you mean: the one resolver behind every argument that names a model.
+
+A model is named by
+    a path                  an rdist `.safetensors` file, as given
+    zoo:NAME                a student of zoo.yaml, pulled from the Hub and checked against its sha256
+    a RobustBench name      a teacher of `rdist teacher list`, converted on first use for the dataset
+    hf-hub:ORG/REPO[@REV]   the model.safetensors of any Hub repo (as `rdist zoo push` writes it), at REV
+
+`rdist attack`, `rdist compare`, `--teacher`, `--natural-teacher`, `--surrogate` and `rdist zoo push` all
+go through `resolve_model`, so a name that works in one works in all. The lower layers (artifact, zoo,
+teachers) only ever see the resulting file: `rdist.artifact.load_model` stays path-only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from rdist.artifact import load_model as load_artifact
+from rdist.artifact import read_metadata
+from rdist.errors import RdistError
+from rdist.teachers.catalogue import TEACHERS, teacher_dataset
+from rdist.teachers.robustbench import pull_teacher
+from rdist.zoo import ZOO_PREFIX, load_zoo, pull_model
+from rdist.zoo.hub import HF_HUB_PREFIX, pull_repo
+
+MODEL_NAMES = ("an .safetensors file, zoo:NAME (`rdist zoo list`), a RobustBench name (`rdist teacher list`) "
+               "or hf-hub:ORG/REPO[@REV]")
+# Downloads whose bytes must stay as published: recording results into them would change the file.
+READ_ONLY = {"zoo": "a verified zoo download whose sha256 must stay as published",
+             "hf-hub": "a download in the Hugging Face cache, shared by everything that uses that repo"}
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """How one kind of model file is read: its metadata alone (cheap), or the whole model in eval mode."""
+
+    read_metadata: Callable[[Path], dict]
+    load: Callable[[Path, torch.device | str], nn.Module]
+
+
+# Model files by suffix. Another format (an exported `.onnx`) is one more entry; a path with any other
+# suffix is read as safetensors, whose error then says what the file is not.
+FORMATS: dict[str, FileFormat] = {".safetensors": FileFormat(read_metadata, load_artifact)}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved model name: what the user typed, which kind of name it is, and the local file it means."""
+
+    spec: str
+    kind: str  # "file", "zoo", "robustbench" or "hf-hub"
+    path: Path
+
+    @property
+    def label(self) -> str:
+        return model_label(self.spec)
+
+    @property
+    def recordable(self) -> bool:
+        """Whether results may be written into the file (`--record`)."""
+        return self.kind not in READ_ONLY
+
+    @property
+    def format(self) -> FileFormat:
+        return FORMATS.get(self.path.suffix, FORMATS[".safetensors"])
+
+    def metadata(self) -> dict:
+        return self.format.read_metadata(self.path)
+
+    def load(self, device: torch.device | str = "cpu") -> nn.Module:
+        return self.format.load(self.path, device)
+
+
+def model_kind(spec: str | Path) -> str:
+    """Which kind of name `spec` is, from its text alone: nothing is read or downloaded."""
+    spec = str(spec)
+    if spec.startswith(ZOO_PREFIX):
+        return "zoo"
+    if spec.startswith(HF_HUB_PREFIX):
+        return "hf-hub"
+    path = Path(spec).expanduser()
+    if path.exists() or path.suffix in FORMATS or "/" in spec or os.sep in spec:
+        return "file"
+    return "robustbench"
+
+
+def resolve_model(spec: str | Path, dataset: str | None = None) -> ModelSource:
+    """The local file `spec` names (see the module docstring), downloaded or converted if needed.
+
+    `dataset` (e.g. --data) decides which RobustBench checkpoint a name means when it has one for several
+    datasets (see `teacher_dataset`); the other kinds name one file whatever the dataset.
+    """
+    spec = str(spec)
+    kind = model_kind(spec)
+    if kind == "zoo":
+        path = pull_model(spec[len(ZOO_PREFIX):])
+    elif kind == "hf-hub":
+        path = pull_repo(*_hub_repo(spec))
+    elif kind == "file":
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            raise RdistError(f"{spec} is a directory, not a model: name the file inside it, e.g. "
+                             f"{path / 'best.safetensors'}")
+    elif any(name == spec for name, _ in TEACHERS):
+        path = pull_teacher(spec, teacher_dataset(spec, dataset))
+    else:
+        raise RdistError(f"'{spec}' is not a file, so it was read as a RobustBench teacher name, and rdist knows "
+                         f"no teacher of that name{_close_names(spec)}; a model is {MODEL_NAMES}")
+    return ModelSource(spec, kind, path)
+
+
+def load_model(spec: str | Path, device: torch.device | str = "cpu", dataset: str | None = None) -> nn.Module:
+    """The model `spec` names (any kind, see `resolve_model`), on `device`, in eval mode.
+
+    The metadata stays available as `model.rdist_meta`.
+    """
+    return resolve_model(str(spec), dataset).load(device)
+
+
+def resolve_teacher(spec: str, device: torch.device | str = "cpu", dataset: str | None = None) -> nn.Module:
+    """The model `spec` names, frozen (no grad) and in eval mode, as `--teacher` wants it."""
+    model = load_model(spec, device, dataset)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def check_recordable(spec: str | Path) -> None:
+    """Refuse `--record` into a download that must stay as published, before anything is downloaded."""
+    kind = model_kind(spec)
+    if kind in READ_ONLY:
+        raise RdistError(f"--record would change {spec}, {READ_ONLY[kind]}; copy the file and record into the "
+                         "copy instead")
+
+
+def model_label(spec: str | Path) -> str:
+    """How a model is named in tables: zoo:NAME, hf-hub:ORG/REPO, a RobustBench name, or a file's stem."""
+    if model_kind(spec) != "file":
+        return str(spec)
+    path = Path(spec)
+    # best/last.safetensors say nothing on their own: their run directory names them.
+    return f"{path.parent.name}/{path.stem}" if path.stem in ("best", "last") and path.parent.name else path.stem
+
+
+def _hub_repo(spec: str) -> tuple[str, str | None]:
+    """(repo id, revision or None) of `hf-hub:ORG/REPO[@REV]`."""
+    repo, at, revision = spec[len(HF_HUB_PREFIX):].partition("@")
+    if at and not revision:
+        raise RdistError(f"'{spec}' ends in @ without a revision: write hf-hub:ORG/REPO@REV (a branch, tag or "
+                         "commit), or leave out @ for main")
+    return repo, revision or None
+
+
+def _close_names(spec: str) -> str:
+    """' (did you mean: ...?)' over the RobustBench teachers and the zoo's students, or ''."""
+    names = {name for name, _ in TEACHERS}
+    try:
+        names |= {f"{ZOO_PREFIX}{e.name}" for e in load_zoo()}
+    except RdistError:
+        pass  # an unreadable zoo.yaml has its own error when it is used; here it only lends names
+    close = difflib.get_close_matches(spec, sorted(names), n=3, cutoff=0.6)
+    return f" (did you mean: {', '.join(close)}?)" if close else ""

@@ -1,0 +1,185 @@
+"""Every command and option that takes a model takes every kind of name, and means the same model by it:
+`rdist attack NAME`, `rdist compare NAME`, `--surrogate NAME`, `--teacher NAME`, `--natural-teacher NAME`,
+`rdist zoo push NAME` and `rdist.load_model(NAME)`, for a file, zoo:NAME, a RobustBench name and hf-hub:ORG/REPO."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import typer.main
+import yaml
+from typer.testing import CliRunner
+
+import rdist
+from rdist.artifact import load_model as load_artifact
+from rdist.artifact import read_metadata, record_results
+from rdist.cli.app import app
+from rdist.cli.common import MODEL_HELP
+from rdist.data import load_dataset
+from rdist.resolve import model_kind
+from rdist.teachers.robustbench import artifact_path
+from rdist.utils import sha256_file
+from tests.helpers import CIFAR_SUBSET, assert_one_line_error, one_thread, requires_cifar_subset
+from tests.resolve.conftest import REPO
+
+pytestmark = requires_cifar_subset()
+runner = CliRunner()
+DATA = f"npz:{CIFAR_SUBSET}"
+N = 12
+
+
+@pytest.fixture(autouse=True)
+def one_thread_per_test():
+    with one_thread():
+        yield
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def run_ok(*args) -> dict:
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_load_model_takes_every_kind_of_name(names):
+    expected = load_artifact(names["file"]).state_dict()
+    for kind, spec in names.items():
+        assert model_kind(spec) == kind.removesuffix("@rev")
+        model = rdist.load_model(spec)
+        assert not model.training and model.rdist_meta["arch"]["name"] == "wrn-10-1"
+        state = model.state_dict()
+        assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in expected), kind
+
+
+def test_attack_reports_the_same_numbers_for_every_kind_of_name(names, tiny_teacher):
+    reports = {kind: run_ok("attack", spec, "--attacks", "clean,pgd20", "--data", DATA, "--n", N, "--device", "cpu",
+                            "--json") for kind, spec in names.items()}
+    data = load_dataset(DATA)
+    with torch.no_grad():
+        logits = load_artifact(names["file"]).double()(data.x_test[:N].double() / 255)
+    clean = (logits.argmax(1) == data.y_test[:N]).double().mean().item()
+    for kind, report in reports.items():
+        assert report["n"] == N and report["accuracy"]["clean"] == pytest.approx(clean, abs=1e-6), kind
+        assert report["accuracy"] == reports["file"]["accuracy"], kind
+    assert reports["robustbench"]["model"] == str(artifact_path(tiny_teacher.entry))
+    for kind in ("zoo", "hf-hub", "hf-hub@rev"):
+        assert reports[kind]["model"].startswith(os.environ["HF_HUB_CACHE"]), "a download in the Hub cache"
+
+
+def test_compare_puts_every_kind_of_name_side_by_side(names):
+    comparison = run_ok("compare", *names.values(), "--attacks", "clean,pgd20", "--data", DATA, "--n", N,
+                        "--json", "--quiet")
+    rows = comparison["models"]
+    assert [r["label"] for r in rows] == ["tiny-wrn", *list(names.values())[1:]]
+    assert len({json.dumps(r["accuracy"]) for r in rows}) == 1, "one model under five names"
+    assert len({(r["params"], r["macs"]) for r in rows}) == 1
+
+
+def test_surrogate_takes_every_kind_of_name(names):
+    reports = {kind: run_ok("attack", names["file"], "--surrogate", spec, "--attacks", "clean,transfer-pgd20",
+                            "--data", DATA, "--n", N, "--device", "cpu", "--json") for kind, spec in names.items()}
+    for kind, spec in names.items():
+        assert reports[kind]["surrogate"] == spec
+        assert reports[kind]["accuracy"] == reports["file"]["accuracy"], kind
+
+
+@pytest.mark.parametrize("option, method", [("--teacher", "kd"), ("--natural-teacher", "akd2")])
+def test_teacher_options_take_every_kind_of_name(names, tmp_path, option, method):
+    """One step of training with the teacher under each name: the same student weights, its name recorded."""
+    students = {}
+    for kind, spec in names.items():
+        teachers = ["--teacher", spec] if option == "--teacher" else ["--teacher", names["file"], option, spec]
+        out = tmp_path / f"{method}-{kind.replace('@', '-')}"
+        run_ok("distill", "--method", method, "--student", "tinycnn", *teachers, "--data", DATA, "--epochs", 1,
+               "--max-steps", 1, "--batch-size", 16, "--steps", 2, "--eval-n", 16, "--device", "cpu", "--out", out,
+               "--json")
+        student = load_artifact(out / "last.safetensors")
+        recorded = student.rdist_meta["provenance"]
+        assert recorded["natural_teacher" if option == "--natural-teacher" else "teacher"] == spec
+        students[kind] = student.state_dict()
+    first = students["file"]
+    for kind, state in students.items():
+        assert all(torch.equal(state[k], first[k]) for k in first), kind
+
+
+def test_zoo_push_takes_any_kind_of_name(names, hub):
+    # What `rdist attack --record` leaves in a file, then that file published by someone else on the Hub.
+    record_results(names["file"], {"attacks": ["clean", "pgd20", "aa"], "dataset": "cifar10", "eps": 8 / 255,
+                                   "n": 100, "accuracy": {"clean": 0.5, "pgd20": 0.25, "aa": 0.2},
+                                   "worst_case": 0.2, "seed": 0})
+    hub.publish("someone/measured", {"model.safetensors": Path(names["file"]).read_bytes()})
+    result = run("zoo", "push", "hf-hub:someone/measured", "--repo", "rdist-test/republished", "--name", "again",
+                 "--method", "trades")
+    assert result.exit_code == 0, result.output
+    (entry,) = yaml.safe_load(result.stdout)
+    assert entry["sha256"] == sha256_file(names["file"]) and entry["results"] == {"clean": 50, "pgd20": 25, "aa": 20}
+    assert hub.state.repos["rdist-test/republished"].main == entry["revision"]
+
+
+KINDS_FRAGMENTS = ("an .safetensors file", "zoo:NAME", "a RobustBench name", "hf-hub:ORG/REPO[@REV]")
+
+
+def test_an_unknown_name_fails_on_one_line_everywhere_with_the_kinds_and_close_names(names):
+    for typo, close in (("Tiny2019Trades_WRN1O", "Tiny2019Trades_WRN10"), ("tiny-wrn", "zoo:tiny-wrn")):
+        for args in (["attack", typo, "--data", DATA],
+                     ["compare", typo, "--data", DATA],
+                     ["attack", names["file"], "--surrogate", typo, "--attacks", "clean,transfer-pgd20", "--data",
+                      DATA, "--n", N],
+                     ["distill", "--method", "kd", "--student", "tinycnn", "--teacher", typo, "--data", DATA,
+                      "--epochs", 1],
+                     ["zoo", "push", typo, "--repo", "rdist-test/x"]):
+            assert_one_line_error(run(*args), f"'{typo}' is not a file", f"did you mean: {close}?", *KINDS_FRAGMENTS)
+
+
+def test_hub_names_that_lead_nowhere_fail_on_one_line(names):
+    missing = "0" * 40
+    for spec, fragment in (("hf-hub:nobody/ghost", "cannot download model.safetensors of hf-hub:nobody/ghost at main"),
+                           (f"hf-hub:{REPO}@{missing}", f"hf-hub:{REPO} at {missing}"),
+                           ("hf-hub:no-org", "does not name a Hub repo"),
+                           (f"hf-hub:{REPO}@", "without a revision")):
+        assert_one_line_error(run("attack", spec, "--data", DATA), fragment)
+
+
+def test_record_never_writes_into_a_download(names, hub):
+    requests = len(hub.state.requests)
+    for spec in (names["zoo"], names["hf-hub"]):
+        assert_one_line_error(run("attack", spec, "--record", "--data", DATA), f"--record would change {spec}")
+    assert len(hub.state.requests) == requests, "refused before anything was downloaded"
+
+    published = sha256_file(names["file"])
+    comparison = run_ok("compare", names["file"], names["hf-hub"], "--attacks", "clean", "--data", DATA, "--n", N,
+                        "--record", "--json", "--quiet")
+    downloaded = Path(comparison["models"][1]["model"])
+    assert sha256_file(downloaded) == published, "the Hub download is left as published"
+    assert read_metadata(names["file"])["results"], "the file took the results"
+
+
+def test_every_model_argument_and_option_says_which_names_it_takes():
+    """The README's promise ("A model is ...") holds for each command: each says so in its --help."""
+    taking = {}
+
+    def walk(command, path):
+        for param in command.params:
+            if param.name in ("model", "models", "teacher", "natural_teacher", "surrogate"):
+                taking[f"{path} {param.name}"] = getattr(param, "help", None) or ""
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(app), "rdist")
+    # `zoo push --teacher` is the teacher's name as zoo.yaml shows it: text, no model is loaded.
+    assert "recorded in the artifact" in taking.pop("rdist zoo push teacher")
+    assert set(taking) == {"rdist distill teacher", "rdist distill natural_teacher", "rdist attack model",
+                           "rdist attack surrogate", "rdist compare models", "rdist zoo push model"}
+    assert {where for where, text in taking.items() if MODEL_HELP not in text} == set()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    sentence = re.search(r"A model is [^\n]*(?:\n[^\n]+)*", readme).group(0)
+    for fragment in ("`.safetensors`", "`zoo:NAME`", "RobustBench", "`hf-hub:ORG/REPO[@REV]`", "every command"):
+        assert fragment in sentence, fragment

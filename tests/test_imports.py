@@ -1,0 +1,115 @@
+"""The layering rule, checked: every module of rdist belongs to a layer and imports only its own layer or lower
+ones, counting every import statement (inside functions too, read with ast, never by importing the module)."""
+
+from __future__ import annotations
+
+import ast
+from importlib.metadata import version
+from pathlib import Path
+
+import rdist
+
+PACKAGE = Path(rdist.__file__).parent
+
+# The layers, lowest first: the one place the order is written. A module belongs to the entry that is its
+# name or the longest one its name starts with ("rdist" itself is only rdist/__init__.py, the public API).
+LAYERS: list[tuple[str, ...]] = [
+    ("rdist.errors",),
+    ("rdist.utils",),
+    ("rdist.models", "rdist.data"),
+    ("rdist.artifact",),  # model files on disk; knows the models, nothing above
+    ("rdist.attacks",),
+    ("rdist.methods",),
+    ("rdist.teachers", "rdist.zoo"),  # where models come from: RobustBench, the Hub
+    ("rdist.resolve",),  # the one resolver of model names, over files, zoo and teachers
+    ("rdist.engine",),
+    ("rdist.report",),
+    ("rdist",),
+    ("rdist.pipelines",),  # whole workflows (the quickstart)
+    ("rdist.cli", "rdist.__main__"),
+]
+
+
+def layer_of(module: str) -> int | None:
+    """The index in LAYERS of `module`, or None when no entry covers it."""
+    best, found = -1, None
+    for index, names in enumerate(LAYERS):
+        for name in names:
+            covers = module == name or (name != "rdist" and module.startswith(name + "."))
+            if covers and len(name) > best:
+                best, found = len(name), index
+    return found
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+    relative = Path(*name.split("."))
+    return (PACKAGE.parent / relative).with_suffix(".py").is_file() or (PACKAGE.parent / relative).is_dir()
+
+
+def imported_modules(source: str, module: str, is_package: bool = False) -> list[tuple[str, int]]:
+    """(rdist module, line) for every import statement of `source`, the code of `module`, wherever it stands."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's package, one level up per extra dot
+                package = module.split(".") if is_package else module.split(".")[:-1]
+                anchor = package[:len(package) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            # `from rdist import engine` imports the package rdist.engine, `from rdist import load_model` the root.
+            found += [(f"{base}.{alias.name}" if _is_module(f"{base}.{alias.name}") else base, node.lineno)
+                      for alias in node.names]
+    return sorted(((name, line) for name, line in found if name == "rdist" or name.startswith("rdist.")),
+                  key=lambda item: item[1])
+
+
+def upward_imports(source: str, module: str, is_package: bool = False) -> list[str]:
+    own = layer_of(module)
+    return [f"{module} (layer {own}: {', '.join(LAYERS[own])}) imports {target} at line {line} "
+            f"(layer {layer}: {', '.join(LAYERS[layer])})"
+            for target, line in imported_modules(source, module, is_package)
+            if (layer := layer_of(target)) is not None and layer > own]
+
+
+def modules() -> list[tuple[str, Path]]:
+    return sorted((module_name(p), p) for p in PACKAGE.rglob("*.py"))
+
+
+def test_every_module_belongs_to_a_layer():
+    found = modules()
+    assert len(found) > 50
+    assert [name for name, _ in found if layer_of(name) is None] == [], "add the new modules to LAYERS"
+
+
+def test_no_module_imports_a_higher_layer():
+    offenders = [line for name, path in modules()
+                 for line in upward_imports(path.read_text(), name, path.name == "__init__.py")]
+    assert offenders == []
+
+
+def test_the_check_sees_imports_inside_functions_relative_ones_and_the_root_package():
+    source = ("import torch\n"
+              "def late():\n"
+              "    from rdist.cli.app import app\n"
+              "    from ..report import compare\n"
+              "    import rdist\n"
+              "from rdist.errors import RdistError\n"
+              "from . import registry\n")
+    found = upward_imports(source, "rdist.models.resnet")
+    assert [f.split(" imports ")[1].split(" at ")[0] for f in found] == ["rdist.cli.app", "rdist.report.compare",
+                                                                         "rdist"]
+    assert imported_modules(source, "rdist.models.resnet")[-1] == ("rdist.models.registry", 7)
+    assert layer_of("rdist.report.render") == layer_of("rdist.report") > layer_of("rdist.resolve")
+    assert layer_of("rdist.reporting") is None, "a name prefix is not a package prefix"
+
+
+def test_the_installed_version_is_the_package_version():
+    # Artifacts record version("rdist") from the installed metadata; it must agree with rdist.__version__.
+    assert version("rdist") == rdist.__version__
