@@ -16,8 +16,6 @@ import torch
 from rdist.errors import RdistError
 from rdist.utils import cache_dir, unknown
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
 
 @dataclass
 class Dataset:
