@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -64,6 +66,8 @@ def resolve_entries(specs: list[str], runs: bool = False, data: str | None = Non
     duplicates = sorted({s for s in specs if specs.count(s) > 1})
     if duplicates:
         raise RdistError(f"{', '.join(duplicates)} given more than once; give each model once")
+    if runs:
+        specs = [member for spec in specs for member in _group_members(spec)]
     entries = []
     for spec in specs:
         if runs:
@@ -79,6 +83,54 @@ def resolve_entries(specs: list[str], runs: bool = False, data: str | None = Non
         for entry in entries:
             entry.label = entry.spec
     return entries
+
+
+def _group_members(spec: str) -> list[str]:
+    """A run directory as given; a group directory of `--seeds` (seed-N runs, no log of its own) as its runs."""
+    from rdist.engine import LOG, group_seed_dirs
+
+    members = [] if (Path(spec) / LOG).is_file() else group_seed_dirs(spec)
+    return [str(m) for m in members] or [spec]
+
+
+def _seed_free_identity(meta: dict[str, Any]) -> str:
+    """What a training run is, but for its seed: runs equal in this differ only by seed."""
+    prov = meta.get("provenance") or {}
+    selection = prov.get("selection") or {}
+    return json.dumps({"arch": meta.get("arch"), "dataset": meta.get("dataset"),
+                       **{k: prov.get(k) for k in ("method_config", "teacher", "natural_teacher", "eps", "epochs",
+                                                   "recipe", "schedule")},
+                       "selection": {k: selection.get(k) for k in ("on", "metric", "n")}}, sort_keys=True, default=str)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def group_seeds(rows: list[dict[str, Any]], entries: list[Entry]) -> list[dict[str, Any]]:
+    """Training runs that differ only by seed as one row: accuracies are means over the runs, with their
+    sample std (`accuracy_std`, `worst_case_std`; None for one run), the seeds, and the member runs."""
+    groups: dict[str, list[tuple[dict[str, Any], Entry]]] = {}
+    for row, entry in zip(rows, entries):
+        groups.setdefault(_seed_free_identity(entry.meta), []).append((row, entry))
+    grouped = []
+    for members in groups.values():
+        first = dict(members[0][0])
+        seeds = [(e.meta.get("provenance") or {}).get("seed") for _, e in members]
+        accuracy = {a: _mean_std([r["accuracy"][a] for r, _ in members]) for a in first["accuracy"]}
+        worst = _mean_std([r["worst_case"] for r, _ in members])
+        parents = {Path(r["run_dir"]).resolve().parent for r, _ in members}
+        label = first["label"]
+        if len(members) > 1:
+            label = next(iter(parents)).name if len(parents) == 1 else f"{label} (+{len(members) - 1} seeds)"
+        first.update(label=label, accuracy={a: m for a, (m, _) in accuracy.items()},
+                     accuracy_std={a: sd for a, (_, sd) in accuracy.items()}, worst_case=worst[0],
+                     worst_case_std=worst[1], seeds=seeds, reused=all(r["reused"] for r, _ in members),
+                     members=[{"label": r["label"], "run_dir": r["run_dir"], "model": r["model"], "seed": seed,
+                               "accuracy": r["accuracy"], "worst_case": r["worst_case"]}
+                              for (r, _), seed in zip(members, seeds)])
+        grouped.append(first)
+    return grouped
 
 
 def _model_file(spec: str, data: str | None) -> Path:
@@ -103,7 +155,8 @@ def training_logs(comparison: dict[str, Any]) -> dict[str, list[dict[str, Any]]]
     """The log.jsonl records of each run directory in the comparison, by label."""
     from rdist.engine import LOG, read_log
 
-    return {r["label"]: read_log(Path(r["run_dir"]) / LOG) for r in comparison["models"] if r["run_dir"]}
+    runs = [m for r in comparison["models"] for m in r.get("members", [r])]
+    return {r["label"]: read_log(Path(r["run_dir"]) / LOG) for r in runs if r["run_dir"]}
 
 
 def check_same_task(entries: list[Entry]) -> None:
@@ -217,12 +270,18 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
                      **profile_model(load_model(entry.path, "cpu"), shape), "input_shape": list(shape),
                      "accuracy": {a: report["accuracy"][a] for a in names}, "worst_case": report["worst_case"],
                      "reused": reused, **_provenance(entry.meta)})
+    if runs:
+        rows = group_seeds(rows, entries)
     comparison = {"dataset": evaluator.dataset.name, "eps": eps_value, "eps_text": format_eps(eps_value),
                   "n": evaluator.n, "seed": seed, "attacks": names, "models": rows}
     if sweep_values is not None:
-        comparison["sweep"] = {
-            "attack": sweep_attack, "eps": sweep_values,
-            "accuracy": {e.label: [evaluator.accuracy(e, sweep_attack, v) for v in sweep_values] for e in entries}}
+        accuracy = {e.label: [evaluator.accuracy(e, sweep_attack, v) for v in sweep_values] for e in entries}
+        comparison["sweep"] = {"attack": sweep_attack, "eps": sweep_values, "accuracy": accuracy}
+        if runs:  # a group's mean and std at each eps
+            curves = {r["label"]: [[accuracy[m["label"]][i] for m in r["members"]] for i in range(len(sweep_values))]
+                      for r in rows}
+            comparison["sweep"]["accuracy"] = {k: [_mean_std(v)[0] for v in c] for k, c in curves.items()}
+            comparison["sweep"]["std"] = {k: [_mean_std(v)[1] for v in c] for k, c in curves.items()}
     return comparison
 
 
@@ -253,35 +312,49 @@ def _ms(value: float) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
 
+def _seeded(comparison: dict[str, Any]) -> bool:
+    """Whether the rows are seed groups (`--runs`): their accuracies are means, with a std and a seed count."""
+    return any("seeds" in r for r in comparison["models"])
+
+
+def _percent(mean: float, std: float | None) -> str:
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
 def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the comparison as text: sizes in k/M/G, latency in ms per image, accuracy in %."""
+    """(header, rows) of the comparison as text: sizes in k/M/G, latency in ms per image, accuracy in %
+    (mean ± std over the seeds of a seed group)."""
     rows = comparison["models"]
     gpu = any("cuda" in r["latency_ms"] for r in rows)
+    seeded = _seeded(comparison)
     header = ["model", "arch", "params", "MACs", "CPU ms", *(["GPU ms"] if gpu else []),
-              *comparison["attacks"], "worst case", "method", "teacher", "epochs"]
+              *comparison["attacks"], "worst case", *(["seeds"] if seeded else []), "method", "teacher", "epochs"]
     body = []
     for r in rows:
         latency = [_ms(r["latency_ms"]["cpu"])]
         if gpu:
             latency.append(_ms(r["latency_ms"]["cuda"]) if "cuda" in r["latency_ms"] else "-")
         body.append([r["label"], r["arch"], format_count(r["params"]), format_count(r["macs"]), *latency,
-                     *(f"{100 * r['accuracy'][a]:.2f}" for a in comparison["attacks"]),
-                     f"{100 * r['worst_case']:.2f}", *(str(r[k]) if r[k] is not None else "-"
-                                                       for k in ("method", "teacher", "epochs"))])
+                     *(_percent(r["accuracy"][a], r.get("accuracy_std", {}).get(a)) for a in comparison["attacks"]),
+                     _percent(r["worst_case"], r.get("worst_case_std")), *([str(len(r["seeds"]))] if seeded else []),
+                     *(str(r[k]) if r[k] is not None else "-" for k in ("method", "teacher", "epochs"))])
     return header, body
 
 
 def caption(comparison: dict[str, Any]) -> str:
     threads = comparison["models"][0]["cpu_threads"]
+    seeds = "; runs that differ only by seed are one row, mean ± sample std over its seeds" \
+        if _seeded(comparison) else ""
     return (f"Accuracy (%) on the first {comparison['n']} test images of {comparison['dataset']} at "
-            f"eps={comparison['eps_text']} (L-inf, seed {comparison['seed']}); worst case: robust to every attack. "
+            f"eps={comparison['eps_text']} (L-inf, seed {comparison['seed']}); worst case: robust to every attack"
+            f"{seeds}. "
             f"Latency: median ms per image at batch size 1 (CPU: {threads} thread{'s' if threads > 1 else ''}). "
             "MACs at the input size.")
 
 
 def to_markdown(comparison: dict[str, Any]) -> str:
     header, body = table(comparison)
-    numeric = {"params", "MACs", "CPU ms", "GPU ms", "worst case", "epochs", *comparison["attacks"]}
+    numeric = {"params", "MACs", "CPU ms", "GPU ms", "worst case", "seeds", "epochs", *comparison["attacks"]}
     align = ["---:" if h in numeric else "---" for h in header]
     lines = ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in (header, align, *body)]
     return "\n".join(lines) + "\n\n" + caption(comparison) + "\n"
@@ -291,14 +364,22 @@ def to_csv(comparison: dict[str, Any]) -> str:
     """Raw numbers, one row per model: accuracies as fractions, latency in ms, sizes as integers."""
     attacks = comparison["attacks"]
     gpu = any("cuda" in r["latency_ms"] for r in comparison["models"])
+    seeded = _seeded(comparison)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    spread = [*(f"{a}_std" for a in attacks), "worst_case_std", "seeds", "seed_list"] if seeded else []
     writer.writerow(["model", "path", "arch", "params", "macs", "cpu_ms", *(["gpu_ms"] if gpu else []),
-                     *attacks, "worst_case", "method", "teacher", "epochs", "dataset", "eps", "n", "reused"])
+                     *attacks, "worst_case", *spread, "method", "teacher", "epochs", "dataset", "eps", "n", "reused"])
+
+    def number(value: float | None) -> str:
+        return f"{value:.6g}" if value is not None else ""
+
     for r in comparison["models"]:
+        spread = [*(number(r["accuracy_std"][a]) for a in attacks), number(r["worst_case_std"]),
+                  len(r["seeds"]), " ".join(map(str, r["seeds"]))] if seeded else []
         writer.writerow([r["label"], r["model"], r["arch"], r["params"], r["macs"], r["latency_ms"]["cpu"],
                          *([r["latency_ms"].get("cuda", "")] if gpu else []),
-                         *(f"{r['accuracy'][a]:.6g}" for a in attacks), f"{r['worst_case']:.6g}",
+                         *(number(r["accuracy"][a]) for a in attacks), number(r["worst_case"]), *spread,
                          r["method"] or "", r["teacher"] or "", r["epochs"] if r["epochs"] is not None else "",
                          comparison["dataset"], comparison["eps_text"], comparison["n"], r["reused"]])
     return out.getvalue()

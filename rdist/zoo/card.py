@@ -32,7 +32,7 @@ def config_json(entry: ZooEntry, meta: dict, eps_text: str, reproduction: dict |
 def reproduction_section(reproduction: dict) -> str:
     """What `rdist reproduce` measured over its seeds beside the paper's numbers (`ReproductionResult.to_dict`)."""
     source = reproduction["source"]
-    seeds = ", ".join(str(s["seed"]) for s in reproduction["seeds"])
+    seeds = ",".join(str(s["seed"]) for s in reproduction["seeds"])
     lines = []
     for metric, (name, _) in _METRICS.items():
         row = reproduction["summary"][metric]
