@@ -101,7 +101,7 @@ def print_result(result) -> None:
         std = f" ± {row['std']:.2f}" if row["std"] is not None else ""
         table.add_row(names[metric], f"{row['published']:.2f}" if row["published"] is not None else "-",
                       f"{row['mean']:.2f}{std}", *(f"{row['seeds'][s]:.2f}" for s in seeds),
-                      f"{row['gap']:+.2f}" if row["gap"] is not None else "-")
+                      f"{round(row['gap'], 2) or 0.0:+.2f}" if row["gap"] is not None else "-")
     _print_whole(table)
     console.print(f"stages in {result.out}", highlight=False, soft_wrap=True)
 

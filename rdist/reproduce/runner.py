@@ -100,7 +100,9 @@ class ReproductionResult:
 
 def claim_out(out: Path, entry: Reproduction, select_on: str) -> None:
     """Make `out` this reproduction's directory, or refuse one that holds anything else."""
-    identity = json.loads(json.dumps({"name": entry.name, "select_on": select_on, "entry": entry.to_dict()}))
+    # What is trained and measured; the published numbers and their source may be corrected without a rerun.
+    definition = {k: v for k, v in entry.to_dict().items() if k not in ("published", "source")}
+    identity = json.loads(json.dumps({"name": entry.name, "select_on": select_on, "entry": definition}))
     marker = out / REPRODUCTION_FILE
     if marker.is_file():
         try:
