@@ -79,7 +79,7 @@ GOOD = {"name": "x", "method": "sat", "student": "tinycnn", "dataset": "digits",
     ({"published": {"clean": 90}}, "missing field 'published.aa'"),
     ({"published": {"aa": 120}}, "published aa must be an accuracy in percent"),
     ({"source": {"paper": "p"}}, "paper and the table"),
-    ({"options": {"epoch": 3}}, "unknown option 'epoch' (did you mean: epochs?)"),
+    ({"options": {"epoch": 3}}, "unknown option 'epoch' (did you mean: epochs"),
     ({"select_on": "train"}, "select_on' must be one of val, test"),
     ({"evaluatoin": {}}, "unknown field 'evaluatoin'"),
 ])
@@ -90,8 +90,12 @@ def test_a_broken_entry_is_named_with_its_field(tmp_path, change, message):
 
 
 def test_an_entry_whose_names_do_not_resolve_is_refused(tmp_path):
-    (entry,) = load_reproductions(write(tmp_path, [{**GOOD, "method": "rslad", "teacher": "NoSuchTeacher2020"}]))
-    with pytest.raises(RdistError, match="reproduction 'x': .*unknown teacher 'NoSuchTeacher2020'"):
+    (entry,) = load_reproductions(write(tmp_path, [{**GOOD, "method": "rslad", "teacher": "Zhang2019Theoretica",
+                                                     "dataset": "cifar10"}]))
+    with pytest.raises(RdistError, match="reproduction 'x': unknown teacher 'Zhang2019Theoretica'.*Zhang2019Theoretically"):
+        check_entry(entry)
+    (entry,) = load_reproductions(write(tmp_path, [{**GOOD, "method": "rslad"}]))
+    with pytest.raises(RdistError, match="reproduction 'x': rslad needs teacher"):
         check_entry(entry)
     (entry,) = load_reproductions(write(tmp_path, [{**GOOD, "student": "resnet19"}]))
     with pytest.raises(RdistError, match="unknown architecture 'resnet19'"):
