@@ -46,7 +46,8 @@ def test_the_spec_reference_rows_are_all_there_with_their_numbers():
     for key, aa in SPEC_ROWS.items():
         entry = rows[key]
         assert entry.published["aa"] == pytest.approx(aa), key
-        assert (entry.recipe, entry.select_on, entry.evaluation.n, entry.evaluation.aa) == ("paper", "test", 10000, "aa")
+        assert (entry.recipe, entry.select_on) == ("paper", "test")
+        assert (entry.evaluation.n, entry.evaluation.aa) == (10000, "aa")
         assert entry.evaluation.eps == pytest.approx(8 / 255)
     assert rows[("rslad", "resnet18", "cifar100")].teacher == "Gowal2020Uncovering_extra"
     assert rows[("adaad+igdm", "resnet18", "cifar100")].teacher == "Wang2023Better_WRN-28-10"
@@ -92,7 +93,7 @@ def test_a_broken_entry_is_named_with_its_field(tmp_path, change, message):
 def test_an_entry_whose_names_do_not_resolve_is_refused(tmp_path):
     (entry,) = load_reproductions(write(tmp_path, [{**GOOD, "method": "rslad", "teacher": "Zhang2019Theoretica",
                                                      "dataset": "cifar10"}]))
-    with pytest.raises(RdistError, match="reproduction 'x': unknown teacher 'Zhang2019Theoretica'.*Zhang2019Theoretically"):
+    with pytest.raises(RdistError, match="'x': unknown teacher 'Zhang2019Theoretica'.*Zhang2019Theoretically"):
         check_entry(entry)
     (entry,) = load_reproductions(write(tmp_path, [{**GOOD, "method": "rslad"}]))
     with pytest.raises(RdistError, match="reproduction 'x': rslad needs teacher"):
