@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from rdist.cli import attack, compare, distill, quickstart, teacher, zoo
+from rdist.cli import attack, compare, distill, quickstart, reproduce, teacher, zoo
 
 app = typer.Typer(
     name="rdist",
@@ -22,6 +22,7 @@ app.command("attack")(attack.attack)
 app.command("compare")(compare.compare)
 app.add_typer(zoo.app, name="zoo")
 app.command("quickstart")(quickstart.quickstart)
+app.command("reproduce")(reproduce.reproduce)
 
 
 def main() -> None:

@@ -44,7 +44,8 @@ def distill(
     lr: float = opt.LR, weight_decay: float = opt.WEIGHT_DECAY, batch_size: int = opt.BATCH_SIZE,
     eps: str = opt.attack_option("--eps", "distill"), step_size: str = opt.attack_option("--step-size", "distill"),
     steps: int = opt.attack_option("--steps", "distill"), out: str = opt.OUT,
-    resume: Path = opt.RESUME, seed: int = opt.SEED, device: str = opt.DEVICE, compile: bool = opt.COMPILE,
+    resume: Path = opt.RESUME, seed: int = opt.SEED, seeds: str = opt.SEEDS,
+    device: str = opt.DEVICE, compile: bool = opt.COMPILE,
     select_on: str = opt.SELECT_ON, eval_every: int = opt.EVAL_EVERY, eval_n: int = opt.EVAL_N,
     quiet: bool = opt.QUIET, json_out: bool = opt.JSON_OUT,
     list_: bool = typer.Option(False, "--list", help="list the methods (paper, inner attack, outer loss, default "
@@ -65,7 +66,8 @@ def distill(
     opt.run_training(kind="distill", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=student,
                      eps=eps, step_size=step_size, hparams=hparams, teacher=teacher, natural_teacher=natural_teacher,
                      data=data, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
-                     batch_size=batch_size, attack_steps=steps, out=out, seed=seed, device=device, compile=compile,
+                     batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds,
+                     device=device, compile=compile,
                      select_on=select_on, eval_every=eval_every, eval_n=eval_n)
 
 

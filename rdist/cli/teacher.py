@@ -86,6 +86,7 @@ def train(
     step_size: str = training.attack_option("--step-size", "teacher"),
     steps: int = training.attack_option("--steps", "teacher"), out: str = training.OUT,
     resume: Path = training.RESUME, seed: int = training.SEED,
+    seeds: str = training.SEEDS,
     device: str = training.DEVICE, compile: bool = training.COMPILE, select_on: str = training.SELECT_ON,
     eval_every: int = training.EVAL_EVERY, eval_n: int = training.EVAL_N, quiet: bool = training.QUIET,
     json_out: bool = training.JSON_OUT,
@@ -97,7 +98,7 @@ def train(
     training.run_training(kind="teacher", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=arch,
                           eps=eps, step_size=step_size, hparams={"beta": beta}, data=data, epochs=epochs,
                           max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
-                          batch_size=batch_size, attack_steps=steps, out=out, seed=seed, device=device,
+                          batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds, device=device,
                           compile=compile, select_on=select_on, eval_every=eval_every, eval_n=eval_n)
 
 

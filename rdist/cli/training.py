@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from rdist.cli.common import console, err_console, print_json, progress_bar
-from rdist.engine import BEST, CHECKPOINT, LAST, LOG, Callback, RunResult, StepInfo, TrainConfig, resume_config, train
+from rdist.engine import (BEST, CHECKPOINT, LAST, LOG, Callback, RunResult, StepInfo, TrainConfig, parse_seeds,
+                          resume_config, train, train_seeds)
+from rdist.engine.seeds import group_dir
 from rdist.engine.defaults import resolve_defaults
 from rdist.errors import RdistError
 from rdist.methods import ALIASES, METHODS, Recipe, canonical_method, list_methods
@@ -74,6 +77,9 @@ OUT = typer.Option(None, "--out", "-o", help="run directory for best/last.safete
 RESUME = typer.Option(None, "--resume", help="continue the run in this directory from its last finished epoch "
                       "(other options may be left out; given ones must match the run)")
 SEED = typer.Option(None, "--seed", help="seed of the initialisation, data order and attacks \\[default: 0]")
+SEEDS = typer.Option(None, "--seeds", help="several seeds, e.g. 0,1,2: one run directory per seed (seed-N) under "
+                     "--out, a group directory that `rdist compare --runs` shows as one row, mean +- std; the same "
+                     "command again continues the group")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1 \\[default: cuda if available]")
 COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile the models (faster long runs on CUDA)")
 SELECT_ON = typer.Option(None, "--select-on", help="'val' (a held-out split of the training data) or 'test' "
@@ -102,8 +108,15 @@ def check_method(name: str, kind: str, resume: Path | None) -> None:
 
 def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool, method: str | None,
                  arch: str | None, eps: str | None, step_size: str | None, hparams: dict[str, float | None],
-                 **options: Any) -> None:
-    """Build the TrainConfig from the given options (or the resumed run's), train, and print the result."""
+                 seeds: str | None = None, **options: Any) -> None:
+    """Build the TrainConfig from the given options (or the resumed run's), train, and print the result;
+    with `seeds`, one run per seed in a group directory."""
+    seed_list = parse_seeds(seeds) if seeds is not None else None
+    if seed_list is not None and options.get("seed") is not None:
+        raise RdistError("give --seed or --seeds, not both")
+    if seed_list is not None and resume is not None:
+        raise RdistError("--seeds trains a group of runs: continue it by running the same command with its --out "
+                         "again, not --resume")
     given = {"method": method, "student": arch, "eps": parse_eps(eps) if eps is not None else None,
              "step_size": parse_eps(step_size) if step_size is not None else None, "hparams": hparams, **options}
     if resume is not None:
@@ -124,6 +137,18 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
                        f"{format_duration(estimate.seconds)} on {estimate.device} at its measured "
                        f"{format_count(estimate.flops_per_s)}FLOP/s")
         err_console.print(header, highlight=False, soft_wrap=True, markup=False)
+    if seed_list is not None:
+        config = replace(config, out=str(group_dir(config)))  # one group directory for every seed
+        results = []
+        for seed in seed_list:  # a fresh progress display per seed: rich shows one live display at a time
+            with contextlib.ExitStack() as stack:
+                results += train_seeds(config, [seed], None if quiet or json_out else EpochProgress(stack, estimate))
+        if json_out:
+            print_json([r.to_dict() for r in results])
+        else:
+            for result in results:
+                print_summary(result)
+        return
     with contextlib.ExitStack() as stack:
         result = train(config, None if quiet or json_out else EpochProgress(stack, estimate))
     if json_out:

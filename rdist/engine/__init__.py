@@ -10,7 +10,9 @@ from rdist.engine.config import TrainConfig
 from rdist.engine.log import LOG, read_log
 from rdist.engine.outputs import BEST, LAST
 from rdist.engine.schedule import Schedule, resolve_schedule
+from rdist.engine.seeds import group_seed_dirs, parse_seeds, seed_dir, train_seed, train_seeds
 from rdist.engine.trainer import RunResult, train
 
 __all__ = ["BEST", "CHECKPOINT", "Callback", "LAST", "LOG", "RunResult", "Schedule", "StepInfo", "TrainConfig",
-           "load_checkpoint", "read_log", "resolve_schedule", "resume_config", "train"]
+           "group_seed_dirs", "load_checkpoint", "parse_seeds", "read_log", "resolve_schedule", "resume_config",
+           "seed_dir", "train", "train_seed", "train_seeds"]

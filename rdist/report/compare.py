@@ -7,6 +7,8 @@ anything else is computed by `robustness_report`, the same code `rdist attack` r
 
 from __future__ import annotations
 
+import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -64,6 +66,8 @@ def resolve_entries(specs: list[str], runs: bool = False, data: str | None = Non
     duplicates = sorted({s for s in specs if specs.count(s) > 1})
     if duplicates:
         raise RdistError(f"{', '.join(duplicates)} given more than once; give each model once")
+    if runs:
+        specs = [member for spec in specs for member in _group_members(spec)]
     entries = []
     for spec in specs:
         if runs:
@@ -82,11 +86,60 @@ def resolve_entries(specs: list[str], runs: bool = False, data: str | None = Non
     return entries
 
 
+def _group_members(spec: str) -> list[str]:
+    """A run directory as given; a group directory of `--seeds` (seed-N runs, no log of its own) as its runs."""
+    from rdist.engine import LOG, group_seed_dirs
+
+    members = [] if (Path(spec) / LOG).is_file() else group_seed_dirs(spec)
+    return [str(m) for m in members] or [spec]
+
+
+def _seed_free_identity(meta: dict[str, Any]) -> str:
+    """What a training run is, but for its seed: runs equal in this differ only by seed."""
+    prov = meta.get("provenance") or {}
+    selection = prov.get("selection") or {}
+    return json.dumps({"arch": meta.get("arch"), "dataset": meta.get("dataset"),
+                       **{k: prov.get(k) for k in ("method_config", "teacher", "natural_teacher", "eps", "epochs",
+                                                   "recipe", "schedule")},
+                       "selection": {k: selection.get(k) for k in ("on", "metric", "n")}}, sort_keys=True, default=str)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def group_seeds(rows: list[dict[str, Any]], entries: list[Entry]) -> list[dict[str, Any]]:
+    """Training runs that differ only by seed as one row: accuracies are means over the runs, with their
+    sample std (`accuracy_std`, `worst_case_std`; None for one run), the seeds, and the member runs."""
+    groups: dict[str, list[tuple[dict[str, Any], Entry]]] = {}
+    for row, entry in zip(rows, entries):
+        groups.setdefault(_seed_free_identity(entry.meta), []).append((row, entry))
+    grouped = []
+    for members in groups.values():
+        first = dict(members[0][0])
+        seeds = [(e.meta.get("provenance") or {}).get("seed") for _, e in members]
+        accuracy = {a: _mean_std([r["accuracy"][a] for r, _ in members]) for a in first["accuracy"]}
+        worst = _mean_std([r["worst_case"] for r, _ in members])
+        parents = {Path(r["run_dir"]).resolve().parent for r, _ in members}
+        label = first["label"]
+        if len(members) > 1:
+            label = next(iter(parents)).name if len(parents) == 1 else f"{label} (+{len(members) - 1} seeds)"
+        first.update(label=label, accuracy={a: m for a, (m, _) in accuracy.items()},
+                     accuracy_std={a: sd for a, (_, sd) in accuracy.items()}, worst_case=worst[0],
+                     worst_case_std=worst[1], seeds=seeds, reused=all(r["reused"] for r, _ in members),
+                     members=[{"label": r["label"], "run_dir": r["run_dir"], "model": r["model"], "seed": seed,
+                               "accuracy": r["accuracy"], "worst_case": r["worst_case"]}
+                              for (r, _), seed in zip(members, seeds)])
+        grouped.append(first)
+    return grouped
+
+
 def training_logs(comparison: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """The log.jsonl records of each run directory in the comparison, by label."""
     from rdist.engine import LOG, read_log
 
-    return {r["label"]: read_log(Path(r["run_dir"]) / LOG) for r in comparison["models"] if r["run_dir"]}
+    runs = [m for r in comparison["models"] for m in r.get("members", [r])]
+    return {r["label"]: read_log(Path(r["run_dir"]) / LOG) for r in runs if r["run_dir"]}
 
 
 def check_same_task(entries: list[Entry]) -> None:
@@ -200,12 +253,18 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
                      **profile_model(entry.source.load("cpu"), shape), "input_shape": list(shape),
                      "accuracy": {a: report["accuracy"][a] for a in names}, "worst_case": report["worst_case"],
                      "reused": reused, **_provenance(entry.meta)})
+    if runs:
+        rows = group_seeds(rows, entries)
     comparison = {"dataset": evaluator.dataset.name, "eps": eps_value, "eps_text": format_eps(eps_value),
                   "n": evaluator.n, "seed": seed, "attacks": names, "models": rows}
     if sweep_values is not None:
-        comparison["sweep"] = {
-            "attack": sweep_attack, "eps": sweep_values,
-            "accuracy": {e.label: [evaluator.accuracy(e, sweep_attack, v) for v in sweep_values] for e in entries}}
+        accuracy = {e.label: [evaluator.accuracy(e, sweep_attack, v) for v in sweep_values] for e in entries}
+        comparison["sweep"] = {"attack": sweep_attack, "eps": sweep_values, "accuracy": accuracy}
+        if runs:  # a group's mean and std at each eps
+            curves = {r["label"]: [[accuracy[m["label"]][i] for m in r["members"]] for i in range(len(sweep_values))]
+                      for r in rows}
+            comparison["sweep"]["accuracy"] = {k: [_mean_std(v)[0] for v in c] for k, c in curves.items()}
+            comparison["sweep"]["std"] = {k: [_mean_std(v)[1] for v in c] for k, c in curves.items()}
     return comparison
 
 

@@ -66,8 +66,13 @@ def eps_sweep_figure(comparison: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     x = [255 * e for e in sweep["eps"]]
+    spread = sweep.get("std", {})  # seed groups: error bars of one sample std
     for i, (label, acc) in enumerate(sweep["accuracy"].items()):
+        std = spread.get(label)
         ax.plot(x, [100 * a for a in acc], marker="o", color=_color(i), label=label)
+        if std and any(s is not None for s in std):
+            ax.errorbar(x, [100 * a for a in acc], yerr=[100 * (s or 0.0) for s in std], fmt="none",
+                        ecolor=_color(i), capsize=3)
     ax.axvline(255 * comparison["eps"], color="grey", linestyle=":",
                label=f"eps of the table ({comparison['eps_text']})")
     ax.set_xlabel("eps (L-inf budget, in units of 1/255)")
@@ -101,9 +106,15 @@ def size_figure(comparison: dict[str, Any]) -> Figure:
     xs = _dodged([r["params"] for r in rows])
     for i, (r, x) in enumerate(zip(rows, xs)):
         clean, worst = 100 * r["accuracy"].get("clean", r["worst_case"]), 100 * r["worst_case"]
+        # Seed groups (`--runs`) carry a sample std: drawn as error bars of one std.
+        clean_std = (r.get("accuracy_std") or {}).get("clean") if "clean" in r["accuracy"] else r.get("worst_case_std")
+        worst_std = r.get("worst_case_std")
         ax.plot([x, x], [worst, clean], color=_color(i), alpha=0.5)
         ax.plot(x, clean, marker="o", markerfacecolor="white", markersize=8, color=_color(i), linestyle="none")
         ax.plot(x, worst, marker="o", markersize=8, color=_color(i), linestyle="none")
+        for y, std in ((clean, clean_std), (worst, worst_std)):
+            if std:
+                ax.errorbar([x], [y], yerr=[100 * std], fmt="none", ecolor=_color(i), capsize=3)
     ax.set_xscale("log")
     ax.margins(x=0.15)
     ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))

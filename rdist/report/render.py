@@ -22,28 +22,42 @@ def _ms(value: float) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
 
+def _seeded(comparison: dict[str, Any]) -> bool:
+    """Whether the rows are seed groups (`--runs`): their accuracies are means, with a std and a seed count."""
+    return any("seeds" in r for r in comparison["models"])
+
+
+def _percent(mean: float, std: float | None) -> str:
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
 def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the comparison as text: sizes in k/M/G, latency in ms per image, accuracy in %."""
+    """(header, rows) of the comparison as text: sizes in k/M/G, latency in ms per image, accuracy in %
+    (mean ± std over the seeds of a seed group)."""
     rows = comparison["models"]
     gpu = any("cuda" in r["latency_ms"] for r in rows)
+    seeded = _seeded(comparison)
     header = ["model", "arch", "params", "MACs", "CPU ms", *(["GPU ms"] if gpu else []),
-              *comparison["attacks"], "worst case", "method", "teacher", "epochs"]
+              *comparison["attacks"], "worst case", *(["seeds"] if seeded else []), "method", "teacher", "epochs"]
     body = []
     for r in rows:
         latency = [_ms(r["latency_ms"]["cpu"])]
         if gpu:
             latency.append(_ms(r["latency_ms"]["cuda"]) if "cuda" in r["latency_ms"] else "-")
         body.append([r["label"], r["arch"], format_count(r["params"]), format_count(r["macs"]), *latency,
-                     *(f"{100 * r['accuracy'][a]:.2f}" for a in comparison["attacks"]),
-                     f"{100 * r['worst_case']:.2f}", *(str(r[k]) if r[k] is not None else "-"
-                                                       for k in ("method", "teacher", "epochs"))])
+                     *(_percent(r["accuracy"][a], r.get("accuracy_std", {}).get(a)) for a in comparison["attacks"]),
+                     _percent(r["worst_case"], r.get("worst_case_std")), *([str(len(r["seeds"]))] if seeded else []),
+                     *(str(r[k]) if r[k] is not None else "-" for k in ("method", "teacher", "epochs"))])
     return header, body
 
 
 def caption(comparison: dict[str, Any]) -> str:
     threads = comparison["models"][0]["cpu_threads"]
+    seeds = "; runs that differ only by seed are one row, mean ± sample std over its seeds" \
+        if _seeded(comparison) else ""
     return (f"Accuracy (%) on the first {comparison['n']} test images of {comparison['dataset']} at "
-            f"eps={comparison['eps_text']} (L-inf, seed {comparison['seed']}); worst case: robust to every attack. "
+            f"eps={comparison['eps_text']} (L-inf, seed {comparison['seed']}); worst case: robust to every attack"
+            f"{seeds}. "
             f"Latency: median ms per image at batch size 1 (CPU: {threads} thread{'s' if threads > 1 else ''}). "
             "MACs at the input size.")
 
@@ -82,14 +96,22 @@ def to_csv(comparison: dict[str, Any]) -> str:
     """Raw numbers, one row per model: accuracies as fractions, latency in ms, sizes as integers."""
     attacks = comparison["attacks"]
     gpu = any("cuda" in r["latency_ms"] for r in comparison["models"])
+    seeded = _seeded(comparison)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    spread = [*(f"{a}_std" for a in attacks), "worst_case_std", "seeds", "seed_list"] if seeded else []
     writer.writerow(["model", "path", "arch", "params", "macs", "cpu_ms", *(["gpu_ms"] if gpu else []),
-                     *attacks, "worst_case", "method", "teacher", "epochs", "dataset", "eps", "n", "reused"])
+                     *attacks, "worst_case", *spread, "method", "teacher", "epochs", "dataset", "eps", "n", "reused"])
+
+    def number(value: float | None) -> str:
+        return f"{value:.6g}" if value is not None else ""
+
     for r in comparison["models"]:
+        spread = [*(number(r["accuracy_std"][a]) for a in attacks), number(r["worst_case_std"]),
+                  len(r["seeds"]), " ".join(map(str, r["seeds"]))] if seeded else []
         writer.writerow([r["label"], r["model"], r["arch"], r["params"], r["macs"], r["latency_ms"]["cpu"],
                          *([r["latency_ms"].get("cuda", "")] if gpu else []),
-                         *(f"{r['accuracy'][a]:.6g}" for a in attacks), f"{r['worst_case']:.6g}",
+                         *(number(r["accuracy"][a]) for a in attacks), number(r["worst_case"]), *spread,
                          r["method"] or "", r["teacher"] or "", r["epochs"] if r["epochs"] is not None else "",
                          comparison["dataset"], comparison["eps_text"], comparison["n"], r["reused"]])
     return out.getvalue()

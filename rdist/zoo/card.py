@@ -16,7 +16,7 @@ _METRICS = {"clean": ("Clean accuracy", "clean"), "pgd20": ("PGD-20 accuracy", "
             "aa": ("AutoAttack accuracy", "autoattack")}
 
 
-def config_json(entry: ZooEntry, meta: dict, eps_text: str) -> bytes:
+def config_json(entry: ZooEntry, meta: dict, eps_text: str, reproduction: dict | None = None) -> bytes:
     """The artifact's description without the full attack reports: enough to rebuild and judge the model."""
     config = {"library": "rdist", "name": entry.name, "format": meta["format"],
               "format_version": meta["format_version"], "arch": meta["arch"], "dataset": entry.dataset,
@@ -24,10 +24,37 @@ def config_json(entry: ZooEntry, meta: dict, eps_text: str) -> bytes:
               # The teacher as the zoo names it: the artifact may record a path on the publisher's machine.
               "provenance": {**meta.get("provenance", {}), "teacher": entry.teacher},
               "results": {**entry.results, "eps": eps_text, "unit": "percent"}, "command": entry.command}
+    if reproduction is not None:
+        config["reproduction"] = reproduction
     return (json.dumps(config, indent=2) + "\n").encode()
 
 
-def model_card(entry: ZooEntry, eps_text: str) -> str:
+def reproduction_section(reproduction: dict) -> str:
+    """What `rdist reproduce` measured over its seeds beside the paper's numbers (`ReproductionResult.to_dict`)."""
+    source = reproduction["source"]
+    seeds = ",".join(str(s["seed"]) for s in reproduction["seeds"])
+    lines = []
+    for metric, (name, _) in _METRICS.items():
+        row = reproduction["summary"][metric]
+        std = f" ± {row['std']:.2f}" if row["std"] is not None else ""
+        published = f"{row['published']:.2f}%" if row["published"] is not None else "-"
+        lines.append(f"| {name} | {published} | {row['mean']:.2f}%{std} |")
+    rows = "\n".join(lines)
+    url = f" ({source['url']})" if source.get("url") else ""
+    return f"""
+## Reproduction
+
+This model is the best seed (by AutoAttack accuracy) of `rdist reproduce {reproduction['name']} --seeds {seeds}`
+(checkpoint selected on the {reproduction['select_on']} split), on the first {reproduction['evaluation']['n']}
+test images. Published: {source['paper']}{url}, {source['table']}.
+
+| metric | published | measured, mean ± std over seeds {seeds} |
+|---|---|---|
+{rows}
+"""
+
+
+def model_card(entry: ZooEntry, eps_text: str, reproduction: dict | None = None) -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
     dataset = DATASET_NAMES.get(entry.dataset, entry.dataset)
@@ -62,7 +89,7 @@ Measured with:
 ```
 {entry.command}
 ```
-
+{reproduction_section(reproduction) if reproduction is not None else ""}
 ## Use
 
 With rdist installed:

@@ -65,8 +65,11 @@ def _download(repo: str, file: str, revision: str | None, cache_dir: str | Path 
 
 
 def push_student(model: str | Path, repo: str, *, name: str | None = None, method: str | None = None,
-                 teacher: str | None = None, private: bool = False, endpoint: str | None = None) -> ZooEntry:
-    """Publish artifact `model` to Hub repo `repo` in one commit; returns the zoo.yaml entry that lists it."""
+                 teacher: str | None = None, private: bool = False, endpoint: str | None = None,
+                 reproduction: dict | None = None) -> ZooEntry:
+    """Publish artifact `model` to Hub repo `repo` in one commit; returns the zoo.yaml entry that lists it.
+
+    `reproduction` (`rdist reproduce`'s result as a dict) adds its seeds and the published numbers to the card."""
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
     model = Path(model)
@@ -94,8 +97,8 @@ def push_student(model: str | Path, repo: str, *, name: str | None = None, metho
                          "access, then push again")
     api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
     operations = [CommitOperationAdd(HUB_FILE, str(model)),
-                  CommitOperationAdd("config.json", config_json(entry, meta, eps_text)),
-                  CommitOperationAdd("README.md", model_card(entry, eps_text).encode())]
+                  CommitOperationAdd("config.json", config_json(entry, meta, eps_text, reproduction)),
+                  CommitOperationAdd("README.md", model_card(entry, eps_text, reproduction).encode())]
     try:
         api.create_repo(repo, private=private, exist_ok=True)
         commit = api.create_commit(repo, operations, commit_message=f"Publish {name} (rdist)")

@@ -1,0 +1,117 @@
+"""`rdist reproduce digits-rslad` end to end on the CPU: every stage, a SIGKILL in the middle, the resume, and
+the bad input refused before any training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rdist.cli.app import app
+from rdist.reproduce import find_reproduction, load_reproductions
+from rdist.reproduce.runner import claim_out
+from tests.helpers import assert_one_line_error, one_thread
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    with one_thread():
+        return runner.invoke(app, ["reproduce", *args])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("uninterrupted") / "digits"
+    result = invoke("digits-rslad", "--seeds", "0,1", "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_every_stage_leaves_its_output(uninterrupted):
+    out = Path(uninterrupted["out"])
+    assert (out / "reproduction.json").is_file() and (out / "teacher" / "best.safetensors").is_file()
+    for seed in (0, 1):
+        assert {"checkpoint.pt", "best.safetensors", "eval.json", "log.jsonl"} <= {
+            p.name for p in (out / f"seed-{seed}").iterdir()}
+    summary = uninterrupted["summary"]
+    for metric in ("clean", "pgd20", "aa"):
+        row = summary[metric]
+        values = list(row["seeds"].values())
+        assert row["mean"] == pytest.approx(sum(values) / 2)
+        # Sample std of two values: |a - b| / sqrt(2).
+        assert row["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+        assert row["gap"] == pytest.approx(row["mean"] - row["published"])
+    assert summary["aa"]["mean"] <= summary["pgd20"]["mean"] + 1e-9 <= summary["clean"]["mean"] + 2e-9
+
+
+def test_killed_in_the_middle_and_resumed_to_the_same_table(uninterrupted, tmp_path):
+    out = tmp_path / "cut"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-c", "from rdist.cli.app import main; main()", "reproduce",
+                                "digits-rslad", "--seeds", "0,1", "--out", str(out), "--quiet"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        # The teacher stage is done and seed 0's student has finished its first epoch: kill it mid-stage.
+        while not (out / "seed-0" / "checkpoint.pt").exists():
+            assert process.poll() is None, "the reproduction ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert not (out / "seed-1" / "eval.json").exists()
+
+    resumed = invoke("digits-rslad", "--seeds", "0,1", "--out", str(out), "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["summary"] == uninterrupted["summary"]
+
+    # Everything is done now: a third run only reads the stages' outputs and prints the table.
+    table = invoke("digits-rslad", "--seeds", "0,1", "--out", str(out))
+    assert table.exit_code == 0, table.output
+    assert "trained and evaluated already" in table.output
+    summary = uninterrupted["summary"]
+    for metric in ("clean", "pgd20"):
+        row = summary[metric]
+        assert f"{row['mean']:.2f} ± {row['std']:.2f}" in table.output
+        assert f"{round(row['gap'], 2) or 0.0:+.2f}" in table.output
+    assert "seed 0" in table.output and "seed 1" in table.output and "published" in table.output
+
+
+@pytest.mark.parametrize("seeds, message", [("0,1,1", "repeats seed 1"), ("0;1", "cannot read --seeds '0;1'"),
+                                            ("-1", "cannot read --seeds")])
+def test_bad_seeds_are_one_line(seeds, message, tmp_path):
+    assert_one_line_error(invoke("digits-rslad", "--seeds", seeds, "--out", str(tmp_path / "x")), message)
+    assert not (tmp_path / "x").exists()
+
+
+def test_an_out_holding_another_reproduction_is_refused(tmp_path):
+    entries = load_reproductions()
+    other = find_reproduction(entries, "rslad-resnet18-cifar10")
+    claim_out(tmp_path / "other", other, other.select_on)
+    assert_one_line_error(invoke("digits-rslad", "--out", str(tmp_path / "other")),
+                          "holds the reproduction rslad-resnet18-cifar10", "not digits-rslad")
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "notes.txt").write_text("mine")
+    assert_one_line_error(invoke("digits-rslad", "--out", str(tmp_path / "files")),
+                          "is not a reproduction directory")
+    # The same name with another selection protocol is another reproduction too.
+    digits = find_reproduction(entries, "digits-rslad")
+    claim_out(tmp_path / "val", digits, "val")
+    assert_one_line_error(invoke("digits-rslad", "--select-on", "test", "--out", str(tmp_path / "val")),
+                          "select on val")
+
+
+def test_push_of_a_row_without_full_autoattack_is_refused_before_training(tmp_path):
+    assert_one_line_error(invoke("digits-rslad", "--push", "org/digits", "--out", str(tmp_path / "x")),
+                          "records full AutoAttack", "aa:apgd-ce+apgd-t")
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,53 @@
+"""`rdist reproduce NAME --push ORG/REPO` against the Hub stand-in: the best seed is published through the zoo push
+with the reproduction in its card; without a token nothing is trained."""
+
+from __future__ import annotations
+
+import yaml
+from typer.testing import CliRunner
+
+from rdist.cli.app import app
+from tests.helpers import assert_one_line_error, one_thread
+
+# A row small enough for a test, evaluated with full AutoAttack as the zoo requires.
+TINY = {"name": "digits-tiny", "teacher": {"method": "sat", "arch": "tinycnn", "options": {"epochs": 1}},
+        "method": "rslad", "student": "tinycnn", "dataset": "digits", "select_on": "val",
+        "options": {"epochs": 1, "batch_size": 128, "eps": "32/255", "step_size": "16/255", "attack_steps": 2,
+                    "eval_n": 40},
+        "evaluation": {"n": 12, "eps": "32/255", "aa": "aa"}, "published": {"aa": 20.0},
+        "source": {"paper": "a test", "table": "none"}}
+
+
+def catalogue(tmp_path):
+    path = tmp_path / "reproductions.yaml"
+    path.write_text(yaml.safe_dump({"reproductions": [TINY]}, sort_keys=False))
+    return path
+
+
+def invoke(*args: str):
+    with one_thread():
+        return CliRunner().invoke(app, ["reproduce", *args])
+
+
+def test_push_without_a_token_is_refused_before_training(hub, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN")
+    result = invoke("digits-tiny", "--catalogue", str(catalogue(tmp_path)), "--push", "org/tiny",
+                    "--out", str(tmp_path / "out"))
+    assert_one_line_error(result, "--push needs a Hugging Face token", "nothing was trained")
+    assert not (tmp_path / "out").exists() and hub.state.repos == {}
+
+
+def test_push_publishes_the_best_seed_with_the_reproduction_in_its_card(hub, tmp_path):
+    result = invoke("digits-tiny", "--catalogue", str(catalogue(tmp_path)), "--seeds", "0,1", "--push",
+                    "rdist-zoo/digits-tiny", "--out", str(tmp_path / "out"), "--quiet")
+    assert result.exit_code == 0, result.output
+    entry = yaml.safe_load(result.stdout[result.stdout.index("- name:"):])[0]
+    assert (entry["name"], entry["repo"], entry["method"], entry["arch"]) == (
+        "digits-tiny", "rdist-zoo/digits-tiny", "rslad", "tinycnn")
+    assert entry["command"].endswith("--n 12 --eps 32/255 --seed 0")
+
+    from huggingface_hub import hf_hub_download
+
+    card = open(hf_hub_download(entry["repo"], "README.md", revision=entry["revision"], endpoint=hub.url)).read()
+    assert "rdist reproduce digits-tiny --seeds 0,1" in card
+    assert "| AutoAttack accuracy | 20.00% |" in card and "a test, none" in card
