@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable, Iterator
 
@@ -24,6 +25,12 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _rank_prefix() -> str:
+    """'rank N: ' in the processes torchrun starts after the first, whose lines share one terminal."""
+    rank, world_size = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    return f"rank {rank}: " if rank not in ("", "0") and world_size not in ("", "1") else ""
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn RdistError into a one-line message and exit code 1; no traceback for bad input."""
 
@@ -32,7 +39,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except RdistError as exc:
-            raise fail(str(exc)) from None
+            raise fail(_rank_prefix() + str(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
 

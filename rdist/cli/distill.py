@@ -38,6 +38,7 @@ def distill(
     lr: float = opt.LR, weight_decay: float = opt.WEIGHT_DECAY, batch_size: int = opt.BATCH_SIZE,
     eps: str = opt.EPS, step_size: str = opt.STEP_SIZE, steps: int = opt.STEPS, out: str = opt.OUT,
     resume: Path = opt.RESUME, seed: int = opt.SEED, device: str = opt.DEVICE, compile: bool = opt.COMPILE,
+    sync_bn: bool = opt.SYNC_BN, dist_backend: str = opt.DIST_BACKEND,
     select_on: str = opt.SELECT_ON, eval_every: int = opt.EVAL_EVERY, eval_n: int = opt.EVAL_N,
     quiet: bool = opt.QUIET, json_out: bool = opt.JSON_OUT,
 ) -> None:
@@ -51,4 +52,4 @@ def distill(
                      eps=eps, step_size=step_size, hparams=hparams, teacher=teacher, natural_teacher=natural_teacher,
                      data=data, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                      batch_size=batch_size, attack_steps=steps, out=out, seed=seed, device=device, compile=compile,
-                     select_on=select_on, eval_every=eval_every, eval_n=eval_n)
+                     sync_bn=sync_bn, dist_backend=dist_backend, select_on=select_on, eval_every=eval_every, eval_n=eval_n)

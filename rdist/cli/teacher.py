@@ -84,7 +84,8 @@ def train(
     recipe: str = training.RECIPE, lr: float = training.LR, weight_decay: float = training.WEIGHT_DECAY,
     batch_size: int = training.BATCH_SIZE, eps: str = training.EPS, step_size: str = training.STEP_SIZE,
     steps: int = training.STEPS, out: str = training.OUT, resume: Path = training.RESUME, seed: int = training.SEED,
-    device: str = training.DEVICE, compile: bool = training.COMPILE, select_on: str = training.SELECT_ON,
+    device: str = training.DEVICE, compile: bool = training.COMPILE, sync_bn: bool = training.SYNC_BN,
+    dist_backend: str = training.DIST_BACKEND, select_on: str = training.SELECT_ON,
     eval_every: int = training.EVAL_EVERY, eval_n: int = training.EVAL_N, quiet: bool = training.QUIET,
     json_out: bool = training.JSON_OUT,
 ) -> None:
@@ -96,7 +97,8 @@ def train(
                           eps=eps, step_size=step_size, hparams={"beta": beta}, data=data, epochs=epochs,
                           max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                           batch_size=batch_size, attack_steps=steps, out=out, seed=seed, device=device,
-                          compile=compile, select_on=select_on, eval_every=eval_every, eval_n=eval_n)
+                          compile=compile, sync_bn=sync_bn, dist_backend=dist_backend, select_on=select_on,
+                          eval_every=eval_every, eval_n=eval_n)
 
 
 @app.command("import")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import typer
 
 from rdist.cli.common import console, err_console, print_json, progress_bar
 from rdist.engine import BEST, CHECKPOINT, LAST, LOG, Callback, RunResult, StepInfo, TrainConfig, resume_config, train
+from rdist.engine.distributed import ranks_from_env, sync_bn_note
 from rdist.errors import RdistError
 from rdist.methods import METHODS, list_methods
 from rdist.methods.igdm import IGDM
@@ -56,6 +58,13 @@ RESUME = typer.Option(None, "--resume", help="continue the run in this directory
 SEED = typer.Option(None, "--seed", help="seed of the initialisation, data order and attacks \\[default: 0]")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1 \\[default: cuda if available]")
 COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile the models (faster long runs on CUDA)")
+SYNC_BN = typer.Option(None, "--sync-bn/--no-sync-bn", help="under torchrun: BatchNorm normalises with the "
+                       "statistics of the whole global batch (SyncBatchNorm; the same numbers as one process with "
+                       "that batch, at one all-reduce per BN layer). Off: each process's BN sees its own shard, as "
+                       "the official single-GPU codes' BN sees per-GPU batches, and the running statistics are "
+                       "rank 0's \\[default: off]")
+DIST_BACKEND = typer.Option(None, "--dist-backend", help="under torchrun: nccl or gloo \\[default: nccl on CUDA, "
+                            "gloo on the CPU]")
 SELECT_ON = typer.Option(None, "--select-on", help="'val' (a held-out split of the training data) or 'test' "
                          "(the papers' protocol; it leaks the test set) for best.safetensors \\[default: val]")
 EVAL_EVERY = typer.Option(None, "--eval-every", help="evaluate clean and PGD-20 accuracy every N epochs "
@@ -94,8 +103,17 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
                 raise RdistError(f"{flag} is required (or --resume RUN_DIR to continue a run)")
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     check_method(config.method, kind, resume)
-    with contextlib.ExitStack() as stack:
-        result = train(config, None if quiet or json_out else EpochProgress(stack))
+    ranks = ranks_from_env()
+    note = sync_bn_note(ranks.world_size) if config.sync_bn else None
+    if note:
+        err_console.print(f"[bold yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+    with contextlib.ExitStack() as stack, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="--sync-bn has no effect")  # said above, once
+        # Under torchrun only rank 0 shows progress and the result: the others would repeat them.
+        quiet = quiet or json_out or not ranks.is_main
+        result = train(config, None if quiet else EpochProgress(stack))
+    if not ranks.is_main:
+        return
     if json_out:
         print_json(result.to_dict())
     else:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.attacks.pgd import pgd
+from rdist.attacks.pgd import Noise, pgd
 from rdist.errors import RdistError
 
 
@@ -43,7 +43,7 @@ class Batch:
     epochs: int  # total epochs E of the run
     teacher: nn.Module | None = None  # frozen, eval mode
     natural_teacher: nn.Module | None = None  # frozen, eval mode (AKD2, IAD-II)
-    generator: torch.Generator | None = None  # random starts of the inner attack
+    generator: Noise = None  # random starts of the inner attack (a ShardNoise in data-parallel training)
 
 
 class Method:
