@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import re
 import signal
 import warnings
 from dataclasses import dataclass, replace
@@ -47,6 +48,8 @@ from rdist.errors import RdistError
 from rdist.utils import default_device
 
 BACKENDS = ("nccl", "gloo")
+# How gloo and NCCL report a peer that died: a RuntimeError, not always a torch.distributed.DistError.
+_COMMUNICATION_FAILURES = ("gloo", "NCCL", "Connection reset", "Connection closed", "ProcessGroup")
 
 
 @dataclass(frozen=True)
@@ -171,11 +174,17 @@ class Parallel:
         previous = signal.signal(signal.SIGTERM, stopped_by_torchrun)
         try:
             yield
-        except dist.DistError as exc:
+        except (dist.DistError, RuntimeError) as exc:
+            if not isinstance(exc, dist.DistError) and not any(m in str(exc) for m in _COMMUNICATION_FAILURES):
+                raise
+            # Our message is on its way out: torchrun's SIGTERM to the survivors must not cut it short.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            cause = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).splitlines()[0]).split(". ")[0]  # no source path
             raise RankError(f"rank {self.ranks.rank} lost contact with the other processes (one was killed or "
-                            f"failed: {str(exc).splitlines()[0][:160]}); {resume}") from None
-        finally:
+                            f"failed: {cause}); {resume}") from None
+        else:
             signal.signal(signal.SIGTERM, previous)
+        finally:
             self.close()
 
     # -- training ------------------------------------------------------------------------------------

@@ -1,0 +1,111 @@
+"""Training under `torchrun --nproc-per-node 2` (gloo, CPU) computes what one process computes with the same global
+batch, every rank ends with the same weights, and a job that loses a rank resumes on one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rdist.engine import TrainConfig, load_checkpoint, read_log, resume_config, train
+from rdist.engine.log import LOG
+
+ROOT = Path(__file__).resolve().parents[2]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+# What every rank runs: train `config` and save this rank's final student weights as rank<R>.pt; with a kill
+# step, rank 1 SIGKILLs itself in the middle of that step.
+RANK_RUN = """
+import json, os, signal, sys
+import torch
+torch.set_num_threads(1)
+from rdist.engine import Callback, TrainConfig
+from rdist.engine.build import build_run
+from rdist.engine.trainer import Trainer
+
+config, kill_at = TrainConfig.from_dict(json.loads(sys.argv[1])), int(sys.argv[2])
+rank = int(os.environ["RANK"])
+
+class Kill(Callback):
+    def on_step(self, info):
+        if rank == 1 and info.global_step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+run = build_run(config)
+with run.parallel.session(run.run_dir):
+    Trainer(run, Kill()).fit()
+torch.save(run.student.state_dict(), f"{config.out}/rank{rank}.pt")
+"""
+
+
+def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def train_on_two_ranks(config: TrainConfig, script: Path, kill_at: int = 0) -> subprocess.CompletedProcess:
+    script.write_text(RANK_RUN)
+    return torchrun(str(script), json.dumps(config.with_absolute_paths().to_dict()), str(kill_at))
+
+
+def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """|a - b| / |a| over all floating-point tensors (weights and BN statistics) flattened together."""
+    keys = [k for k, v in a.items() if v.is_floating_point()]
+    flat_a, flat_b = (torch.cat([d[k].double().flatten() for k in keys]) for d in (a, b))
+    return ((flat_a - flat_b).norm() / flat_a.norm()).item()
+
+
+@pytest.fixture
+def digits_run(natural_teacher):
+    """A two-epoch digits run of a tinycnn student. val_size leaves an odd 1,151 training images: each epoch ends
+    with a batch of 63 that splits 31/32, which the ranks' gradient shares must weight."""
+
+    def config(out: Path, method: str, **overrides) -> TrainConfig:
+        values = dict(method=method, student="tinycnn", data="digits", epochs=2, batch_size=64, lr=0.05,
+                      attack_steps=2, eval_n=64, val_size=0.2007, sync_bn=True, out=str(out))
+        if method == "rslad":
+            values["teacher"] = str(natural_teacher)
+        return TrainConfig(**{**values, **overrides})
+
+    return config
+
+
+@pytest.mark.parametrize("method", ["rslad", "natural"])
+def test_two_ranks_with_sync_bn_train_what_one_process_trains(digits_run, method, tmp_path):
+    single = train(digits_run(tmp_path / "one", method, sync_bn=False))  # one process: BN sees the global batch
+    process = train_on_two_ranks(digits_run(tmp_path / "two", method), tmp_path / "rank_run.py")
+    assert process.returncode == 0, process.stderr[-3000:]
+
+    ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt") for r in range(2)]
+    assert all(torch.equal(v, ranks[1][k]) for k, v in ranks[0].items())  # one model, not two
+    one, two = load_checkpoint(tmp_path / "one")["model"], load_checkpoint(tmp_path / "two")["model"]
+    assert relative_difference(one, two) < 1e-4
+    assert relative_difference(one, ranks[0]) < 1e-4
+    log_one, log_two = read_log(tmp_path / "one" / LOG), read_log(tmp_path / "two" / LOG)
+    assert [r["best_epoch"] for r in log_two] == [r["best_epoch"] for r in log_one] and single.best_epoch
+    assert [r["global_step"] for r in log_two] == [r["global_step"] for r in log_one]
+    for a, b in zip(log_one, log_two):  # the evaluation is sharded and gathered: the same per-image attacks
+        assert abs(a["val_clean_acc"] - b["val_clean_acc"]) <= 1 / 64
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-3 * a["train_loss"]
+
+
+def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(digits_run, tmp_path):
+    config = digits_run(tmp_path / "killed", "natural")
+    process = train_on_two_ranks(config, tmp_path / "rank_run.py", kill_at=18 + 5)  # 18 steps an epoch
+    assert process.returncode != 0
+    assert f"continue with --resume {tmp_path / 'killed'}" in process.stderr, process.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "killed")["epoch"] == 1
+
+    resumed = train(resume_config(tmp_path / "killed", sync_bn=False))
+    uninterrupted = train(digits_run(tmp_path / "one", "natural", sync_bn=False))
+    assert resumed.epochs_done == 2 and resumed.global_step == uninterrupted.global_step == 36
+    assert [r["epoch"] for r in read_log(tmp_path / "killed" / LOG)] == [1, 2]
+    one, killed = load_checkpoint(tmp_path / "one")["model"], load_checkpoint(tmp_path / "killed")["model"]
+    assert relative_difference(one, killed) < 1e-4
