@@ -52,4 +52,5 @@ def distill(
                      eps=eps, step_size=step_size, hparams=hparams, teacher=teacher, natural_teacher=natural_teacher,
                      data=data, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                      batch_size=batch_size, attack_steps=steps, out=out, seed=seed, device=device, compile=compile,
-                     sync_bn=sync_bn, dist_backend=dist_backend, select_on=select_on, eval_every=eval_every, eval_n=eval_n)
+                     sync_bn=sync_bn, dist_backend=dist_backend, select_on=select_on, eval_every=eval_every,
+                     eval_n=eval_n)

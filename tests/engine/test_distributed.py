@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from rdist.attacks.pgd import ShardNoise, random_start
+from rdist.data.loader import shard_rows
 from rdist.engine import TrainConfig, load_checkpoint, read_log, resume_config, train
+from rdist.engine.distributed import Parallel, Ranks
 from rdist.engine.log import LOG
+from rdist.errors import RdistError
 
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -64,8 +68,8 @@ def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 @pytest.fixture
 def digits_run(natural_teacher):
-    """A two-epoch digits run of a tinycnn student. val_size leaves an odd 1,151 training images: each epoch ends
-    with a batch of 63 that splits 31/32, which the ranks' gradient shares must weight."""
+    """A two-epoch digits run of a tinycnn student. val_size leaves an odd 1,149 training images: each epoch ends
+    with a batch of 61 that splits 30/31, which the ranks' gradient shares must weight."""
 
     def config(out: Path, method: str, **overrides) -> TrainConfig:
         values = dict(method=method, student="tinycnn", data="digits", epochs=2, batch_size=64, lr=0.05,
@@ -109,3 +113,70 @@ def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(digits_ru
     assert [r["epoch"] for r in read_log(tmp_path / "killed" / LOG)] == [1, 2]
     one, killed = load_checkpoint(tmp_path / "one")["model"], load_checkpoint(tmp_path / "killed")["model"]
     assert relative_difference(one, killed) < 1e-4
+
+
+def test_attack_under_torchrun_reports_what_one_process_reports(digits_artifact, tmp_path):
+    from rdist.report.robustness import robustness_report
+
+    one = robustness_report(str(digits_artifact), attacks="clean,pgd20", n=150, batch_size=40, device="cpu")
+    process = torchrun("-m", "rdist", "attack", str(digits_artifact), "--attacks", "clean,pgd20", "--n", "150",
+                       "--batch-size", "40", "--out", str(tmp_path / "two.json"), "--quiet")
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert process.stdout.count("worst case") == 1  # rank 0 prints the report, rank 1 nothing
+    two = json.loads((tmp_path / "two.json").read_text())
+    # Each rank attacked whole batches with the seeds one process gives them: the same per-image results.
+    assert two["accuracy"] == one["accuracy"] and two["worst_case"] == one["worst_case"]
+    assert two["n"] == 150 and two["processes"] == 2
+
+
+def test_torchrun_refuses_a_batch_that_does_not_split_over_the_processes(tmp_path):
+    process = torchrun("-m", "rdist", "teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data",
+                       "digits", "--epochs", "1", "--batch-size", "63", "--out", str(tmp_path / "run"), timeout=120)
+    assert process.returncode != 0
+    errors = [line for line in process.stderr.splitlines() if line.startswith("error:")]  # one per rank
+    assert len(errors) == 2 and all("--batch-size 63 (the global batch) does not divide by the 2 processes" in e
+                          and "e.g. 62 or 64" in e for e in errors), process.stderr[-3000:]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_each_rank_draws_the_global_batch_noise_and_keeps_its_rows():
+    x = torch.rand(7, 1, 8, 8, dtype=torch.float64)
+    for start in ("uniform", "normal"):
+        whole = random_start(x, 0.1, start, torch.Generator().manual_seed(3))
+        rows = [shard_rows(7, rank, 2) for rank in range(2)]
+        shards = [random_start(x[r], 0.1, start, ShardNoise(torch.Generator().manual_seed(3), r.start, r.stop, 7))
+                  for r in rows]
+        assert torch.equal(torch.cat(shards), whole)
+
+
+def test_shards_of_batches_and_of_the_evaluation_set_cover_everything_once():
+    for world in (2, 3, 8):
+        assert torch.equal(torch.cat([torch.arange(61)[shard_rows(61, r, world)] for r in range(world)]),
+                           torch.arange(61))
+        parallel = Parallel(Ranks(0, world), torch.device("cpu"), "gloo")
+        rows = [parallel.eval_rows(150, 40, r) for r in range(world)]
+        assert [i for r in rows for i in range(r.start, r.stop)] == list(range(150))
+        assert all(r.start % 40 == 0 for r in rows)  # whole batches: the seeds of one process
+
+
+def test_bad_distributed_settings_are_refused(monkeypatch):
+    parallel = Parallel(Ranks(0, 2), torch.device("cpu"), "gloo")
+    with pytest.raises(RdistError, match=r"--batch-size 63 \(the global batch\) does not divide by the 2 .* 62 or 64"):
+        parallel.check_batch(63, 1000)
+    with pytest.raises(RdistError, match="ends with a batch of 1 image"):
+        parallel.check_batch(64, 64 * 10 + 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(RdistError, match="nccl runs on CUDA GPUs only.*--dist-backend gloo"):
+        Parallel.start("cpu", "nccl")
+    with pytest.raises(RdistError, match="--dist-backend must be one of nccl, gloo"):
+        Parallel.start("cpu", "mpi")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(RdistError, match="RANK=2 is not a rank of WORLD_SIZE=2"):
+        Parallel.start("cpu")
+
+
+def test_sync_bn_in_one_process_says_it_has_no_effect():
+    with pytest.warns(UserWarning, match="--sync-bn has no effect in a single process"):
+        parallel = Parallel.start("cpu", sync_bn=True)
+    assert not parallel.distributed
