@@ -82,7 +82,9 @@ SUITE = typer.Option("standard", "--suite", "-s", help="named suite: quick (clea
 ATTACKS = typer.Option(None, "--attacks", "-a", help="comma-separated attacks instead of a suite, e.g. "
                        "clean,pgd20,cw,aa:apgd-ce+apgd-t; `rdist attack --list` shows them all")
 EPS = typer.Option("8/255", "--eps", help="L-inf budget in [0,1] pixel units: 8/255 or 0.031")
-N_IMAGES = typer.Option(1000, "--n", help="number of test images (the first n)")
+# --n-images because torchrun's own parser refuses `--n` (an abbreviation of several of its options).
+N_IMAGES = typer.Option(1000, "--n", "--n-images", help="number of test images (the first n); under torchrun "
+                        "write --n-images")
 BATCH_SIZE = typer.Option(256, "--batch-size", help="images per attack batch")
 DEVICE = typer.Option(None, "--device", help="device the attacks run on: cpu, cuda, cuda:1 "
                       "\\[default: cuda if available]")
