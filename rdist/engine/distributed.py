@@ -226,13 +226,18 @@ class Parallel:
             student, device_ids=[self.device.index] if self.device.type == "cuda" else None,
             find_unused_parameters=False, **no_forward_sync)
         ddp.register_forward_hook(lambda module, inputs, output: _scale_gradient(output, self.grad_scale))
-        if not self.sync_bn and any(True for _ in student.buffers()):
+        if not self.sync_bn and any(b.is_floating_point() for b in student.buffers()):
             optimizer.register_step_post_hook(lambda *args: self.broadcast_buffers(student))
         return ddp
 
     def broadcast_buffers(self, model: nn.Module) -> None:
-        for buffer in model.buffers():
-            dist.broadcast(buffer, 0)
+        """Rank 0's BN running statistics to every rank, in one collective. (num_batches_tracked counts the
+        same forwards on every rank and needs no broadcast.)"""
+        buffers = [b for b in model.buffers() if b.is_floating_point()]
+        flat = torch.cat([b.flatten() for b in buffers]).to(self.comm_device)
+        dist.broadcast(flat, 0)
+        for buffer, value in zip(buffers, flat.split([b.numel() for b in buffers])):
+            buffer.copy_(value.view_as(buffer))
 
     def batch_noise(self, generator: torch.Generator, batches: Batches, i: int) -> Noise:
         """The attack noise source for global batch `i` (0-based) of `batches`, and this rank's gradient share

@@ -88,6 +88,6 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
         with atomic_path(out) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
     if record:
-        record_results(path, report)
+        record_results(Path(report["model"]), report)
         report["recorded"] = True
     return report

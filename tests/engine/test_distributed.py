@@ -100,6 +100,17 @@ def test_two_ranks_with_sync_bn_train_what_one_process_trains(digits_run, method
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-3 * a["train_loss"]
 
 
+def test_without_sync_bn_every_rank_keeps_rank_0s_running_statistics(digits_run, tmp_path):
+    # Each rank's BN normalises with its own shard, so their running statistics would drift apart; they are
+    # broadcast from rank 0 after every step, so that all ranks attack and evaluate one model.
+    config = digits_run(tmp_path / "two", "natural", sync_bn=False, epochs=1, max_steps=6)
+    process = train_on_two_ranks(config, tmp_path / "rank_run.py")
+    assert process.returncode == 0, process.stderr[-3000:]
+    ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt") for r in range(2)]
+    assert all(torch.equal(v, ranks[1][k]) for k, v in ranks[0].items())
+    assert int(ranks[0]["features.0.1.num_batches_tracked"]) == 6
+
+
 def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(digits_run, tmp_path):
     config = digits_run(tmp_path / "killed", "natural")
     process = train_on_two_ranks(config, tmp_path / "rank_run.py", kill_at=18 + 5)  # 18 steps an epoch
