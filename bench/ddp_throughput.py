@@ -26,7 +26,9 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 def rdist(args: list[str], nproc: int | None = None) -> None:
     launcher = [sys.executable, "-m", "rdist"] if nproc is None else [
         str(TORCHRUN), "--standalone", "--nproc-per-node", str(nproc), "-m", "rdist"]
-    subprocess.run([*launcher, *args], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # stdout (rdist's run summary) is dropped: the script prints one line per world size.
+    subprocess.run([*launcher, *args], check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def main() -> None:
