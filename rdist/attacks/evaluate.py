@@ -51,6 +51,29 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[s
     """
     if len(x) == 0:
         raise RdistError("no test images to evaluate on: --n must be > 0")
+    robust = correct_per_example(model, x, y, attacks, eps=eps, batch_size=batch_size, seed=seed,
+                                 surrogate=surrogate, progress=progress)
+    return summarize(robust, eps, seed)
+
+
+def summarize(robust: dict[str, torch.Tensor], eps: float, seed: int) -> EvalResult:
+    """The EvalResult of per-example correctness vectors, one per attack (all of the same images)."""
+    worst = torch.stack(list(robust.values())).all(0)
+    return EvalResult(n=len(worst), eps=eps, seed=seed,
+                      accuracy={k: v.float().mean().item() for k, v in robust.items()},
+                      worst_case=worst.float().mean().item())
+
+
+def correct_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[str], *,
+                        eps: float = 8 / 255, batch_size: int = 256, seed: int = 0,
+                        surrogate: nn.Module | None = None, progress: Progress | None = None,
+                        first: int = 0) -> dict[str, torch.Tensor]:
+    """For each attack, whether each example of (x, y) resists it (and is correct when clean).
+
+    `first` is the index of x[0] in the whole evaluation set: the attack seeds depend on it, so that a
+    shard of the set starting at a batch boundary (data-parallel evaluation) meets exactly the attacks
+    the whole set would.
+    """
     device = next(model.parameters()).device
     if x.dtype == torch.uint8:
         x = x.float() / 255
@@ -72,7 +95,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[s
                 done = start
                 stage = (lambda note, done=done: progress(name, done, len(x), note)) if progress else None
                 # The batch index enters the seed: the same seed gives the same random starts in every run.
-                attack = create_attack(name, model, eps, seed=seed * 100_003 + start, surrogate=surrogate,
+                attack = create_attack(name, model, eps, seed=seed * 100_003 + first + start, surrogate=surrogate,
                                        on_stage=stage)
                 x_adv = attack(xb, yb)
                 with torch.no_grad():
@@ -80,7 +103,4 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[s
                 if progress:
                     progress(name, start + len(xb), len(x), "")
             robust[name] = torch.cat(correct) & clean_correct
-    worst = torch.stack(list(robust.values())).all(0)
-    return EvalResult(n=len(x), eps=eps, seed=seed,
-                      accuracy={k: v.float().mean().item() for k, v in robust.items()},
-                      worst_case=worst.float().mean().item())
+    return robust

@@ -3,6 +3,7 @@ calls `pgd` with its own objective, start and step; BN mode is the caller's choi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Literal
 
 import torch
@@ -13,7 +14,33 @@ from rdist.attacks.base import Attack
 Start = Literal["zero", "uniform", "normal"]
 
 
-def random_start(x: torch.Tensor, eps: float, start: Start, generator: torch.Generator | None, *,
+@dataclass(frozen=True)
+class ShardNoise:
+    """Random starts for rows [start, stop) of a global batch of `total` examples, in data-parallel training.
+
+    Each process draws the whole global batch's noise from `generator` (seeded alike on every process) and
+    keeps its own rows, so that every example starts where a single process would start it, whatever the
+    number of processes.
+    """
+
+    generator: torch.Generator
+    start: int
+    stop: int
+    total: int
+
+
+Noise = torch.Generator | ShardNoise | None
+
+
+def _draw(sample: Callable[..., torch.Tensor], x: torch.Tensor, generator: Noise) -> torch.Tensor:
+    if isinstance(generator, ShardNoise):
+        shape = (generator.total, *x.shape[1:])
+        full = sample(shape, generator=generator.generator, device=x.device, dtype=x.dtype)
+        return full[generator.start:generator.stop]
+    return sample(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def random_start(x: torch.Tensor, eps: float, start: Start, generator: Noise, *,
                  clamp: bool = True) -> torch.Tensor:
     """The first iterate: x itself, U(-eps, eps) around it (Madry), or x + 0.001 N(0, 1) (TRADES).
 
@@ -23,9 +50,9 @@ def random_start(x: torch.Tensor, eps: float, start: Start, generator: torch.Gen
     if start == "zero":
         return x.clone()
     if start == "uniform":
-        noise = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+        noise = (_draw(torch.rand, x, generator) * 2 - 1) * eps
     elif start == "normal":
-        noise = 0.001 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = 0.001 * _draw(torch.randn, x, generator)
     else:
         raise ValueError(f"unknown PGD start {start!r}")
     return project(x + noise, x, eps) if clamp else x + noise
@@ -36,7 +63,7 @@ def project(xa: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def pgd(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, eps: float, step_size: float,
-        steps: int, start: Start = "uniform", generator: torch.Generator | None = None,
+        steps: int, start: Start = "uniform", generator: Noise = None,
         clamp_start: bool = True) -> torch.Tensor:
     """Maximise `objective(xa)` (a scalar, summed over the batch so each example gets its own gradient)
     with signed-gradient steps, projected to the L-inf eps-ball around x and to [0, 1]. `clamp_start=False`

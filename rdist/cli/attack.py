@@ -9,6 +9,7 @@ from rich.table import Table
 
 from rdist.cli import common
 from rdist.cli.common import attack_progress, console, print_json, progress_bar, user_errors
+from rdist.engine.distributed import ranks_from_env
 from rdist.errors import RdistError
 from rdist.resolve import MODEL_NAMES
 from rdist.utils import format_eps
@@ -45,10 +46,13 @@ def attack(
         return
     if model is None:
         raise RdistError(f"give the MODEL to attack ({MODEL_NAMES}), or --list")
-    with progress_bar(quiet or json_out) as bar:
+    main = ranks_from_env().is_main  # under torchrun only rank 0 shows progress and the report
+    with progress_bar(quiet or json_out or not main) as bar:
         report = robustness_report(model, suite=suite, attacks=attacks, eps=eps, data=data, n=n,
                                    batch_size=batch_size, surrogate=surrogate, seed=seed, device=device,
                                    record=record, out=out, progress=attack_progress(bar))
+    if not main:
+        return
     if json_out:
         print_json(report)
         return

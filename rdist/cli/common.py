@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable, Iterator
 
@@ -27,6 +28,12 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _rank_prefix() -> str:
+    """'rank N: ' in the processes torchrun starts after the first, whose lines share one terminal."""
+    rank, world_size = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    return f"rank {rank}: " if rank not in ("", "0") and world_size not in ("", "1") else ""
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn RdistError into a one-line message and exit code 1; no traceback for bad input."""
 
@@ -35,7 +42,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except RdistError as exc:
-            raise fail(str(exc)) from None
+            raise fail(_rank_prefix() + str(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
 
@@ -81,7 +88,9 @@ SUITE = typer.Option("standard", "--suite", "-s", help="named suite: quick (clea
 ATTACKS = typer.Option(None, "--attacks", "-a", help="comma-separated attacks instead of a suite, e.g. "
                        "clean,pgd20,cw,aa:apgd-ce+apgd-t; `rdist attack --list` shows them all")
 EPS = typer.Option("8/255", "--eps", help="L-inf budget in [0,1] pixel units: 8/255 or 0.031")
-N_IMAGES = typer.Option(1000, "--n", help="number of test images (the first n)")
+# --n-images because torchrun's own parser refuses `--n` (an abbreviation of several of its options).
+N_IMAGES = typer.Option(1000, "--n", "--n-images", help="number of test images (the first n); under torchrun "
+                        "write --n-images")
 BATCH_SIZE = typer.Option(256, "--batch-size", help="images per attack batch")
 DEVICE = typer.Option(None, "--device", help="device the attacks run on: cpu, cuda, cuda:1 "
                       "\\[default: cuda if available]")

@@ -46,6 +46,7 @@ def distill(
     steps: int = opt.attack_option("--steps", "distill"), out: str = opt.OUT,
     resume: Path = opt.RESUME, seed: int = opt.SEED, seeds: str = opt.SEEDS,
     device: str = opt.DEVICE, compile: bool = opt.COMPILE,
+    sync_bn: bool = opt.SYNC_BN, dist_backend: str = opt.DIST_BACKEND,
     select_on: str = opt.SELECT_ON, eval_every: int = opt.EVAL_EVERY, eval_n: int = opt.EVAL_N,
     quiet: bool = opt.QUIET, json_out: bool = opt.JSON_OUT,
     list_: bool = typer.Option(False, "--list", help="list the methods (paper, inner attack, outer loss, default "
@@ -67,7 +68,7 @@ def distill(
                      eps=eps, step_size=step_size, hparams=hparams, teacher=teacher, natural_teacher=natural_teacher,
                      data=data, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                      batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds,
-                     device=device, compile=compile,
+                     device=device, compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,
                      select_on=select_on, eval_every=eval_every, eval_n=eval_n)
 
 

@@ -87,7 +87,8 @@ def train(
     steps: int = training.attack_option("--steps", "teacher"), out: str = training.OUT,
     resume: Path = training.RESUME, seed: int = training.SEED,
     seeds: str = training.SEEDS,
-    device: str = training.DEVICE, compile: bool = training.COMPILE, select_on: str = training.SELECT_ON,
+    device: str = training.DEVICE, compile: bool = training.COMPILE,
+    sync_bn: bool = training.SYNC_BN, dist_backend: str = training.DIST_BACKEND, select_on: str = training.SELECT_ON,
     eval_every: int = training.EVAL_EVERY, eval_n: int = training.EVAL_N, quiet: bool = training.QUIET,
     json_out: bool = training.JSON_OUT,
 ) -> None:
@@ -99,7 +100,8 @@ def train(
                           eps=eps, step_size=step_size, hparams={"beta": beta}, data=data, epochs=epochs,
                           max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                           batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds, device=device,
-                          compile=compile, select_on=select_on, eval_every=eval_every, eval_n=eval_n)
+                          compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,
+                          select_on=select_on, eval_every=eval_every, eval_n=eval_n)
 
 
 @app.command("import")

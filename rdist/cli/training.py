@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from rdist.engine import (BEST, CHECKPOINT, LAST, LOG, Callback, RunResult, Step
                           resume_config, train, train_seeds)
 from rdist.engine.seeds import group_dir
 from rdist.engine.defaults import resolve_defaults
+from rdist.engine.distributed import ranks_from_env, sync_bn_note
 from rdist.errors import RdistError
 from rdist.methods import ALIASES, METHODS, Recipe, canonical_method, list_methods
 from rdist.methods.igdm import IGDM
@@ -82,6 +84,13 @@ SEEDS = typer.Option(None, "--seeds", help="several seeds, e.g. 0,1,2: one run d
                      "command again continues the group")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1 \\[default: cuda if available]")
 COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile the models (faster long runs on CUDA)")
+SYNC_BN = typer.Option(None, "--sync-bn/--no-sync-bn", help="under torchrun: BatchNorm normalises with the "
+                       "statistics of the whole global batch (SyncBatchNorm; the same numbers as one process with "
+                       "that batch, at one all-reduce per BN layer). Off: each process's BN sees its own shard, as "
+                       "the official single-GPU codes' BN sees per-GPU batches, and the running statistics are "
+                       "rank 0's \\[default: off]")
+DIST_BACKEND = typer.Option(None, "--dist-backend", help="under torchrun: nccl or gloo \\[default: nccl on CUDA, "
+                            "gloo on the CPU]")
 SELECT_ON = typer.Option(None, "--select-on", help="'val' (a held-out split of the training data) or 'test' "
                          "(the papers' protocol; it leaks the test set) for best.safetensors \\[default: val]")
 EVAL_EVERY = typer.Option(None, "--eval-every", help="evaluate clean and PGD-20 accuracy every N epochs "
@@ -127,9 +136,10 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
                 raise RdistError(f"{flag} is required (or --resume RUN_DIR to continue a run)")
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     check_method(config.method, kind, resume)
+    ranks = ranks_from_env()
     config, defaults = resolve_defaults(config)
     estimate = None
-    if defaults:
+    if defaults and ranks.is_main:
         header = "paper defaults: " + "; ".join(map(str, defaults))
         if any(d.option == "--recipe" for d in defaults):
             estimate = estimate_run(config)
@@ -137,23 +147,28 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
                        f"{format_duration(estimate.seconds)} on {estimate.device} at its measured "
                        f"{format_count(estimate.flops_per_s)}FLOP/s")
         err_console.print(header, highlight=False, soft_wrap=True, markup=False)
-    if seed_list is not None:
-        config = replace(config, out=str(group_dir(config)))  # one group directory for every seed
-        results = []
-        for seed in seed_list:  # a fresh progress display per seed: rich shows one live display at a time
-            with contextlib.ExitStack() as stack:
-                results += train_seeds(config, [seed], None if quiet or json_out else EpochProgress(stack, estimate))
-        if json_out:
-            print_json([r.to_dict() for r in results])
+    note = sync_bn_note(ranks.world_size) if config.sync_bn else None
+    if note:
+        err_console.print(f"[bold yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+    # Under torchrun only rank 0 shows progress and the result: the others would repeat them.
+    show_progress = not (quiet or json_out or not ranks.is_main)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="--sync-bn has no effect")  # said above, once
+        if seed_list is not None:
+            config = replace(config, out=str(group_dir(config)))  # one group directory for every seed
+            results = []
+            for seed in seed_list:  # a fresh progress display per seed: rich shows one live display at a time
+                with contextlib.ExitStack() as stack:
+                    results += train_seeds(config, [seed], EpochProgress(stack, estimate) if show_progress else None)
         else:
-            for result in results:
-                print_summary(result)
+            with contextlib.ExitStack() as stack:
+                results = [train(config, EpochProgress(stack, estimate) if show_progress else None)]
+    if not ranks.is_main:
         return
-    with contextlib.ExitStack() as stack:
-        result = train(config, None if quiet or json_out else EpochProgress(stack, estimate))
     if json_out:
-        print_json(result.to_dict())
-    else:
+        print_json([r.to_dict() for r in results] if seed_list is not None else results[0].to_dict())
+        return
+    for result in results:
         print_summary(result)
 
 

@@ -25,19 +25,29 @@ def augment(images: torch.Tensor, padding: int, generator: torch.Generator) -> t
     return padded[batch_index, channel_index, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def shard_rows(total: int, rank: int, world_size: int) -> slice:
+    """The rows of a batch of `total` examples that process `rank` of `world_size` holds: contiguous,
+    floor or ceil of total / world_size each, in rank order, so that the ranks' rows make up the batch."""
+    return slice(rank * total // world_size, (rank + 1) * total // world_size)
+
+
 class Batches:
     """Iterate float [0,1] batches of uint8 images held on the device.
 
     The order and augmentation of epoch e depend only on (seed, e), so a resumed run draws exactly
-    the batches an uninterrupted one would.
+    the batches an uninterrupted one would. With `world_size` > 1 (data-parallel training) every process
+    draws the same global batch of `batch_size` and its augmentation, and yields only its `shard_rows`:
+    the ranks' batches together are exactly the single-process batch.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = False,
-                 augment: bool = False, seed: int = 0, drop_last: bool = False, padding: int | None = None):
+                 augment: bool = False, seed: int = 0, drop_last: bool = False, padding: int | None = None,
+                 rank: int = 0, world_size: int = 1):
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
         self.padding = max(1, x.shape[-1] // 8) if padding is None else padding
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -47,6 +57,14 @@ class Batches:
         n = len(self.y)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def global_size(self, i: int) -> int:
+        """Images in global batch `i` (0-based): the batch size, or what is left for the last one."""
+        return min(self.batch_size, len(self.y) - i * self.batch_size)
+
+    def rows(self, i: int) -> slice:
+        """The rows of global batch `i` that this process yields."""
+        return shard_rows(self.global_size(i), self.rank, self.world_size)
+
     def __iter__(self):
         generator = torch.Generator(device=self.x.device).manual_seed(self.seed * 1_000_003 + self.epoch)
         n = len(self.y)
@@ -54,7 +72,10 @@ class Batches:
         for i in range(len(self)):
             index = slice(i * self.batch_size, (i + 1) * self.batch_size)
             idx = order[index] if order is not None else index
-            images = self.x[idx]
-            if self.augment:
+            images, labels = self.x[idx], self.y[idx]
+            if self.augment:  # the whole global batch's crops and flips, drawn alike on every rank
                 images = augment(images, self.padding, generator)
-            yield images.float().div_(255), self.y[idx]
+            if self.world_size > 1:
+                rows = self.rows(i)
+                images, labels = images[rows], labels[rows]
+            yield images.float().div_(255), labels

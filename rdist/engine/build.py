@@ -18,14 +18,13 @@ from torch import nn
 from rdist.data import Dataset, dataset_shape, load_dataset
 from rdist.engine.config import TrainConfig
 from rdist.engine.defaults import missing_teacher_hint, resolve_defaults
-from rdist.engine.distributed import Ranks, ranks_from_env
+from rdist.engine.distributed import Parallel, Ranks
 from rdist.engine.schedule import Schedule, resolve_schedule
 from rdist.engine.step import channels_last
 from rdist.errors import RdistError
 from rdist.methods import Method, Recipe, create_method, paper_preset
 from rdist.models import create_model
 from rdist.resolve import resolve_teacher
-from rdist.utils import default_device
 
 MIN_VAL_IMAGES = 500  # a validation split smaller than this makes PGD accuracy too noisy to select on
 
@@ -35,7 +34,7 @@ class Run:
     config: TrainConfig
     method: Method
     schedule: Schedule
-    ranks: Ranks
+    parallel: Parallel  # this process's part in a torchrun job (one process: rank 0 of 1)
     device: torch.device
     dataset: Dataset
     train_x: torch.Tensor
@@ -46,6 +45,10 @@ class Run:
     teacher: nn.Module | None
     natural_teacher: nn.Module | None
     run_dir: Path
+
+    @property
+    def ranks(self) -> Ranks:
+        return self.parallel.ranks
 
     @property
     def eval_split(self) -> str:
@@ -60,9 +63,9 @@ class Run:
 
 
 def build_run(config: TrainConfig) -> Run:
+    """The run `config` describes; under torchrun this joins the job (the process group) first."""
     config, _ = resolve_defaults(config)
     config.validate()
-    ranks = ranks_from_env()
     method, recipe = resolve_method(config)
     # The attack the method resolved (the recipe's unless given) is what the run evaluates at, stores in its
     # checkpoint (a resume then finds concrete values, as in checkpoints written before they could be None)
@@ -70,25 +73,39 @@ def build_run(config: TrainConfig) -> Run:
     config = replace(config, eps=method.eps, step_size=method.step_size, attack_steps=method.steps)
     schedule = resolve_schedule(config, recipe)
     _check_teachers_wanted(method, config)
+    parallel = Parallel.start(config.device, config.dist_backend, config.sync_bn)  # checks the device exists
+    try:
+        return _build(config, method, schedule, parallel)
+    except BaseException:
+        parallel.close()
+        raise
+
+
+def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Parallel) -> Run:
+    parallel.check_same(config=config.to_dict())
     channels, classes, size = dataset_shape(config.data)
-    device = default_device(config.device)  # checks the device exists
+    device = parallel.device
     torch.manual_seed(config.seed)
-    student = create_model(config.student, num_classes=classes, in_channels=channels).to(device)
-    teacher = _load_teacher(config.teacher, "teacher", device, config.data, channels, classes, size)
-    natural_teacher = _load_teacher(config.natural_teacher, "natural teacher", device, config.data, channels,
-                                    classes, size)
-    dataset = load_dataset(config.data, device=device)
+    student = create_model(config.student, num_classes=classes, in_channels=channels)
+    student = parallel.convert_sync_bn(student).to(device)
+    with parallel.main_first():  # teachers and data may be downloaded: once, by rank 0
+        teacher = _load_teacher(config.teacher, "teacher", device, config.data, channels, classes, size)
+        natural_teacher = _load_teacher(config.natural_teacher, "natural teacher", device, config.data, channels,
+                                        classes, size)
+        dataset = load_dataset(config.data, device=device)
     if config.select_on == "test":  # the papers' protocol: all training data trains, the test set selects
         train_x, train_y, eval_x, eval_y = dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test
     else:
         n_val = validation_size(len(dataset.y_train), config.val_size)
         train_x, train_y, eval_x, eval_y = dataset.validation_split(n_val, seed=0)
+    if parallel.distributed:
+        parallel.check_batch(schedule.batch_size, len(train_y))
     eval_n = min(config.eval_n or (1000 if device.type == "cuda" else 500), len(eval_y))
     for model in (student, teacher, natural_teacher):
         if model is not None:
             channels_last(model, device)
     run_dir = Path(config.resume or config.out or default_run_dir(config))
-    return Run(config, method, schedule, ranks, device, dataset, train_x, train_y, eval_x[:eval_n], eval_y[:eval_n],
+    return Run(config, method, schedule, parallel, device, dataset, train_x, train_y, eval_x[:eval_n], eval_y[:eval_n],
                student, teacher, natural_teacher, run_dir)
 
 

@@ -46,6 +46,8 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     compile: bool = False
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch instead of each rank's shard
+    dist_backend: str | None = None  # under torchrun: "nccl" or "gloo" [default: nccl on CUDA, gloo on the CPU]
     select_on: str = "val"  # "test" mimics the papers (it leaks; opt-in only)
     eval_every: int = 1
     eval_n: int | None = None  # [default: 1000 on CUDA, 500 on the CPU, at most the split's size]

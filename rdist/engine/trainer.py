@@ -3,7 +3,8 @@
 Exact resume: the data order and augmentation of epoch e depend only on (seed, e) (`Batches`), the
 attack's random starts come from a generator seeded from (seed, e) at the start of every epoch, and the
 checkpoint written at the end of an epoch holds all other state. A run resumed at an epoch boundary
-therefore repeats, on the CPU, exactly the computation of an uninterrupted run.
+therefore repeats, on the CPU, exactly the computation of an uninterrupted run. Under torchrun the same
+holds for any number of processes (`engine.distributed`): the checkpoint does not depend on it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
-from rdist.attacks import evaluate
-from rdist.data import Batches
 from rdist.engine.build import Run, build_run
 from rdist.engine.callbacks import Callback, StepInfo
 from rdist.engine.checkpoint import (CHECKPOINT, check_same_run, load_checkpoint, restore_rng, rng_state,
@@ -83,7 +82,8 @@ class EpochTotals:
 def train(config: TrainConfig, callback: Callback | None = None) -> RunResult:
     """Train the run `config` describes (or continue it, with `config.resume`); returns where it wrote what."""
     run = build_run(config.with_absolute_paths())
-    return Trainer(run, callback or Callback()).fit()
+    with run.parallel.session(run.run_dir):
+        return Trainer(run, callback or Callback()).fit()
 
 
 def attack_seed(seed: int, epoch: int) -> int:
@@ -95,17 +95,19 @@ class Trainer:
     def __init__(self, run: Run, callback: Callback):
         self.run, self.callback = run, callback
         self.config, self.schedule, self.device = run.config, run.schedule, run.device
-        self.main = run.ranks.is_main
+        self.main, self.parallel = run.ranks.is_main, run.parallel
         self.optimizer, self.scheduler = build_optimizer(run.student, self.schedule)
         self.swa = AveragedModel(run.student) if self.schedule.swa_start else None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         compile_ = torch.compile if self.config.compile else (lambda module: module)
-        self.model = compile_(run.student)
+        self.model = compile_(run.student)  # the attack, the accuracy probe and the evaluation run it unwrapped
+        wrapped = self.parallel.wrap(run.student, self.optimizer)
+        self.update_model = self.model if wrapped is run.student else compile_(wrapped)  # the outer loss: DDP
         self.teacher = compile_(run.teacher) if run.teacher is not None else None
         self.natural_teacher = compile_(run.natural_teacher) if run.natural_teacher is not None else None
-        self.batches = Batches(run.train_x, run.train_y, self.schedule.batch_size, shuffle=True, augment=True,
-                               seed=self.config.seed)
+        self.batches = self.parallel.batches(run.train_x, run.train_y, self.schedule.batch_size, shuffle=True,
+                                             augment=True, seed=self.config.seed)
         self.epoch = self.global_step = 0
         self.checkpoint_epoch = 0  # the last epoch whose checkpoint is on disk
         self.best_epoch: int | None = None
@@ -149,7 +151,7 @@ class Trainer:
         steps = len(self.batches) if self._steps_left() is None else min(len(self.batches), self._steps_left())
         complete = steps == len(self.batches)
         self.callback.on_epoch_start(epoch, self.schedule.epochs, steps)
-        totals = self._train_steps(epoch, steps)
+        totals = self.parallel.reduce_totals(self._train_steps(epoch, steps))
         train_seconds = time.perf_counter() - started
         if complete:
             self.scheduler.step()
@@ -189,10 +191,10 @@ class Trainer:
         totals = EpochTotals(lr=self.optimizer.param_groups[0]["lr"])
         for step, (x, y) in enumerate(itertools.islice(self.batches, steps), 1):
             batch = Batch(input_layout(x), y, epoch, self.schedule.epochs, self.teacher, self.natural_teacher,
-                          generator)
+                          self.parallel.batch_noise(generator, self.batches, step - 1))
             xa = attack_phase(self.model, self.run.method, batch)
             clean, robust, counted = correct_counts(self.model, batch, xa)
-            loss = update_phase(self.model, self.run.method, batch, xa, self.optimizer)
+            loss = update_phase(self.update_model, self.run.method, batch, xa, self.optimizer)
             self.global_step += 1
             if not math.isfinite(loss):
                 raise self._non_finite(loss, epoch, step, steps, totals.lr)
@@ -210,13 +212,14 @@ class Trainer:
         (on the unaugmented training data), and every artifact written must hold them, evaluated or not."""
         if not self._swa_active(epoch):
             return self.run.student
-        update_bn(Batches(self.run.train_x, self.run.train_y, self.schedule.batch_size), self.swa)
+        update_bn(self.parallel.bn_refresh_batches(self.run.train_x, self.run.train_y, self.schedule.batch_size),
+                  self.swa)
         return self.swa.module
 
     def _evaluate(self, model: torch.nn.Module, epoch: int):
-        return evaluate(model, self.run.eval_x, self.run.eval_y, EVAL_ATTACKS, eps=self.config.eps,
-                        seed=self.config.seed, progress=lambda name, done, total, note:
-                        self.callback.on_eval(epoch, name, done, total))
+        return self.parallel.evaluate(model, self.run.eval_x, self.run.eval_y, EVAL_ATTACKS, eps=self.config.eps,
+                                      seed=self.config.seed, progress=lambda name, done, total, note:
+                                      self.callback.on_eval(epoch, name, done, total))
 
     def _save_checkpoint(self) -> None:
         save_checkpoint(self.run.run_dir, {

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.attacks.pgd import pgd
+from rdist.attacks.pgd import Noise, pgd
 from rdist.errors import RdistError
 
 # The training attack everywhere but where a paper recipe sets its own (`--recipe paper`): 10 steps of 2/255
@@ -62,7 +62,7 @@ class Batch:
     epochs: int  # total epochs E of the run
     teacher: nn.Module | None = None  # frozen, eval mode
     natural_teacher: nn.Module | None = None  # frozen, eval mode (AKD2, IAD-II)
-    generator: torch.Generator | None = None  # random starts of the inner attack
+    generator: Noise = None  # random starts of the inner attack (a ShardNoise in data-parallel training)
 
 
 class Method:

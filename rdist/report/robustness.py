@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from rdist.artifact import record_results
-from rdist.attacks import evaluate, resolve_attacks
+from rdist.attacks import resolve_attacks
 from rdist.attacks.evaluate import Progress
 from rdist.data import load_dataset
+from rdist.engine.distributed import Parallel
 from rdist.errors import RdistError
 from rdist.resolve import check_recordable, resolve_model
-from rdist.utils import atomic_path, default_device, parse_eps
+from rdist.utils import atomic_path, parse_eps
 
 
 def check_sizes(n: int, batch_size: int) -> None:
@@ -36,6 +37,33 @@ def check_compatible(meta: dict, dataset, source: str) -> None:
                          f"{tuple(dataset.input_shape)}; pass the --data the model was trained on")
 
 
+def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: str | None, n: int, batch_size: int,
+            surrogate: str | None, seed: int, progress: Progress | None) -> dict[str, Any]:
+    dev = parallel.device
+    with parallel.main_first():  # a model or a dataset may be downloaded: once, by rank 0
+        source = resolve_model(model, data)
+        path = source.path
+        net = source.load(dev)
+        meta = net.rdist_meta
+        data = data or meta.get("dataset")
+        if not data:
+            raise RdistError(f"{path} records no dataset: pass --data")
+        dataset = load_dataset(data, device=dev)
+    check_compatible(meta, dataset, str(path))
+    surrogate_net = None
+    if surrogate:
+        with parallel.main_first():
+            surrogate_net = resolve_model(surrogate, data).load(dev)
+        check_compatible(surrogate_net.rdist_meta, dataset, surrogate)
+    x, y = dataset.x_test[:n], dataset.y_test[:n]
+    started = time.perf_counter()
+    result = parallel.evaluate(net, x, y, names, eps=eps, batch_size=batch_size, seed=seed, surrogate=surrogate_net,
+                               progress=progress)
+    return {"model": str(path), "dataset": dataset.name, "attacks": names, **result.to_dict(),
+            "surrogate": surrogate, "device": str(dev), "processes": parallel.ranks.world_size,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
 def robustness_report(model: str, *, suite: str | None = "standard", attacks: str | list[str] | None = None,
                       eps: str | float = "8/255", data: str | None = None, n: int = 1000, batch_size: int = 256,
                       surrogate: str | None = None, seed: int = 0, device: str | None = None, record: bool = False,
@@ -50,30 +78,18 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
         check_recordable(model)
     eps_value = parse_eps(eps)
     names = resolve_attacks(suite, attacks)
-    dev = default_device(device)
-    source = resolve_model(model, data)
-    path = source.path
-    net = source.load(dev)
-    meta = net.rdist_meta
-    data = data or meta.get("dataset")
-    if not data:
-        raise RdistError(f"{path} records no dataset: pass --data")
-    dataset = load_dataset(data, device=dev)
-    check_compatible(meta, dataset, str(path))
-    surrogate_net = None
-    if surrogate:
-        surrogate_net = resolve_model(surrogate, data).load(dev)
-        check_compatible(surrogate_net.rdist_meta, dataset, surrogate)
-    x, y = dataset.x_test[:n], dataset.y_test[:n]
-    started = time.perf_counter()
-    result = evaluate(net, x, y, names, eps=eps_value, batch_size=batch_size, seed=seed, surrogate=surrogate_net,
-                      progress=progress)
-    report = {"model": str(path), "dataset": dataset.name, "attacks": names, **result.to_dict(),
-              "surrogate": surrogate, "device": str(dev), "seconds": round(time.perf_counter() - started, 2)}
+    # Under torchrun each process attacks its share of the batches and every one gets the whole report.
+    parallel = Parallel.start(device)
+    try:
+        report = _report(parallel, model, names, eps_value, data, n, batch_size, surrogate, seed, progress)
+    finally:
+        parallel.close()
+    if not parallel.ranks.is_main:  # rank 0 writes
+        return report
     if out:
         with atomic_path(out) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
     if record:
-        record_results(path, report)
+        record_results(Path(report["model"]), report)
         report["recorded"] = True
     return report

@@ -1,0 +1,194 @@
+"""Training under `torchrun --nproc-per-node 2` (gloo, CPU) computes what one process computes with the same global
+batch, every rank ends with the same weights, and a job that loses a rank resumes on one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rdist.attacks.pgd import ShardNoise, random_start
+from rdist.data.loader import shard_rows
+from rdist.engine import TrainConfig, load_checkpoint, read_log, resume_config, train
+from rdist.engine.distributed import Parallel, Ranks
+from rdist.engine.log import LOG
+from rdist.errors import RdistError
+
+ROOT = Path(__file__).resolve().parents[2]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+# What every rank runs: train `config` and save this rank's final student weights as rank<R>.pt; with a kill
+# step, rank 1 SIGKILLs itself in the middle of that step.
+RANK_RUN = """
+import json, os, signal, sys
+import torch
+torch.set_num_threads(1)
+from rdist.engine import Callback, TrainConfig
+from rdist.engine.build import build_run
+from rdist.engine.trainer import Trainer
+
+config, kill_at = TrainConfig.from_dict(json.loads(sys.argv[1])), int(sys.argv[2])
+rank = int(os.environ["RANK"])
+
+class Kill(Callback):
+    def on_step(self, info):
+        if rank == 1 and info.global_step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+run = build_run(config)
+with run.parallel.session(run.run_dir):
+    Trainer(run, Kill()).fit()
+torch.save(run.student.state_dict(), f"{config.out}/rank{rank}.pt")
+"""
+
+
+def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def train_on_two_ranks(config: TrainConfig, script: Path, kill_at: int = 0) -> subprocess.CompletedProcess:
+    script.write_text(RANK_RUN)
+    return torchrun(str(script), json.dumps(config.with_absolute_paths().to_dict()), str(kill_at))
+
+
+def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """|a - b| / |a| over all floating-point tensors (weights and BN statistics) flattened together."""
+    keys = [k for k, v in a.items() if v.is_floating_point()]
+    flat_a, flat_b = (torch.cat([d[k].double().flatten() for k in keys]) for d in (a, b))
+    return ((flat_a - flat_b).norm() / flat_a.norm()).item()
+
+
+@pytest.fixture
+def digits_run(natural_teacher):
+    """A two-epoch digits run of a tinycnn student. val_size leaves an odd 1,149 training images: each epoch ends
+    with a batch of 61 that splits 30/31, which the ranks' gradient shares must weight."""
+
+    def config(out: Path, method: str, **overrides) -> TrainConfig:
+        values = dict(method=method, student="tinycnn", data="digits", epochs=2, batch_size=64, lr=0.05,
+                      attack_steps=2, eval_n=64, val_size=0.2007, sync_bn=True, out=str(out))
+        if method == "rslad":
+            values["teacher"] = str(natural_teacher)
+        return TrainConfig(**{**values, **overrides})
+
+    return config
+
+
+@pytest.mark.parametrize("method", ["rslad", "natural"])
+def test_two_ranks_with_sync_bn_train_what_one_process_trains(digits_run, method, tmp_path):
+    single = train(digits_run(tmp_path / "one", method, sync_bn=False))  # one process: BN sees the global batch
+    process = train_on_two_ranks(digits_run(tmp_path / "two", method), tmp_path / "rank_run.py")
+    assert process.returncode == 0, process.stderr[-3000:]
+
+    ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt") for r in range(2)]
+    assert all(torch.equal(v, ranks[1][k]) for k, v in ranks[0].items())  # one model, not two
+    one, two = load_checkpoint(tmp_path / "one")["model"], load_checkpoint(tmp_path / "two")["model"]
+    assert relative_difference(one, two) < 1e-4
+    assert relative_difference(one, ranks[0]) < 1e-4
+    log_one, log_two = read_log(tmp_path / "one" / LOG), read_log(tmp_path / "two" / LOG)
+    assert [r["best_epoch"] for r in log_two] == [r["best_epoch"] for r in log_one] and single.best_epoch
+    assert [r["global_step"] for r in log_two] == [r["global_step"] for r in log_one]
+    for a, b in zip(log_one, log_two):  # the evaluation is sharded and gathered: the same per-image attacks
+        assert abs(a["val_clean_acc"] - b["val_clean_acc"]) <= 1 / 64
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-3 * a["train_loss"]
+
+
+def test_without_sync_bn_every_rank_keeps_rank_0s_running_statistics(digits_run, tmp_path):
+    # Each rank's BN normalises with its own shard, so their running statistics would drift apart; they are
+    # broadcast from rank 0 after every step, so that all ranks attack and evaluate one model.
+    config = digits_run(tmp_path / "two", "natural", sync_bn=False, epochs=1, max_steps=6)
+    process = train_on_two_ranks(config, tmp_path / "rank_run.py")
+    assert process.returncode == 0, process.stderr[-3000:]
+    ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt") for r in range(2)]
+    assert all(torch.equal(v, ranks[1][k]) for k, v in ranks[0].items())
+    assert int(ranks[0]["features.0.1.num_batches_tracked"]) == 6
+
+
+def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(digits_run, tmp_path):
+    config = digits_run(tmp_path / "killed", "natural")
+    process = train_on_two_ranks(config, tmp_path / "rank_run.py", kill_at=18 + 5)  # 18 steps an epoch
+    assert process.returncode != 0
+    assert f"continue with --resume {tmp_path / 'killed'}" in process.stderr, process.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "killed")["epoch"] == 1
+
+    resumed = train(resume_config(tmp_path / "killed", sync_bn=False))
+    uninterrupted = train(digits_run(tmp_path / "one", "natural", sync_bn=False))
+    assert resumed.epochs_done == 2 and resumed.global_step == uninterrupted.global_step == 36
+    assert [r["epoch"] for r in read_log(tmp_path / "killed" / LOG)] == [1, 2]
+    one, killed = load_checkpoint(tmp_path / "one")["model"], load_checkpoint(tmp_path / "killed")["model"]
+    assert relative_difference(one, killed) < 1e-4
+
+
+def test_attack_under_torchrun_reports_what_one_process_reports(digits_artifact, tmp_path):
+    from rdist.report.robustness import robustness_report
+
+    one = robustness_report(str(digits_artifact), attacks="clean,pgd20", n=150, batch_size=40, device="cpu")
+    process = torchrun("-m", "rdist", "attack", str(digits_artifact), "--attacks", "clean,pgd20", "--n-images", "150",
+                       "--batch-size", "40", "--out", str(tmp_path / "two.json"), "--quiet")
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert process.stdout.count("worst case") == 1  # rank 0 prints the report, rank 1 nothing
+    two = json.loads((tmp_path / "two.json").read_text())
+    # Each rank attacked whole batches with the seeds one process gives them: the same per-image results.
+    assert two["accuracy"] == one["accuracy"] and two["worst_case"] == one["worst_case"]
+    assert two["n"] == 150 and two["processes"] == 2
+
+
+def test_torchrun_refuses_a_batch_that_does_not_split_over_the_processes(tmp_path):
+    process = torchrun("-m", "rdist", "teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data",
+                       "digits", "--epochs", "1", "--batch-size", "63", "--out", str(tmp_path / "run"), timeout=120)
+    assert process.returncode != 0
+    # One line per rank that got to print it before torchrun stopped the job on the first failure.
+    errors = [line for line in process.stderr.splitlines() if line.startswith("error:")]
+    assert 1 <= len(errors) <= 2 and all("--batch-size 63 (the global batch) does not divide by the 2 processes" in e
+                          and "e.g. 62 or 64" in e for e in errors), process.stderr[-3000:]
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_each_rank_draws_the_global_batch_noise_and_keeps_its_rows():
+    x = torch.rand(7, 1, 8, 8, dtype=torch.float64)
+    for start in ("uniform", "normal"):
+        whole = random_start(x, 0.1, start, torch.Generator().manual_seed(3))
+        rows = [shard_rows(7, rank, 2) for rank in range(2)]
+        shards = [random_start(x[r], 0.1, start, ShardNoise(torch.Generator().manual_seed(3), r.start, r.stop, 7))
+                  for r in rows]
+        assert torch.equal(torch.cat(shards), whole)
+
+
+def test_shards_of_batches_and_of_the_evaluation_set_cover_everything_once():
+    for world in (2, 3, 8):
+        assert torch.equal(torch.cat([torch.arange(61)[shard_rows(61, r, world)] for r in range(world)]),
+                           torch.arange(61))
+        parallel = Parallel(Ranks(0, world), torch.device("cpu"), "gloo")
+        rows = [parallel.eval_rows(150, 40, r) for r in range(world)]
+        assert [i for r in rows for i in range(r.start, r.stop)] == list(range(150))
+        assert all(r.start % 40 == 0 for r in rows)  # whole batches: the seeds of one process
+
+
+def test_bad_distributed_settings_are_refused(monkeypatch):
+    parallel = Parallel(Ranks(0, 2), torch.device("cpu"), "gloo")
+    with pytest.raises(RdistError, match=r"--batch-size 63 \(the global batch\) does not divide by the 2 .* 62 or 64"):
+        parallel.check_batch(63, 1000)
+    with pytest.raises(RdistError, match="ends with a batch of 1 image"):
+        parallel.check_batch(64, 64 * 10 + 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(RdistError, match="nccl runs on CUDA GPUs only.*--dist-backend gloo"):
+        Parallel.start("cpu", "nccl")
+    with pytest.raises(RdistError, match="--dist-backend must be one of nccl, gloo"):
+        Parallel.start("cpu", "mpi")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(RdistError, match="RANK=2 is not a rank of WORLD_SIZE=2"):
+        Parallel.start("cpu")
+
+
+def test_sync_bn_in_one_process_says_it_has_no_effect():
+    with pytest.warns(UserWarning, match="--sync-bn has no effect in a single process"):
+        parallel = Parallel.start("cpu", sync_bn=True)
+    assert not parallel.distributed
