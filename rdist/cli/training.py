@@ -85,7 +85,7 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
                  **options: Any) -> None:
     """Build the TrainConfig from the given options (or the resumed run's), train, and print the result."""
     given = {"method": method, "student": arch, "eps": parse_eps(eps) if eps is not None else None,
-             "step_size": parse_eps(step_size) if step_size is not None else None, "hparams": hparams, **options}
+             "step_size": parse_eps(step_size, "--step-size") if step_size is not None else None, "hparams": hparams, **options}
     if resume is not None:
         config = resume_config(resume, **given)
     else:

@@ -10,9 +10,9 @@ from typing import Any
 from rdist.artifact import load_model, record_results
 from rdist.attacks import evaluate, resolve_attacks
 from rdist.attacks.evaluate import Progress
-from rdist.data import load_dataset
+from rdist.data import load_dataset, npz_file
 from rdist.errors import RdistError
-from rdist.utils import atomic_path, default_device, parse_eps
+from rdist.utils import atomic_path, check_output, default_device, parse_eps
 from rdist.zoo import ZOO_PREFIX, resolve_model_path
 
 
@@ -57,6 +57,9 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
     data = data or meta.get("dataset")
     if not data:
         raise RdistError(f"{path} records no dataset: pass --data")
+    if out:
+        out = check_output(out, "--out", inputs=[("the model", path), ("the surrogate", surrogate),
+                                                 ("the dataset", npz_file(data))])
     dataset = load_dataset(data, device=dev)
     check_compatible(meta, dataset, str(path))
     surrogate_net = None
