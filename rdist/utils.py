@@ -149,7 +149,7 @@ def check_output(path: str | os.PathLike, option: str, *, inputs: Iterable[tuple
             raise RdistError(f"cannot write to {path}: it is a file, and {option} takes a directory; {fix}")
         if not directory and path.is_dir():
             raise RdistError(f"cannot write to {path}: it is a directory, and {option} takes a file name; {fix}")
-        existing = next(p for p in (path if directory else path.parent, *path.parent.parents) if p.exists())
+        existing = next(p for p in ((path, *path.parents) if directory else path.parents) if p.exists())
     except OSError as exc:
         raise RdistError(f"cannot write to {path} ({exc.strerror or first_line(exc)}); {fix}") from None
     if not existing.is_dir():

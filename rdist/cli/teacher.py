@@ -102,7 +102,8 @@ def train(
 @app.command("import")
 @user_errors
 def import_(
-    checkpoint: Path = typer.Argument(..., help="PyTorch checkpoint (.pt/.pth) holding a state dict"),
+    checkpoint: Path = typer.Argument(..., help="PyTorch checkpoint (.pt/.pth) or .safetensors file holding a "
+                                      "state dict"),
     arch: str = typer.Option(..., "--arch", help="architecture of the checkpoint, e.g. resnet18, wrn-34-10"),
     dataset: str = typer.Option(..., "--dataset", help="dataset it was trained on: cifar10, cifar100, svhn, digits"),
     output: Path = typer.Option(..., "--output", "-o", help="where to write the .safetensors artifact"),

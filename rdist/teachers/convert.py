@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from rdist.artifact import load_weights, read_metadata, save_model
 from rdist.data import dataset_shape
@@ -25,10 +26,11 @@ def read_state_dict(path: str | Path, *, containers: tuple[str, ...] = ("state_d
     path = Path(path)
     if not path.is_file():
         raise RdistError(f"checkpoint not found: {path}")
+    safetensors = path.suffix == ".safetensors"
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_file(str(path)) if safetensors else torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # junk input raises anything from UnpicklingError to KeyError or SafetensorError
-        kind = "safetensors file" if path.suffix == ".safetensors" else "weights-only PyTorch checkpoint"
+        kind = "safetensors file" if safetensors else "weights-only PyTorch checkpoint"
         raise RdistError(f"{path} is not a readable {kind} ({type(exc).__name__}: {first_line(exc)}); rdist never "
                          f"unpickles code: {fix}") from None
     for key in containers:
