@@ -6,6 +6,7 @@ import contextlib
 import difflib
 import hashlib
 import os
+import re
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -30,8 +31,9 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> RdistError:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (or its type's name when it has none), for one-line errors."""
-    text = str(exc).strip()
+    """The first line of an exception's message (or its type's name when it has none), for one-line errors;
+    terminal colour codes (torch puts some in its messages) are dropped."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 

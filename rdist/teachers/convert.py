@@ -30,8 +30,8 @@ def read_state_dict(path: str | Path, *, containers: tuple[str, ...] = ("state_d
     try:
         obj = load_file(str(path)) if safetensors else torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # junk input raises anything from UnpicklingError to KeyError or SafetensorError
-        kind = "safetensors file" if safetensors else "weights-only PyTorch checkpoint"
-        raise RdistError(f"{path} is not a readable {kind} ({type(exc).__name__}: {first_line(exc)}); rdist never "
+        kind = "readable safetensors file" if safetensors else "weights-only PyTorch checkpoint"
+        raise RdistError(f"{path} is not a {kind} ({type(exc).__name__}: {first_line(exc)}); rdist never "
                          f"unpickles code: {fix}") from None
     for key in containers:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
