@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from rdist import schema
+import rdist.schema as schema
 from rdist.errors import RdistError
 from rdist.utils import atomic_path, unknown
 

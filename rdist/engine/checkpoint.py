@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rdist import schema
+import rdist.schema as schema
 from rdist.engine.config import TrainConfig
 from rdist.errors import RdistError
 from rdist.utils import atomic_path, first_line
