@@ -19,12 +19,39 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
+import rdist.schema as schema
 from rdist.errors import RdistError
-from rdist.utils import atomic_path
+from rdist.utils import atomic_path, unknown
 
 FORMAT = "rdist-model"
 FORMAT_VERSION = 1
 _KEY = "rdist"
+
+# The arguments of rdist.models.create_model, the call that rebuilds the model (a test keeps them equal).
+ARCH_FIELDS = {
+    "name": schema.text(), "num_classes": schema.integer(1), "in_channels": schema.integer(1),
+    "mean": schema.optional(schema.list_of(schema.number())),
+    "std": schema.optional(schema.list_of(schema.number(minimum=1e-12))),
+}
+ARCH_SCHEMA = schema.mapping(ARCH_FIELDS, required=("name", "num_classes", "in_channels"))
+# A robustness report as `rdist attack` records it; compare reuses these fields.
+REPORT_SCHEMA = schema.mapping({
+    "dataset": schema.text(), "attacks": schema.list_of(schema.text()), "eps": schema.number(0, 1),
+    "n": schema.integer(1), "accuracy": schema.mapping(other=schema.number(0, 1)), "worst_case": schema.number(0, 1),
+}, required=("dataset", "attacks", "eps", "n", "accuracy", "worst_case"), other=schema.anything())
+# Provenance is open (each producer adds its own keys); the keys rdist reads back are typed.
+PROVENANCE_SCHEMA = schema.mapping({
+    **{key: schema.optional(schema.text()) for key in ("method", "teacher", "source", "imported_from")},
+    **{key: schema.optional(schema.integer(0)) for key in ("epochs", "epoch")},
+}, other=schema.anything())
+# Top-level keys beyond these are kept and not checked, so that newer producers can add their own.
+METADATA_SCHEMA = schema.mapping({
+    "format": schema.text(), "format_version": schema.integer(), "arch": ARCH_SCHEMA,
+    "dataset": schema.optional(schema.text()), "input_shape": schema.optional(schema.list_of(schema.integer(1), 3)),
+    "provenance": schema.optional(PROVENANCE_SCHEMA), "results": schema.optional(schema.mapping(other=REPORT_SCHEMA)),
+    "leaderboard": schema.optional(schema.mapping(other=schema.anything())),
+}, required=("format", "format_version", "arch"), other=schema.anything())
+_TAMPERED = "the metadata was altered or written by another tool: re-export the model (or `rdist teacher import` it)"
 
 
 def save_model(model: nn.Module, path: str | Path, **meta: Any) -> Path:
@@ -61,11 +88,36 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         meta = json.loads(raw)
     except json.JSONDecodeError:
         raise RdistError(f"{path}: the rdist metadata is not valid JSON; the file is corrupted") from None
+    return validate_metadata(meta, path)
+
+
+def validate_metadata(meta: Any, source: str | Path) -> dict[str, Any]:
+    """`meta` checked against METADATA_SCHEMA and the architecture registry; RdistError naming the field."""
+    from rdist.models import known_architecture, list_models
+
+    if not isinstance(meta, dict):
+        raise RdistError(f"{source}: the metadata is not a mapping (found {type(meta).__name__}); {_TAMPERED}")
     if meta.get("format") != FORMAT:
-        raise RdistError(f"{path}: metadata format is {meta.get('format')!r}, expected {FORMAT!r}")
+        raise RdistError(f"{source}: metadata format is {meta.get('format')!r}, expected {FORMAT!r}")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise RdistError(f"{path}: metadata format version {meta.get('format_version')} is not supported by this "
+        raise RdistError(f"{source}: metadata format version {meta.get('format_version')} is not supported by this "
                          f"rdist (it reads version {FORMAT_VERSION}); upgrade rdist or re-export the model")
+    schema.validate(meta, METADATA_SCHEMA, f"{source}: metadata", _TAMPERED)
+    arch = meta["arch"]
+    if not known_architecture(arch["name"]):
+        problem = unknown("architecture", arch["name"], list_models())
+        raise RdistError(f"{source}: metadata field 'arch.name': {problem}; {_TAMPERED}")
+    for key in ("mean", "std"):
+        if arch.get(key) is not None and len(arch[key]) != arch["in_channels"]:
+            raise RdistError(f"{source}: metadata field 'arch.{key}' has {len(arch[key])} values but "
+                             f"'arch.in_channels' is {arch['in_channels']}; {_TAMPERED}")
+    if (arch.get("mean") is None) != (arch.get("std") is None):
+        raise RdistError(f"{source}: metadata fields 'arch.mean' and 'arch.std' must both be given or both null; "
+                         f"{_TAMPERED}")
+    shape = meta.get("input_shape")
+    if shape is not None and shape[0] != arch["in_channels"]:
+        raise RdistError(f"{source}: metadata field 'input_shape' {shape} has {shape[0]} channels but "
+                         f"'arch.in_channels' is {arch['in_channels']}; {_TAMPERED}")
     return meta
 
 

@@ -23,9 +23,10 @@ def requires_cifar_subset():
                               reason=f"the shared CIFAR-10 subset is not at {CIFAR_SUBSET} (a clone without ../shared)")
 
 
-def assert_one_line_error(result, *fragments: str) -> None:
-    """A CLI `result` that failed (exit code 1) with a single `error: ...` line containing every fragment."""
-    assert result.exit_code == 1, result.output
+def assert_one_line_error(result, *fragments: str, code: int = 1) -> None:
+    """A CLI `result` that failed with exit code `code` (1: bad input, 2: bad usage) and a single `error: ...`
+    line containing every fragment."""
+    assert result.exit_code == code, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.output
     for fragment in fragments:

@@ -7,9 +7,11 @@ import os
 import typer
 
 from rdist.cli import attack, compare, distill, quickstart, reproduce, teacher, zoo
+from rdist.cli.common import OneLineErrors
 
 app = typer.Typer(
     name="rdist",
+    cls=OneLineErrors,
     help="Adversarial robustness distillation: turn a robust teacher into a small robust student, "
     "and measure robustness honestly.",
     no_args_is_help=True,

@@ -10,12 +10,19 @@ import sys
 from typing import Any, Callable, Iterator
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from rdist.errors import RdistError
 from rdist.resolve import MODEL_NAMES
+from rdist.utils import first_line
+
+try:  # newer Typer vendors Click as typer._click
+    from typer._click import exceptions as click_errors
+except ImportError:  # older Typer runs on Click itself
+    from click import exceptions as click_errors
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,8 +41,17 @@ def _rank_prefix() -> str:
     return f"rank {rank}: " if rank not in ("", "0") and world_size not in ("", "1") else ""
 
 
+def unexpected_error(exc: Exception) -> typer.Exit:
+    """The one line a bug gets instead of a traceback; with RDIST_DEBUG=1 the exception propagates instead."""
+    if os.environ.get("RDIST_DEBUG", "") not in ("", "0"):
+        raise exc
+    return fail(f"unexpected {type(exc).__name__}: {first_line(exc)}; this is a bug in rdist: please report it with "
+                "the command you ran (RDIST_DEBUG=1 shows the traceback)")
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Turn RdistError into a one-line message and exit code 1; no traceback for bad input."""
+    """Turn RdistError into a one-line message and exit code 1, and any other exception into the one line of
+    `unexpected_error`: no traceback reaches a user."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -45,8 +61,41 @@ def user_errors(fn: Callable) -> Callable:
             raise fail(_rank_prefix() + str(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except (typer.Exit, typer.Abort, click_errors.ClickException, BrokenPipeError):
+            raise  # Click's own control flow, and a closed pipe, which Typer ends quietly
+        except Exception as exc:
+            raise unexpected_error(exc) from None
 
     return wrapper
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """The top-level command group: usage errors as one `error:` line (exit 2, as Click's), and any exception
+    that escaped a command (raised while parsing, say) as the one line of `unexpected_error`."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:  # a caller that handles Click's exceptions itself
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as exc:
+            code = exc.exit_code  # Typer has printed the help while raising it
+        except click_errors.ClickException as exc:
+            code = usage_error(exc)
+        except typer.Abort:
+            code = fail("aborted").exit_code
+        except Exception as exc:
+            code = unexpected_error(exc).exit_code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_error(exc: click_errors.ClickException) -> int:
+    """Print a Click error as one line with a pointer to the command's --help; return its exit code."""
+    message = " ".join(line.strip() for line in exc.format_message().splitlines() if line.strip())
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    fail(f"{message}{hint}", exc.exit_code)
+    return exc.exit_code
 
 
 def print_json(data: Any) -> None:

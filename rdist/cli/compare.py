@@ -50,19 +50,25 @@ def compare(
     Results an artifact already records for the same attacks, data, eps and n are reused.
     Example: rdist compare --suite quick --data digits --md table.md --plot figures a.safetensors b.safetensors
     """
+    from rdist.data import npz_file
     from rdist.report.compare import compare_models, training_logs
-    from rdist.report.plots import check_writable_dir, write_plots
+    from rdist.report.plots import write_plots
     from rdist.report.render import to_csv, to_markdown
+    from rdist.utils import atomic_path, check_output
 
     to_stdout = [name for name, on in (("--json", json_out), ("--csv -", csv_out == "-"), ("--md -", md_out == "-"))
                  if on]
     if len(to_stdout) > 1:
         raise RdistError(f"{' and '.join(to_stdout)} would all print to stdout; write all but one to a file")
+    # A run directory's inputs are the files in it; a model argument is its own input.
+    inputs = [("the model", Path(spec) / name) for spec in models for name in ("best.safetensors",
+              "last.safetensors", "log.jsonl")] if runs else [("the model", spec) for spec in models]
+    inputs.append(("the dataset", npz_file(data or "")))
     if plot is not None:
-        check_writable_dir(plot, "--plot")
+        check_output(plot, "--plot", directory=True, inputs=inputs)
     for option, target in (("--csv", csv_out), ("--md", md_out)):
         if target and target != "-":
-            check_writable_dir(Path(target).parent, option)
+            check_output(target, option, inputs=inputs)
     with progress_bar(quiet or json_out) as bar:
         comparison = compare_models(models, suite=suite, attacks=attacks, eps=eps, data=data, n=n,
                                     batch_size=batch_size, seed=seed, device=device, fresh=fresh, record=record,
@@ -77,23 +83,14 @@ def compare(
             sys.stdout.write(render(comparison))
             sys.stdout.flush()  # before the notes on stderr, so that a terminal shows them after the table
         elif target:
-            _write(Path(target), render(comparison))
+            with atomic_path(Path(target).expanduser()) as tmp:
+                tmp.write_text(render(comparison))
             comparison.setdefault("files", []).append(target)
     if json_out:
         print_json(comparison)
     elif not to_stdout:
         print_table(comparison)
     _print_notes(notes, comparison)
-
-
-def _write(path: Path, text: str) -> None:
-    from rdist.utils import atomic_path
-
-    try:
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)
-    except OSError as exc:
-        raise RdistError(f"cannot write {path} ({exc.strerror or exc}); choose another file") from None
 
 
 def print_table(comparison: dict) -> None:

@@ -107,12 +107,13 @@ def train(
 @app.command("import")
 @user_errors
 def import_(
-    checkpoint: Path = typer.Argument(..., help="PyTorch checkpoint (.pt/.pth) holding a state dict"),
+    checkpoint: Path = typer.Argument(..., help="PyTorch checkpoint (.pt/.pth) or .safetensors file holding a "
+                                      "state dict"),
     arch: str = typer.Option(..., "--arch", help="architecture of the checkpoint, e.g. resnet18, wrn-34-10"),
     dataset: str = typer.Option(..., "--dataset", help="dataset it was trained on: cifar10, cifar100, svhn, digits"),
     output: Path = typer.Option(..., "--output", "-o", help="where to write the .safetensors artifact"),
-    num_classes: int = typer.Option(None, help="number of classes \\[default: the dataset's]"),
-    in_channels: int = typer.Option(None, help="input channels \\[default: the dataset's]"),
+    num_classes: int = typer.Option(None, min=1, help="number of classes \\[default: the dataset's]"),
+    in_channels: int = typer.Option(None, min=1, help="input channels \\[default: the dataset's]"),
     mean: str = typer.Option(None, help="per-channel mean the model normalises with, e.g. 0.4914,0.4822,0.4465"),
     std: str = typer.Option(None, help="per-channel std the model normalises with, e.g. 0.2471,0.2435,0.2616"),
     json_out: bool = typer.Option(False, "--json", help="print the artifact's metadata as JSON"),

@@ -6,6 +6,7 @@ training and attacks never copy from host memory on the hot path.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 
 from rdist.errors import RdistError
-from rdist.utils import cache_dir, unknown
+from rdist.utils import cache_dir, first_line, unknown
 
 
 @dataclass
@@ -49,15 +50,43 @@ class Dataset:
         return self.x_train[train], self.y_train[train], self.x_train[val], self.y_train[val]
 
 
+# Labels beyond this are a corrupted file, not a task: the model would get that many outputs.
+MAX_CLASSES = 100_000
+SPLITS = ("x_train", "y_train", "x_test", "y_test")
+
+
 def _from_numpy(name, x_train, y_train, x_test, y_test, num_classes=None) -> Dataset:
-    tensors = [torch.as_tensor(np.ascontiguousarray(a)) for a in (x_train, y_train, x_test, y_test)]
-    for images in tensors[::2]:
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise RdistError(f"dataset '{name}': images must be uint8 NCHW arrays, "
-                             f"got {images.dtype} {tuple(images.shape)}")
-    y_train, y_test = tensors[1].long(), tensors[3].long()
-    num_classes = num_classes or int(max(y_train.max(), y_test.max())) + 1
-    return Dataset(name, tensors[0], y_train, tensors[2], y_test, num_classes)
+    """The dataset of four arrays, each checked: uint8 NCHW images with the same image shape in both splits,
+    one integer label in [0, num_classes) per image, no empty split."""
+    arrays = dict(zip(SPLITS, (np.asarray(a) for a in (x_train, y_train, x_test, y_test))))
+    fix = "it needs uint8 NCHW images x_train/x_test and integer labels y_train/y_test, one per image"
+    for split in ("train", "test"):
+        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if images.dtype != np.uint8 or images.ndim != 4 or 0 in images.shape[1:]:
+            raise RdistError(f"dataset '{name}': x_{split} must be uint8 NCHW images, got {images.dtype} "
+                             f"{images.shape}; {fix}")
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise RdistError(f"dataset '{name}': y_{split} must be a 1-D array of integer class labels, got "
+                             f"{labels.dtype} {labels.shape}; {fix}")
+        if len(labels) != len(images):
+            raise RdistError(f"dataset '{name}': x_{split} has {len(images)} images but y_{split} has "
+                             f"{len(labels)} labels; {fix}")
+        if len(labels) == 0:
+            raise RdistError(f"dataset '{name}': the {split} split is empty; {fix}")
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise RdistError(f"dataset '{name}': train images are {arrays['x_train'].shape[1:]} but test images are "
+                         f"{arrays['x_test'].shape[1:]} (C, H, W); both splits need the same image shape")
+    low = min(int(arrays["y_train"].min()), int(arrays["y_test"].min()))
+    high = max(int(arrays["y_train"].max()), int(arrays["y_test"].max()))
+    limit = num_classes or MAX_CLASSES
+    if low < 0 or high >= limit:
+        bad = low if low < 0 else high
+        raise RdistError(f"dataset '{name}': label {bad} is outside [0, {limit}); labels are class indices "
+                         f"0..C-1")
+    tensors = {k: torch.as_tensor(np.ascontiguousarray(a.astype(np.int64) if k[0] == "y" else a))
+               for k, a in arrays.items()}
+    return Dataset(name, tensors["x_train"], tensors["y_train"], tensors["x_test"], tensors["y_test"],
+                   num_classes or high + 1)
 
 
 def _digits(root: Path) -> Dataset:
@@ -102,12 +131,32 @@ def _npz(path: str) -> Dataset:
     if not file.is_file():
         raise RdistError(f"npz dataset file not found: {file} "
                          "(give --data npz:PATH to a file with x_train/y_train/x_test/y_test)")
-    with np.load(file) as arrays:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
-        if missing:
-            raise RdistError(f"npz dataset {file} lacks arrays {sorted(missing)}; "
-                             "it needs x_train, y_train, x_test, y_test (uint8 NCHW images)")
-        return _from_numpy(f"npz:{file}", *(arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")))
+    what = "a NumPy .npz archive of x_train, y_train, x_test, y_test (numpy.savez)"
+    try:
+        # allow_pickle=False: an object array could run code when unpickled; image data never needs one.
+        loaded = np.load(file, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise RdistError(f"npz dataset {file} holds a single array, not {what}")
+        with loaded as arrays:
+            missing = set(SPLITS) - set(arrays.files)
+            if missing:
+                raise RdistError(f"npz dataset {file} lacks arrays {sorted(missing)}; "
+                                 "it needs x_train, y_train, x_test, y_test (uint8 NCHW images)")
+            splits = [arrays[k] for k in SPLITS]
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise RdistError(f"npz dataset {file} holds pickled Python objects (or is not a NumPy file at all); "
+                             f"rdist never unpickles data files: give {what} with numeric arrays") from None
+        raise RdistError(f"npz dataset {file} is unreadable ({first_line(exc)}); give {what}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise RdistError(f"npz dataset {file} is unreadable ({first_line(exc)}); is it empty or truncated? "
+                         f"give {what}") from None
+    return _from_numpy(f"npz:{file}", *splits)
+
+
+def npz_file(name: str) -> Path | None:
+    """The file an `npz:PATH` dataset name reads, or None for a named dataset."""
+    return Path(name[4:]).expanduser() if name.startswith("npz:") else None
 
 
 DATASETS: dict[str, Callable[[Path], Dataset]] = {

@@ -7,13 +7,15 @@ the full config and the run's identity (what must match for a resume to be the s
 
 from __future__ import annotations
 
-import pickle
-import zipfile
+import types
+import typing
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+import rdist.schema as schema
 from rdist.engine.config import TrainConfig
 from rdist.errors import RdistError
 from rdist.utils import atomic_path, first_line
@@ -21,6 +23,47 @@ from rdist.utils import atomic_path, first_line
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "rdist-checkpoint"
 FORMAT_VERSION = 1
+
+
+def _field_validator(annotation: Any) -> schema.Validator:
+    """The validator of a TrainConfig field's type: int, float, str, bool, tuple[int, ...], dict, X | None;
+    any other type is left unchecked (TrainConfig.validate still sees the value)."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return schema.optional(_field_validator(inner[0]))
+    if annotation is bool:
+        return schema.kind(lambda v: isinstance(v, bool), "true or false")
+    if annotation is int:
+        return schema.integer()
+    if annotation is float:
+        return schema.number()
+    if annotation is str:
+        return schema.kind(lambda v: isinstance(v, str), "text")
+    if typing.get_origin(annotation) in (tuple, list):
+        return schema.list_of(_field_validator(args[0]))
+    if typing.get_origin(annotation) is dict:
+        return schema.mapping(other=_field_validator(args[1]))
+    return schema.anything()
+
+
+_TENSOR = schema.kind(lambda v: isinstance(v, torch.Tensor), "a tensor")
+_STATE_DICT = schema.mapping(other=_TENSOR)
+_CONFIG_TYPES = typing.get_type_hints(TrainConfig)
+# Keys a newer rdist adds to the config are ignored by TrainConfig.from_dict, so they are not refused here.
+CHECKPOINT_SCHEMA = schema.mapping({
+    "config": schema.mapping({f.name: _field_validator(_CONFIG_TYPES[f.name]) for f in fields(TrainConfig)},
+                             required=("method", "student"), other=schema.anything()),
+    "identity": schema.mapping({"method": schema.mapping({"method": schema.text()}, required=("method",),
+                                                         other=schema.anything())},
+                               required=("method",), other=schema.anything()),
+    "epoch": schema.integer(0), "global_step": schema.integer(0),
+    "model": _STATE_DICT, "optimizer": schema.mapping(required=("state", "param_groups"), other=schema.anything()),
+    "scheduler": schema.mapping(other=schema.anything()), "swa": schema.optional(_STATE_DICT),
+    "rng": schema.mapping({"cpu": _TENSOR, "cuda": schema.list_of(_TENSOR)}, required=("cpu", "cuda")),
+    "best_epoch": schema.optional(schema.integer(1)), "best_acc": schema.optional(schema.number(0, 1)),
+}, required=("config", "identity", "epoch", "global_step", "model", "optimizer", "scheduler", "swa", "rng",
+             "best_epoch", "best_acc"), other=schema.anything())
 
 
 def rng_state() -> dict[str, Any]:
@@ -52,13 +95,15 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
                          "the end of its first epoch); pass the --out directory of an earlier run")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except Exception as exc:  # a damaged file raises anything from UnpicklingError to KeyError or EOFError
         raise RdistError(f"cannot resume {run_dir}: {CHECKPOINT} is unreadable ({first_line(exc)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise RdistError(f"cannot resume {run_dir}: {CHECKPOINT} is not an rdist training checkpoint")
     if state.get("format_version") != FORMAT_VERSION:
         raise RdistError(f"cannot resume {run_dir}: checkpoint format version {state.get('format_version')} is not "
                          f"the version {FORMAT_VERSION} this rdist writes; start a new run")
+    schema.validate(state, CHECKPOINT_SCHEMA, f"cannot resume {run_dir}: {CHECKPOINT}",
+                    "the file was altered or written by another program; start a new run")
     return state
 
 

@@ -10,11 +10,24 @@ from torch import nn
 
 from rdist.artifact import results_key, save_model
 from rdist.attacks import EvalResult
+from rdist.data import npz_file
 from rdist.engine.build import Run
-from rdist.utils import format_eps
+from rdist.engine.checkpoint import CHECKPOINT
+from rdist.engine.config import TrainConfig
+from rdist.engine.log import LOG
+from rdist.utils import check_output, format_eps
 
 BEST, LAST = "best.safetensors", "last.safetensors"
 EVAL_ATTACKS = ["clean", "pgd20"]
+
+
+def check_run_dir(config: TrainConfig) -> None:
+    """Refuse, before anything is built, a run directory that cannot be written or whose files would
+    overwrite one of the run's inputs (a teacher saved as best.safetensors there, say)."""
+    inputs = [("the teacher", config.teacher), ("the natural teacher", config.natural_teacher),
+              ("the dataset", npz_file(config.data))]
+    check_output(config.resume or config.out or "runs", "--resume" if config.resume else "--out", directory=True,
+                 files=(BEST, LAST, LOG, CHECKPOINT), inputs=inputs)
 
 
 def _arch_name(model: nn.Module | None) -> str | None:

@@ -19,17 +19,19 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
+from rdist.artifact import load_weights
 from rdist.engine.build import Run, build_run
 from rdist.engine.callbacks import Callback, StepInfo
 from rdist.engine.checkpoint import (CHECKPOINT, check_same_run, load_checkpoint, restore_rng, rng_state,
                                      save_checkpoint)
 from rdist.engine.config import TrainConfig
 from rdist.engine.log import LOG, EpochLog, read_log
-from rdist.engine.outputs import BEST, EVAL_ATTACKS, LAST, eval_report, save_artifact
+from rdist.engine.outputs import BEST, EVAL_ATTACKS, LAST, check_run_dir, eval_report, save_artifact
 from rdist.engine.schedule import build_optimizer
 from rdist.engine.step import attack_phase, correct_counts, input_layout, update_phase
 from rdist.errors import RdistError
 from rdist.methods import Batch
+from rdist.utils import first_line
 
 
 @dataclass
@@ -81,7 +83,9 @@ class EpochTotals:
 
 def train(config: TrainConfig, callback: Callback | None = None) -> RunResult:
     """Train the run `config` describes (or continue it, with `config.resume`); returns where it wrote what."""
-    run = build_run(config.with_absolute_paths())
+    config = config.with_absolute_paths()
+    check_run_dir(config)
+    run = build_run(config)
     with run.parallel.session(run.run_dir):
         return Trainer(run, callback or Callback()).fit()
 
@@ -124,12 +128,18 @@ class Trainer:
     def _restore(self) -> None:
         state = load_checkpoint(self.run.run_dir)
         check_same_run(self.run.run_dir, state["identity"], self.run.identity())
-        self.run.student.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.swa is not None:
-            self.swa.load_state_dict(state["swa"])
-        restore_rng(state["rng"])
+        try:
+            load_weights(self.run.student, state["model"], CHECKPOINT)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.swa is not None:
+                self.swa.load_state_dict(state["swa"])
+            restore_rng(state["rng"])
+        except RdistError as exc:
+            raise RdistError(f"cannot resume {self.run.run_dir}: {exc}; start a new run") from None
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise RdistError(f"cannot resume {self.run.run_dir}: the optimiser, schedule, SWA or RNG state in "
+                             f"{CHECKPOINT} does not fit this run ({first_line(exc)}); start a new run") from None
         self.epoch = self.checkpoint_epoch = state["epoch"]
         self.global_step = state["global_step"]
         self.best_epoch, self.best_acc = state["best_epoch"], state["best_acc"]

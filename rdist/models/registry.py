@@ -55,6 +55,11 @@ def list_models() -> list[str]:
     return sorted(set(_MODELS) | {example for _, _, example in _PATTERNS})
 
 
+def known_architecture(name: str) -> bool:
+    """Whether `name` is a registered architecture or matches a registered family."""
+    return name in _MODELS or any(pattern.fullmatch(name) for pattern, _, _ in _PATTERNS)
+
+
 def _builder(name: str) -> Builder:
     if name in _MODELS:
         return _MODELS[name]

@@ -271,18 +271,18 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
 def parse_sweep(text: str | list[float]) -> list[float]:
     """Eps values from "0,4/255,8/255" or "START:STOP:STEP" (STOP included), e.g. "0:16/255:2/255"."""
     if not isinstance(text, str):
-        return [parse_eps(v) for v in text]
+        return [parse_eps(v, "--sweep") for v in text]
     if ":" in text:
         parts = text.split(":")
         if len(parts) != 3:
             raise RdistError(f"cannot read the eps sweep '{text}': write START:STOP:STEP like 0:16/255:2/255, "
                              "or a list like 0,4/255,8/255")
-        start, stop, step = (parse_eps(p) for p in parts)
+        start, stop, step = (parse_eps(p, "--sweep") for p in parts)
         if step <= 0 or stop < start:
             raise RdistError(f"eps sweep '{text}' is empty: STEP must be > 0 and STOP >= START")
         count = int(round((stop - start) / step)) + 1
         return [start + i * step for i in range(count) if start + i * step <= stop + 1e-9]
-    values = [parse_eps(v) for v in text.split(",") if v.strip()]
+    values = [parse_eps(v, "--sweep") for v in text.split(",") if v.strip()]
     if not values:
         raise RdistError("the eps sweep is empty: give values like 0,4/255,8/255")
     return sorted(set(values))

@@ -6,8 +6,6 @@ changes no global backend and works without a display.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +14,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from rdist.errors import RdistError
 from rdist.report.profile import format_count
-from rdist.utils import atomic_path, format_eps
+from rdist.utils import atomic_path, check_output, format_eps
 
 DPI = 150
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
           "#bcbd22"]
-
-
-def check_writable_dir(directory: str | Path, option: str = "--plot") -> Path:
-    """Create `directory` if needed and prove a file can be written there, before any slow work starts."""
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".rdist-probe-", dir=directory)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise RdistError(f"cannot write to {directory} ({exc.strerror or exc}); "
-                         f"pass a writable location to {option}") from None
-    return directory
 
 
 def _color(i: int) -> str:
@@ -199,7 +182,7 @@ def training_figure(runs: dict[str, list[dict[str, Any]]]) -> Figure:
 def write_plots(comparison: dict[str, Any], directory: str | Path,
                 runs: dict[str, list[dict[str, Any]]] | None = None) -> list[Path]:
     """Every figure the comparison supports, named after what it shows; returns their paths."""
-    directory = check_writable_dir(directory)
+    directory = check_output(directory, "--plot", directory=True)
     figures = {}
     if "sweep" in comparison:
         figures[f"robust-accuracy-vs-eps-{comparison['sweep']['attack']}.png"] = eps_sweep_figure(comparison)

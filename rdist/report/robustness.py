@@ -10,11 +10,11 @@ from typing import Any
 from rdist.artifact import record_results
 from rdist.attacks import resolve_attacks
 from rdist.attacks.evaluate import Progress
-from rdist.data import load_dataset
+from rdist.data import load_dataset, npz_file
 from rdist.engine.distributed import Parallel
 from rdist.errors import RdistError
 from rdist.resolve import check_recordable, resolve_model
-from rdist.utils import atomic_path, parse_eps
+from rdist.utils import atomic_path, check_output, parse_eps
 
 
 def check_sizes(n: int, batch_size: int) -> None:
@@ -38,7 +38,7 @@ def check_compatible(meta: dict, dataset, source: str) -> None:
 
 
 def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: str | None, n: int, batch_size: int,
-            surrogate: str | None, seed: int, progress: Progress | None) -> dict[str, Any]:
+            surrogate: str | None, seed: int, progress: Progress | None, out: str | Path | None) -> dict[str, Any]:
     dev = parallel.device
     with parallel.main_first():  # a model or a dataset may be downloaded: once, by rank 0
         source = resolve_model(model, data)
@@ -48,6 +48,9 @@ def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: 
         data = data or meta.get("dataset")
         if not data:
             raise RdistError(f"{path} records no dataset: pass --data")
+        if out:  # refused before any attack runs: never a report written over the model, surrogate or data
+            check_output(out, "--out", inputs=[("the model", path), ("the surrogate", surrogate),
+                                               ("the dataset", npz_file(data))])
         dataset = load_dataset(data, device=dev)
     check_compatible(meta, dataset, str(path))
     surrogate_net = None
@@ -81,7 +84,7 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
     # Under torchrun each process attacks its share of the batches and every one gets the whole report.
     parallel = Parallel.start(device)
     try:
-        report = _report(parallel, model, names, eps_value, data, n, batch_size, surrogate, seed, progress)
+        report = _report(parallel, model, names, eps_value, data, n, batch_size, surrogate, seed, progress, out)
     finally:
         parallel.close()
     if not parallel.ranks.is_main:  # rank 0 writes

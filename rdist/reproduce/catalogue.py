@@ -20,11 +20,11 @@ import yaml
 from rdist.engine import TrainConfig
 from rdist.engine.config import SELECT_ON
 from rdist.errors import RdistError
-from rdist.utils import parse_eps, suggest
+from rdist.utils import catalogue_path, parse_eps, suggest
 
 METRICS = ("clean", "pgd20", "aa")
-# The catalogue of this project, next to the package in a source checkout (as zoo.yaml).
-PROJECT_REPRODUCTIONS = Path(__file__).resolve().parents[2] / "reproductions.yaml"
+# The catalogue of this project: the copy a wheel ships, else the file at the checkout's root (as zoo.yaml).
+PROJECT_REPRODUCTIONS = catalogue_path("reproductions.yaml")
 NAME = re.compile(r"[\w.+-]+")
 # TrainConfig fields an entry sets through its own keys, or that belong to one invocation, not the row.
 _NOT_OPTIONS = {"method", "student", "data", "teacher", "recipe", "select_on", "seed", "out", "resume", "device",

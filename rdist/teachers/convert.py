@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from rdist.artifact import load_weights, read_metadata, save_model
 from rdist.data import dataset_shape
 from rdist.errors import RdistError
 from rdist.models import create_model
-from rdist.utils import first_line
+from rdist.utils import check_output, first_line
 
 # Prefixes that wrappers add to every key: DataParallel/DDP ("module."), torch.compile ("_orig_mod.").
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -27,10 +26,12 @@ def read_state_dict(path: str | Path, *, containers: tuple[str, ...] = ("state_d
     path = Path(path)
     if not path.is_file():
         raise RdistError(f"checkpoint not found: {path}")
+    safetensors = path.suffix == ".safetensors"
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
-        raise RdistError(f"{path} is not a weights-only PyTorch checkpoint ({first_line(exc)}); rdist never "
+        obj = load_file(str(path)) if safetensors else torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # junk input raises anything from UnpicklingError to KeyError or SafetensorError
+        kind = "readable safetensors file" if safetensors else "weights-only PyTorch checkpoint"
+        raise RdistError(f"{path} is not a {kind} ({type(exc).__name__}: {first_line(exc)}); rdist never "
                          f"unpickles code: {fix}") from None
     for key in containers:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -51,8 +52,11 @@ def import_checkpoint(checkpoint: str | Path, *, arch: str, dataset: str, output
                       mean: list[float] | None = None, std: list[float] | None = None,
                       provenance: dict | None = None) -> dict:
     """Write `output` holding the checkpoint's weights in architecture `arch`; returns the metadata."""
+    output = check_output(output, "--output", inputs=[("the checkpoint", checkpoint)])
     channels, classes, size = dataset_shape(dataset)
-    num_classes, in_channels = num_classes or classes, in_channels or channels
+    # `or` would read an explicit 0 as "not given"; create_model refuses it instead.
+    num_classes = classes if num_classes is None else num_classes
+    in_channels = channels if in_channels is None else in_channels
     model = create_model(arch, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std)
     state = read_state_dict(checkpoint)
     if arch.startswith("wrn-"):

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from rdist.errors import RdistError
-from rdist.utils import suggest
+from rdist.utils import catalogue_path, suggest
 
 METRICS = ("clean", "pgd20", "aa")
 FIELDS = ("name", "repo", "file", "revision", "sha256", "arch", "dataset", "method", "teacher", "results", "command")
@@ -26,8 +26,8 @@ FIELD_PATTERNS = {
     "revision": (re.compile(r"[0-9a-f]{40}"), "a full 40-character commit hash (a branch name can move)"),
     "sha256": (re.compile(r"[0-9a-f]{64}"), "64 lowercase hex characters"),
 }
-# The catalogue of this project, next to the package in a source checkout.
-PROJECT_ZOO = Path(__file__).resolve().parents[2] / "zoo.yaml"
+# The catalogue of this project: at the repository root, and shipped inside the package by a wheel.
+PROJECT_ZOO = catalogue_path("zoo.yaml")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,11 @@ def load_zoo(path: str | Path | None = None) -> list[ZooEntry]:
     if not path.is_file():
         raise RdistError(f"zoo catalogue not found: {path}; pass --zoo PATH or set RDIST_ZOO to a zoo.yaml")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RdistError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8") from None
+    except OSError as exc:
+        raise RdistError(f"cannot read {path} ({exc.strerror or exc}); pass --zoo PATH to a readable zoo.yaml") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

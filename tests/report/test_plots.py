@@ -6,8 +6,8 @@ import matplotlib.image
 import pytest
 
 from rdist.errors import RdistError
-from rdist.report.plots import (check_writable_dir, epoch_records, eps_sweep_figure, size_figure, training_figure,
-                                write_plots)
+from rdist.report.plots import epoch_records, eps_sweep_figure, size_figure, training_figure, write_plots
+from rdist.utils import check_output
 
 COMPARISON = {
     "dataset": "digits", "n": 100, "eps": 8 / 255, "eps_text": "8/255", "attacks": ["clean", "pgd20"],
@@ -80,4 +80,4 @@ def test_an_unwritable_plot_directory_is_refused(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     with pytest.raises(RdistError, match="cannot write to .*a-file/plots.*--plot"):
-        check_writable_dir(blocker / "plots")
+        check_output(blocker / "plots", "--plot", directory=True)

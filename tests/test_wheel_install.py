@@ -1,0 +1,53 @@
+"""A non-editable install (a wheel, as `pip install .` builds) finds the catalogues of the repository root:
+zoo.yaml and every other root *.yaml that build_hooks.py ships."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHECK = """
+import json, rdist, rdist.utils
+from rdist.zoo import load_zoo
+from rdist.zoo.catalogue import PROJECT_ZOO
+from rdist.reproduce.catalogue import PROJECT_REPRODUCTIONS
+print(json.dumps({"rdist": rdist.__file__, "zoo": str(PROJECT_ZOO), "students": len(load_zoo()),
+                  "reproductions": str(PROJECT_REPRODUCTIONS),
+                  "catalogues": sorted(p.name for p in (PROJECT_ZOO.parent).glob("*.yaml"))}))
+"""
+
+
+@pytest.mark.slow
+def test_a_wheel_install_finds_the_catalogues(tmp_path):
+    # Build from a copy, so that the build's build/ and egg-info never land in the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__",
+                                                              ".pytest_cache", "runs", ".venv", "venv"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "--quiet", "-w",
+                    str(tmp_path / "dist"), f"{source}{os.sep}"], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("rdist-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--quiet", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    # Only the installed copy on the path (torch and the rest come from this interpreter's site-packages),
+    # run from a directory without a zoo.yaml and without RDIST_ZOO.
+    env = {k: v for k, v in os.environ.items() if k not in ("RDIST_ZOO", "PYTHONPATH")}
+    result = subprocess.run([sys.executable, "-c", CHECK], env={**env, "PYTHONPATH": str(site)}, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert Path(found["rdist"]).is_relative_to(site), found
+    assert Path(found["zoo"]) == site / "rdist" / "catalogues" / "zoo.yaml"
+    assert Path(found["zoo"]).read_bytes() == (ROOT / "zoo.yaml").read_bytes()
+    assert Path(found["reproductions"]) == site / "rdist" / "catalogues" / "reproductions.yaml"
+    root_catalogues = sorted(p.name for p in ROOT.glob("*.yaml") if not p.name.startswith("."))
+    assert found["catalogues"] == root_catalogues
