@@ -55,7 +55,8 @@ RESUME = typer.Option(None, "--resume", help="continue the run in this directory
                       "(other options may be left out; given ones must match the run)")
 SEED = typer.Option(None, "--seed", help="seed of the initialisation, data order and attacks \\[default: 0]")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1 \\[default: cuda if available]")
-COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile the models (faster long runs on CUDA)")
+COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile the models (faster long runs on CUDA); "
+                       "drops each epoch's last partial batch, so that no batch shape is compiled twice")
 SELECT_ON = typer.Option(None, "--select-on", help="'val' (a held-out split of the training data) or 'test' "
                          "(the papers' protocol; it leaks the test set) for best.safetensors \\[default: val]")
 EVAL_EVERY = typer.Option(None, "--eval-every", help="evaluate clean and PGD-20 accuracy every N epochs "
@@ -126,9 +127,9 @@ class EpochProgress(Callback):
         self.task = self.bar.add_task(f"epoch {epoch}/{epochs}", total=steps, note="")
 
     def on_step(self, info: StepInfo) -> None:
+        clean = f"  clean {info.clean_acc:.1%}" if info.clean_acc is not None else ""
         robust = f"  robust {info.robust_acc:.1%}" if info.robust_acc is not None else ""
-        self.bar.update(self.task, completed=info.step,
-                        note=f"loss {info.mean_loss:.4f}  clean {info.clean_acc:.1%}{robust}")
+        self.bar.update(self.task, completed=info.step, note=f"loss {info.mean_loss:.4f}{clean}{robust}")
 
     def on_eval(self, epoch: int, attack: str, done: int, total: int) -> None:
         self.bar.update(self.task, note=f"evaluating {attack} {done}/{total}")

@@ -68,7 +68,7 @@ def test_student_bn_mode_in_attack_and_update(method_name, attack_in_train_mode)
     assert torch.equal(bn.running_mean, running_mean) != attack_in_train_mode
 
     student.eval()
-    loss = update_phase(student, method, batch, xa, optimizer)
+    loss = update_phase(student, method, batch, xa, optimizer).loss
     update_modes = recorder.take()
     assert update_modes and set(update_modes) == {True}
     assert loss > 0
@@ -83,7 +83,7 @@ class TeacherWatch(Callback):
             teacher.register_forward_pre_hook(lambda m, args: self.forward_modes.append(m.training))
 
     def on_step(self, info) -> None:
-        self.steps += 1
+        self.steps += len(info.losses)
         for teacher in self.teachers:
             assert not teacher.training
             assert not any(p.requires_grad for p in teacher.parameters())
