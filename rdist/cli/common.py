@@ -76,6 +76,7 @@ ATTACKS = typer.Option(None, "--attacks", "-a", help="comma-separated attacks in
                        "clean,pgd20,cw,aa:apgd-ce+apgd-t; `rdist attack --list` shows them all")
 EPS = typer.Option("8/255", "--eps", help="L-inf budget in [0,1] pixel units: 8/255 or 0.031")
 N_IMAGES = typer.Option(1000, "--n", help="number of test images (the first n)")
-BATCH_SIZE = typer.Option(256, "--batch-size", help="images per attack batch")
+BATCH_SIZE = typer.Option("256", "--batch-size", help="images per attack batch, or auto: the largest the GPU's "
+                          "memory allows (256 on the CPU); the random starts, hence the numbers, depend on it")
 DEVICE = typer.Option(None, "--device", help="device the attacks run on: cpu, cuda, cuda:1 "
                       "\\[default: cuda if available]")
