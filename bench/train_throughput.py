@@ -10,7 +10,7 @@ reference: the plain way, as the official RSLAD and AdaAD scripts do it: fp32, N
 crops and flips each image on the CPU, `.to(device)` per batch, the teacher in fp32, `loss.item()` every step,
 the outer loss computed term by term as its formula reads.
 
-Both run the same models, batch, attack (10 steps) and loss, in alternating blocks of `--steps` steps (`--rounds`
+Both run the same models, batch, attack (10 steps by default) and loss, in alternating blocks of `--steps` steps (`--rounds`
 of each), so that a machine whose speed drifts (a shared CPU) affects both alike. Prints images/s of each, the
 ratio, and seconds per 50,000-image epoch extrapolated. Weights are random: throughput does not depend on them.
 Not a test: numbers depend on the machine.
@@ -35,7 +35,7 @@ from rdist.methods import Batch, create_method
 from rdist.models import create_model
 
 EPOCH_IMAGES = 50_000
-EPS, STEP_SIZE, ATTACK_STEPS = 8 / 255, 2 / 255, 10
+EPS, STEP_SIZE = 8 / 255, 2 / 255
 
 
 def synchronize(device: torch.device) -> None:
@@ -65,11 +65,11 @@ def kl_batchmean(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> 
     return F.kl_div(F.log_softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1), reduction="batchmean")
 
 
-def reference_attack(student, x: torch.Tensor, target) -> torch.Tensor:
-    """10 signed-gradient steps on KL(target(xa) || student(xa)), from x + 0.001 N(0, 1), student in eval mode."""
+def reference_attack(student, x: torch.Tensor, target, steps: int) -> torch.Tensor:
+    """Signed-gradient steps on KL(target(xa) || student(xa)), from x + 0.001 N(0, 1), student in eval mode."""
     student.eval()
     xa = x.detach() + 0.001 * torch.randn_like(x)
-    for _ in range(ATTACK_STEPS):
+    for _ in range(steps):
         xa.requires_grad_(True)
         loss = F.kl_div(F.log_softmax(student(xa), dim=1), F.softmax(target(xa), dim=1), reduction="sum")
         grad, = torch.autograd.grad(loss, [xa])
@@ -78,15 +78,15 @@ def reference_attack(student, x: torch.Tensor, target) -> torch.Tensor:
     return xa.detach()
 
 
-def reference_step(method: str, student, teacher, optimizer, x, y) -> float:
+def reference_step(method: str, student, teacher, optimizer, x, y, steps: int) -> float:
     if method == "rslad":
         with torch.no_grad():
             teacher_clean = teacher(x)
-        xa = reference_attack(student, x, lambda xa: teacher_clean)
+        xa = reference_attack(student, x, lambda xa: teacher_clean, steps)
         loss = 0.1 * (5 / 6 * kl_batchmean(student(xa), teacher_clean) + 1 / 6 * kl_batchmean(student(x), teacher_clean))
     else:  # adaad: the teacher re-evaluated at every iterate, its gradient flowing to xa
         alpha = 1.0
-        xa = reference_attack(student, x, teacher)
+        xa = reference_attack(student, x, teacher, steps)
         with torch.no_grad():
             teacher_adv, teacher_clean = teacher(xa), teacher(x)
         loss = 0.1 * (alpha * kl_batchmean(student(xa), teacher_adv)
@@ -109,8 +109,8 @@ class Contender:
         if name == "rdist":
             student, teacher = channels_last(student, device), channels_last(teacher, device)
             self.optimizer, _ = build_optimizer(student, schedule)
-            self.student = torch.compile(student) if args.compile else student
-            self.teacher = torch.compile(teacher) if args.compile else teacher
+            compile_ = (lambda m: torch.compile(m, backend=args.compile_backend)) if args.compile else (lambda m: m)
+            self.student, self.teacher = compile_(student), compile_(teacher)
             self.batches = Batches(images.to(device), labels.to(device), args.batch, shuffle=True, augment=True,
                                    drop_last=True)
             self.generator = torch.Generator(device=device).manual_seed(0)
@@ -125,7 +125,7 @@ class Contender:
         synchronize(self.device)
         start = time.perf_counter()
         if self.name == "rdist":
-            rdist_method = create_method(method, eps=EPS, step_size=STEP_SIZE, steps=ATTACK_STEPS)
+            rdist_method = create_method(method, eps=EPS, step_size=STEP_SIZE, steps=self.args.attack_steps)
             totals = EpochTotals(0.1, steps, self.device)
             for (x, y), _ in zip(self.batches, range(steps)):
                 batch = Batch(input_layout(x), y, 1, 1, self.teacher, None, self.generator)
@@ -135,7 +135,7 @@ class Contender:
         else:
             for (x, y), _ in zip(self.loader, range(steps)):
                 x, y = x.to(self.device), y.to(self.device)
-                reference_step(method, self.student, self.teacher, self.optimizer, x, y)
+                reference_step(method, self.student, self.teacher, self.optimizer, x, y, self.args.attack_steps)
         synchronize(self.device)
         if timed:
             self.seconds += time.perf_counter() - start
@@ -177,19 +177,23 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps of each contender first")
     parser.add_argument("--workers", type=int, default=None,
                         help="DataLoader workers of the reference [default: 4 on CUDA, 0 on the CPU]")
+    parser.add_argument("--attack-steps", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="torch.compile rdist's student and teacher")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend; eager traces the step without generating code (dry runs)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     device = torch.device(args.device)
     # On the CPU loader workers would take cores from the step they feed: the reference loads in-process there.
     args.workers = args.workers if args.workers is not None else (4 if device.type == "cuda" else 0)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"{args.student} student, {args.teacher} teacher, batch {args.batch}, {ATTACK_STEPS}-step attack, "
+    print(f"{args.student} student, {args.teacher} teacher, batch {args.batch}, {args.attack_steps}-step attack, "
           f"{name}, torch {torch.__version__}, compile {'on' if args.compile else 'off'}")
     print(f"rdist: {'bf16 autocast, channels_last' if device.type == 'cuda' else 'fp32'}, data on the device, no "
           f"sync per step; reference: fp32, NCHW, DataLoader ({args.workers} workers), .item() every step")
     figures = {"device": name, "torch": torch.__version__, "student": args.student, "teacher": args.teacher,
-               "batch": args.batch, "steps": args.steps, "rounds": args.rounds, "compile": args.compile}
+               "batch": args.batch, "attack_steps": args.attack_steps, "steps": args.steps, "rounds": args.rounds,
+               "compile": args.compile and args.compile_backend}
     with cudnn_autotune(device):
         for method in args.methods.split(","):
             r = measure(method, args, device)
