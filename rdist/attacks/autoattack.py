@@ -43,6 +43,10 @@ class AutoAttack(Attack):
         self.adversary = _AutoAttack(model, eps=eps, norm="Linf", seed=seed, device=device, **kwargs)
         self.on_stage = on_stage
 
+    def reseed(self, seed: int) -> None:
+        # pyautoattack hands its seed to each component when it runs: setting it is a fresh AutoAttack's start.
+        self.adversary.seed = seed
+
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logger = self.adversary.logger
         handler = _ProgressHandler(self.on_stage) if self.on_stage else None

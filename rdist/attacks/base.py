@@ -16,7 +16,8 @@ def check_adversarial(x_adv: torch.Tensor, x: torch.Tensor, eps: float, attack: 
         raise AdversarialBoundsError(f"{attack} returned shape {tuple(x_adv.shape)} for inputs {tuple(x.shape)}")
     if not torch.isfinite(x_adv).all():
         raise AdversarialBoundsError(f"{attack} produced non-finite pixels")
-    distance = (x_adv - x).abs().amax().item() if x.numel() else 0.0
+    # In fp32: a difference of two bf16 tensors is itself rounded to bf16.
+    distance = (x_adv.float() - x.float()).abs().amax().item() if x.numel() else 0.0
     if distance > eps + TOLERANCE:
         raise AdversarialBoundsError(f"{attack} left the eps-ball: L-inf distance {distance:.8f} > eps {eps:.8f}")
     low, high = x_adv.min().item(), x_adv.max().item()
@@ -37,6 +38,12 @@ class Attack:
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random starts from `seed`: one attack object serves every batch of an evaluation, and
+        each batch still draws what a fresh attack seeded so would."""
+        if self.generator is not None:
+            self.generator.manual_seed(seed)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x_adv = self.perturb(x, y)

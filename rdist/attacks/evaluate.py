@@ -7,12 +7,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rdist.attacks.registry import create_attack
 from rdist.errors import RdistError
 from rdist.utils import format_eps
 
+PRECISIONS = ("fp32", "bf16")
+DEFAULT_BATCH_SIZE = 256
 # (attack name, images done so far, images in all, a note such as an AutoAttack stage)
 Progress = Callable[[str, int, int, str], None]
 
@@ -24,9 +27,17 @@ class EvalResult:
     accuracy: dict[str, float] = field(default_factory=dict)
     worst_case: float = 0.0
     seed: int = 0
+    precision: str = "fp32"
+    batch_size: int = DEFAULT_BATCH_SIZE  # the one the numbers were made with ("auto" resolved)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "eps_text": format_eps(self.eps)}
+
+
+AUTO_MAX_BATCH = 4096  # past this a batch fills no GPU better; it only delays the first progress report
+# The share of free GPU memory a PGD step's footprint may grow to under --batch-size auto: AutoAttack holds
+# several copies of a batch (best points, gradients, restarts) and FAB-T a Jacobian row per target.
+AUTO_MEMORY_SHARE = 0.25
 
 
 @contextlib.contextmanager
@@ -41,33 +52,90 @@ def _eval_mode(*models: nn.Module | None):
             m.train(was_training)
 
 
+def precision_context(device: torch.device, precision: str):
+    """fp32 (the honest protocol, the default), or bf16 autocast: faster on GPUs, at a cost in fidelity that
+    bench/eval_precision.py measures (the inputs and the perturbation stay fp32, the eps-ball check too)."""
+    if precision not in PRECISIONS:
+        raise RdistError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def model_layout(model: nn.Module) -> torch.memory_format:
+    """channels_last when the model's convolutions hold their weights so, else the default layout: inputs in
+    the model's own layout spare every forward a conversion. The first weight whose two layouts differ decides
+    (a one-channel 3x3 kernel, say, is both)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            weight = module.weight
+            if weight.is_contiguous() != weight.is_contiguous(memory_format=torch.channels_last):
+                return torch.contiguous_format if weight.is_contiguous() else torch.channels_last
+    return torch.contiguous_format
+
+
+def auto_batch_size(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> int:
+    """The largest batch (a multiple of 256, at most AUTO_MAX_BATCH and len(x)) whose PGD step fits in
+    AUTO_MEMORY_SHARE of the free GPU memory, from the measured footprint of one step on 256 images.
+
+    On the CPU memory is not what limits a batch: DEFAULT_BATCH_SIZE.
+    """
+    device = x.device
+    if device.type != "cuda":
+        return min(DEFAULT_BATCH_SIZE, len(x))
+    probe = min(DEFAULT_BATCH_SIZE, len(x))
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    allocated = torch.cuda.memory_allocated(device)
+    xb = x[:probe].detach().clone().requires_grad_(True)
+    with _eval_mode(model), precision_context(device, precision):
+        loss = F.cross_entropy(model(xb), y[:probe], reduction="sum")
+    torch.autograd.grad(loss, xb)
+    per_image = max(torch.cuda.max_memory_allocated(device) - allocated, 1) / probe
+    free, _ = torch.cuda.mem_get_info(device)
+    fits = int(free * AUTO_MEMORY_SHARE / per_image) // probe * probe
+    return max(probe, min(fits, AUTO_MAX_BATCH, len(x)))
+
+
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[str], *, eps: float = 8 / 255,
-             batch_size: int = 256, seed: int = 0, surrogate: nn.Module | None = None,
-             progress: Progress | None = None) -> EvalResult:
+             batch_size: int | str = DEFAULT_BATCH_SIZE, seed: int = 0, surrogate: nn.Module | None = None,
+             precision: str = "fp32", progress: Progress | None = None) -> EvalResult:
     """Accuracy of `model` under each attack on (x, y) (floats in [0, 1] or uint8), in eval mode.
 
     An example counts as robust to an attack only if it is also classified correctly when clean, so
     no robust accuracy exceeds clean accuracy; `worst_case` requires robustness to every attack.
+    `batch_size` "auto" takes the largest batch the GPU's memory allows (`auto_batch_size`); the numbers
+    depend on the batch size, as batch `start` draws its random starts from seed * 100_003 + start.
     """
     if len(x) == 0:
         raise RdistError("no test images to evaluate on: --n must be > 0")
+    batch_size = resolve_batch_size(model, x, y, batch_size, precision)
     robust = correct_per_example(model, x, y, attacks, eps=eps, batch_size=batch_size, seed=seed,
-                                 surrogate=surrogate, progress=progress)
-    return summarize(robust, eps, seed)
+                                 surrogate=surrogate, precision=precision, progress=progress)
+    return summarize(robust, eps, seed, precision, batch_size)
 
 
-def summarize(robust: dict[str, torch.Tensor], eps: float, seed: int) -> EvalResult:
+def resolve_batch_size(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | str,
+                       precision: str) -> int:
+    """`batch_size` as a number: "auto" measured on the model's device (`auto_batch_size`)."""
+    if batch_size != "auto":
+        return int(batch_size)
+    device = next(model.parameters()).device
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    return auto_batch_size(model, x.to(device), y.to(device), precision)
+
+
+def summarize(robust: dict[str, torch.Tensor], eps: float, seed: int, precision: str = "fp32",
+              batch_size: int = DEFAULT_BATCH_SIZE) -> EvalResult:
     """The EvalResult of per-example correctness vectors, one per attack (all of the same images)."""
     worst = torch.stack(list(robust.values())).all(0)
-    return EvalResult(n=len(worst), eps=eps, seed=seed,
+    return EvalResult(n=len(worst), eps=eps, seed=seed, precision=precision, batch_size=batch_size,
                       accuracy={k: v.float().mean().item() for k, v in robust.items()},
                       worst_case=worst.float().mean().item())
 
 
 def correct_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[str], *,
-                        eps: float = 8 / 255, batch_size: int = 256, seed: int = 0,
-                        surrogate: nn.Module | None = None, progress: Progress | None = None,
-                        first: int = 0) -> dict[str, torch.Tensor]:
+                        eps: float = 8 / 255, batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0,
+                        surrogate: nn.Module | None = None, precision: str = "fp32",
+                        progress: Progress | None = None, first: int = 0) -> dict[str, torch.Tensor]:
     """For each attack, whether each example of (x, y) resists it (and is correct when clean).
 
     `first` is the index of x[0] in the whole evaluation set: the attack seeds depend on it, so that a
@@ -75,11 +143,13 @@ def correct_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
     the whole set would.
     """
     device = next(model.parameters()).device
-    if x.dtype == torch.uint8:
-        x = x.float() / 255
-    x, y = x.to(device), y.to(device)
+    context = precision_context(device, precision)  # checks the name before any work
+    # fp32 inputs whatever the caller's dtype: the attack steps and the eps-ball projection need fp32 (bf16
+    # has 8 bits of mantissa, too few to hold x + eps within the checker's 1e-6).
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    x, y = x.to(device).contiguous(memory_format=model_layout(model)), y.to(device)
     robust = {}
-    with _eval_mode(model, surrogate):
+    with _eval_mode(model, surrogate), context:
         with torch.no_grad():
             clean_correct = torch.cat([model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
                                        for i in range(0, len(x), batch_size)])
@@ -89,18 +159,22 @@ def correct_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
                 if progress:
                     progress(name, len(x), len(x), "")
                 continue
+            done = [0]  # images of the attack finished before the running batch, for AutoAttack's stage notes
+            stage = (lambda note, name=name: progress(name, done[0], len(x), note)) if progress else None
+            # One attack object for the whole evaluation (AutoAttack builds four sub-attacks), reseeded per batch.
+            attack = create_attack(name, model, eps, seed=seed, surrogate=surrogate, on_stage=stage)
             correct = []
             for start in range(0, len(x), batch_size):
                 xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-                done = start
-                stage = (lambda note, done=done: progress(name, done, len(x), note)) if progress else None
-                # The batch index enters the seed: the same seed gives the same random starts in every run.
-                attack = create_attack(name, model, eps, seed=seed * 100_003 + first + start, surrogate=surrogate,
-                                       on_stage=stage)
+                done[0] = start
+                # The batch's index in the whole set enters the seed: the same seed gives the same random starts
+                # in every run, whatever the number of processes sharing the set.
+                attack.reseed(seed * 100_003 + first + start)
                 x_adv = attack(xb, yb)
                 with torch.no_grad():
                     correct.append(model(x_adv).argmax(1) == yb)
                 if progress:
                     progress(name, start + len(xb), len(x), "")
+            # Per-example correctness is what is combined (and, across processes, gathered).
             robust[name] = torch.cat(correct) & clean_correct
     return robust

@@ -12,3 +12,6 @@ class Transfer(Attack):
 
     def perturb(self, x, y):
         return self.source(x, y)
+
+    def reseed(self, seed: int) -> None:
+        self.source.reseed(seed)

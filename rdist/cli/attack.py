@@ -24,11 +24,13 @@ def attack(
     data: str = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
                              "\\[default: the dataset recorded in the model]"),
     n: int = common.N_IMAGES,
-    batch_size: int = common.BATCH_SIZE,
+    batch_size: str = common.BATCH_SIZE,
     surrogate: str = typer.Option(None, "--surrogate", help=f"model to craft transfer attacks on: "
                                   f"{common.MODEL_HELP}"),
     seed: int = typer.Option(0, "--seed", help="seed of the random starts; the same seed gives the same numbers"),
     device: str = common.DEVICE,
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (the honest protocol) or bf16: autocast "
+                                  "forwards, faster on a GPU but not the protocol papers report; never --record-ed"),
     out: Path = typer.Option(None, "--out", "-o", help="also write the report as JSON to this file"),
     record: bool = typer.Option(False, "--record", help="write the results into the model's metadata"),
     json_out: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
@@ -50,7 +52,7 @@ def attack(
     with progress_bar(quiet or json_out or not main) as bar:
         report = robustness_report(model, suite=suite, attacks=attacks, eps=eps, data=data, n=n,
                                    batch_size=batch_size, surrogate=surrogate, seed=seed, device=device,
-                                   record=record, out=out, progress=attack_progress(bar))
+                                   precision=precision, record=record, out=out, progress=attack_progress(bar))
     if not main:
         return
     if json_out:

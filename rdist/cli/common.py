@@ -140,6 +140,7 @@ EPS = typer.Option("8/255", "--eps", help="L-inf budget in [0,1] pixel units: 8/
 # --n-images because torchrun's own parser refuses `--n` (an abbreviation of several of its options).
 N_IMAGES = typer.Option(1000, "--n", "--n-images", help="number of test images (the first n); under torchrun "
                         "write --n-images")
-BATCH_SIZE = typer.Option(256, "--batch-size", help="images per attack batch")
+BATCH_SIZE = typer.Option("256", "--batch-size", help="images per attack batch, or auto: the largest the GPU's "
+                          "memory allows (256 on the CPU); the random starts, hence the numbers, depend on it")
 DEVICE = typer.Option(None, "--device", help="device the attacks run on: cpu, cuda, cuda:1 "
                       "\\[default: cuda if available]")

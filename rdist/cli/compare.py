@@ -25,7 +25,7 @@ def compare(
     data: str = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
                              "\\[default: the dataset the models record]"),
     n: int = common.N_IMAGES,
-    batch_size: int = common.BATCH_SIZE,
+    batch_size: str = common.BATCH_SIZE,
     seed: int = typer.Option(0, "--seed", help="seed of the attacks' random starts"),
     device: str = common.DEVICE,
     fresh: bool = typer.Option(False, "--fresh", help="recompute results even when an artifact has them recorded "

@@ -83,7 +83,8 @@ SEEDS = typer.Option(None, "--seeds", help="several seeds, e.g. 0,1,2: one run d
                      "--out, a group directory that `rdist compare --runs` shows as one row, mean +- std; the same "
                      "command again continues the group")
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1 \\[default: cuda if available]")
-COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile the models (faster long runs on CUDA)")
+COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile the models (faster long runs on CUDA); "
+                       "drops each epoch's last partial batch, so that no batch shape is compiled twice")
 SYNC_BN = typer.Option(None, "--sync-bn/--no-sync-bn", help="under torchrun: BatchNorm normalises with the "
                        "statistics of the whole global batch (SyncBatchNorm; the same numbers as one process with "
                        "that batch, at one all-reduce per BN layer). Off: each process's BN sees its own shard, as "
@@ -207,9 +208,9 @@ class EpochProgress(Callback):
     def on_step(self, info: StepInfo) -> None:
         if self.estimate is not None:
             self._report_pace()
+        clean = f"  clean {info.clean_acc:.1%}" if info.clean_acc is not None else ""
         robust = f"  robust {info.robust_acc:.1%}" if info.robust_acc is not None else ""
-        self.bar.update(self.task, completed=info.step,
-                        note=f"loss {info.mean_loss:.4f}  clean {info.clean_acc:.1%}{robust}")
+        self.bar.update(self.task, completed=info.step, note=f"loss {info.mean_loss:.4f}{clean}{robust}")
 
     def _report_pace(self) -> None:
         """Once, after the first steps: the measured seconds per step and what the whole run takes at that pace.

@@ -11,18 +11,25 @@ from typing import Any
 class StepInfo:
     epoch: int
     epochs: int
-    step: int  # 1-based step within the epoch
+    step: int  # 1-based step within the epoch, the last one this report covers
     steps: int  # steps in this epoch
     global_step: int  # optimiser steps since the run began
-    loss: float
+    loss: float  # of the last step
     mean_loss: float  # over the epoch so far
-    clean_acc: float  # running training accuracy on clean inputs (measured in eval mode)
-    robust_acc: float | None  # ... on the method's adversarial inputs; None for methods without an attack
+    # Running training accuracy on clean inputs, from the S(x) logits of the method's own loss (train mode);
+    # None for a method whose loss never runs S(x).
+    clean_acc: float | None
+    robust_acc: float | None  # ... from its S(xa) logits; None for methods without an attack
     lr: float
+    losses: tuple[float, ...] = ()  # the loss of each step since the previous report, in order
 
 
 class Callback:
     """Override what you need; every hook does nothing by default."""
+
+    # Steps between two `on_step` reports. Each report waits for the device to finish the steps so far (a
+    # host sync), which a training step otherwise never does; 1 reports every step, at that cost.
+    report_every: int = 20
 
     def on_run_start(self, run_dir: Path, start_epoch: int, epochs: int, steps_per_epoch: int,
                      resumed: bool) -> None:
@@ -32,7 +39,7 @@ class Callback:
         pass
 
     def on_step(self, info: StepInfo) -> None:
-        pass
+        """Called every few steps (the engine reads the device only then) and after the epoch's last step."""
 
     def on_eval(self, epoch: int, attack: str, done: int, total: int) -> None:
         pass

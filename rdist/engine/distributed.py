@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from rdist.attacks.evaluate import EvalResult, Progress, correct_per_example, summarize
+from rdist.attacks.evaluate import EvalResult, Progress, correct_per_example, resolve_batch_size, summarize
 from rdist.attacks.pgd import Noise, ShardNoise
 from rdist.data import Batches
 from rdist.errors import RdistError
@@ -263,32 +263,42 @@ class Parallel:
         """An epoch's training totals over all ranks: counts summed, the mean loss averaged."""
         if not self.distributed:
             return totals
-        values = torch.tensor([totals.loss_sum, totals.clean, totals.robust or 0, totals.counted, totals.images],
+        totals.read()  # every step's loss and the correct counts, on the host
+        losses = torch.tensor(totals.losses, dtype=torch.float64, device=self.comm_device)
+        counts = torch.tensor([totals.clean, totals.robust, totals.clean_seen, totals.robust_seen, totals.images],
                               dtype=torch.float64, device=self.comm_device)
-        dist.all_reduce(values)
-        loss_sum, clean, robust, counted, images = values.tolist()
-        return replace(totals, loss_sum=loss_sum / self.ranks.world_size, clean=int(clean), counted=int(counted),
-                       robust=int(robust) if totals.robust is not None else None, images=int(images))
+        dist.all_reduce(losses)
+        dist.all_reduce(counts)
+        totals.losses = (losses / self.ranks.world_size).tolist()  # each step's loss, the mean over the ranks
+        totals.clean, totals.robust, totals.clean_seen, totals.robust_seen, totals.images = \
+            (round(v) for v in counts.tolist())
+        return totals
 
     # -- evaluation ----------------------------------------------------------------------------------
 
     def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[str], *,
-                 eps: float = 8 / 255, batch_size: int = 256, seed: int = 0, surrogate: nn.Module | None = None,
+                 eps: float = 8 / 255, batch_size: int | str = 256, seed: int = 0,
+                 surrogate: nn.Module | None = None, precision: str = "fp32",
                  progress: Progress | None = None) -> EvalResult:
         """`attacks.evaluate`, sharded: this rank attacks its whole batches, with the seeds one process gives
         them, and the per-example results of all ranks are gathered; every rank returns the same result."""
         if len(x) == 0:
             raise RdistError("no test images to evaluate on: --n must be > 0")
         world = self.ranks.world_size
+        batch_size = resolve_batch_size(model, x, y, batch_size, precision)
+        if self.distributed:  # every rank shards alike: the smallest batch any rank's memory allows
+            size = torch.tensor([batch_size], device=self.comm_device)
+            dist.all_reduce(size, op=dist.ReduceOp.MIN)
+            batch_size = int(size.item())
         shards = [self.eval_rows(len(x), batch_size, rank) for rank in range(world)]
         mine = shards[self.ranks.rank]
         if mine.stop > mine.start:
             local = correct_per_example(model, x[mine], y[mine], attacks, eps=eps, batch_size=batch_size, seed=seed,
-                                        surrogate=surrogate, progress=progress, first=mine.start)
+                                        surrogate=surrogate, precision=precision, progress=progress, first=mine.start)
         else:  # fewer batches than ranks: this one has none
             local = {name: torch.zeros(0, dtype=torch.bool) for name in attacks}
         if not self.distributed:
-            return summarize(local, eps, seed)
+            return summarize(local, eps, seed, precision, batch_size)
         stacked = torch.stack([local[name].to(self.comm_device, torch.uint8) for name in attacks])
         longest = max(s.stop - s.start for s in shards)
         padded = torch.zeros(len(attacks), longest, dtype=torch.uint8, device=self.comm_device)
@@ -296,7 +306,7 @@ class Parallel:
         gathered = [torch.empty_like(padded) for _ in range(world)]
         dist.all_gather(gathered, padded)
         everyone = torch.cat([g[:, :s.stop - s.start] for g, s in zip(gathered, shards)], dim=1).bool()
-        return summarize(dict(zip(attacks, everyone)), eps, seed)
+        return summarize(dict(zip(attacks, everyone)), eps, seed, precision, batch_size)
 
     def eval_rows(self, n: int, batch_size: int, rank: int | None = None) -> slice:
         """The rows of an evaluation set of `n` images that `rank` attacks: whole batches of `batch_size`,

@@ -28,7 +28,7 @@ from rdist.engine.config import TrainConfig
 from rdist.engine.log import LOG, EpochLog, read_log
 from rdist.engine.outputs import BEST, EVAL_ATTACKS, LAST, check_run_dir, eval_report, save_artifact
 from rdist.engine.schedule import build_optimizer
-from rdist.engine.step import attack_phase, correct_counts, input_layout, update_phase
+from rdist.engine.step import StepOutput, attack_phase, cudnn_autotune, input_layout, update_phase
 from rdist.errors import RdistError
 from rdist.methods import Batch
 from rdist.utils import first_line
@@ -51,33 +51,53 @@ class RunResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
-@dataclass
 class EpochTotals:
-    """Running sums of one epoch's steps; accuracies come from `correct_counts`' subsample of each batch."""
+    """One epoch's step results, summed on the device and read (one host sync) every `Callback.report_every` steps.
 
-    lr: float
-    steps: int = 0
-    loss_sum: float = 0.0
-    clean: int = 0
-    robust: int | None = 0  # None for methods without an attack
-    counted: int = 0
-    images: int = 0
+    Accuracies come from the logits the method's own loss computed (`LogitRecorder`), in train mode; a
+    method whose loss never runs S(x) has no clean accuracy (None), one without an attack no robust one.
+    """
 
-    def add(self, loss: float, clean: int, robust: int | None, counted: int, images: int) -> None:
-        self.steps, self.loss_sum = self.steps + 1, self.loss_sum + loss
-        self.clean, self.counted, self.images = self.clean + clean, self.counted + counted, self.images + images
-        self.robust = self.robust + robust if robust is not None and self.robust is not None else None
+    def __init__(self, lr: float, steps: int, device: torch.device):
+        self.lr = lr
+        self.step_losses = torch.zeros(steps, device=device)  # the loss of each step, written on the device
+        self.correct = torch.zeros(2, dtype=torch.int64, device=device)  # clean, robust
+        self.steps = self.images = self.clean_seen = self.robust_seen = 0
+        self.losses: list[float] = []  # the step losses read so far
+        self.clean = self.robust = 0  # the correct counts at the last read
+
+    def add(self, out: StepOutput) -> None:
+        self.step_losses[self.steps] = out.loss
+        if out.clean_correct is not None:
+            self.correct[0] += out.clean_correct
+            self.clean_seen += out.images
+        if out.robust_correct is not None:
+            self.correct[1] += out.robust_correct
+            self.robust_seen += out.images
+        self.steps += 1
+        self.images += out.images
+
+    def read(self) -> list[float]:
+        """Wait for the steps added so far; returns the losses of those not read before."""
+        values = torch.cat([self.step_losses[len(self.losses):self.steps], self.correct.to(torch.float64)]).tolist()
+        new, (self.clean, self.robust) = values[:-2], (round(v) for v in values[-2:])
+        self.losses.extend(new)
+        return new
 
     @property
-    def clean_acc(self) -> float:
-        return self.clean / max(self.counted, 1)
+    def mean_loss(self) -> float:
+        return math.fsum(self.losses) / max(len(self.losses), 1)
+
+    @property
+    def clean_acc(self) -> float | None:
+        return self.clean / self.clean_seen if self.clean_seen else None
 
     @property
     def robust_acc(self) -> float | None:
-        return self.robust / max(self.counted, 1) if self.robust is not None else None
+        return self.robust / self.robust_seen if self.robust_seen else None
 
     def record(self) -> dict[str, Any]:
-        return {"lr": self.lr, "train_loss": self.loss_sum / max(self.steps, 1), "train_clean_acc": self.clean_acc,
+        return {"lr": self.lr, "train_loss": self.mean_loss, "train_clean_acc": self.clean_acc,
                 "train_robust_acc": self.robust_acc}
 
 
@@ -102,16 +122,15 @@ class Trainer:
         self.main, self.parallel = run.ranks.is_main, run.parallel
         self.optimizer, self.scheduler = build_optimizer(run.student, self.schedule)
         self.swa = AveragedModel(run.student) if self.schedule.swa_start else None
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
         compile_ = torch.compile if self.config.compile else (lambda module: module)
         self.model = compile_(run.student)  # the attack, the accuracy probe and the evaluation run it unwrapped
         wrapped = self.parallel.wrap(run.student, self.optimizer)
         self.update_model = self.model if wrapped is run.student else compile_(wrapped)  # the outer loss: DDP
         self.teacher = compile_(run.teacher) if run.teacher is not None else None
         self.natural_teacher = compile_(run.natural_teacher) if run.natural_teacher is not None else None
+        # Under --compile every batch has the same shape: a smaller last batch would be compiled again.
         self.batches = self.parallel.batches(run.train_x, run.train_y, self.schedule.batch_size, shuffle=True,
-                                             augment=True, seed=self.config.seed)
+                                             augment=True, seed=self.config.seed, drop_last=self.config.compile)
         self.epoch = self.global_step = 0
         self.checkpoint_epoch = 0  # the last epoch whose checkpoint is on disk
         self.best_epoch: int | None = None
@@ -147,10 +166,11 @@ class Trainer:
     def fit(self) -> RunResult:
         self.callback.on_run_start(self.run.run_dir, self.epoch + 1, self.schedule.epochs, len(self.batches),
                                    bool(self.config.resume))
-        for epoch in range(self.epoch + 1, self.schedule.epochs + 1):
-            if self._steps_left() == 0:
-                break
-            self._epoch(epoch)
+        with cudnn_autotune(self.device):
+            for epoch in range(self.epoch + 1, self.schedule.epochs + 1):
+                if self._steps_left() == 0:
+                    break
+                self._epoch(epoch)
         return self._result("epochs" if self.epoch == self.schedule.epochs else "max_steps")
 
     def _steps_left(self) -> int | None:
@@ -198,20 +218,29 @@ class Trainer:
     def _train_steps(self, epoch: int, steps: int) -> EpochTotals:
         self.batches.set_epoch(epoch)
         generator = torch.Generator(device=self.device).manual_seed(attack_seed(self.config.seed, epoch))
-        totals = EpochTotals(lr=self.optimizer.param_groups[0]["lr"])
+        totals = EpochTotals(self.optimizer.param_groups[0]["lr"], steps, self.device)
         for step, (x, y) in enumerate(itertools.islice(self.batches, steps), 1):
             batch = Batch(input_layout(x), y, epoch, self.schedule.epochs, self.teacher, self.natural_teacher,
                           self.parallel.batch_noise(generator, self.batches, step - 1))
             xa = attack_phase(self.model, self.run.method, batch)
-            clean, robust, counted = correct_counts(self.model, batch, xa)
-            loss = update_phase(self.update_model, self.run.method, batch, xa, self.optimizer)
+            totals.add(update_phase(self.update_model, self.run.method, batch, xa, self.optimizer))
             self.global_step += 1
-            if not math.isfinite(loss):
-                raise self._non_finite(loss, epoch, step, steps, totals.lr)
-            totals.add(loss, clean, robust, counted, len(y))
-            self.callback.on_step(StepInfo(epoch, self.schedule.epochs, step, steps, self.global_step, loss,
-                                           totals.loss_sum / step, totals.clean_acc, totals.robust_acc, totals.lr))
+            if step % self.callback.report_every == 0 or step == steps:
+                self._read(totals, epoch, steps)
         return totals
+
+    def _read(self, totals: EpochTotals, epoch: int, steps: int) -> None:
+        """Read the steps since the last read; stop at the first non-finite loss among them, before anything of
+        this epoch is saved (the steps after it ran on its garbage and are discarded with it)."""
+        losses = totals.read()
+        first_step = totals.steps - len(losses) + 1  # the epoch's 1-based step of losses[0]
+        for offset, loss in enumerate(losses):
+            if not math.isfinite(loss):
+                step = first_step + offset
+                raise self._non_finite(loss, epoch, step, steps, self.global_step - totals.steps + step, totals.lr)
+        self.callback.on_step(StepInfo(epoch, self.schedule.epochs, totals.steps, steps, self.global_step, losses[-1],
+                                       totals.mean_loss, totals.clean_acc, totals.robust_acc, totals.lr,
+                                       tuple(losses)))
 
     def _swa_active(self, epoch: int) -> bool:
         return self.swa is not None and epoch >= self.schedule.swa_start and int(self.swa.n_averaged) > 0
@@ -240,10 +269,10 @@ class Trainer:
             "best_epoch": self.best_epoch, "best_acc": self.best_acc})
         self.checkpoint_epoch = self.epoch
 
-    def _non_finite(self, loss: float, epoch: int, step: int, steps: int, lr: float) -> RdistError:
+    def _non_finite(self, loss: float, epoch: int, step: int, steps: int, global_step: int, lr: float) -> RdistError:
         kept = (f"the last good checkpoint (epoch {self.checkpoint_epoch}) is kept in {self.run.run_dir}"
                 if self.checkpoint_epoch else "no epoch had finished, so no checkpoint was written")
-        return RdistError(f"training loss is {loss} at step {self.global_step} (epoch {epoch}, batch {step} of "
+        return RdistError(f"training loss is {loss} at step {global_step} (epoch {epoch}, batch {step} of "
                           f"{steps}); training stopped and {kept}; try a lower learning rate (--lr, now {lr:g})")
 
     def _result(self, stopped_by: str) -> RunResult:

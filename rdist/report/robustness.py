@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rdist.artifact import record_results
 from rdist.attacks import resolve_attacks
-from rdist.attacks.evaluate import Progress
+from rdist.attacks.evaluate import PRECISIONS, Progress
 from rdist.data import load_dataset, npz_file
 from rdist.engine.distributed import Parallel
 from rdist.errors import RdistError
@@ -17,11 +19,21 @@ from rdist.resolve import check_recordable, resolve_model
 from rdist.utils import atomic_path, check_output, parse_eps
 
 
-def check_sizes(n: int, batch_size: int) -> None:
+def parse_batch_size(text: str | int) -> int | str:
+    """--batch-size: a number of images, or "auto" (the largest batch the GPU's memory allows)."""
+    if text == "auto" or isinstance(text, int):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise RdistError(f"--batch-size must be a positive integer or auto, got '{text}'") from None
+
+
+def check_sizes(n: int, batch_size: int | str) -> None:
     """Refuse a non-positive number of test images or batch size before any work starts."""
     if n <= 0:
         raise RdistError(f"--n must be a positive number of test images, got {n}")
-    if batch_size <= 0:
+    if parse_batch_size(batch_size) != "auto" and parse_batch_size(batch_size) <= 0:
         raise RdistError(f"--batch-size must be positive, got {batch_size}")
 
 
@@ -37,13 +49,16 @@ def check_compatible(meta: dict, dataset, source: str) -> None:
                          f"{tuple(dataset.input_shape)}; pass the --data the model was trained on")
 
 
-def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: str | None, n: int, batch_size: int,
-            surrogate: str | None, seed: int, progress: Progress | None, out: str | Path | None) -> dict[str, Any]:
+def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: str | None, n: int,
+            batch_size: int | str, surrogate: str | None, seed: int, precision: str, progress: Progress | None,
+            out: str | Path | None) -> dict[str, Any]:
     dev = parallel.device
     with parallel.main_first():  # a model or a dataset may be downloaded: once, by rank 0
         source = resolve_model(model, data)
         path = source.path
         net = source.load(dev)
+        if dev.type == "cuda":  # faster convolutions; evaluate feeds the inputs in the same layout
+            net = net.to(memory_format=torch.channels_last)
         meta = net.rdist_meta
         data = data or meta.get("dataset")
         if not data:
@@ -61,22 +76,31 @@ def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: 
     x, y = dataset.x_test[:n], dataset.y_test[:n]
     started = time.perf_counter()
     result = parallel.evaluate(net, x, y, names, eps=eps, batch_size=batch_size, seed=seed, surrogate=surrogate_net,
-                               progress=progress)
+                               precision=precision, progress=progress)
     return {"model": str(path), "dataset": dataset.name, "attacks": names, **result.to_dict(),
             "surrogate": surrogate, "device": str(dev), "processes": parallel.ranks.world_size,
             "seconds": round(time.perf_counter() - started, 2)}
 
 
 def robustness_report(model: str, *, suite: str | None = "standard", attacks: str | list[str] | None = None,
-                      eps: str | float = "8/255", data: str | None = None, n: int = 1000, batch_size: int = 256,
-                      surrogate: str | None = None, seed: int = 0, device: str | None = None, record: bool = False,
+                      eps: str | float = "8/255", data: str | None = None, n: int = 1000,
+                      batch_size: int | str = 256, surrogate: str | None = None, seed: int = 0,
+                      device: str | None = None, precision: str = "fp32", record: bool = False,
                       out: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Attack `model` (a path, zoo:NAME, a RobustBench name or hf-hub:ORG/REPO[@REV], as is `surrogate`) on the
     first `n` test images of `data` and return the report as a dict.
 
     With `record`, the report is also written into the artifact's metadata; with `out`, to a JSON file.
+    `batch_size` may be "auto"; `precision` "bf16" runs the attacks under bf16 autocast (faster on a GPU,
+    less faithful), and its reports are never recorded: an artifact records the fp32 protocol only.
     """
     check_sizes(n, batch_size)
+    batch_size = parse_batch_size(batch_size)
+    if precision not in PRECISIONS:
+        raise RdistError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if record and precision != "fp32":
+        raise RdistError("--record stores the fp32 protocol's numbers only (compare reuses them as such): "
+                         "drop --record, or drop --precision bf16")
     if record:
         check_recordable(model)
     eps_value = parse_eps(eps)
@@ -84,7 +108,8 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
     # Under torchrun each process attacks its share of the batches and every one gets the whole report.
     parallel = Parallel.start(device)
     try:
-        report = _report(parallel, model, names, eps_value, data, n, batch_size, surrogate, seed, progress, out)
+        report = _report(parallel, model, names, eps_value, data, n, batch_size, surrogate, seed, precision,
+                         progress, out)
     finally:
         parallel.close()
     if not parallel.ranks.is_main:  # rank 0 writes

@@ -142,6 +142,25 @@ def test_non_positive_n(digits_artifact, n, tmp_path):
     refused(digits_artifact, tmp_path, "--n", n, fragments=("--n must be a positive",))
 
 
+@pytest.mark.parametrize("args, fragments", [
+    (("--batch-size", "lots"), ("--batch-size must be a positive integer or auto, got 'lots'",)),
+    (("--batch-size", "0"), ("--batch-size must be positive",)),
+    (("--precision", "fp16"), ("--precision must be one of fp32, bf16, got 'fp16'",)),
+    (("--precision", "bf16"), ("--record stores the fp32 protocol's numbers only", "drop --precision bf16")),
+])
+def test_bad_batch_size_and_precision(digits_artifact, tmp_path, args, fragments):
+    refused(digits_artifact, tmp_path, *args, fragments=fragments)
+
+
+def test_bf16_and_auto_batch_report_what_they_ran(digits_artifact):
+    result = run("attack", digits_artifact, "--attacks", "clean,pgd20", "--eps", "32/255", "--n", "40",
+                 "--precision", "bf16", "--batch-size", "auto", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["precision"] == "bf16" and report["batch_size"] == 40  # auto on the CPU: min(256, n)
+    assert 0 <= report["accuracy"]["pgd20"] <= report["accuracy"]["clean"] <= 1
+
+
 @pytest.mark.parametrize("device, fragment", [("bogus", "cannot read device 'bogus'"), ("cuda:0", "CUDA")])
 def test_unusable_device(digits_artifact, tmp_path, device, fragment):
     if device.startswith("cuda") and torch.cuda.is_available():

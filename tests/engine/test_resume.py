@@ -30,6 +30,8 @@ from rdist.engine import Callback, TrainConfig, train
 config, kill_at = TrainConfig.from_dict(json.loads(sys.argv[1])), int(sys.argv[2])
 
 class Kill(Callback):
+    report_every = 1  # hear of every step, so that the kill lands inside the epoch
+
     def on_step(self, info):
         if info.global_step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,161 @@
+"""The CUDA path: every method's step under bf16 autocast and channels_last, with and without --compile, fp32 and
+bf16 losses that agree, a resume on the GPU, auto batches and the eps-ball check under bf16.
+
+Run with `pytest -m cuda` on a machine with a GPU (bench/gpu_check.sh does). Without one every test here is
+skipped, saying so. RDIST_CUDA_TESTS_ON_CPU=1 runs them on the CPU instead, as a walk through their code (the
+dry run of bench/gpu_check.sh): it proves nothing about CUDA.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import os
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+import rdist
+from rdist.attacks import create_attack, evaluate
+from rdist.attacks.evaluate import AUTO_MAX_BATCH, auto_batch_size
+from rdist.data import Batches
+from rdist.engine import LAST, LOG, Callback, TrainConfig, read_log, resume_config, train
+from rdist.engine.build import build_run
+from rdist.engine.trainer import Trainer
+from rdist.methods import Batch, create_method, list_methods, method_class
+
+ON_CPU = os.environ.get("RDIST_CUDA_TESTS_ON_CPU") == "1"
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not ON_CPU and not torch.cuda.is_available(),
+                       reason="needs a CUDA GPU (torch.cuda.is_available() is False); "
+                              "RDIST_CUDA_TESTS_ON_CPU=1 walks these tests on the CPU"),
+]
+DEVICE = "cpu" if ON_CPU else "cuda"
+EPS = 32 / 255
+
+
+def _teacher_file(path, seed: int) -> str:
+    torch.manual_seed(seed)
+    model = rdist.create_model("smallcnn", num_classes=10, in_channels=1)
+    return str(rdist.save_model(model, path, dataset="digits", input_shape=[1, 8, 8]))
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("cuda-teachers")
+    return _teacher_file(directory / "robust.safetensors", 1), _teacher_file(directory / "natural.safetensors", 2)
+
+
+def _config(method: str, teachers, out, **overrides) -> TrainConfig:
+    cls = method_class(method)
+    values = dict(method=method, student="tinycnn", data="digits", epochs=2, batch_size=64, attack_steps=2,
+                  eval_n=16, device=DEVICE, teacher=teachers[0] if cls.needs_teacher else None,
+                  natural_teacher=teachers[1] if cls.needs_natural_teacher else None, out=str(out))
+    return TrainConfig(**{**values, **overrides})
+
+
+class Watch(Callback):
+    report_every = 1
+
+    def __init__(self):
+        self.losses: list[float] = []
+
+    def on_step(self, info) -> None:
+        self.losses.extend(info.losses)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compile"])
+@pytest.mark.parametrize("method", list_methods())
+def test_every_method_steps_under_autocast_and_channels_last(method, compiled, teachers, tmp_path, monkeypatch):
+    if ON_CPU and compiled:  # the walk traces the step with dynamo but skips inductor's slow CPU code generation
+        monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    run = build_run(_config(method, teachers, tmp_path, max_steps=3, compile=compiled).with_absolute_paths())
+    conv = next(m for m in run.student.modules() if isinstance(m, nn.Conv2d))
+    if not ON_CPU:
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    dtypes = []
+    if not compiled:  # a hook inside a compiled graph would be traced, not called
+        run.student.register_forward_hook(lambda m, args, out: dtypes.append(out.dtype))
+    watch = Watch()
+
+    result = Trainer(run, watch).fit()
+
+    assert result.global_step == 3 and len(watch.losses) == 3
+    assert all(math.isfinite(v) for v in watch.losses)
+    assert (tmp_path / LAST).is_file()
+    if not compiled:
+        assert set(dtypes) == {torch.float32 if ON_CPU else torch.bfloat16}
+
+
+def _batch(device: torch.device, teachers) -> Batch:
+    digits = rdist.load_dataset("digits", device=device)
+    x, y = next(iter(Batches(digits.x_train, digits.y_train, 64, shuffle=True, seed=0)))
+    teacher, natural = (rdist.load_model(path, device) for path in teachers)
+    return Batch(x, y, epoch=5, epochs=10, teacher=teacher, natural_teacher=natural,
+                 generator=torch.Generator(device=device).manual_seed(0))
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_fp32_and_bf16_losses_agree(method, teachers):
+    device = torch.device(DEVICE)
+    batch = _batch(device, teachers)
+    torch.manual_seed(0)
+    student = rdist.create_model("tinycnn", num_classes=10, in_channels=1).to(device)
+    method_ = create_method(method, steps=2)
+    student.train(method_.bn_mode == "train")
+    xa = method_.perturb(copy.deepcopy(student), batch)  # fp32: both losses see the same inputs
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        model = copy.deepcopy(student).train()  # train-mode BN moves its statistics: each loss gets its own copy
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            losses[precision] = method_.loss(model, batch, xa).item()
+    # bf16 keeps 8 bits of mantissa: logits carry relative errors of about 0.4%, and so do the losses.
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.03, abs=0.01), losses
+
+
+def test_resume_on_the_device(teachers, tmp_path):
+    config = _config("rslad", teachers, tmp_path / "run")
+    steps_per_epoch = -(-len(build_run(config.with_absolute_paths()).train_y) // 64)
+    first = train(replace(config, max_steps=steps_per_epoch))
+    assert first.epochs_done == 1
+    resumed = train(resume_config(tmp_path / "run"))
+    assert resumed.epochs_done == 2 and resumed.global_step == 2 * steps_per_epoch
+    assert [r["epoch"] for r in read_log(tmp_path / "run" / LOG)] == [1, 2]
+    state = rdist.load_model(tmp_path / "run" / LAST).state_dict()
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def _digits_model(device: torch.device) -> nn.Module:
+    torch.manual_seed(0)
+    return rdist.create_model("smallcnn", num_classes=10, in_channels=1).to(device).eval()
+
+
+@pytest.mark.parametrize("name", ["pgd20", "cw", "aa:apgd-ce+apgd-t"])
+def test_attacks_stay_in_the_eps_ball_under_bf16(name):
+    device = torch.device(DEVICE)
+    digits = rdist.load_dataset("digits", device=device)
+    n = 32 if ON_CPU else 128  # bf16 on a CPU is emulated, and slow: the walk takes fewer images
+    x, y = digits.x_test[:n].float() / 255, digits.y_test[:n]
+    model = _digits_model(device).to(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        x_adv = create_attack(name, model, EPS, seed=0)(x.contiguous(memory_format=torch.channels_last), y)
+    assert x_adv.dtype == torch.float32 and (x_adv - x).abs().max() <= EPS + 1e-6
+    # bf16 inputs are evaluated in fp32: the check holds them to the same 1e-6.
+    result = evaluate(model, x.bfloat16(), y, ["clean", name], eps=EPS, precision="bf16")
+    assert 0 <= result.accuracy[name] <= result.accuracy["clean"] <= 1
+
+
+def test_auto_batch_size_fills_memory_in_multiples_of_256():
+    device = torch.device(DEVICE)
+    model = _digits_model(device)
+    x = torch.rand(8192, 1, 8, 8, device=device)
+    y = torch.randint(0, 10, (8192,), device=device)
+    size = auto_batch_size(model, x, y, "bf16")
+    if ON_CPU:
+        assert size == 256
+    else:
+        assert 256 <= size <= AUTO_MAX_BATCH and size % 256 == 0

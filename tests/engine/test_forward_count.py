@@ -1,0 +1,128 @@
+"""The engine's step runs no forward a method does not ask for: training accuracy comes from the logits the
+method's own loss computed, not from extra forwards.
+
+For every method, the student and teacher forwards of one engine step are counted and held to those of the
+method's `perturb` and `loss` called directly on the same kind of batch.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import rdist
+from rdist.data import Batches
+from rdist.engine import Callback, TrainConfig
+from rdist.engine.build import build_run
+from rdist.engine.step import update_phase
+from rdist.engine.trainer import Trainer
+from rdist.methods import Batch, create_method, list_methods, method_class
+
+ATTACK_STEPS, BATCH, STEPS = 2, 32, 3
+
+
+class ForwardCounter:
+    def __init__(self, *modules: nn.Module | None):
+        self.calls = 0
+        for module in modules:
+            if module is not None:
+                module.register_forward_pre_hook(self._count)
+
+    def _count(self, module, args) -> None:
+        self.calls += 1
+
+
+class CountPerStep(Callback):
+    """Reads the counters at every step's report (report_every 1): the difference is one step's forwards."""
+
+    report_every = 1
+
+    def __init__(self, student: ForwardCounter, teachers: ForwardCounter):
+        self.student, self.teachers, self.per_step = student, teachers, []
+        self.last = (0, 0)
+
+    def on_step(self, info) -> None:
+        now = (self.student.calls, self.teachers.calls)
+        self.per_step.append((now[0] - self.last[0], now[1] - self.last[1]))
+        self.last = now
+
+
+def _teacher_file(path, seed: int) -> str:
+    torch.manual_seed(seed)
+    model = rdist.create_model("smallcnn", num_classes=10, in_channels=1)
+    return str(rdist.save_model(model, path, dataset="digits", input_shape=[1, 8, 8]))
+
+
+@pytest.fixture(scope="module")
+def teacher_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("teachers")
+    return _teacher_file(directory / "robust.safetensors", 1), _teacher_file(directory / "natural.safetensors", 2)
+
+
+def _direct_forwards(method_name: str, student: nn.Module, teacher: nn.Module | None,
+                     natural_teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    """(student, teacher) forwards of the method's perturb and loss run by hand, as the method needs them."""
+    student, teacher, natural_teacher = (copy.deepcopy(m) if m is not None else None
+                                         for m in (student, teacher, natural_teacher))
+    students, teachers = ForwardCounter(student), ForwardCounter(teacher, natural_teacher)
+    method = create_method(method_name, steps=ATTACK_STEPS)
+    batch = Batch(x, y, epoch=1, epochs=10, teacher=teacher, natural_teacher=natural_teacher,
+                  generator=torch.Generator().manual_seed(0))
+    student.train(method.bn_mode == "train")
+    xa = method.perturb(student, batch)
+    student.train()
+    method.loss(student, batch, xa).backward()
+    return students.calls, teachers.calls
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_an_engine_step_forwards_only_what_the_method_needs(method, teacher_files, tmp_path):
+    cls = method_class(method)
+    run = build_run(TrainConfig(
+        method=method, student="tinycnn", data="digits", epochs=10, max_steps=STEPS, batch_size=BATCH,
+        attack_steps=ATTACK_STEPS, eval_n=16, teacher=teacher_files[0] if cls.needs_teacher else None,
+        natural_teacher=teacher_files[1] if cls.needs_natural_teacher else None,
+        out=str(tmp_path)).with_absolute_paths())
+    x, y = next(iter(Batches(run.train_x, run.train_y, BATCH)))
+    expected = _direct_forwards(method, run.student, run.teacher, run.natural_teacher, x, y)
+    counter = CountPerStep(ForwardCounter(run.student), ForwardCounter(run.teacher, run.natural_teacher))
+
+    Trainer(run, counter).fit()
+
+    assert counter.per_step == [expected] * STEPS
+    assert expected[0] >= ATTACK_STEPS * (method not in ("natural", "kd")) + 1
+
+
+def _batch(teacher: nn.Module) -> Batch:
+    digits = rdist.load_dataset("digits")
+    x, y = next(iter(Batches(digits.x_train, digits.y_train, 64, shuffle=True, seed=0)))
+    return Batch(x, y, epoch=1, epochs=10, teacher=teacher, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("method_name, has_clean", [("rslad", True), ("sat", False)])
+def test_training_accuracy_counts_the_loss_logits_of_train_mode(method_name, has_clean):
+    """RSLAD's loss runs S(x) and S(xa): both are counted; SAT's runs S(xa) only, so clean is not measured."""
+    torch.manual_seed(0)
+    teacher = rdist.create_model("smallcnn", num_classes=10, in_channels=1).eval().requires_grad_(False)
+    student = rdist.create_model("tinycnn", num_classes=10, in_channels=1)
+    method = create_method(method_name, steps=2)
+    batch = _batch(teacher)
+    student.eval()
+    xa = method.perturb(student, batch)
+    before = copy.deepcopy(student).train()  # train-mode BN normalises by the batch: the loss's own logits
+    with torch.no_grad():
+        clean = (before(batch.x).argmax(1) == batch.y).sum()
+        robust = (before(xa).argmax(1) == batch.y).sum()
+
+    out = update_phase(student, method, batch, xa, torch.optim.SGD(student.parameters(), lr=0.1))
+
+    assert out.images == len(batch.y)
+    assert torch.equal(out.robust_correct, robust)
+    if has_clean:
+        assert torch.equal(out.clean_correct, clean)
+    else:
+        assert out.clean_correct is None
+    assert out.loss.dtype == torch.float32 and out.loss.dim() == 0 and not out.loss.requires_grad
