@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from rdist.cli import attack, compare, distill, quickstart, teacher, zoo
+from rdist.cli import attack, compare, distill, export, quickstart, teacher, zoo
 
 app = typer.Typer(
     name="rdist",
@@ -20,6 +20,7 @@ app.add_typer(teacher.app, name="teacher")
 app.command("distill")(distill.distill)
 app.command("attack")(attack.attack)
 app.command("compare")(compare.compare)
+app.command("export")(export.export)
 app.add_typer(zoo.app, name="zoo")
 app.command("quickstart")(quickstart.quickstart)
 

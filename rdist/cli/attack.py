@@ -16,7 +16,8 @@ from rdist.utils import format_eps
 
 @user_errors
 def attack(
-    model: str = typer.Argument(None, help="an rdist .safetensors artifact, or zoo:NAME", show_default=False),
+    model: str = typer.Argument(None, help="an rdist .safetensors artifact, zoo:NAME, or an .onnx file "
+                                "(clean, square and transfer attacks)", show_default=False),
     suite: str = common.SUITE,
     attacks: str = common.ATTACKS,
     eps: str = common.EPS,
@@ -24,7 +25,8 @@ def attack(
                              "\\[default: the dataset recorded in the model]"),
     n: int = common.N_IMAGES,
     batch_size: int = common.BATCH_SIZE,
-    surrogate: str = typer.Option(None, "--surrogate", help="model to craft transfer attacks on"),
+    surrogate: str = typer.Option(None, "--surrogate", help="model to craft transfer attacks on "
+                                  "\\[default for an .onnx file: the artifact it was exported from]"),
     seed: int = typer.Option(0, "--seed", help="seed of the random starts; the same seed gives the same numbers"),
     device: str = common.DEVICE,
     out: Path = typer.Option(None, "--out", "-o", help="also write the report as JSON to this file"),
@@ -34,6 +36,9 @@ def attack(
     list_attacks: bool = typer.Option(False, "--list", help="list the attacks and suites, then exit"),
 ) -> None:
     """Evaluate a model's accuracy under attacks (worst case over the suite), in eval mode, eps-checked.
+
+    An .onnx file (from `rdist export`) runs in ONNX Runtime, which gives no gradients: clean, square, and
+    transfer attacks crafted on --surrogate (default: the artifact it was exported from).
 
     Example: rdist attack --suite autoattack --data cifar10 --n 1000 student.safetensors
     """
@@ -56,7 +61,9 @@ def attack(
 
 def _print_report(report: dict) -> None:
     console.print(f"[bold]{report['model']}[/]  {report['dataset']}, n={report['n']}, "
-                  f"eps={format_eps(report['eps'])}, seed={report['seed']}", highlight=False)
+                  f"eps={format_eps(report['eps'])}, seed={report['seed']}, answered by {report['runtime']}"
+                  + (f", transfer crafted on {report['surrogate']}" if report.get("surrogate") else ""),
+                  highlight=False, soft_wrap=True)
     table = Table()
     table.add_column("attack")
     table.add_column("accuracy", justify="right")

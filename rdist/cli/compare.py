@@ -19,8 +19,8 @@ DEFAULT_SWEEP = "0:16/255:2/255"  # the x axis of the robust-accuracy plot: 0 to
 
 @user_errors
 def compare(
-    models: list[str] = typer.Argument(..., help="rdist .safetensors artifacts or zoo:NAME; with --runs, "
-                                       "training run directories"),
+    models: list[str] = typer.Argument(..., help="rdist .safetensors artifacts, zoo:NAME or .onnx files (from "
+                                       "`rdist export`); with --runs, training run directories"),
     suite: str = common.SUITE,
     attacks: str = common.ATTACKS,
     eps: str = common.EPS,
@@ -29,6 +29,8 @@ def compare(
     n: int = common.N_IMAGES,
     batch_size: int = common.BATCH_SIZE,
     seed: int = typer.Option(0, "--seed", help="seed of the attacks' random starts"),
+    surrogate: str = typer.Option(None, "--surrogate", help="model to craft transfer attacks on, for every row "
+                                  "\\[default for an .onnx file: the artifact it was exported from]"),
     device: str = common.DEVICE,
     fresh: bool = typer.Option(False, "--fresh", help="recompute results even when an artifact has them recorded "
                                "for the same attacks, data, eps and n"),
@@ -49,7 +51,8 @@ def compare(
 ) -> None:
     """Put models side by side: size, MACs, latency, accuracy under each attack, worst case and provenance.
 
-    Results an artifact already records for the same attacks, data, eps and n are reused.
+    Results an artifact already records for the same attacks, data, eps and n are reused. An .onnx file is
+    timed in ONNX Runtime and attacked with what needs no gradient of it (clean, square, transfer-*).
     Example: rdist compare --suite quick --data digits --md table.md --plot figures a.safetensors b.safetensors
     """
     from rdist.report.compare import compare_models, to_csv, to_markdown, training_logs
@@ -68,7 +71,7 @@ def compare(
         comparison = compare_models(models, suite=suite, attacks=attacks, eps=eps, data=data, n=n,
                                     batch_size=batch_size, seed=seed, device=device, fresh=fresh, record=record,
                                     runs=runs, sweep=sweep if plot is not None else None, sweep_attack=sweep_attack,
-                                    progress=attack_progress(bar))
+                                    surrogate=surrogate, progress=attack_progress(bar))
     notes = err_console if to_stdout else console
     if plot is not None:
         written = write_plots(comparison, plot, training_logs(comparison) if runs else None)
@@ -111,7 +114,7 @@ def print_table(comparison: dict) -> None:
             out.add_row(name, *(cells[i] for cells in body), style="bold" if name == "worst case" else None)
         console.print(out)
         return
-    text_columns = {"model", "arch", "method", "teacher"}
+    text_columns = {"model", "arch", "runtime", "method", "teacher"}
     out = Table(caption=caption(comparison), caption_justify="left", box=box.SIMPLE_HEAD)
     for name in header:
         out.add_column(name, justify="left" if name in text_columns else "right", no_wrap=True,

@@ -17,7 +17,8 @@ from rdist.attacks import resolve_attacks
 from rdist.attacks.evaluate import Progress
 from rdist.data import load_dataset
 from rdist.errors import RdistError
-from rdist.report.profile import format_count, profile_model
+from rdist.export.runtime import graph_precision, is_onnx_path, read_onnx_metadata, runs_on_onnx
+from rdist.report.profile import format_count, profile_model, profile_onnx
 from rdist.report.robustness import check_compatible, check_sizes, robustness_report
 from rdist.teachers.resolve import teacher_path
 from rdist.utils import format_eps, parse_eps
@@ -36,7 +37,12 @@ class Entry:
     @property
     def recordable(self) -> bool:
         # A zoo download is verified by its sha256 on every use: writing results into it would break that.
-        return not self.spec.startswith("zoo:")
+        # An ONNX file is never rewritten after `rdist export` checked it.
+        return not self.spec.startswith("zoo:") and not self.onnx
+
+    @property
+    def onnx(self) -> bool:
+        return is_onnx_path(self.path)
 
 
 def run_files(run_dir: str | Path) -> tuple[Path, Path]:
@@ -74,7 +80,8 @@ def resolve_entries(specs: list[str], runs: bool = False, data: str | None = Non
                              "or name the .safetensors file inside it")
         else:
             path = _model_file(spec, data)
-            entries.append(Entry(spec, path, _label(spec, path), read_metadata(path)))
+            meta = read_onnx_metadata(path) if is_onnx_path(path) else read_metadata(path)
+            entries.append(Entry(spec, path, _label(spec, path), meta))
     if len({e.label for e in entries}) < len(entries):
         for entry in entries:
             entry.label = entry.spec
@@ -138,14 +145,15 @@ class Evaluator:
     """
 
     def __init__(self, entries: list[Entry], data: str, *, n: int, batch_size: int, seed: int,
-                 device: str | None, fresh: bool, record: bool, progress: Progress | None):
+                 device: str | None, fresh: bool, record: bool, progress: Progress | None,
+                 surrogate: str | None = None):
         check_sizes(n, batch_size)
         self.dataset = load_dataset(data, device="cpu")
         for entry in entries:
             check_compatible(entry.meta, self.dataset, entry.label)
         self.data, self.n = data, min(n, len(self.dataset.y_test))
         self.batch_size, self.seed, self.device = batch_size, seed, device
-        self.fresh, self.record, self.progress = fresh, record, progress
+        self.fresh, self.record, self.progress, self.surrogate = fresh, record, progress, surrogate
         self.computed: dict[str, list[dict[str, Any]]] = {e.label: [] for e in entries}
 
     def report(self, entry: Entry, attacks: list[str], eps: float) -> tuple[dict[str, Any], bool]:
@@ -171,7 +179,8 @@ class Evaluator:
             if progress else None
         report = robustness_report(str(entry.path), attacks=attacks, eps=eps, data=self.data, n=self.n,
                                    batch_size=self.batch_size, seed=self.seed, device=self.device,
-                                   record=self.record and entry.recordable, progress=labelled)
+                                   surrogate=self.surrogate, record=self.record and entry.recordable,
+                                   progress=labelled)
         computed.append(report)
         return report, False
 
@@ -191,9 +200,14 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
                    eps: str | float = "8/255", data: str | None = None, n: int = 1000, batch_size: int = 256,
                    seed: int = 0, device: str | None = None, fresh: bool = False, record: bool = False,
                    runs: bool = False, sweep: str | list[float] | None = None, sweep_attack: str = "pgd20",
-                   progress: Progress | None = None) -> dict[str, Any]:
-    """Compare `models` (artifacts, zoo:NAME, RobustBench teacher names, or with `runs` training run
-    directories) on one dataset.
+                   surrogate: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Compare `models` (artifacts, zoo:NAME, RobustBench teacher names, .onnx files, or with `runs` training
+    run directories) on one dataset; transfer attacks are crafted on `surrogate` (an ONNX file's default: the
+    artifact it was exported from).
+
+    An ONNX file is measured in ONNX Runtime: its size on disk, its latency on one and on all CPU threads, and
+    the attacks that need no gradient of it (the others are None, and so is its worst case); with an ONNX file
+    in the comparison every row gets its file size and all-thread latency.
 
     Returns {"dataset", "eps", "n", "attacks", "models": [one row per model]}; with `sweep` (eps values,
     or a "start:stop:step" text) also "sweep": the accuracy under `sweep_attack` at each eps, for the plot.
@@ -205,25 +219,41 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
         sweep_attack = resolve_attacks(None, [sweep_attack])[-1]
     entries = resolve_entries(models, runs=runs, data=data)
     check_same_task(entries)
+    onnx_labels = [e.label for e in entries if e.onnx]
+    edge = bool(onnx_labels)
+    if sweep_values is not None and onnx_labels and not runs_on_onnx(sweep_attack):
+        raise RdistError(f"--plot sweeps {sweep_attack}, which needs gradients that {', '.join(onnx_labels)} (ONNX) "
+                         "cannot give: pass --sweep-attack square or transfer-pgd20")
     evaluator = Evaluator(entries, comparison_data(entries, data), n=n, batch_size=batch_size, seed=seed,
-                          device=device, fresh=fresh, record=record, progress=progress)
+                          device=device, fresh=fresh, record=record, progress=progress, surrogate=surrogate)
     rows = []
     for entry in entries:
-        report, reused = evaluator.report(entry, names, eps_value)
+        applicable = [a for a in names if runs_on_onnx(a)] if entry.onnx else names
+        report, reused = evaluator.report(entry, applicable, eps_value)
         shape = entry.meta.get("input_shape") or list(evaluator.dataset.input_shape)
+        if entry.onnx:
+            profile = profile_onnx(entry.path, entry.meta, shape)
+        else:
+            profile = profile_model(load_model(entry.path, "cpu"), shape, all_threads=edge)
         rows.append({"label": entry.label, "model": str(entry.path),
                      "run_dir": str(entry.run_dir) if entry.run_dir else None, "arch": entry.meta["arch"]["name"],
-                     "num_classes": entry.meta["arch"]["num_classes"],
-                     **profile_model(load_model(entry.path, "cpu"), shape), "input_shape": list(shape),
-                     "accuracy": {a: report["accuracy"][a] for a in names}, "worst_case": report["worst_case"],
+                     "num_classes": entry.meta["arch"]["num_classes"], "runtime": _runtime(entry),
+                     "file_bytes": entry.path.stat().st_size, **profile, "input_shape": list(shape),
+                     "accuracy": {a: report["accuracy"].get(a) for a in names},
+                     "worst_case": report["worst_case"] if applicable == names else None,
                      "reused": reused, **_provenance(entry.meta)})
     comparison = {"dataset": evaluator.dataset.name, "eps": eps_value, "eps_text": format_eps(eps_value),
-                  "n": evaluator.n, "seed": seed, "attacks": names, "models": rows}
+                  "n": evaluator.n, "seed": seed, "attacks": names, "surrogate": surrogate, "edge": edge,
+                  "models": rows}
     if sweep_values is not None:
         comparison["sweep"] = {
             "attack": sweep_attack, "eps": sweep_values,
             "accuracy": {e.label: [evaluator.accuracy(e, sweep_attack, v) for v in sweep_values] for e in entries}}
     return comparison
+
+
+def _runtime(entry: Entry) -> str:
+    return f"ONNX {graph_precision(entry.path)}" if entry.onnx else "PyTorch fp32"
 
 
 def parse_sweep(text: str | list[float]) -> list[float]:
@@ -253,52 +283,81 @@ def _ms(value: float) -> str:
     return f"{value:.3f}" if value < 10 else f"{value:.1f}"
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
 def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the comparison as text: sizes in k/M/G, latency in ms per image, accuracy in %."""
+    """(header, rows) of the comparison as text: sizes in k/M/G, latency in ms per image, accuracy in %.
+
+    With an ONNX file among the models, also the runtime, the file size in MB and the all-thread CPU latency;
+    "-" marks an attack that does not apply (a gradient attack on ONNX) and a count that is unknown.
+    """
     rows = comparison["models"]
     gpu = any("cuda" in r["latency_ms"] for r in rows)
-    header = ["model", "arch", "params", "MACs", "CPU ms", *(["GPU ms"] if gpu else []),
+    edge = comparison.get("edge", False)
+    header = ["model", "arch", *(["runtime"] if edge else []), "params", "MACs", *(["MB"] if edge else []),
+              "CPU ms", *(["CPU ms all"] if edge else []), *(["GPU ms"] if gpu else []),
               *comparison["attacks"], "worst case", "method", "teacher", "epochs"]
     body = []
     for r in rows:
-        latency = [_ms(r["latency_ms"]["cpu"])]
+        latency = [_ms(r["latency_ms"]["cpu"]), *([_ms(r["latency_ms"]["cpu_all"])] if edge else [])]
         if gpu:
             latency.append(_ms(r["latency_ms"]["cuda"]) if "cuda" in r["latency_ms"] else "-")
-        body.append([r["label"], r["arch"], format_count(r["params"]), format_count(r["macs"]), *latency,
-                     *(f"{100 * r['accuracy'][a]:.2f}" for a in comparison["attacks"]),
-                     f"{100 * r['worst_case']:.2f}", *(str(r[k]) if r[k] is not None else "-"
-                                                       for k in ("method", "teacher", "epochs"))])
+        body.append([r["label"], r["arch"], *([r["runtime"]] if edge else []), format_count(r["params"]),
+                     format_count(r["macs"]) if r["macs"] is not None else "-",
+                     *([f"{r['file_bytes'] / 1e6:.3g}"] if edge else []), *latency,
+                     *(_percent(r["accuracy"][a]) for a in comparison["attacks"]),
+                     _percent(r["worst_case"]), *(str(r[k]) if r[k] is not None else "-"
+                                                  for k in ("method", "teacher", "epochs"))])
     return header, body
 
 
 def caption(comparison: dict[str, Any]) -> str:
     threads = comparison["models"][0]["cpu_threads"]
-    return (f"Accuracy (%) on the first {comparison['n']} test images of {comparison['dataset']} at "
+    text = (f"Accuracy (%) on the first {comparison['n']} test images of {comparison['dataset']} at "
             f"eps={comparison['eps_text']} (L-inf, seed {comparison['seed']}); worst case: robust to every attack. "
-            f"Latency: median ms per image at batch size 1 (CPU: {threads} thread{'s' if threads > 1 else ''}). "
-            "MACs at the input size.")
+            f"Latency: median ms per image at batch size 1 (CPU: {threads} thread{'s' if threads > 1 else ''}"
+            + (f"; all: {comparison['models'][0]['cpu_threads_all']} threads" if comparison.get("edge") else "")
+            + "). MACs at the input size.")
+    if comparison.get("edge"):
+        text += (" ONNX rows run in ONNX Runtime on the CPU; MB: file size on disk; '-': an attack that needs "
+                 "the model's gradients, which ONNX Runtime does not give.")
+    if comparison.get("surrogate") and any(a.startswith("transfer-") for a in comparison["attacks"]):
+        text += f" Transfer attacks crafted on {comparison['surrogate']}."
+    return text
 
 
 def to_markdown(comparison: dict[str, Any]) -> str:
     header, body = table(comparison)
-    numeric = {"params", "MACs", "CPU ms", "GPU ms", "worst case", "epochs", *comparison["attacks"]}
+    numeric = {"params", "MACs", "MB", "CPU ms", "CPU ms all", "GPU ms", "worst case", "epochs",
+               *comparison["attacks"]}
     align = ["---:" if h in numeric else "---" for h in header]
     lines = ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in (header, align, *body)]
     return "\n".join(lines) + "\n\n" + caption(comparison) + "\n"
+
+
+def _fraction(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
 
 
 def to_csv(comparison: dict[str, Any]) -> str:
     """Raw numbers, one row per model: accuracies as fractions, latency in ms, sizes as integers."""
     attacks = comparison["attacks"]
     gpu = any("cuda" in r["latency_ms"] for r in comparison["models"])
+    edge = comparison.get("edge", False)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["model", "path", "arch", "params", "macs", "cpu_ms", *(["gpu_ms"] if gpu else []),
+    writer.writerow(["model", "path", "arch", *(["runtime"] if edge else []), "params", "macs",
+                     *(["file_bytes"] if edge else []), "cpu_ms", *(["cpu_ms_all"] if edge else []),
+                     *(["gpu_ms"] if gpu else []),
                      *attacks, "worst_case", "method", "teacher", "epochs", "dataset", "eps", "n", "reused"])
     for r in comparison["models"]:
-        writer.writerow([r["label"], r["model"], r["arch"], r["params"], r["macs"], r["latency_ms"]["cpu"],
+        writer.writerow([r["label"], r["model"], r["arch"], *([r["runtime"]] if edge else []), r["params"],
+                         r["macs"] if r["macs"] is not None else "", *([r["file_bytes"]] if edge else []),
+                         r["latency_ms"]["cpu"], *([r["latency_ms"]["cpu_all"]] if edge else []),
                          *([r["latency_ms"].get("cuda", "")] if gpu else []),
-                         *(f"{r['accuracy'][a]:.6g}" for a in attacks), f"{r['worst_case']:.6g}",
+                         *(_fraction(r["accuracy"][a]) for a in attacks), _fraction(r["worst_case"]),
                          r["method"] or "", r["teacher"] or "", r["epochs"] if r["epochs"] is not None else "",
                          comparison["dataset"], comparison["eps_text"], comparison["n"], r["reused"]])
     return out.getvalue()

@@ -100,10 +100,14 @@ def size_figure(comparison: dict[str, Any]) -> Figure:
     ax = fig.add_subplot()
     xs = _dodged([r["params"] for r in rows])
     for i, (r, x) in enumerate(zip(rows, xs)):
-        clean, worst = 100 * r["accuracy"].get("clean", r["worst_case"]), 100 * r["worst_case"]
-        ax.plot([x, x], [worst, clean], color=_color(i), alpha=0.5)
-        ax.plot(x, clean, marker="o", markerfacecolor="white", markersize=8, color=_color(i), linestyle="none")
-        ax.plot(x, worst, marker="o", markersize=8, color=_color(i), linestyle="none")
+        clean = r["accuracy"].get("clean") if r["accuracy"].get("clean") is not None else r["worst_case"]
+        if clean is None:
+            continue
+        # No worst case: an ONNX file, on which the suite's gradient attacks cannot run.
+        points = [(100 * clean, "white")] + ([(100 * r["worst_case"], None)] if r["worst_case"] is not None else [])
+        ax.plot([x] * len(points), [y for y, _ in points], color=_color(i), alpha=0.5)
+        for y, face in points:
+            ax.plot(x, y, marker="o", markerfacecolor=face, markersize=8, color=_color(i), linestyle="none")
     ax.set_xscale("log")
     ax.margins(x=0.15)
     ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))

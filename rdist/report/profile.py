@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from rdist.export import runtime as onnx_runtime
+from rdist.models import create_model
 
 WARMUP_RUNS = 3
 TIMED_RUNS = 10
@@ -64,20 +68,45 @@ def latency_ms(model: nn.Module, input_shape: Sequence[int], device: torch.devic
     return statistics.median(times)
 
 
-def profile_model(model: nn.Module, input_shape: Sequence[int], cpu_threads: int = CPU_THREADS) -> dict:
-    """Parameters, MACs, and latency per image on the CPU (with `cpu_threads` threads) and, when CUDA is
-    available, on the GPU. The model ends on the CPU.
-    """
-    model = model.to("cpu").eval()
+def _cpu_latency_ms(model: nn.Module, input_shape: Sequence[int], cpu_threads: int) -> float:
     threads = torch.get_num_threads()
     torch.set_num_threads(cpu_threads)
     try:
-        cpu_ms = latency_ms(model, input_shape, "cpu")
+        return latency_ms(model, input_shape, "cpu")
     finally:
         torch.set_num_threads(threads)
+
+
+def profile_model(model: nn.Module, input_shape: Sequence[int], cpu_threads: int = CPU_THREADS,
+                  all_threads: bool = False) -> dict:
+    """Parameters, MACs, and latency per image on the CPU (with `cpu_threads` threads; with `all_threads`
+    also on every core, as "cpu_all") and, when CUDA is available, on the GPU. The model ends on the CPU.
+    """
+    model = model.to("cpu").eval()
     profile = {"params": count_parameters(model), "macs": count_macs(model, input_shape),
-               "latency_ms": {"cpu": round(cpu_ms, 4)}, "cpu_threads": cpu_threads}
+               "latency_ms": {"cpu": round(_cpu_latency_ms(model, input_shape, cpu_threads), 4)},
+               "cpu_threads": cpu_threads}
+    if all_threads:
+        profile["latency_ms"]["cpu_all"] = round(_cpu_latency_ms(model, input_shape, onnx_runtime.all_threads()), 4)
+        profile["cpu_threads_all"] = onnx_runtime.all_threads()
     if torch.cuda.is_available():
         profile["latency_ms"]["cuda"] = round(latency_ms(model, input_shape, "cuda"), 4)
         model.to("cpu")
     return profile
+
+
+def profile_onnx(path: str | Path, meta: dict, input_shape: Sequence[int], cpu_threads: int = CPU_THREADS) -> dict:
+    """Parameters, MACs and ONNX Runtime latency per image (batch 1, on `cpu_threads` and on all CPU threads).
+
+    Counts are those of the architecture the file was exported from (int8 rounding changes none); a file rdist
+    did not write counts the elements of its stored tensors and has no MAC count.
+    """
+    if meta.get("foreign"):
+        params, macs = onnx_runtime.initializer_count(path), None
+    else:
+        architecture = create_model(**meta["arch"])
+        params, macs = count_parameters(architecture), count_macs(architecture, input_shape)
+    every = onnx_runtime.all_threads()
+    return {"params": params, "macs": macs, "cpu_threads": cpu_threads, "cpu_threads_all": every,
+            "latency_ms": {"cpu": round(onnx_runtime.latency_ms(path, input_shape, cpu_threads), 4),
+                           "cpu_all": round(onnx_runtime.latency_ms(path, input_shape, every), 4)}}

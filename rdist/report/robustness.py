@@ -12,6 +12,7 @@ from rdist.attacks import evaluate, resolve_attacks
 from rdist.attacks.evaluate import Progress
 from rdist.data import load_dataset
 from rdist.errors import RdistError
+from rdist.export.runtime import check_surrogate, is_onnx_path, onnx_target
 from rdist.utils import atomic_path, default_device, parse_eps
 from rdist.zoo import ZOO_PREFIX, resolve_model_path
 
@@ -52,7 +53,10 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
     names = resolve_attacks(suite, attacks)
     dev = default_device(device)
     path = resolve_model_path(model)
-    net = load_model(path, dev)
+    if is_onnx_path(path):  # answered by ONNX Runtime: only what needs no gradient of it
+        net, surrogate = onnx_target(path, names, data=data, surrogate=surrogate, record=record, device=dev)
+    else:
+        net = load_model(path, dev)
     meta = net.rdist_meta
     data = data or meta.get("dataset")
     if not data:
@@ -61,14 +65,20 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
     check_compatible(meta, dataset, str(path))
     surrogate_net = None
     if surrogate:
+        check_surrogate(surrogate)
         surrogate_net = load_model(resolve_model_path(surrogate), dev)
+        classes = (surrogate_net.rdist_meta["arch"]["num_classes"], meta["arch"]["num_classes"])
+        if classes[0] != classes[1]:
+            raise RdistError(f"--surrogate {surrogate} has {classes[0]} classes but {path.name} has {classes[1]}; "
+                             "craft transfer attacks on a model of the same task")
         check_compatible(surrogate_net.rdist_meta, dataset, surrogate)
     x, y = dataset.x_test[:n], dataset.y_test[:n]
     started = time.perf_counter()
     result = evaluate(net, x, y, names, eps=eps_value, batch_size=batch_size, seed=seed, surrogate=surrogate_net,
                       progress=progress)
     report = {"model": str(path), "dataset": dataset.name, "attacks": names, **result.to_dict(),
-              "surrogate": surrogate, "device": str(dev), "seconds": round(time.perf_counter() - started, 2)}
+              "surrogate": surrogate, "runtime": getattr(net, "runtime", "PyTorch fp32"), "device": str(dev),
+              "seconds": round(time.perf_counter() - started, 2)}
     if out:
         with atomic_path(out) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")
