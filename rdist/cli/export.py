@@ -29,9 +29,11 @@ def export(
     json_out: bool = typer.Option(False, "--json", help="print what was written and measured as JSON"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress notes"),
 ) -> None:
-    """Export a model to ONNX: [0,1] pixels in (normalisation inside the graph), logits out, any batch size,
-    the rdist metadata in metadata_props. Refused, and nothing written, if fp32 ONNX Runtime logits differ
-    from PyTorch's by more than 1e-3 of the largest logit.
+    """Export a model to one ONNX file, fp32 or int8, checked against PyTorch before it is written.
+
+    The graph takes [0,1] pixels (the normalisation is inside it) at any batch size and carries the rdist
+    metadata in metadata_props. Refused, and nothing written, if fp32 ONNX Runtime logits differ from
+    PyTorch's by more than 1e-3 of the largest logit.
 
     Then `rdist attack student.onnx --attacks clean,square,transfer-pgd20` measures it again.
     Example: rdist export student.safetensors -o student-int8.onnx --int8

@@ -34,7 +34,7 @@ DEFAULT_CALIBRATION = 512
 MIN_CALIBRATION = 32  # fewer images give activation ranges set by a handful of outliers
 FP32_TOLERANCE = 1e-3  # max |ONNX - PyTorch| logit difference, relative to the largest |PyTorch| logit
 CHECK_IMAGES = 1000
-RANDOM_CHECK_IMAGES = 16  # parity images when the model records no dataset: uniform pixels
+RANDOM_CHECK_IMAGES = 16  # at most this many uniform-pixel parity images when the model records no dataset
 _BATCH = 256
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
 
@@ -196,7 +196,8 @@ def export_model(model: str, out: str | Path, *, int8: bool = False, calibration
     if dataset is not None:
         x, y = dataset.x_test[:check_n].float() / 255, dataset.y_test[:check_n]
     else:
-        x, y = torch.rand(RANDOM_CHECK_IMAGES, *input_shape, generator=torch.Generator().manual_seed(0)), None
+        count = min(check_n, RANDOM_CHECK_IMAGES)
+        x, y = torch.rand(count, *input_shape, generator=torch.Generator().manual_seed(0)), None
     note(f"checking ONNX Runtime against PyTorch on {len(x)} {'test' if y is not None else 'random'} images")
     check = self_check(net, graph, x, y)
     precision = "int8" if int8 else "fp32"
