@@ -221,6 +221,9 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
     check_same_task(entries)
     onnx_labels = [e.label for e in entries if e.onnx]
     edge = bool(onnx_labels)
+    if onnx_labels and not any(runs_on_onnx(a) for a in names):
+        raise RdistError(f"{', '.join(names)} need gradients, which {', '.join(onnx_labels)} (ONNX) cannot give: "
+                         "add clean, square or transfer-pgd20 to --attacks")
     if sweep_values is not None and onnx_labels and not runs_on_onnx(sweep_attack):
         raise RdistError(f"--plot sweeps {sweep_attack}, which needs gradients that {', '.join(onnx_labels)} (ONNX) "
                          "cannot give: pass --sweep-attack square or transfer-pgd20")

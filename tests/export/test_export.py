@@ -179,7 +179,7 @@ def test_surrogate_must_be_pytorch_and_of_the_same_task(exported, tmp_path):
                               exported["int8"], "--quiet"), "must be a PyTorch artifact")
 
 
-def test_compare_puts_pytorch_fp32_and_int8_side_by_side(exported, digits_artifact):
+def test_compare_puts_pytorch_fp32_and_int8_side_by_side(exported, digits_artifact, tmp_path):
     result = run("compare", digits_artifact, exported["fp32"], exported["int8"], "--attacks", "clean,fgsm", "--n", 50,
                  "--eps", EPS, "--quiet", "--json")
     assert result.exit_code == 0, result.output
@@ -198,3 +198,7 @@ def test_compare_puts_pytorch_fp32_and_int8_side_by_side(exported, digits_artifa
     header, _, first, second = markdown.output.splitlines()[:4]
     assert "| runtime |" in header and "| MB |" in header and "| CPU ms all |" in header
     assert "| ONNX int8 |" in second and second.count("| - |") >= 2  # fgsm and worst case do not apply
+    assert_one_line_error(run("compare", digits_artifact, exported["fp32"], "--attacks", "pgd20", "--quiet"),
+                          "pgd20 need gradients", "add clean, square or transfer-pgd20")
+    assert_one_line_error(run("compare", digits_artifact, exported["fp32"], "--attacks", "clean", "--plot",
+                              tmp_path / "figures", "--quiet"), "--sweep-attack square")
