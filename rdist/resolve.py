@@ -25,6 +25,7 @@ from torch import nn
 from rdist.artifact import load_model as load_artifact
 from rdist.artifact import read_metadata
 from rdist.errors import RdistError
+from rdist.export.runtime import load_onnx, read_onnx_metadata
 from rdist.teachers.catalogue import TEACHERS, teacher_dataset
 from rdist.teachers.robustbench import pull_teacher
 from rdist.zoo import ZOO_PREFIX, load_zoo, pull_model
@@ -47,7 +48,8 @@ class FileFormat:
 
 # Model files by suffix. Another format (an exported `.onnx`) is one more entry; a path with any other
 # suffix is read as safetensors, whose error then says what the file is not.
-FORMATS: dict[str, FileFormat] = {".safetensors": FileFormat(read_metadata, load_artifact)}
+FORMATS: dict[str, FileFormat] = {".safetensors": FileFormat(read_metadata, load_artifact),
+                                  ".onnx": FileFormat(read_onnx_metadata, load_onnx)}
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("rdist.errors",),
     ("rdist.utils",),
     ("rdist.models", "rdist.data"),
-    ("rdist.artifact",),  # model files on disk; knows the models, nothing above
+    ("rdist.artifact", "rdist.export.runtime"),  # model files on disk (safetensors, ONNX); knows the models
     ("rdist.attacks",),
     ("rdist.methods",),
     ("rdist.teachers", "rdist.zoo"),  # where models come from: RobustBench, the Hub
     ("rdist.resolve",),  # the one resolver of model names, over files, zoo and teachers
+    ("rdist.export",),  # writing ONNX files from any model name
     ("rdist.engine",),
     ("rdist.report",),
     ("rdist",),

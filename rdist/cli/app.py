@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from rdist.cli import attack, compare, distill, quickstart, reproduce, teacher, zoo
+from rdist.cli import attack, compare, distill, export, quickstart, reproduce, teacher, zoo
 from rdist.cli.common import OneLineErrors
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.add_typer(teacher.app, name="teacher")
 app.command("distill")(distill.distill)
 app.command("attack")(attack.attack)
 app.command("compare")(compare.compare)
+app.command("export")(export.export)
 app.add_typer(zoo.app, name="zoo")
 app.command("quickstart")(quickstart.quickstart)
 app.command("reproduce")(reproduce.reproduce)

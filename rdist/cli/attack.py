@@ -17,7 +17,8 @@ from rdist.utils import format_eps
 
 @user_errors
 def attack(
-    model: str = typer.Argument(None, help=f"the model: {common.MODEL_HELP}", show_default=False),
+    model: str = typer.Argument(None, help=f"the model: {common.MODEL_HELP}; or an .onnx file from `rdist export` "
+                                "(clean, square and transfer attacks)", show_default=False),
     suite: str = common.SUITE,
     attacks: str = common.ATTACKS,
     eps: str = common.EPS,
@@ -26,7 +27,8 @@ def attack(
     n: int = common.N_IMAGES,
     batch_size: str = common.BATCH_SIZE,
     surrogate: str = typer.Option(None, "--surrogate", help=f"model to craft transfer attacks on: "
-                                  f"{common.MODEL_HELP}"),
+                                  f"{common.MODEL_HELP} \\[default for an .onnx file: the artifact it was exported "
+                                  "from]"),
     seed: int = typer.Option(0, "--seed", help="seed of the random starts; the same seed gives the same numbers"),
     device: str = common.DEVICE,
     precision: str = typer.Option("fp32", "--precision", help="fp32 (the honest protocol) or bf16: autocast "
@@ -38,6 +40,9 @@ def attack(
     list_attacks: bool = typer.Option(False, "--list", help="list the attacks and suites, then exit"),
 ) -> None:
     """Evaluate a model's accuracy under attacks (worst case over the suite), in eval mode, eps-checked.
+
+    An .onnx file (from `rdist export`) runs in ONNX Runtime, which gives no gradients: clean, square, and
+    transfer attacks crafted on --surrogate (default: the artifact it was exported from).
 
     Example: rdist attack --suite autoattack --data cifar10 --n 1000 student.safetensors
     """
@@ -63,7 +68,9 @@ def attack(
 
 def _print_report(report: dict) -> None:
     console.print(f"[bold]{report['model']}[/]  {report['dataset']}, n={report['n']}, "
-                  f"eps={format_eps(report['eps'])}, seed={report['seed']}", highlight=False)
+                  f"eps={format_eps(report['eps'])}, seed={report['seed']}, answered by {report['runtime']}"
+                  + (f", transfer crafted on {report['surrogate']}" if report.get("surrogate") else ""),
+                  highlight=False, soft_wrap=True)
     table = Table()
     table.add_column("attack")
     table.add_column("accuracy", justify="right")

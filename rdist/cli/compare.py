@@ -17,8 +17,8 @@ DEFAULT_SWEEP = "0:16/255:2/255"  # the x axis of the robust-accuracy plot: 0 to
 
 @user_errors
 def compare(
-    models: list[str] = typer.Argument(..., help=f"the models, each {common.MODEL_HELP}; with --runs, training "
-                                       "run directories"),
+    models: list[str] = typer.Argument(..., help=f"the models, each {common.MODEL_HELP}, or an .onnx file from "
+                                       "`rdist export`; with --runs, training run directories"),
     suite: str = common.SUITE,
     attacks: str = common.ATTACKS,
     eps: str = common.EPS,
@@ -27,6 +27,8 @@ def compare(
     n: int = common.N_IMAGES,
     batch_size: str = common.BATCH_SIZE,
     seed: int = typer.Option(0, "--seed", help="seed of the attacks' random starts"),
+    surrogate: str = typer.Option(None, "--surrogate", help=f"model to craft transfer attacks on, for every row: {common.MODEL_HELP} "
+                                  "\\[default for an .onnx file: the artifact it was exported from]"),
     device: str = common.DEVICE,
     fresh: bool = typer.Option(False, "--fresh", help="recompute results even when an artifact has them recorded "
                                "for the same attacks, data, eps and n"),
@@ -47,7 +49,8 @@ def compare(
 ) -> None:
     """Put models side by side: size, MACs, latency, accuracy under each attack, worst case and provenance.
 
-    Results an artifact already records for the same attacks, data, eps and n are reused.
+    Results an artifact already records for the same attacks, data, eps and n are reused. An .onnx file is
+    timed in ONNX Runtime and attacked with what needs no gradient of it (clean, square, transfer-*).
     Example: rdist compare --suite quick --data digits --md table.md --plot figures a.safetensors b.safetensors
     """
     from rdist.data import npz_file
@@ -73,7 +76,7 @@ def compare(
         comparison = compare_models(models, suite=suite, attacks=attacks, eps=eps, data=data, n=n,
                                     batch_size=batch_size, seed=seed, device=device, fresh=fresh, record=record,
                                     runs=runs, sweep=sweep if plot is not None else None, sweep_attack=sweep_attack,
-                                    progress=attack_progress(bar))
+                                    surrogate=surrogate, progress=attack_progress(bar))
     notes = err_console if to_stdout else console
     if plot is not None:
         written = write_plots(comparison, plot, training_logs(comparison) if runs else None)

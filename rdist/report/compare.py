@@ -17,7 +17,8 @@ from rdist.attacks import resolve_attacks
 from rdist.attacks.evaluate import Progress
 from rdist.data import load_dataset
 from rdist.errors import RdistError
-from rdist.report.profile import profile_model
+from rdist.export.runtime import graph_precision, is_onnx_path, runs_on_onnx
+from rdist.report.profile import profile_model, profile_onnx
 from rdist.report.robustness import check_compatible, check_sizes, robustness_report
 from rdist.resolve import ModelSource, model_label, resolve_model
 from rdist.utils import format_eps, parse_eps
@@ -39,6 +40,16 @@ class Entry:
     @property
     def path(self) -> Path:
         return self.source.path
+
+    @property
+    def onnx(self) -> bool:
+        return is_onnx_path(self.path)
+
+    @property
+    def recordable(self) -> bool:
+        # A download is verified by its sha256 on every use, and an ONNX file is never rewritten after
+        # `rdist export` checked it: results are recorded into neither.
+        return self.source.recordable and not self.onnx
 
 
 def run_files(run_dir: str | Path) -> tuple[Path, Path]:
@@ -174,14 +185,15 @@ class Evaluator:
     """
 
     def __init__(self, entries: list[Entry], data: str, *, n: int, batch_size: int, seed: int,
-                 device: str | None, fresh: bool, record: bool, progress: Progress | None):
+                 device: str | None, fresh: bool, record: bool, progress: Progress | None,
+                 surrogate: str | None = None):
         check_sizes(n, batch_size)
         self.dataset = load_dataset(data, device="cpu")
         for entry in entries:
             check_compatible(entry.meta, self.dataset, entry.label)
         self.data, self.n = data, min(n, len(self.dataset.y_test))
         self.batch_size, self.seed, self.device = batch_size, seed, device
-        self.fresh, self.record, self.progress = fresh, record, progress
+        self.fresh, self.record, self.progress, self.surrogate = fresh, record, progress, surrogate
         self.computed: dict[str, list[dict[str, Any]]] = {e.label: [] for e in entries}
 
     def report(self, entry: Entry, attacks: list[str], eps: float) -> tuple[dict[str, Any], bool]:
@@ -207,7 +219,8 @@ class Evaluator:
             if progress else None
         report = robustness_report(str(entry.path), attacks=attacks, eps=eps, data=self.data, n=self.n,
                                    batch_size=self.batch_size, seed=self.seed, device=self.device,
-                                   record=self.record and entry.source.recordable, progress=labelled)
+                                   surrogate=self.surrogate, record=self.record and entry.recordable,
+                                   progress=labelled)
         computed.append(report)
         return report, False
 
@@ -227,9 +240,14 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
                    eps: str | float = "8/255", data: str | None = None, n: int = 1000, batch_size: int = 256,
                    seed: int = 0, device: str | None = None, fresh: bool = False, record: bool = False,
                    runs: bool = False, sweep: str | list[float] | None = None, sweep_attack: str = "pgd20",
-                   progress: Progress | None = None) -> dict[str, Any]:
-    """Compare `models` (paths, zoo:NAME, RobustBench names, hf-hub:ORG/REPO[@REV], or with `runs` training
-    run directories) on one dataset.
+                   surrogate: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Compare `models` (paths, zoo:NAME, RobustBench names, hf-hub:ORG/REPO[@REV], .onnx files, or with `runs`
+    training run directories) on one dataset; transfer attacks are crafted on `surrogate` (an ONNX file's default:
+    the artifact it was exported from).
+
+    An ONNX file is measured in ONNX Runtime: its size on disk, its latency on one and on all CPU threads, and
+    the attacks that need no gradient of it (the others are None, and so is its worst case); with an ONNX file
+    in the comparison every row gets its file size and all-thread latency.
 
     Returns {"dataset", "eps", "n", "attacks", "models": [one row per model]}; with `sweep` (eps values,
     or a "start:stop:step" text) also "sweep": the accuracy under `sweep_attack` at each eps, for the plot.
@@ -241,22 +259,37 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
         sweep_attack = resolve_attacks(None, [sweep_attack])[-1]
     entries = resolve_entries(models, runs=runs, data=data)
     check_same_task(entries)
+    onnx_labels = [e.label for e in entries if e.onnx]
+    edge = bool(onnx_labels)
+    if onnx_labels and not any(runs_on_onnx(a) for a in names):
+        raise RdistError(f"{', '.join(names)} need gradients, which {', '.join(onnx_labels)} (ONNX) cannot give: "
+                         "add clean, square or transfer-pgd20 to --attacks")
+    if sweep_values is not None and onnx_labels and not runs_on_onnx(sweep_attack):
+        raise RdistError(f"--plot sweeps {sweep_attack}, which needs gradients that {', '.join(onnx_labels)} (ONNX) "
+                         "cannot give: pass --sweep-attack square or transfer-pgd20")
     evaluator = Evaluator(entries, comparison_data(entries, data), n=n, batch_size=batch_size, seed=seed,
-                          device=device, fresh=fresh, record=record, progress=progress)
+                          device=device, fresh=fresh, record=record, progress=progress, surrogate=surrogate)
     rows = []
     for entry in entries:
-        report, reused = evaluator.report(entry, names, eps_value)
+        applicable = [a for a in names if runs_on_onnx(a)] if entry.onnx else names
+        report, reused = evaluator.report(entry, applicable, eps_value)
         shape = entry.meta.get("input_shape") or list(evaluator.dataset.input_shape)
+        if entry.onnx:
+            profile = profile_onnx(entry.path, entry.meta, shape)
+        else:
+            profile = profile_model(entry.source.load("cpu"), shape, all_threads=edge)
         rows.append({"label": entry.label, "model": str(entry.path),
                      "run_dir": str(entry.run_dir) if entry.run_dir else None, "arch": entry.meta["arch"]["name"],
-                     "num_classes": entry.meta["arch"]["num_classes"],
-                     **profile_model(entry.source.load("cpu"), shape), "input_shape": list(shape),
-                     "accuracy": {a: report["accuracy"][a] for a in names}, "worst_case": report["worst_case"],
+                     "num_classes": entry.meta["arch"]["num_classes"], "runtime": _runtime(entry),
+                     "file_bytes": entry.path.stat().st_size, **profile, "input_shape": list(shape),
+                     "accuracy": {a: report["accuracy"].get(a) for a in names},
+                     "worst_case": report["worst_case"] if applicable == names else None,
                      "reused": reused, **_provenance(entry.meta)})
     if runs:
         rows = group_seeds(rows, entries)
     comparison = {"dataset": evaluator.dataset.name, "eps": eps_value, "eps_text": format_eps(eps_value),
-                  "n": evaluator.n, "seed": seed, "attacks": names, "models": rows}
+                  "n": evaluator.n, "seed": seed, "attacks": names, "surrogate": surrogate, "edge": edge,
+                  "models": rows}
     if sweep_values is not None:
         accuracy = {e.label: [evaluator.accuracy(e, sweep_attack, v) for v in sweep_values] for e in entries}
         comparison["sweep"] = {"attack": sweep_attack, "eps": sweep_values, "accuracy": accuracy}
@@ -266,6 +299,10 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
             comparison["sweep"]["accuracy"] = {k: [_mean_std(v)[0] for v in c] for k, c in curves.items()}
             comparison["sweep"]["std"] = {k: [_mean_std(v)[1] for v in c] for k, c in curves.items()}
     return comparison
+
+
+def _runtime(entry: Entry) -> str:
+    return f"ONNX {graph_precision(entry.path)}" if entry.onnx else "PyTorch fp32"
 
 
 def parse_sweep(text: str | list[float]) -> list[float]:

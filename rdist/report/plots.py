@@ -88,14 +88,18 @@ def size_figure(comparison: dict[str, Any]) -> Figure:
     ax = fig.add_subplot()
     xs = _dodged([r["params"] for r in rows])
     for i, (r, x) in enumerate(zip(rows, xs)):
-        clean, worst = 100 * r["accuracy"].get("clean", r["worst_case"]), 100 * r["worst_case"]
-        # Seed groups (`--runs`) carry a sample std: drawn as error bars of one std.
+        clean = r["accuracy"].get("clean") if r["accuracy"].get("clean") is not None else r["worst_case"]
+        if clean is None:
+            continue
+        # Seed groups (`--runs`) carry a sample std, drawn as error bars of one std. No worst case: an ONNX
+        # file, on which the suite's gradient attacks cannot run.
         clean_std = (r.get("accuracy_std") or {}).get("clean") if "clean" in r["accuracy"] else r.get("worst_case_std")
-        worst_std = r.get("worst_case_std")
-        ax.plot([x, x], [worst, clean], color=_color(i), alpha=0.5)
-        ax.plot(x, clean, marker="o", markerfacecolor="white", markersize=8, color=_color(i), linestyle="none")
-        ax.plot(x, worst, marker="o", markersize=8, color=_color(i), linestyle="none")
-        for y, std in ((clean, clean_std), (worst, worst_std)):
+        points = [(100 * clean, "white", clean_std)]
+        if r["worst_case"] is not None:
+            points.append((100 * r["worst_case"], None, r.get("worst_case_std")))
+        ax.plot([x] * len(points), [y for y, _, _ in points], color=_color(i), alpha=0.5)
+        for y, face, std in points:
+            ax.plot(x, y, marker="o", markerfacecolor=face, markersize=8, color=_color(i), linestyle="none")
             if std:
                 ax.errorbar([x], [y], yerr=[100 * std], fmt="none", ecolor=_color(i), capsize=3)
     ax.set_xscale("log")

@@ -18,6 +18,7 @@ from rdist.data import dataset_shape, train_size
 from rdist.engine import TrainConfig
 from rdist.engine.build import resolve_method, validation_size
 from rdist.engine.schedule import resolve_schedule
+from rdist.export import runtime as onnx_runtime
 from rdist.methods import Batch, Method
 from rdist.models import create_model
 from rdist.teachers.catalogue import TEACHERS, teacher_dataset
@@ -77,19 +78,27 @@ def latency_ms(model: nn.Module, input_shape: Sequence[int], device: torch.devic
     return statistics.median(times)
 
 
-def profile_model(model: nn.Module, input_shape: Sequence[int], cpu_threads: int = CPU_THREADS) -> dict:
-    """Parameters, MACs, and latency per image on the CPU (with `cpu_threads` threads) and, when CUDA is
-    available, on the GPU. The model ends on the CPU.
-    """
-    model = model.to("cpu").eval()
+def _cpu_latency_ms(model: nn.Module, input_shape: Sequence[int], cpu_threads: int) -> float:
     threads = torch.get_num_threads()
     torch.set_num_threads(cpu_threads)
     try:
-        cpu_ms = latency_ms(model, input_shape, "cpu")
+        return latency_ms(model, input_shape, "cpu")
     finally:
         torch.set_num_threads(threads)
+
+
+def profile_model(model: nn.Module, input_shape: Sequence[int], cpu_threads: int = CPU_THREADS,
+                  all_threads: bool = False) -> dict:
+    """Parameters, MACs, and latency per image on the CPU (with `cpu_threads` threads; with `all_threads`
+    also on every core, as "cpu_all") and, when CUDA is available, on the GPU. The model ends on the CPU.
+    """
+    model = model.to("cpu").eval()
     profile = {"params": count_parameters(model), "macs": count_macs(model, input_shape),
-               "latency_ms": {"cpu": round(cpu_ms, 4)}, "cpu_threads": cpu_threads}
+               "latency_ms": {"cpu": round(_cpu_latency_ms(model, input_shape, cpu_threads), 4)},
+               "cpu_threads": cpu_threads}
+    if all_threads:
+        profile["latency_ms"]["cpu_all"] = round(_cpu_latency_ms(model, input_shape, onnx_runtime.all_threads()), 4)
+        profile["cpu_threads_all"] = onnx_runtime.all_threads()
     if torch.cuda.is_available():
         profile["latency_ms"]["cuda"] = round(latency_ms(model, input_shape, "cuda"), 4)
         model.to("cpu")

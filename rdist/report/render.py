@@ -15,7 +15,7 @@ from rich.table import Table
 from rdist.report.profile import format_count
 
 # Columns holding text; every other column holds a number and is right-aligned.
-TEXT_COLUMNS = ("model", "arch", "method", "teacher")
+TEXT_COLUMNS = ("model", "arch", "runtime", "method", "teacher")
 
 
 def _ms(value: float) -> str:
@@ -27,24 +27,36 @@ def _seeded(comparison: dict[str, Any]) -> bool:
     return any("seeds" in r for r in comparison["models"])
 
 
-def _percent(mean: float, std: float | None) -> str:
+def _percent(mean: float | None, std: float | None = None) -> str:
+    """An accuracy in %, with its std over seeds; "-" for an attack that does not apply (a gradient attack on
+    an ONNX file)."""
+    if mean is None:
+        return "-"
     return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
 def table(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the comparison as text: sizes in k/M/G, latency in ms per image, accuracy in %
-    (mean ± std over the seeds of a seed group)."""
+    (mean ± std over the seeds of a seed group).
+
+    With an ONNX file among the models, also the runtime, the file size in MB and the all-thread CPU latency;
+    "-" marks an attack that does not apply and a count that is unknown.
+    """
     rows = comparison["models"]
     gpu = any("cuda" in r["latency_ms"] for r in rows)
+    edge = comparison.get("edge", False)
     seeded = _seeded(comparison)
-    header = ["model", "arch", "params", "MACs", "CPU ms", *(["GPU ms"] if gpu else []),
+    header = ["model", "arch", *(["runtime"] if edge else []), "params", "MACs", *(["MB"] if edge else []),
+              "CPU ms", *(["CPU ms all"] if edge else []), *(["GPU ms"] if gpu else []),
               *comparison["attacks"], "worst case", *(["seeds"] if seeded else []), "method", "teacher", "epochs"]
     body = []
     for r in rows:
-        latency = [_ms(r["latency_ms"]["cpu"])]
+        latency = [_ms(r["latency_ms"]["cpu"]), *([_ms(r["latency_ms"]["cpu_all"])] if edge else [])]
         if gpu:
             latency.append(_ms(r["latency_ms"]["cuda"]) if "cuda" in r["latency_ms"] else "-")
-        body.append([r["label"], r["arch"], format_count(r["params"]), format_count(r["macs"]), *latency,
+        body.append([r["label"], r["arch"], *([r["runtime"]] if edge else []), format_count(r["params"]),
+                     format_count(r["macs"]) if r["macs"] is not None else "-",
+                     *([f"{r['file_bytes'] / 1e6:.3g}"] if edge else []), *latency,
                      *(_percent(r["accuracy"][a], r.get("accuracy_std", {}).get(a)) for a in comparison["attacks"]),
                      _percent(r["worst_case"], r.get("worst_case_std")), *([str(len(r["seeds"]))] if seeded else []),
                      *(str(r[k]) if r[k] is not None else "-" for k in ("method", "teacher", "epochs"))])
@@ -55,11 +67,18 @@ def caption(comparison: dict[str, Any]) -> str:
     threads = comparison["models"][0]["cpu_threads"]
     seeds = "; runs that differ only by seed are one row, mean ± sample std over its seeds" \
         if _seeded(comparison) else ""
-    return (f"Accuracy (%) on the first {comparison['n']} test images of {comparison['dataset']} at "
+    text = (f"Accuracy (%) on the first {comparison['n']} test images of {comparison['dataset']} at "
             f"eps={comparison['eps_text']} (L-inf, seed {comparison['seed']}); worst case: robust to every attack"
             f"{seeds}. "
-            f"Latency: median ms per image at batch size 1 (CPU: {threads} thread{'s' if threads > 1 else ''}). "
-            "MACs at the input size.")
+            f"Latency: median ms per image at batch size 1 (CPU: {threads} thread{'s' if threads > 1 else ''}"
+            + (f"; all: {comparison['models'][0]['cpu_threads_all']} threads" if comparison.get("edge") else "")
+            + "). MACs at the input size.")
+    if comparison.get("edge"):
+        text += (" ONNX rows run in ONNX Runtime on the CPU; MB: file size on disk; '-': an attack that needs "
+                 "the model's gradients, which ONNX Runtime does not give.")
+    if comparison.get("surrogate") and any(a.startswith("transfer-") for a in comparison["attacks"]):
+        text += f" Transfer attacks crafted on {comparison['surrogate']}."
+    return text
 
 
 def rich_table(comparison: dict[str, Any], width: int | None = None) -> tuple[Table, int]:
@@ -92,26 +111,31 @@ def to_markdown(comparison: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n" + caption(comparison) + "\n"
 
 
+def _fraction(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
 def to_csv(comparison: dict[str, Any]) -> str:
     """Raw numbers, one row per model: accuracies as fractions, latency in ms, sizes as integers."""
     attacks = comparison["attacks"]
     gpu = any("cuda" in r["latency_ms"] for r in comparison["models"])
+    edge = comparison.get("edge", False)
     seeded = _seeded(comparison)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     spread = [*(f"{a}_std" for a in attacks), "worst_case_std", "seeds", "seed_list"] if seeded else []
-    writer.writerow(["model", "path", "arch", "params", "macs", "cpu_ms", *(["gpu_ms"] if gpu else []),
-                     *attacks, "worst_case", *spread, "method", "teacher", "epochs", "dataset", "eps", "n", "reused"])
-
-    def number(value: float | None) -> str:
-        return f"{value:.6g}" if value is not None else ""
-
+    writer.writerow(["model", "path", "arch", *(["runtime"] if edge else []), "params", "macs",
+                     *(["file_bytes"] if edge else []), "cpu_ms", *(["cpu_ms_all"] if edge else []),
+                     *(["gpu_ms"] if gpu else []), *attacks, "worst_case", *spread,
+                     "method", "teacher", "epochs", "dataset", "eps", "n", "reused"])
     for r in comparison["models"]:
-        spread = [*(number(r["accuracy_std"][a]) for a in attacks), number(r["worst_case_std"]),
+        spread = [*(_fraction(r["accuracy_std"][a]) for a in attacks), _fraction(r["worst_case_std"]),
                   len(r["seeds"]), " ".join(map(str, r["seeds"]))] if seeded else []
-        writer.writerow([r["label"], r["model"], r["arch"], r["params"], r["macs"], r["latency_ms"]["cpu"],
+        writer.writerow([r["label"], r["model"], r["arch"], *([r["runtime"]] if edge else []), r["params"],
+                         r["macs"] if r["macs"] is not None else "", *([r["file_bytes"]] if edge else []),
+                         r["latency_ms"]["cpu"], *([r["latency_ms"]["cpu_all"]] if edge else []),
                          *([r["latency_ms"].get("cuda", "")] if gpu else []),
-                         *(number(r["accuracy"][a]) for a in attacks), number(r["worst_case"]), *spread,
+                         *(_fraction(r["accuracy"][a]) for a in attacks), _fraction(r["worst_case"]), *spread,
                          r["method"] or "", r["teacher"] or "", r["epochs"] if r["epochs"] is not None else "",
                          comparison["dataset"], comparison["eps_text"], comparison["n"], r["reused"]])
     return out.getvalue()

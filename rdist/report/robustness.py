@@ -15,6 +15,7 @@ from rdist.attacks.evaluate import PRECISIONS, Progress
 from rdist.data import load_dataset, npz_file
 from rdist.engine.distributed import Parallel
 from rdist.errors import RdistError
+from rdist.export.runtime import check_surrogate, is_onnx_path, onnx_target
 from rdist.resolve import check_recordable, resolve_model
 from rdist.utils import atomic_path, check_output, parse_eps
 
@@ -51,14 +52,17 @@ def check_compatible(meta: dict, dataset, source: str) -> None:
 
 def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: str | None, n: int,
             batch_size: int | str, surrogate: str | None, seed: int, precision: str, progress: Progress | None,
-            out: str | Path | None) -> dict[str, Any]:
+            out: str | Path | None, record: bool) -> dict[str, Any]:
     dev = parallel.device
     with parallel.main_first():  # a model or a dataset may be downloaded: once, by rank 0
-        source = resolve_model(model, data)
-        path = source.path
-        net = source.load(dev)
-        if dev.type == "cuda":  # faster convolutions; evaluate feeds the inputs in the same layout
-            net = net.to(memory_format=torch.channels_last)
+        if is_onnx_path(Path(model)):  # answered by ONNX Runtime: only what needs no gradient of it
+            path = Path(model).expanduser()
+            net, surrogate = onnx_target(path, names, data=data, surrogate=surrogate, record=record, device=dev)
+        else:
+            source = resolve_model(model, data)
+            path, net = source.path, source.load(dev)
+            if dev.type == "cuda":  # faster convolutions; evaluate feeds the inputs in the same layout
+                net = net.to(memory_format=torch.channels_last)
         meta = net.rdist_meta
         data = data or meta.get("dataset")
         if not data:
@@ -70,15 +74,21 @@ def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: 
     check_compatible(meta, dataset, str(path))
     surrogate_net = None
     if surrogate:
+        check_surrogate(surrogate)
         with parallel.main_first():
             surrogate_net = resolve_model(surrogate, data).load(dev)
+        classes = (surrogate_net.rdist_meta["arch"]["num_classes"], meta["arch"]["num_classes"])
+        if classes[0] != classes[1]:
+            raise RdistError(f"--surrogate {surrogate} has {classes[0]} classes but {path.name} has {classes[1]}; "
+                             "craft transfer attacks on a model of the same task")
         check_compatible(surrogate_net.rdist_meta, dataset, surrogate)
     x, y = dataset.x_test[:n], dataset.y_test[:n]
     started = time.perf_counter()
     result = parallel.evaluate(net, x, y, names, eps=eps, batch_size=batch_size, seed=seed, surrogate=surrogate_net,
                                precision=precision, progress=progress)
     return {"model": str(path), "dataset": dataset.name, "attacks": names, **result.to_dict(),
-            "surrogate": surrogate, "device": str(dev), "processes": parallel.ranks.world_size,
+            "surrogate": surrogate, "runtime": getattr(net, "runtime", "PyTorch fp32"), "device": str(dev),
+            "processes": parallel.ranks.world_size,
             "seconds": round(time.perf_counter() - started, 2)}
 
 
@@ -109,7 +119,7 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
     parallel = Parallel.start(device)
     try:
         report = _report(parallel, model, names, eps_value, data, n, batch_size, surrogate, seed, precision,
-                         progress, out)
+                         progress, out, record)
     finally:
         parallel.close()
     if not parallel.ranks.is_main:  # rank 0 writes

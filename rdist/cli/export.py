@@ -1,0 +1,63 @@
+"""`rdist export`: a model as one ONNX file for the edge, fp32 or int8, checked against PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rdist.cli.common import console, err_console, print_json, user_errors
+from rdist.export.writer import CHECK_IMAGES, DEFAULT_CALIBRATION, DEFAULT_OPSET, FP32_TOLERANCE
+
+
+@user_errors
+def export(
+    model: str = typer.Argument(..., help="an rdist .safetensors artifact, zoo:NAME, or a RobustBench teacher name",
+                                show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="the ONNX file to write (.onnx, in an existing directory)",
+                             show_default=False),
+    int8: bool = typer.Option(False, "--int8", help="quantise statically to int8 with ONNX Runtime (QDQ, "
+                              "per-channel weights), calibrated on --calibration training images"),
+    calibration: int = typer.Option(DEFAULT_CALIBRATION, "--calibration", help="training images of the model's "
+                                    "dataset that set the int8 activation ranges"),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset to write (18 up to what the installed "
+                              "onnx knows)"),
+    data: str = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH, for "
+                             "calibration and the self-check \\[default: the dataset recorded in the model]"),
+    check_n: int = typer.Option(CHECK_IMAGES, "--check-n", help="test images on which ONNX Runtime is checked "
+                                "against PyTorch (logits and clean accuracy)"),
+    json_out: bool = typer.Option(False, "--json", help="print what was written and measured as JSON"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress notes"),
+) -> None:
+    """Export a model to one ONNX file, fp32 or int8, checked against PyTorch before it is written.
+
+    The graph takes [0,1] pixels (the normalisation is inside it) at any batch size and carries the rdist
+    metadata in metadata_props. Refused, and nothing written, if fp32 ONNX Runtime logits differ from
+    PyTorch's by more than 1e-3 of the largest logit.
+
+    Then `rdist attack student.onnx --attacks clean,square,transfer-pgd20` measures it again.
+    Example: rdist export student.safetensors -o student-int8.onnx --int8
+    """
+    from rdist.export.writer import export_model
+
+    silent = quiet or json_out
+    result = export_model(model, out, int8=int8, calibration=calibration, opset=opset, data=data, check_n=check_n,
+                          note=None if silent else (lambda text: err_console.print(text, highlight=False)))
+    if json_out:
+        print_json(result)
+        return
+    check = result["check"]
+    tolerance = f" (limit {FP32_TOLERANCE:g})" if result["precision"] == "fp32" else " (int8 rounding)"
+    console.print(f"wrote {result['path']}: ONNX {result['precision']}, opset {result['opset']}, "
+                  f"{result['bytes'] / 1e6:.3g} MB (the artifact: {result['source_bytes'] / 1e6:.3g} MB)",
+                  highlight=False, soft_wrap=True)
+    console.print(f"ONNX Runtime vs PyTorch logits on {check['n']} images: max abs difference "
+                  f"{check['max_abs_diff']:.3g}, {check['relative_diff']:.2g} of the largest logit{tolerance}",
+                  highlight=False, soft_wrap=True)
+    if "accuracy" in check:
+        accuracy = check["accuracy"]
+        console.print(f"clean accuracy on the first {check['n']} {result['dataset']} test images: ONNX "
+                      f"{100 * accuracy['onnx']:.2f}%, PyTorch {100 * accuracy['pytorch']:.2f}%", highlight=False,
+                      soft_wrap=True)
+    else:
+        console.print("clean accuracy not measured: the model records no dataset (pass --data)", highlight=False)
