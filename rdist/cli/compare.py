@@ -27,8 +27,9 @@ def compare(
     n: int = common.N_IMAGES,
     batch_size: str = common.BATCH_SIZE,
     seed: int = typer.Option(0, "--seed", help="seed of the attacks' random starts"),
-    surrogate: str = typer.Option(None, "--surrogate", help=f"model to craft transfer attacks on, for every row: {common.MODEL_HELP} "
-                                  "\\[default for an .onnx file: the artifact it was exported from]"),
+    surrogate: str = typer.Option(None, "--surrogate", help=f"model to craft transfer attacks on, for every row: "
+                                  f"{common.MODEL_HELP} \\[default for an .onnx file: the artifact it was exported "
+                                  "from]"),
     device: str = common.DEVICE,
     fresh: bool = typer.Option(False, "--fresh", help="recompute results even when an artifact has them recorded "
                                "for the same attacks, data, eps and n"),
