@@ -220,3 +220,20 @@ def format_duration(seconds: float) -> str:
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
+
+
+def profile_onnx(path: str | Path, meta: dict, input_shape: Sequence[int], cpu_threads: int = CPU_THREADS) -> dict:
+    """Parameters, MACs and ONNX Runtime latency per image (batch 1, on `cpu_threads` and on all CPU threads).
+
+    Counts are those of the architecture the file was exported from (int8 rounding changes none); a file rdist
+    did not write counts the elements of its stored tensors and has no MAC count.
+    """
+    if meta.get("foreign"):
+        params, macs = onnx_runtime.initializer_count(path), None
+    else:
+        architecture = create_model(**meta["arch"])
+        params, macs = count_parameters(architecture), count_macs(architecture, input_shape)
+    every = onnx_runtime.all_threads()
+    return {"params": params, "macs": macs, "cpu_threads": cpu_threads, "cpu_threads_all": every,
+            "latency_ms": {"cpu": round(onnx_runtime.latency_ms(path, input_shape, cpu_threads), 4),
+                           "cpu_all": round(onnx_runtime.latency_ms(path, input_shape, every), 4)}}
