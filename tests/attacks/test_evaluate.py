@@ -55,6 +55,7 @@ def test_bf16_is_opt_in_and_close_to_fp32(digits_model, test_batch):
         evaluate(digits_model, x, y, ["clean"], precision="fp16")
 
 
+@pytest.mark.slow
 def test_bf16_attacks_stay_in_the_eps_ball(digits_model, test_batch):
     x, y = test_batch
     for name in ("pgd20", "cw", "aa:apgd-ce"):

@@ -81,6 +81,7 @@ def digits_run(natural_teacher):
     return config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["rslad", "natural"])
 def test_two_ranks_with_sync_bn_train_what_one_process_trains(digits_run, method, tmp_path):
     single = train(digits_run(tmp_path / "one", method, sync_bn=False))  # one process: BN sees the global batch
@@ -100,6 +101,7 @@ def test_two_ranks_with_sync_bn_train_what_one_process_trains(digits_run, method
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-3 * a["train_loss"]
 
 
+@pytest.mark.slow
 def test_without_sync_bn_every_rank_keeps_rank_0s_running_statistics(digits_run, tmp_path):
     # Each rank's BN normalises with its own shard, so their running statistics would drift apart; they are
     # broadcast from rank 0 after every step, so that all ranks attack and evaluate one model.
@@ -111,6 +113,7 @@ def test_without_sync_bn_every_rank_keeps_rank_0s_running_statistics(digits_run,
     assert int(ranks[0]["features.0.1.num_batches_tracked"]) == 6
 
 
+@pytest.mark.slow
 def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(digits_run, tmp_path):
     config = digits_run(tmp_path / "killed", "natural")
     process = train_on_two_ranks(config, tmp_path / "rank_run.py", kill_at=18 + 5)  # 18 steps an epoch
@@ -126,6 +129,7 @@ def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(digits_ru
     assert relative_difference(one, killed) < 1e-4
 
 
+@pytest.mark.slow
 def test_attack_under_torchrun_reports_what_one_process_reports(digits_artifact, tmp_path):
     from rdist.report.robustness import robustness_report
 
@@ -140,6 +144,7 @@ def test_attack_under_torchrun_reports_what_one_process_reports(digits_artifact,
     assert two["n"] == 150 and two["processes"] == 2
 
 
+@pytest.mark.slow
 def test_torchrun_refuses_a_batch_that_does_not_split_over_the_processes(tmp_path):
     process = torchrun("-m", "rdist", "teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data",
                        "digits", "--epochs", "1", "--batch-size", "63", "--out", str(tmp_path / "run"), timeout=120)

@@ -26,6 +26,9 @@ N = 100
 # Accuracy the int8 export of the digits model may lose against fp32 PyTorch, on the 359 test images.
 INT8_MAX_DROP = 0.02
 
+# ONNX export, int8 calibration and Square through ONNX Runtime: minutes on 2 cores.
+pytestmark = pytest.mark.slow
+
 
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])

@@ -22,6 +22,9 @@ from tests.helpers import assert_one_line_error, one_thread
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
+# Whole reproductions end to end (teacher, seeds, kill and resume): minutes on 2 cores.
+pytestmark = pytest.mark.slow
+
 
 def invoke(*args: str):
     with one_thread():
