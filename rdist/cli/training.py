@@ -17,6 +17,7 @@ from rdist.engine import (BEST, CHECKPOINT, LAST, LOG, Callback, RunResult, Step
 from rdist.engine.seeds import group_dir
 from rdist.engine.defaults import resolve_defaults
 from rdist.engine.distributed import ranks_from_env, sync_bn_note
+from rdist.engine.outputs import check_run_dir
 from rdist.errors import RdistError
 from rdist.methods import ALIASES, METHODS, Recipe, canonical_method, list_methods
 from rdist.methods.igdm import IGDM
@@ -139,6 +140,8 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
     check_method(config.method, kind, resume)
     ranks = ranks_from_env()
     config, defaults = resolve_defaults(config)
+    # An output that cannot be written is refused before the header announces (and measures) a long run.
+    check_run_dir(config.with_absolute_paths())
     estimate = None
     if defaults and ranks.is_main:
         header = "paper defaults: " + "; ".join(map(str, defaults))
