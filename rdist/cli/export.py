@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
+from rdist.cli import common
 from rdist.cli.common import console, err_console, print_json, user_errors
 from rdist.export.writer import CHECK_IMAGES, DEFAULT_CALIBRATION, DEFAULT_OPSET, FP32_TOLERANCE
 
 
 @user_errors
 def export(
-    model: str = typer.Argument(..., help="an rdist .safetensors artifact, zoo:NAME, or a RobustBench teacher name",
-                                show_default=False),
+    model: str = typer.Argument(..., help=f"the model to export: {common.MODEL_HELP}", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="the ONNX file to write (.onnx, in an existing directory)",
                              show_default=False),
     int8: bool = typer.Option(False, "--int8", help="quantise statically to int8 with ONNX Runtime (QDQ, "

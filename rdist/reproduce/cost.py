@@ -18,6 +18,7 @@ import torch
 from rdist.data import dataset_shape
 from rdist.engine import TrainConfig
 from rdist.engine.build import resolve_method
+from rdist.engine.defaults import resolve_defaults
 from rdist.engine.schedule import resolve_schedule
 from rdist.engine.step import attack_phase, update_phase
 from rdist.methods import Batch
@@ -48,6 +49,7 @@ class Passes:
 
 def count_passes(config: TrainConfig) -> tuple[Passes, Passes]:
     """(student, teacher) passes of one step of `config`'s method, at its last epoch (every term active)."""
+    config, _ = resolve_defaults(config)  # the dataset (and recipe) a config leaves to the paper
     method, _ = resolve_method(config)
     channels, classes, _ = dataset_shape(config.data)
     torch.manual_seed(0)

@@ -178,7 +178,8 @@ def test_every_model_argument_and_option_says_which_names_it_takes():
     # `zoo push --teacher` is the teacher's name as zoo.yaml shows it: text, no model is loaded.
     assert "recorded in the artifact" in taking.pop("rdist zoo push teacher")
     assert set(taking) == {"rdist distill teacher", "rdist distill natural_teacher", "rdist attack model",
-                           "rdist attack surrogate", "rdist compare models", "rdist zoo push model"}
+                           "rdist attack surrogate", "rdist compare models", "rdist compare surrogate",
+                           "rdist export model", "rdist zoo push model"}
     assert {where for where, text in taking.items() if MODEL_HELP not in text} == set()
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     sentence = re.search(r"A model is [^\n]*(?:\n[^\n]+)*", readme).group(0)
