@@ -8,6 +8,7 @@ import typer
 
 from rdist.cli import training as opt
 from rdist.cli.common import MODEL_HELP, console, print_json, user_errors
+from rdist.engine.config import parse_teachers
 from rdist.engine.defaults import method_rows
 from rdist.methods import list_aliases, list_methods
 
@@ -19,9 +20,10 @@ def distill(
                                f"them: {', '.join(list_aliases('distill'))}"),
     student: str = typer.Option(None, "--student", "-s", help="student architecture: resnet18, mobilenetv2, "
                                 "preactresnet18, wrn-D-W, tinycnn, ..."),
-    teacher: str = typer.Option(None, "--teacher", "-t", help=f"the robust teacher: {MODEL_HELP}; a RobustBench "
-                                "name is pulled on first use \\[default: the method's paper teacher for --data, see "
-                                "--list]"),
+    teacher: list[str] = typer.Option(None, "--teacher", "-t", help=f"the robust teacher: {MODEL_HELP}; a "
+                                      "RobustBench name is pulled on first use. ROLE=MODEL names the teacher of another "
+                                      "role a method declares (natural=MODEL is --natural-teacher); repeatable "
+                                      "\\[default: the method's paper teacher for --data, see --list]"),
     natural_teacher: str = typer.Option(None, "--natural-teacher", help="the naturally trained teacher of akd2 "
                                         f"and iad-ii (`rdist teacher train --method natural`): {MODEL_HELP} "
                                         "\\[default on cifar10: RobustBench's Standard WRN-28-10]"),
@@ -65,7 +67,8 @@ def distill(
     hparams = {"alpha": alpha, "beta": beta, "tau": tau, "kl_scale": kl_scale, "warmup_epoch": warmup_epoch,
                "igdm_alpha": igdm_alpha, "igdm_beta": igdm_beta, "igdm_gamma": igdm_gamma}
     opt.run_training(kind="distill", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=student,
-                     eps=eps, step_size=step_size, hparams=hparams, teacher=teacher, natural_teacher=natural_teacher,
+                     eps=eps, step_size=step_size, hparams=hparams,
+                     teachers=parse_teachers(teacher, natural_teacher) or None,
                      data=data, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                      batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds,
                      device=device, compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,

@@ -19,20 +19,20 @@ from rdist.engine.defaults import resolve_defaults
 from rdist.engine.distributed import ranks_from_env, sync_bn_note
 from rdist.engine.outputs import check_run_dir
 from rdist.errors import RdistError
-from rdist.methods import ALIASES, METHODS, Recipe, canonical_method, list_methods
+from rdist.methods import METHODS, Recipe, canonical_method, check_kind
 from rdist.methods.igdm import IGDM
-from rdist.methods.registry import IGDM_SUFFIX
 from rdist.report.profile import RunEstimate, estimate_run, format_count, format_duration
-from rdist.utils import parse_eps, unknown
+from rdist.utils import parse_eps
 
 
 def paper_defaults(hparam: str, kind: str) -> str:
     """'ard 30, kd 4': the paper value of `hparam` for each method of `kind` that has it."""
     if hparam.startswith("igdm_"):
-        return f"{IGDM.defaults[hparam]:g}"
+        return f"{IGDM.hyperparameters()[hparam]:g}"
     # ARD's kl_scale default is None, meaning 1/C (the official code's element mean over C classes).
-    values = [f"{name} {'1/C' if cls.defaults[hparam] is None else format(cls.defaults[hparam], 'g')}"
-              for name, cls in METHODS.items() if cls.kind == kind and hparam in cls.defaults]
+    values = [f"{name} {'1/C' if value is None else format(value, 'g')}" for name, cls in METHODS.items()
+              if cls.kind == kind and hparam in cls.hyperparameters()
+              for value in [cls.hyperparameters()[hparam]]]
     return ", ".join(values)
 
 
@@ -103,20 +103,6 @@ QUIET = typer.Option(False, "--quiet", "-q", help="no progress bar")
 JSON_OUT = typer.Option(False, "--json", help="print the run's result (paths, best epoch, per-epoch log) as JSON")
 
 
-def check_method(name: str, kind: str, resume: Path | None) -> None:
-    """Refuse a method of the other command with a pointer to the right one; unknown names get suggestions."""
-    base = canonical_method(name).removesuffix(IGDM_SUFFIX)
-    if base not in METHODS:
-        raise unknown("method", name, [*list_methods(kind), *ALIASES])
-    if METHODS[base].kind != kind:
-        command = "rdist teacher train" if METHODS[base].kind == "teacher" else "rdist distill"
-        what = "distillation" if kind == "distill" else "teacher training"
-        if resume is not None:
-            raise RdistError(f"{resume} is a run of {base}, not a {what} run: use `{command} --resume {resume}`")
-        raise RdistError(f"{base} is not a {what} method: use `{command} --method {base}` "
-                         f"(methods here: {', '.join(list_methods(kind))})")
-
-
 def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool, method: str | None,
                  arch: str | None, eps: str | None, step_size: str | None, hparams: dict[str, float | None],
                  seeds: str | None = None, **options: Any) -> None:
@@ -137,7 +123,7 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
             if value is None:
                 raise RdistError(f"{flag} is required (or --resume RUN_DIR to continue a run)")
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
-    check_method(config.method, kind, resume)
+    check_kind(config.method, kind, str(resume) if resume is not None else None)
     ranks = ranks_from_env()
     config, defaults = resolve_defaults(config)
     # An output that cannot be written is refused before the header announces (and measures) a long run.

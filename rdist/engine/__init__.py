@@ -1,7 +1,8 @@
 """The training engine: one loop for every method, with evaluation, artifacts, a JSONL log and exact resume.
 
     from rdist.engine import TrainConfig, train
-    result = train(TrainConfig(method="rslad", student="resnet18", teacher="teacher.safetensors", epochs=10))
+    result = train(TrainConfig(method="rslad", student="resnet18", teachers={"robust": "teacher.safetensors"},
+                               epochs=10))
 """
 
 from rdist.engine.callbacks import Callback, StepInfo

@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from rdist.data import Dataset, dataset_shape, load_dataset
-from rdist.engine.config import TrainConfig
+from rdist.engine.config import TrainConfig, teacher_noun, teacher_option
 from rdist.engine.defaults import missing_teacher_hint, resolve_defaults
 from rdist.engine.distributed import Parallel, Ranks
 from rdist.engine.schedule import Schedule, resolve_schedule
 from rdist.engine.step import channels_last
 from rdist.errors import RdistError
-from rdist.methods import Method, Recipe, create_method, paper_preset
+from rdist.methods import NATURAL, ROBUST, Method, Recipe, create_method, paper_preset
 from rdist.models import create_model
 from rdist.resolve import resolve_teacher
 
@@ -42,8 +42,7 @@ class Run:
     eval_x: torch.Tensor  # the images checkpoints are selected on: validation split, or test set if asked
     eval_y: torch.Tensor
     student: nn.Module
-    teacher: nn.Module | None
-    natural_teacher: nn.Module | None
+    teachers: dict[str, nn.Module]  # by role, as the method declares them; frozen, eval mode
     run_dir: Path
 
     @property
@@ -57,8 +56,8 @@ class Run:
     def identity(self) -> dict[str, Any]:
         """What must be equal for a resumed run to be the same run; stored in the checkpoint."""
         c = self.config
-        return {"method": self.method.config(), "student": c.student, "data": c.data, "teacher": c.teacher,
-                "natural_teacher": c.natural_teacher, "schedule": self.schedule.to_dict(), "seed": c.seed,
+        return {"method": self.method.config(), "student": c.student, "data": c.data, "teachers": c.teachers,
+                "schedule": self.schedule.to_dict(), "seed": c.seed,
                 "select_on": c.select_on, "val_size": c.val_size, "eval_n": len(self.eval_y)}
 
 
@@ -89,9 +88,8 @@ def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Pa
     student = create_model(config.student, num_classes=classes, in_channels=channels)
     student = parallel.convert_sync_bn(student).to(device)
     with parallel.main_first():  # teachers and data may be downloaded: once, by rank 0
-        teacher = _load_teacher(config.teacher, "teacher", device, config.data, channels, classes, size)
-        natural_teacher = _load_teacher(config.natural_teacher, "natural teacher", device, config.data, channels,
-                                        classes, size)
+        teachers = {role: _load_teacher(config.teachers[role], role, device, config.data, channels, classes, size)
+                    for role in method.teachers}
         dataset = load_dataset(config.data, device=device)
     if config.select_on == "test":  # the papers' protocol: all training data trains, the test set selects
         train_x, train_y, eval_x, eval_y = dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test
@@ -101,12 +99,11 @@ def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Pa
     if parallel.distributed:
         parallel.check_batch(schedule.batch_size, len(train_y))
     eval_n = min(config.eval_n or (1000 if device.type == "cuda" else 500), len(eval_y))
-    for model in (student, teacher, natural_teacher):
-        if model is not None:
-            channels_last(model, device)
+    for model in (student, *teachers.values()):
+        channels_last(model, device)
     run_dir = Path(config.resume or config.out or default_run_dir(config))
     return Run(config, method, schedule, parallel, device, dataset, train_x, train_y, eval_x[:eval_n], eval_y[:eval_n],
-               student, teacher, natural_teacher, run_dir)
+               student, teachers, run_dir)
 
 
 def validation_size(n: int, val_size: float) -> int:
@@ -140,27 +137,36 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 
 def _check_teachers_wanted(method: Method, config: TrainConfig) -> None:
-    if method.needs_teacher and not config.teacher:
-        raise RdistError(f"{method.name} distils from a robust teacher and "
-                         f"{missing_teacher_hint(method.name, config.data, natural=False)}: pass --teacher PATH (an "
-                         ".safetensors artifact from `rdist teacher train`, `rdist teacher pull` or `rdist teacher "
-                         "import`) or a RobustBench name (`rdist teacher list`)")
-    if not method.needs_teacher and config.teacher:
-        raise RdistError(f"{method.name} trains without a teacher: drop --teacher")
-    if method.needs_natural_teacher and not config.natural_teacher:
-        raise RdistError(f"{method.name} needs a naturally trained teacher as well and "
-                         f"{missing_teacher_hint(method.name, config.data, natural=True)}: pass --natural-teacher "
-                         f"PATH (train one with `rdist teacher train --method natural --data {config.data}`)")
-    if not method.needs_natural_teacher and config.natural_teacher:
-        raise RdistError(f"{method.name} uses no natural teacher: drop --natural-teacher "
-                         "(akd2 and iad-ii take one)")
+    """One model for each teacher role the method declares, and none for a role it does not."""
+    for role in method.teachers:
+        if config.teachers.get(role):
+            continue
+        hint = missing_teacher_hint(method.name, config.data, role)
+        if role == ROBUST:
+            raise RdistError(f"{method.name} distils from a robust teacher and {hint}: pass --teacher PATH (an "
+                             ".safetensors artifact from `rdist teacher train`, `rdist teacher pull` or `rdist teacher "
+                             "import`) or a RobustBench name (`rdist teacher list`)")
+        if role == NATURAL:
+            raise RdistError(f"{method.name} needs a naturally trained teacher as well and {hint}: pass "
+                             f"--natural-teacher PATH (train one with `rdist teacher train --method natural --data "
+                             f"{config.data}`)")
+        raise RdistError(f"{method.name} needs a {role} teacher and {hint}: pass {teacher_option(role)}")
+    for role in config.teachers:
+        if role in method.teachers:
+            continue
+        if not method.teachers:
+            raise RdistError(f"{method.name} trains without a teacher: drop {teacher_option(role)}")
+        if role == NATURAL:
+            raise RdistError(f"{method.name} uses no natural teacher: drop --natural-teacher "
+                             "(akd2 and iad-ii take one)")
+        raise RdistError(f"{method.name} takes no {role} teacher: drop {teacher_option(role)} (its teachers: "
+                         f"{', '.join(method.teachers)})")
 
 
-def _load_teacher(spec: str | None, role: str, device: torch.device, data: str, channels: int, classes: int,
-                  size: int) -> nn.Module | None:
-    """The frozen teacher `spec` names, refused when it was built for other classes or another input shape."""
-    if spec is None:
-        return None
+def _load_teacher(spec: str, role: str, device: torch.device, data: str, channels: int, classes: int,
+                  size: int) -> nn.Module:
+    """The frozen `role` teacher `spec` names, refused when it was built for other classes or another input shape."""
+    role = teacher_noun(role)
     teacher = resolve_teacher(spec, device, dataset=data)
     meta = getattr(teacher, "rdist_meta", {})
     teacher_classes = meta.get("arch", {}).get("num_classes")

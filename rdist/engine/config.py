@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ class TrainConfig:
 
     Left-out fields a distillation paper fixes (data, the recipe when `epochs` is not given either, the teachers)
     take that paper's values when the run is built (`rdist.engine.defaults.resolve_defaults`); `method` may be
-    an alias (`iad`, `igdm`), recorded under its canonical name.
+    an alias (`iad`, `igdm`), recorded under its canonical name. `teachers` names one model per role the method
+    declares (`Method.teachers`: "robust", and "natural" for AKD2 and IAD-II), in any form `rdist.resolve` takes.
 
     Without `recipe="paper"` the schedule is short-run friendly: the given `epochs`, lr 0.1, batch 128,
     the method's weight decay, lr x0.1 at 50% and 75% of the epochs, and the attack is 10 steps of 2/255 within
@@ -29,8 +31,8 @@ class TrainConfig:
     method: str
     student: str
     data: str | None = None  # [default: cifar10]
-    teacher: str | None = None  # any model name: a path, zoo:NAME, a RobustBench name, hf-hub:ORG/REPO[@REV]
-    natural_teacher: str | None = None  # the naturally trained teacher of AKD2 and IAD-II
+    # role -> any model name: a path, zoo:NAME, a RobustBench name, hf-hub:ORG/REPO[@REV]
+    teachers: dict[str, str] = field(default_factory=dict)
     recipe: str | None = None  # "paper" or None
     epochs: int | None = None
     milestones: tuple[int, ...] | None = None
@@ -62,6 +64,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
+        values["teachers"] = {**legacy_teachers(data), **(values.get("teachers") or {})}
         if values.get("milestones") is not None:
             values["milestones"] = tuple(values["milestones"])
         return cls(**values)
@@ -96,6 +99,48 @@ class TrainConfig:
         data = self.data
         if data is not None and data.startswith("npz:"):
             data = "npz:" + (absolute(data[4:]) or data[4:])
-        return replace(self, teacher=absolute(self.teacher), natural_teacher=absolute(self.natural_teacher),
-                       data=data, out=str(Path(self.out).resolve()) if self.out else None,
+        return replace(self, teachers={role: absolute(spec) for role, spec in self.teachers.items()}, data=data, out=str(Path(self.out).resolve()) if self.out else None,
                        resume=str(Path(self.resume).resolve()) if self.resume else None)
+
+
+def teacher_field(role: str) -> str:
+    """The key that names the `role` teacher in an artifact's provenance: teacher (the robust one), natural_teacher,
+    ... . Configs and identities written before teachers had roles used the same keys."""
+    return "teacher" if role == "robust" else f"{role}_teacher"
+
+
+# Checkpoints and identities written before teachers had roles named their two models in fields of their own;
+# they still resume.
+LEGACY_TEACHER_FIELDS = {teacher_field(role): role for role in ("robust", "natural")}
+
+
+def legacy_teachers(record: dict[str, Any]) -> dict[str, str]:
+    """The teachers by role that a config or identity written by an earlier rdist names in its own fields."""
+    return {role: record[key] for key, role in LEGACY_TEACHER_FIELDS.items() if record.get(key) is not None}
+
+
+# The CLI options that name a teacher of each role; any other role is `--teacher ROLE=MODEL`.
+TEACHER_OPTIONS = {"robust": "--teacher", "natural": "--natural-teacher"}
+
+
+def teacher_option(role: str) -> str:
+    return TEACHER_OPTIONS.get(role, f"--teacher {role}=MODEL")
+
+
+def teacher_noun(role: str) -> str:
+    """'teacher' (the robust one, every distillation method's), 'natural teacher', 'peer teacher', ..."""
+    return "teacher" if role == "robust" else f"{role} teacher"
+
+
+def parse_teachers(values: list[str] | None, natural: str | None = None) -> dict[str, str]:
+    """`--teacher MODEL` (the robust teacher), `--teacher ROLE=MODEL` (any role, repeatable) and
+    `--natural-teacher MODEL` as one role -> model mapping; a role given twice is refused."""
+    teachers: dict[str, str] = {}
+    given = [*(values or []), *([f"natural={natural}"] if natural is not None else [])]
+    for value in given:
+        match = re.fullmatch(r"([a-z][a-z0-9_-]*)=(.+)", value)
+        role, spec = (match.group(1), match.group(2)) if match else ("robust", value)
+        if role in teachers:
+            raise RdistError(f"two models given for the {role} teacher ({teachers[role]} and {spec}); give one")
+        teachers[role] = spec
+    return teachers

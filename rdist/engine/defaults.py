@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from rdist.engine.config import TrainConfig
-from rdist.methods import ALIASES, canonical_method, describe, list_methods, method_class, paper_preset, paper_teachers
+from rdist.engine.config import TEACHER_OPTIONS, TrainConfig, teacher_noun
+from rdist.methods import (ALIASES, NATURAL, ROBUST, canonical_method, describe, list_methods, method_class,
+                           paper_preset, paper_teachers)
 from rdist.methods.registry import IGDM_SUFFIX
 
 PAPER_DATA = "cifar10"  # every method's paper reports CIFAR-10 first
@@ -49,26 +50,24 @@ def resolve_defaults(config: TrainConfig) -> tuple[TrainConfig, list[Default]]:
     if config.recipe is None and config.epochs is None:
         values["recipe"] = "paper"
         defaults.append(Default("--recipe", "paper", f"the {paper} paper's schedule; --epochs N for a short run"))
-    robust, natural = paper_teachers(method)
-    for field, option, choices, role in (("teacher", "--teacher", robust, "teacher"),
-                                         ("natural_teacher", "--natural-teacher", natural, "natural teacher")):
-        if getattr(config, field) is None and data in choices:
-            name = choices[data]
-            values[field] = name
-            defaults.append(Default(option, name, f"the {paper} paper's {role}, pulled from RobustBench"))
-    return replace(config, **values), defaults
+    teachers = dict(config.teachers)
+    for role, choices in paper_teachers(method).items():
+        if role in cls.teachers and teachers.get(role) is None and data in choices:
+            teachers[role] = choices[data]
+            option, value = (TEACHER_OPTIONS[role], choices[data]) if role in TEACHER_OPTIONS \
+                else ("--teacher", f"{role}={choices[data]}")
+            defaults.append(Default(option, value, f"the {paper} paper's {teacher_noun(role)}, pulled from RobustBench"))
+    return replace(config, **values, teachers=teachers), defaults
 
 
-def missing_teacher_hint(method: str, data: str, natural: bool) -> str:
-    """Why no teacher was filled in for `method` on `data`, for the error that asks for one."""
-    choices = paper_teachers(method)[1 if natural else 0]
-    if natural:
-        if not choices:
-            return f"{method} takes no natural teacher"
+def missing_teacher_hint(method: str, data: str, role: str) -> str:
+    """Why no `role` teacher was filled in for `method` on `data`, for the error that asks for one."""
+    choices = paper_teachers(method).get(role, {})
+    if role == NATURAL and choices:
         return f"RobustBench has no naturally trained {data} model (it has one for {', '.join(sorted(choices))})"
     if not choices:
-        return f"{method}'s paper names no RobustBench teacher to default to"
-    return f"{method}'s paper teacher is known for {', '.join(sorted(choices))}, not {data}"
+        return f"{method}'s paper names no RobustBench {teacher_noun(role)} to default to"
+    return f"{method}'s paper {teacher_noun(role)} is known for {', '.join(sorted(choices))}, not {data}"
 
 
 def method_rows(data: str = PAPER_DATA) -> list[dict[str, str | None]]:
@@ -76,7 +75,8 @@ def method_rows(data: str = PAPER_DATA) -> list[dict[str, str | None]]:
     outer loss, the teacher it defaults to on `data`, and its paper recipe there (for a ResNet-18 student)."""
     rows = []
     for name in list_methods("distill"):
-        about, (robust, natural) = describe(name), paper_teachers(name)
+        about, teachers = describe(name), paper_teachers(name)
+        robust, natural = teachers.get(ROBUST, {}), teachers.get(NATURAL, {})
         recipe = paper_preset(name, data, "resnet18")[0]
         schedule = (f"{recipe.epochs} ep, x0.1 at {'/'.join(map(str, recipe.milestones))}, "
                     f"wd {recipe.weight_decay:.0e}".replace("e-0", "e-"))

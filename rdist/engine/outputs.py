@@ -13,7 +13,7 @@ from rdist.attacks import EvalResult
 from rdist.data import npz_file
 from rdist.engine.build import Run
 from rdist.engine.checkpoint import CHECKPOINT
-from rdist.engine.config import TrainConfig
+from rdist.engine.config import TrainConfig, teacher_field, teacher_noun
 from rdist.engine.log import LOG
 from rdist.utils import check_output, format_eps
 
@@ -24,14 +24,14 @@ EVAL_ATTACKS = ["clean", "pgd20"]
 def check_run_dir(config: TrainConfig) -> None:
     """Refuse, before anything is built, a run directory that cannot be written or whose files would
     overwrite one of the run's inputs (a teacher saved as best.safetensors there, say)."""
-    inputs = [("the teacher", config.teacher), ("the natural teacher", config.natural_teacher),
+    inputs = [*((f"the {teacher_noun(role)}", spec) for role, spec in config.teachers.items()),
               ("the dataset", npz_file(config.data))]
     check_output(config.resume or config.out or "runs", "--resume" if config.resume else "--out", directory=True,
                  files=(BEST, LAST, LOG, CHECKPOINT), inputs=inputs)
 
 
-def _arch_name(model: nn.Module | None) -> str | None:
-    return getattr(model, "rdist_meta", {}).get("arch", {}).get("name") if model is not None else None
+def _arch_name(model: nn.Module) -> str | None:
+    return getattr(model, "rdist_meta", {}).get("arch", {}).get("name")
 
 
 def eval_report(run: Run, result: EvalResult, epoch: int) -> dict[str, Any]:
@@ -48,8 +48,10 @@ def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_s
     c, s = run.config, run.schedule
     provenance = {
         "method": run.method.name, "method_config": run.method.config(),
-        "teacher": c.teacher, "teacher_arch": _arch_name(run.teacher),
-        "natural_teacher": c.natural_teacher, "natural_teacher_arch": _arch_name(run.natural_teacher),
+        # The artifact format's keys: teacher, teacher_arch for the robust teacher, natural_teacher, ... for others.
+        **{key: value for role, teacher in run.teachers.items()
+           for key, value in ((teacher_field(role), c.teachers[role]), (f"{teacher_field(role)}_arch",
+                                                                        _arch_name(teacher)))},
         "dataset": c.data, "eps": c.eps, "eps_text": format_eps(c.eps), "seed": c.seed,
         "epochs": s.epochs, "epoch": epoch, "global_step": global_step, "recipe": c.recipe,
         "schedule": s.to_dict(), "swa": swa,

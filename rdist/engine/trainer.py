@@ -126,8 +126,7 @@ class Trainer:
         self.model = compile_(run.student)  # the attack, the accuracy probe and the evaluation run it unwrapped
         wrapped = self.parallel.wrap(run.student, self.optimizer)
         self.update_model = self.model if wrapped is run.student else compile_(wrapped)  # the outer loss: DDP
-        self.teacher = compile_(run.teacher) if run.teacher is not None else None
-        self.natural_teacher = compile_(run.natural_teacher) if run.natural_teacher is not None else None
+        self.teachers = {role: compile_(teacher) for role, teacher in run.teachers.items()}
         # Under --compile every batch has the same shape: a smaller last batch would be compiled again.
         self.batches = self.parallel.batches(run.train_x, run.train_y, self.schedule.batch_size, shuffle=True,
                                              augment=True, seed=self.config.seed, drop_last=self.config.compile)
@@ -220,7 +219,7 @@ class Trainer:
         generator = torch.Generator(device=self.device).manual_seed(attack_seed(self.config.seed, epoch))
         totals = EpochTotals(self.optimizer.param_groups[0]["lr"], steps, self.device)
         for step, (x, y) in enumerate(itertools.islice(self.batches, steps), 1):
-            batch = Batch(input_layout(x), y, epoch, self.schedule.epochs, self.teacher, self.natural_teacher,
+            batch = Batch(input_layout(x), y, epoch, self.schedule.epochs, self.teachers,
                           self.parallel.batch_noise(generator, self.batches, step - 1))
             xa = attack_phase(self.model, self.run.method, batch)
             totals.add(update_phase(self.update_model, self.run.method, batch, xa, self.optimizer))

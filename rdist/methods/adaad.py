@@ -13,21 +13,23 @@ import torch
 from torch import nn
 
 from rdist.attacks.pgd import pgd
-from rdist.methods.base import About, Batch, Method, Recipe
+from rdist.methods.base import ROBUST, About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm, kl_per_sample
 
 
 class AdaAD(Method):
     name = "adaad"
     bn_mode = "eval"
-    needs_teacher = True
+    teachers = (ROBUST,)
     supports_igdm = True
-    defaults = {"alpha": 1.0, "kl_scale": 0.1}
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=5e-4)
     about = About("Huang et al., CVPR 2023", "PGD-10 on KL(T(xa) || S(xa)) through the teacher",
                   "KL(T(xa) || S(xa))")
     # The official README (github.com/boyellow/AdaAD): LTD's WRN-34-20 on CIFAR-10, WRN-34-10 on CIFAR-100.
-    teachers = {"cifar10": "Chen2021LTD_WRN34_20", "cifar100": "Chen2021LTD_WRN34_10"}
+    paper_teachers = {ROBUST: {"cifar10": "Chen2021LTD_WRN34_20", "cifar100": "Chen2021LTD_WRN34_10"}}
+
+    alpha: float = 1.0  # weight of the adversarial term against the clean one
+    kl_scale: float = 0.1
 
     @classmethod
     def paper_preset(cls, dataset: str, arch: str) -> tuple[Recipe, dict[str, float]]:
@@ -35,7 +37,8 @@ class AdaAD(Method):
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         # No no_grad around the teacher: its gradient is half of what steers xa.
-        return pgd(lambda xa: kl_per_sample(batch.teacher(xa), student(xa)).sum(), batch.x, eps=self.eps,
+        teacher = batch.teachers[ROBUST]
+        return pgd(lambda xa: kl_per_sample(teacher(xa), student(xa)).sum(), batch.x, eps=self.eps,
                    step_size=self.step_size, steps=self.steps, start="normal", generator=batch.generator,
                    clamp_start=False)
 
@@ -44,11 +47,12 @@ class AdaAD(Method):
         # feeds the clean batch into BN's running statistics before the adversarial one, as the official loop.
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.alpha != 1):
             student_clean = student(batch.x)
+        teacher = batch.teachers[ROBUST]
         with torch.no_grad():
-            teacher_adv = batch.teacher(xa)
+            teacher_adv = teacher(xa)
         loss = self.alpha * kl_bm(teacher_adv, student(xa))
         if self.alpha != 1:  # the clean teacher forward is only needed when its term counts
             with torch.no_grad():
-                teacher_clean = batch.teacher(batch.x)
+                teacher_clean = teacher(batch.x)
             loss = loss + (1 - self.alpha) * kl_bm(teacher_clean, student_clean)
         return self.kl_scale * loss

@@ -16,29 +16,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import About, Batch, Method, Recipe
+from rdist.methods.base import NATURAL, ROBUST, About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm
 
 
 class AKD2(Method):
     name = "akd2"
-    needs_teacher = True
-    needs_natural_teacher = True
+    teachers = (ROBUST, NATURAL)
     bn_mode = "train"
-    defaults = {"tau": 2.0, "ce_weight": 0.3, "natural_weight": 0.1, "adv_weight": 0.6}
     recipe = Recipe(epochs=200, milestones=(50, 150), weight_decay=5e-4, swa_start=56)
     about = About("Chen et al., ICLR 2021", "PGD-10 on CE(S(xa), y), uniform start",
                   "0.3 CE + 0.1 KL(Tstd(xa)) + 0.6 KL(Tadv(xa)), tau 2, SWA")
     # The paper trains its own teachers, which RobustBench does not hold: the closest there are the TRADES
     # WRN-34-10 that the other methods of the family distil from, and its naturally trained WRN-28-10.
-    teachers, natural_teachers = {"cifar10": "Zhang2019Theoretically"}, {"cifar10": "Standard"}
+    paper_teachers = {ROBUST: {"cifar10": "Zhang2019Theoretically"}, NATURAL: {"cifar10": "Standard"}}
+
+    tau: float = 2.0
+    ce_weight: float = 0.3
+    natural_weight: float = 0.1
+    adv_weight: float = 0.6
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         return self.ce_pgd(student, batch, start="uniform")
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():
-            robust_teacher, natural_teacher = batch.teacher(xa), batch.natural_teacher(xa)
+            robust_teacher, natural_teacher = batch.teachers[ROBUST](xa), batch.teachers[NATURAL](xa)
         adversarial = student(xa)
         return (self.ce_weight * F.cross_entropy(adversarial, batch.y)
                 + self.natural_weight * self.tau ** 2 * kl_bm(natural_teacher, adversarial, self.tau)

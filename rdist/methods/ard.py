@@ -13,21 +13,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import About, Batch, Method, Recipe
+from rdist.methods.base import ROBUST, About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm
 
 
 class ARD(Method):
     name = "ard"
-    needs_teacher = True
+    teachers = (ROBUST,)
     supports_igdm = True
     bn_mode = "train"
-    defaults = {"alpha": 1.0, "tau": 30.0, "kl_scale": None}
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
     about = About("Goldblum et al., AAAI 2020", "PGD-10 on CE(S(xa), y), uniform start",
                   "tau^2 KL(T(x)/tau || S(xa)/tau), tau 30")
     # The TRADES WRN-34-10, the CIFAR-10 teacher of ARD in its paper and in the RSLAD and IAD comparisons.
-    teachers = {"cifar10": "Zhang2019Theoretically"}
+    paper_teachers = {ROBUST: {"cifar10": "Zhang2019Theoretically"}}
+
+    alpha: float = 1.0  # weight of the distillation term
+    tau: float = 30.0
+    kl_scale: float | None = None  # None: 1/C, the official element mean over C classes
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         return self.ce_pgd(student, batch, start="uniform")
@@ -42,7 +45,7 @@ class ARD(Method):
         """The loss from the student's logits on the adversarial and the clean batch (IGDM's own ARD passes
         those of its forward probe as the adversarial ones)."""
         with torch.no_grad():
-            teacher = batch.teacher(batch.x)
+            teacher = batch.teachers[ROBUST](batch.x)
         kl_scale = self.kl_scale if self.kl_scale is not None else 1.0 / adversarial.shape[1]
         return (self.alpha * self.tau ** 2 * kl_scale * kl_bm(teacher, adversarial, self.tau)
                 + (1 - self.alpha) * F.cross_entropy(clean, batch.y))

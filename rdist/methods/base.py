@@ -3,16 +3,24 @@
 The engine calls, for each batch:
     student.train(method.bn_mode == "train"); xa = method.perturb(student, batch)
     student.train();                            loss = method.loss(student, batch, xa)
-and knows nothing else about the method. Hyper-parameters are fields of `defaults` (the paper's values);
-`recipe` is the paper's full training recipe, applied by `--recipe paper` through `paper_preset`, which also
-gives the hyper-parameters a paper sets per dataset or architecture. A distillation method also says what it is
-(`about`, for `rdist distill --list`) and which teachers its paper distils from (`teachers`, RobustBench names
-per dataset, the default of `--teacher`).
+and knows nothing else about the method. A method declares what it needs:
+- `teachers`, the roles of the frozen models it distils from (`("robust",)`, `("robust", "natural")`); the run
+  loads one model per role and hands them over in `batch.teachers[role]`. A method with a new kind of model
+  (a peer network, a third teacher) names a new role: nothing in the engine changes.
+- its hyper-parameters, as typed dataclass fields whose defaults are the paper's values (every Method subclass is
+  a keyword-only dataclass; `hyperparameters()` lists them);
+- `recipe`, the paper's full training recipe, applied by `--recipe paper` through `paper_preset`, which also
+  gives the hyper-parameters a paper sets per dataset or architecture;
+- for a distillation method, what it is (`about`, for `rdist distill --list`) and which RobustBench teachers its
+  paper distils from, per role and dataset (`paper_teachers`, the default of `--teacher`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -21,6 +29,11 @@ from torch import nn
 
 from rdist.attacks.pgd import Noise, pgd
 from rdist.errors import RdistError
+
+# Teacher roles the methods of the spec use: the adversarially robust teacher every distillation method has, and
+# the naturally trained one of AKD2 and IAD-II.
+ROBUST, NATURAL = "robust", "natural"
+ATTACK_FIELDS = ("eps", "step_size", "steps")  # the inner attack's settings, every method's first fields
 
 # The training attack everywhere but where a paper recipe sets its own (`--recipe paper`): 10 steps of 2/255
 # within 8/255, which is also the budget checkpoints are evaluated at.
@@ -60,44 +73,70 @@ class Batch:
     y: torch.Tensor
     epoch: int  # 1-based epoch now running
     epochs: int  # total epochs E of the run
-    teacher: nn.Module | None = None  # frozen, eval mode
-    natural_teacher: nn.Module | None = None  # frozen, eval mode (AKD2, IAD-II)
+    teachers: dict[str, nn.Module] = field(default_factory=dict)  # by role (Method.teachers); frozen, eval mode
     generator: Noise = None  # random starts of the inner attack (a ShardNoise in data-parallel training)
 
 
+@typing.dataclass_transform(kw_only_default=True, eq_default=False)
+@dataclass(kw_only=True, eq=False)
 class Method:
+    """A training method; each subclass is a keyword-only dataclass of its hyper-parameters (see the module)."""
+
     name: ClassVar[str]
     kind: ClassVar[str] = "distill"  # "teacher" for methods that train without a teacher
     bn_mode: ClassVar[str] = "eval"  # student BN mode while the inner attack runs
     # The validation accuracy best.safetensors is selected on: robustness, except for methods that do not
     # aim at it (a natural teacher for AKD2 and IAD-II should be its most accurate epoch).
     select_metric: ClassVar[str] = "pgd20"
-    needs_teacher: ClassVar[bool] = False
-    needs_natural_teacher: ClassVar[bool] = False
+    teachers: ClassVar[tuple[str, ...]] = ()  # the roles of the frozen models it distils from
     supports_igdm: ClassVar[bool] = False
-    defaults: ClassVar[dict[str, float]] = {}
     recipe: ClassVar[Recipe]
     about: ClassVar[About | None] = None
-    # The paper's robust (and, for two-teacher methods, natural) teacher per dataset: RobustBench names.
-    teachers: ClassVar[dict[str, str]] = {}
-    natural_teachers: ClassVar[dict[str, str]] = {}
+    # The paper's teachers: role -> dataset -> RobustBench name.
+    paper_teachers: ClassVar[dict[str, dict[str, str]]] = {}
 
-    def __init__(self, *, eps: float = DEFAULT_EPS, step_size: float = DEFAULT_STEP_SIZE,
-                 steps: int = DEFAULT_ATTACK_STEPS, **hparams: float):
-        unknown = set(hparams) - set(self.defaults)
-        if unknown:
-            raise RdistError(f"method {self.name} has no hyper-parameter(s) {sorted(unknown)}; "
-                             f"it takes {sorted(self.defaults) or 'none'}")
-        self.eps, self.step_size, self.steps = eps, step_size, steps
-        self.hparams = {**self.defaults, **{k: float(v) for k, v in hparams.items() if v is not None}}
-        for key, value in self.hparams.items():
-            setattr(self, key, value)
+    eps: float = DEFAULT_EPS
+    step_size: float = DEFAULT_STEP_SIZE
+    steps: int = DEFAULT_ATTACK_STEPS
+
+    def __init_subclass__(cls, **kwargs: Any):
+        # Every method a keyword-only dataclass, without a decorator in each file; eq=False keeps identity
+        # semantics (a method is one run's object, not a value).
+        super().__init_subclass__(**kwargs)
+        dataclass(cls, kw_only=True, eq=False)
+
+    def __post_init__(self) -> None:
+        # Values arrive from the CLI, JSON and YAML: an int where a float is declared becomes a float (so that a
+        # run's recorded config does not depend on how a value was typed); any other mismatch is refused.
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            if not f.init:
+                continue
+            value, allowed = getattr(self, f.name), _allowed_types(hints[f.name])
+            if allowed is None:
+                continue
+            if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, f.name, float(value))
+            elif not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                raise RdistError(f"method {self.name}: {f.name} must be "
+                                 f"{' or '.join(_TYPE_WORDS.get(t, t.__name__) for t in allowed)}, got {value!r}")
+
+    @classmethod
+    def hyperparameters(cls) -> dict[str, Any]:
+        """The method's own hyper-parameters (the attack settings aside) and their paper values."""
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.init and f.name not in ATTACK_FIELDS
+                and f.default is not dataclasses.MISSING}
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """This method's hyper-parameter values."""
+        return {key: getattr(self, key) for key in self.hyperparameters()}
 
     @classmethod
     def paper_preset(cls, dataset: str, arch: str) -> tuple[Recipe, dict[str, float]]:
         """The paper's recipe and hyper-parameter values for training `arch` on `dataset` (`--recipe paper`).
 
-        `defaults` and `recipe` hold one setting of the paper; a method whose paper changes them with the
+        The fields' defaults and `recipe` hold one setting of the paper; a method whose paper changes them with the
         dataset or the architecture overrides this to return that setting's values.
         """
         return cls.recipe, {}
@@ -121,3 +160,14 @@ class Method:
         """Everything that defines this run's method, for provenance and for refusing a mismatched resume."""
         return {"method": self.name, "eps": self.eps, "step_size": self.step_size, "steps": self.steps,
                 **self.hparams}
+
+
+_TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "text", type(None): "unset (None)"}
+
+
+def _allowed_types(annotation: Any) -> tuple[type, ...] | None:
+    """The classes a field annotated `annotation` accepts (`float | None`: float and NoneType); None when the
+    annotation is no plain class or union of them (such a field is not checked)."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    return tuple(args) if all(isinstance(a, type) for a in args) else None

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import About, Batch, Method, Recipe
+from rdist.methods.base import ROBUST, About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm, kl_per_sample
 
 
@@ -39,19 +39,24 @@ def warming_up(batch: Batch, warmup_epoch: float) -> bool:
 class IADI(Method):
     name = "iad-i"
     bn_mode = "train"
-    needs_teacher = True
-    defaults = {"beta": 0.1, "warmup_epoch": 60.0, "kl_scale": 1.0}
+    teachers = (ROBUST,)
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
     about = About("Zhu et al., ICLR 2022", "PGD-10 on CE(S(xa), y), uniform start",
                   "KL(T(x) || S(xa)) + (1 - w) KL(S(x) || S(xa)), w the teacher's trust")
-    teachers = {"cifar10": "Zhang2019Theoretically"}  # the IAD paper's CIFAR-10 teacher, the TRADES WRN-34-10
+    # The IAD paper's CIFAR-10 teacher, the TRADES WRN-34-10.
+    paper_teachers = {ROBUST: {"cifar10": "Zhang2019Theoretically"}}
+
+    beta: float = 0.1  # exponent of the trust weight
+    warmup_epoch: float = 60.0  # epochs of plain distillation before the introspection term
+    kl_scale: float = 1.0
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         return self.ce_pgd(student, batch, start="uniform")
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
+        teacher = batch.teachers[ROBUST]
         with torch.no_grad():
-            teacher_clean = batch.teacher(batch.x)
+            teacher_clean = teacher(batch.x)
         # BN's running statistics see what the official loop's train-mode forwards show them: S(xa) twice (its
         # unused `basicop`), then S(x) once in warm-up (a weight-0 CE) and twice after (the live KL target and
         # that CE). The unused forwards run without a graph.
@@ -64,6 +69,6 @@ class IADI(Method):
             return self.kl_scale * distill
         with torch.no_grad():
             student(batch.x)
-            w = trust_weight(batch.teacher(xa), batch.y, self.beta)
+            w = trust_weight(teacher(xa), batch.y, self.beta)
         introspect = ((1 - w) * kl_per_sample(student_clean, student_adv)).mean()
         return self.kl_scale * (distill + introspect)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import About, Batch, Method, Recipe
+from rdist.methods.base import NATURAL, ROBUST, About, Batch, Method, Recipe
 from rdist.methods.iad_i import trust_weight, warming_up
 from rdist.methods.losses import kl_bm, kl_per_sample
 
@@ -25,22 +25,24 @@ CE_WEIGHT, ADV_TEACHER_WEIGHT, STD_TEACHER_WEIGHT = 0.25, 0.5, 0.25
 class IADII(Method):
     name = "iad-ii"
     bn_mode = "train"
-    needs_teacher = True
-    needs_natural_teacher = True
-    defaults = {"beta": 0.1, "warmup_epoch": 40.0, "kl_scale": 1.0}
+    teachers = (ROBUST, NATURAL)
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
     about = About("Zhu et al., ICLR 2022", "PGD-10 on CE(S(xa), y), uniform start",
                   "0.25 CE + 0.5 trust-weighted KL(Tadv(xa)) + 0.25 KL(Tstd(xa))")
-    teachers = {"cifar10": "Zhang2019Theoretically"}  # the IAD paper's CIFAR-10 teacher, the TRADES WRN-34-10
-    # The paper's natural teacher is its own; RobustBench's naturally trained WRN-28-10 is the closest it has.
-    natural_teachers = {"cifar10": "Standard"}
+    # The IAD paper's CIFAR-10 teacher, the TRADES WRN-34-10; its natural teacher is its own, and RobustBench's
+    # naturally trained WRN-28-10 is the closest there is.
+    paper_teachers = {ROBUST: {"cifar10": "Zhang2019Theoretically"}, NATURAL: {"cifar10": "Standard"}}
+
+    beta: float = 0.1  # exponent of the trust weight
+    warmup_epoch: float = 40.0  # epochs before the introspection term
+    kl_scale: float = 1.0
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         return self.ce_pgd(student, batch, start="uniform")
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            adv_teacher, std_teacher = batch.teacher(xa), batch.natural_teacher(xa)
+            adv_teacher, std_teacher = batch.teachers[ROBUST](xa), batch.teachers[NATURAL](xa)
         student_adv = student(xa)
         if warming_up(batch, self.warmup_epoch):
             adv_term = kl_bm(adv_teacher, student_adv)

@@ -18,6 +18,7 @@ x0.1 at 0.7, 0.86 and 0.95 of them; adaad+igdm 200 epochs (x0.1 at 100, 150), we
 
 from __future__ import annotations
 
+from dataclasses import field
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from torch import nn
 
 from rdist.errors import RdistError
 from rdist.methods.ard import ARD
-from rdist.methods.base import About, Batch, Method, Recipe
+from rdist.methods.base import ROBUST, About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm
 
 # `--recipe paper` per base: the IGDM code's recipe (lr 0.1, batch 128, its argparse weight decay 2e-4) and the
@@ -39,28 +40,34 @@ CODE_PRESETS: dict[str, tuple[Recipe, dict[str, Any]]] = {
 
 
 class IGDM(Method):
-    defaults = {"igdm_alpha": 20.0, "igdm_beta": 1.0, "igdm_gamma": 1.0}
+    """`base` with the IGDM term added: a method built around another one (`create_method("rslad+igdm")`)."""
+
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
     about = About("Lee et al., ICLR 2024", "the base method's", "base + 20 (epoch / E) KL of the logit "
                   "differences T(x + d) - T(x - d) vs S(x + d) - S(x - d)")
     # The official code's teacher ("BDM", Wang2023Better_WRN-28-10) for every base; it ships CIFAR-100 scripts
     # only, so on CIFAR-10 rdist takes the same authors' CIFAR-10 model, the closest RobustBench choice.
-    teachers = {"cifar10": "Wang2023Better_WRN-28-10", "cifar100": "Wang2023Better_WRN-28-10"}
+    paper_teachers = {ROBUST: {"cifar10": "Wang2023Better_WRN-28-10", "cifar100": "Wang2023Better_WRN-28-10"}}
 
-    def __init__(self, base: Method, igdm_alpha: float | None = None, igdm_beta: float | None = None,
-                 igdm_gamma: float | None = None, igdm_code_ard: bool = False):
+    base: Method = field(kw_only=False)  # IGDM(RSLAD(), igdm_alpha=...); its attack settings are the composition's
+    igdm_alpha: float = 20.0  # weight of the term, ramped up by epoch / E
+    igdm_beta: float = 1.0  # forward probe x + b d
+    igdm_gamma: float = 1.0  # backward probe x - g d
+    igdm_code_ard: bool = False  # the IGDM code's own ARD as the base (ard+igdm's paper recipe)
+
+    def __post_init__(self) -> None:
+        base = self.base
         if not base.supports_igdm:
             raise RdistError(f"+igdm works on ard, rslad, adaad; not on {base.name} "
                              f"(use --method ard+igdm, rslad+igdm or adaad+igdm)")
-        if igdm_code_ard and not isinstance(base, ARD):
+        if self.igdm_code_ard and not isinstance(base, ARD):
             raise RdistError(f"igdm_code_ard (the IGDM code's own ARD) applies to ard+igdm, not {base.name}+igdm")
-        self.base, self.code_ard = base, bool(igdm_code_ard)
         self.name = f"{base.name}+igdm"
-        self.kind, self.bn_mode = base.kind, "eval" if self.code_ard else base.bn_mode
-        self.needs_teacher, self.needs_natural_teacher = base.needs_teacher, base.needs_natural_teacher
+        self.kind, self.bn_mode = base.kind, "eval" if self.igdm_code_ard else base.bn_mode
+        self.teachers = base.teachers
         self.supports_igdm = False  # the term is added once
-        super().__init__(eps=base.eps, step_size=base.step_size, steps=base.steps, igdm_alpha=igdm_alpha,
-                         igdm_beta=igdm_beta, igdm_gamma=igdm_gamma)
+        self.eps, self.step_size, self.steps = base.eps, base.step_size, base.steps
+        super().__post_init__()
 
     @classmethod
     def paper_preset_over(cls, base: type[Method], dataset: str, arch: str) -> tuple[Recipe, dict[str, Any]]:
@@ -71,7 +78,7 @@ class IGDM(Method):
         return recipe, {**base_hparams, **code_settings}
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor | None:
-        if self.code_ard:  # ard_IGDM_cifar100.py's PGD: BN eval (bn_mode), its uniform start clamped to [0, 1]
+        if self.igdm_code_ard:  # ard_IGDM_cifar100.py's PGD: BN eval (bn_mode), its uniform start clamped to [0, 1]
             return self.base.ce_pgd(student, batch, start="uniform", clamp_start=True)
         return self.base.perturb(student, batch)
 
@@ -79,9 +86,10 @@ class IGDM(Method):
         d = xa - batch.x
         ahead, behind = batch.x + self.igdm_beta * d, batch.x - self.igdm_gamma * d
         # Differences of nearby logits: taken in fp32, since a bf16 (autocast) result would round them.
+        teacher = batch.teachers[ROBUST]
         with torch.no_grad():
-            teacher_slope = batch.teacher(ahead).float() - batch.teacher(behind).float()
-        if self.code_ard:
+            teacher_slope = teacher(ahead).float() - teacher(behind).float()
+        if self.igdm_code_ard:
             # The IGDM code's forwards, in its order: S(x + b d) serves the base term and the slope; S(x) is its
             # weight-0 CE at alpha 1.
             student_ahead = student(ahead)
@@ -95,5 +103,5 @@ class IGDM(Method):
 
     def config(self) -> dict[str, Any]:
         # igdm_code_ard only when set, so the identity of a composition run stays what earlier versions stored.
-        return {**self.base.config(), "method": self.name, **self.hparams,
-                **({"igdm_code_ard": True} if self.code_ard else {})}
+        hparams = {k: v for k, v in self.hparams.items() if k != "igdm_code_ard" or v}
+        return {**self.base.config(), "method": self.name, **hparams}

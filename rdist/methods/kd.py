@@ -12,23 +12,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import About, Batch, Method, Recipe
+from rdist.methods.base import ROBUST, About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm
 
 
 class KD(Method):
     name = "kd"
-    needs_teacher = True
+    teachers = (ROBUST,)
     # No attack runs, so the spec gives no BN mode; "train" spares the engine a pointless mode switch.
     bn_mode = "train"
     select_metric = "clean"
-    defaults = {"alpha": 0.9, "tau": 4.0}
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=5e-4)
     about = About("Hinton et al., 2015", "none (clean inputs)", "a tau^2 KL(T(x)/tau || S(x)/tau) + (1 - a) CE")
 
+    alpha: float = 0.9
+    tau: float = 4.0
+
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():
-            teacher = batch.teacher(batch.x)
+            teacher = batch.teachers[ROBUST](batch.x)
         student_logits = student(batch.x)
         return (self.alpha * self.tau ** 2 * kl_bm(teacher, student_logits, self.tau)
                 + (1 - self.alpha) * F.cross_entropy(student_logits, batch.y))

@@ -13,6 +13,8 @@ As in the official code, neither the KL target S(x) nor the weight 1 - p_y is de
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,10 +27,12 @@ class MART(Method):
     name = "mart"
     kind = "teacher"
     bn_mode = "eval"
-    defaults = {"beta": 6.0}
     recipe = Recipe(epochs=120, milestones=(75, 90, 100), weight_decay=3.5e-3, lr=0.01, eps=0.031,
                     step_size=0.007)  # ResNet-18
-    wide_recipe = Recipe(epochs=100, milestones=(75, 90), weight_decay=7e-4, eps=0.031, step_size=0.007)
+    wide_recipe: ClassVar[Recipe] = Recipe(epochs=100, milestones=(75, 90), weight_decay=7e-4, eps=0.031,
+                                           step_size=0.007)
+
+    beta: float = 6.0  # weight of the misclassification-aware KL term
 
     @classmethod
     def paper_preset(cls, dataset: str, arch: str) -> tuple[Recipe, dict[str, float]]:

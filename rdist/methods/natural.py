@@ -20,7 +20,6 @@ class Natural(Method):
     # No attack runs, so the spec gives no BN mode; "train" spares the engine a pointless mode switch.
     bn_mode = "train"
     select_metric = "clean"
-    defaults = {}
     recipe = Recipe(epochs=100, milestones=(75, 90), weight_decay=5e-4)
 
     def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:

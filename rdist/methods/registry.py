@@ -8,7 +8,7 @@ from rdist.errors import RdistError
 from rdist.methods.adaad import AdaAD
 from rdist.methods.akd2 import AKD2
 from rdist.methods.ard import ARD
-from rdist.methods.base import About, Method, Recipe
+from rdist.methods.base import ATTACK_FIELDS, ROBUST, About, Method, Recipe
 from rdist.methods.iad_i import IADI
 from rdist.methods.iad_ii import IADII
 from rdist.methods.igdm import IGDM
@@ -25,7 +25,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
     KD, ARD, AKD2, IADI, IADII, RSLAD, AdaAD,  # distillation
 )}
 IGDM_SUFFIX = "+igdm"
-IGDM_HPARAMS = ("igdm_alpha", "igdm_beta", "igdm_gamma", "igdm_code_ard")
+IGDM_HPARAMS = tuple(IGDM.hyperparameters())
 # Names as the papers say them: the IAD paper's method is IAD-I (IAD-II stays explicit), and the IGDM
 # authors recommend IGDM on AdaAD (their `adaad_IGDM` script). Runs and artifacts record the canonical name.
 ALIASES = {"iad": "iad-i", "igdm": "adaad" + IGDM_SUFFIX}
@@ -63,12 +63,35 @@ def paper_preset(name: str, dataset: str, arch: str) -> tuple[Recipe, dict[str, 
     return cls.paper_preset(dataset, arch)
 
 
-def paper_teachers(name: str) -> tuple[dict[str, str], dict[str, str]]:
-    """The RobustBench teachers (robust, natural) per dataset that method `name`'s paper distils from;
-    a +igdm composition takes IGDM's robust teacher, as the IGDM code does for every base."""
+def check_kind(name: str, kind: str, resume: str | None = None) -> None:
+    """Refuse method `name` where a method of `kind` ("teacher", "distill") is wanted, pointing to the command that
+    trains it (`resume`: the run directory being continued); unknown names get suggestions."""
+    base = canonical_method(name).removesuffix(IGDM_SUFFIX)
+    if base not in METHODS:
+        raise unknown("method", name, [*list_methods(kind), *ALIASES])
+    if METHODS[base].kind != kind:
+        command = "rdist teacher train" if METHODS[base].kind == "teacher" else "rdist distill"
+        what = "distillation" if kind == "distill" else "teacher training"
+        if resume is not None:
+            raise RdistError(f"{resume} is a run of {base}, not a {what} run: use `{command} --resume {resume}`")
+        raise RdistError(f"{base} is not a {what} method: use `{command} --method {base}` "
+                         f"(methods here: {', '.join(list_methods(kind))})")
+
+
+def paper_teachers(name: str) -> dict[str, dict[str, str]]:
+    """The RobustBench teachers that method `name`'s paper distils from: role -> dataset -> name; a +igdm
+    composition takes IGDM's robust teacher, as the IGDM code does for every base."""
     cls = method_class(name)
-    robust = IGDM.teachers if canonical_method(name).endswith(IGDM_SUFFIX) else cls.teachers
-    return robust, cls.natural_teachers if cls.needs_natural_teacher else {}
+    if canonical_method(name).endswith(IGDM_SUFFIX):
+        return {**cls.paper_teachers, ROBUST: IGDM.paper_teachers[ROBUST]}
+    return cls.paper_teachers
+
+
+def hyperparameters(name: str) -> dict[str, object]:
+    """The hyper-parameters method `name` takes (a +igdm composition: its base's and IGDM's) and their defaults."""
+    cls = method_class(name)
+    return {**cls.hyperparameters(), **(IGDM.hyperparameters() if canonical_method(name).endswith(IGDM_SUFFIX)
+                                        else {})}
 
 
 def describe(name: str) -> About | None:
@@ -88,9 +111,13 @@ def create_method(name: str, **hparams) -> Method:
     cls, name = method_class(name), canonical_method(name)
     hparams = {k: v for k, v in hparams.items() if v is not None}
     igdm = {k: hparams.pop(k) for k in IGDM_HPARAMS if k in hparams}
+    if igdm and not name.endswith(IGDM_SUFFIX):
+        raise RdistError(f"{sorted(igdm)} only apply to +igdm methods; use --method {name}{IGDM_SUFFIX}")
+    unknown_names = sorted(set(hparams) - set(cls.hyperparameters()) - set(ATTACK_FIELDS))
+    if unknown_names:
+        raise RdistError(f"method {cls.name} has no hyper-parameter(s) {unknown_names}; "
+                         f"it takes {sorted(cls.hyperparameters()) or 'none'}")
     if not name.endswith(IGDM_SUFFIX):
-        if igdm:
-            raise RdistError(f"{sorted(igdm)} only apply to +igdm methods; use --method {name}{IGDM_SUFFIX}")
         return cls(**hparams)
     if not cls.supports_igdm:
         raise RdistError(f"+igdm does not work on {cls.name}; it composes with "

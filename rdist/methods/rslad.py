@@ -9,36 +9,36 @@ so its effective scale is 1/10 on both: hence kl_scale 0.1.
 
 from __future__ import annotations
 
+from dataclasses import field
+
 import torch
 from torch import nn
 
 from rdist.attacks.pgd import pgd
-from rdist.methods.base import About, Batch, Method, Recipe
+from rdist.methods.base import ROBUST, About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm, kl_per_sample
 
 
 class RSLAD(Method):
     name = "rslad"
     bn_mode = "eval"
-    needs_teacher = True
+    teachers = (ROBUST,)
     supports_igdm = True
-    defaults = {"kl_scale": 0.1}
     recipe = Recipe(epochs=300, milestones=(215, 260, 285), weight_decay=2e-4)
     about = About("Zi et al., ICCV 2021", "PGD-10 on KL(T(x) || S(xa)), x + 0.001 N(0, 1) start",
                   "5/6 KL(T(x) || S(xa)) + 1/6 KL(T(x) || S(x))")
     # The official README's teachers: the TRADES WRN-34-10 (CIFAR-10) and Gowal et al.'s WRN-70-16 (CIFAR-100).
-    teachers = {"cifar10": "Zhang2019Theoretically", "cifar100": "Gowal2020Uncovering_extra"}
+    paper_teachers = {ROBUST: {"cifar10": "Zhang2019Theoretically", "cifar100": "Gowal2020Uncovering_extra"}}
 
-    def __init__(self, **kwargs: float):
-        super().__init__(**kwargs)
-        self._soft_labels: tuple[Batch, torch.Tensor] | None = None
+    kl_scale: float = 0.1
+    _soft_labels: tuple[Batch, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     def soft_labels(self, batch: Batch) -> torch.Tensor:
         """T(x), computed once per batch: the attack and the loss share it, and one forward of a large
         teacher costs about as much as ten of the student."""
         if self._soft_labels is None or self._soft_labels[0] is not batch:
             with torch.no_grad():
-                self._soft_labels = (batch, batch.teacher(batch.x))
+                self._soft_labels = (batch, batch.teachers[ROBUST](batch.x))
         return self._soft_labels[1]
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:

@@ -17,7 +17,6 @@ class SAT(Method):
     name = "sat"
     kind = "teacher"
     bn_mode = "eval"
-    defaults = {}
     # IAD's PyTorch teacher recipe.
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
 

@@ -23,9 +23,10 @@ class TRADES(Method):
     name = "trades"
     kind = "teacher"
     bn_mode = "eval"
-    defaults = {"beta": 6.0}
     # The official code early-stops at epoch 76; the schedule is kept as written.
     recipe = Recipe(epochs=100, milestones=(75, 90), weight_decay=2e-4, eps=0.031, step_size=0.007)
+
+    beta: float = 6.0  # weight of the robustness (KL) term
 
     def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
         with torch.no_grad():

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rdist.engine import Callback, TrainConfig, train
+from rdist.methods import ROBUST
 from rdist.report.compare import compare_models
 
 # Digits have 17 grey levels, about 16/255 apart: at 8/255 a naturally trained smallcnn still has 97%
@@ -49,7 +50,7 @@ def train_quickstart(out_dir: str | Path, *, device: str | None = "cpu", seed: i
     models = [teacher.best_path]
     for stage in student_stages:
         on_stage(stage)
-        student = train(TrainConfig(method=stage.method, student=stage.arch, teacher=str(teacher.best_path),
+        student = train(TrainConfig(method=stage.method, student=stage.arch, teachers={ROBUST: str(teacher.best_path)},
                                     epochs=stage.epochs, out=str(out_dir / stage.name), **common), callback)
         models.append(student.best_path)
     return models

@@ -109,9 +109,9 @@ def _seed_free_identity(meta: dict[str, Any]) -> str:
     """What a training run is, but for its seed: runs equal in this differ only by seed."""
     prov = meta.get("provenance") or {}
     selection = prov.get("selection") or {}
-    return json.dumps({"arch": meta.get("arch"), "dataset": meta.get("dataset"),
-                       **{k: prov.get(k) for k in ("method_config", "teacher", "natural_teacher", "eps", "epochs",
-                                                   "recipe", "schedule")},
+    teachers = {k: v for k, v in prov.items() if k == "teacher" or k.endswith("_teacher")}  # every role's
+    return json.dumps({"arch": meta.get("arch"), "dataset": meta.get("dataset"), **teachers,
+                       **{k: prov.get(k) for k in ("method_config", "eps", "epochs", "recipe", "schedule")},
                        "selection": {k: selection.get(k) for k in ("on", "metric", "n")}}, sort_keys=True, default=str)
 
 

@@ -18,6 +18,7 @@ from rdist.data import dataset_shape, train_size
 from rdist.engine import TrainConfig
 from rdist.engine.build import resolve_method, validation_size
 from rdist.engine.schedule import resolve_schedule
+from rdist.engine.step import attack_phase, update_phase
 from rdist.export import runtime as onnx_runtime
 from rdist.methods import Batch, Method
 from rdist.models import create_model
@@ -120,12 +121,58 @@ class RunEstimate:
         return self.steps * self.flops_per_step / self.flops_per_s
 
 
+@dataclass(frozen=True)
+class Passes:
+    """One model's calls in one training step, by what their backward pass costs: none (`forward`), the input's
+    gradient only (`input_grad`: the inner attack, about twice a forward) or the weights' too (`weight_grad`: the
+    student's update, about three times)."""
+
+    forward: int = 0
+    input_grad: int = 0
+    weight_grad: int = 0
+
+    def flops(self, macs: float) -> float:
+        """FLOPs per image: 2 per MAC forward, 4 with the input's gradient, 6 with the weights' as well."""
+        return 2.0 * macs * (self.forward + 2 * self.input_grad + 3 * self.weight_grad)
+
+
+def count_passes(method: Method, channels: int, classes: int, epochs: int) -> dict[str, Passes]:
+    """The passes of one training step of `method`, per model: "student" and each teacher role.
+
+    Counted, not assumed: one step of the engine (`attack_phase`, `update_phase`) runs on tiny probe models
+    (tinycnn, two 8x8 images) with forward hooks. The counts do not depend on the architecture. The step is one
+    of the last epoch, past any warm-up.
+    """
+    torch.manual_seed(0)
+    probes = {role: create_model("tinycnn", num_classes=classes, in_channels=channels)
+              for role in ("student", *method.teachers)}
+    counts = {role: [0, 0, 0] for role in probes}
+    phase = {"update": False}
+
+    def counter(role: str):
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            differentiated = torch.is_grad_enabled() and output.requires_grad
+            counts[role][0 if not differentiated else 2 if phase["update"] and role == "student" else 1] += 1
+        return hook
+
+    for role, probe in probes.items():
+        probe.register_forward_hook(counter(role))
+        if role != "student":
+            probe.eval().requires_grad_(False)
+    student = probes["student"]
+    batch = Batch(torch.rand(2, channels, 8, 8), torch.arange(2) % classes, epochs, epochs,
+                  {role: probes[role] for role in method.teachers}, torch.Generator().manual_seed(0))
+    xa = attack_phase(student, method, batch)
+    phase["update"] = True
+    update_phase(student, method, batch, xa, torch.optim.SGD(student.parameters(), lr=0.0))
+    return {role: Passes(*c) for role, c in counts.items()}
+
+
 def estimate_run(config: TrainConfig) -> RunEstimate:
     """The cost of the run `config` describes (after `resolve_defaults`), without loading a weight or an image.
 
-    Per image and step: each forward of the student and the teachers the method makes (counted by running one
-    step of the method on probe models) times that model's MACs, x2 when the attack differentiates it, x3 when
-    the student's update does. A teacher named neither by RobustBench name nor by artifact file counts as free.
+    Per image and step: each pass of the student and the teachers the method makes (`count_passes`) times that
+    model's MACs (`Passes.flops`). A teacher named neither by RobustBench name nor by artifact file counts as free.
     """
     method, recipe = resolve_method(config)
     schedule = resolve_schedule(config, recipe)
@@ -137,41 +184,11 @@ def estimate_run(config: TrainConfig) -> RunEstimate:
         steps = min(steps, config.max_steps)
     shape = (channels, size, size)
     macs = {"student": _arch_macs({"name": config.student, "num_classes": classes, "in_channels": channels}, shape),
-            "teacher": _teacher_macs(config.teacher, config.data, shape),
-            "natural_teacher": _teacher_macs(config.natural_teacher, config.data, shape)}
-    passes = _forward_passes(method, channels, classes, size, schedule.epochs)
-    flops = sum(2 * macs[role] * weight for role, weight in passes.items() if macs[role] is not None)
+            **{role: _teacher_macs(config.teachers.get(role), config.data, shape) for role in method.teachers}}
+    passes = count_passes(method, channels, classes, schedule.epochs)
+    flops = sum(passes[role].flops(macs[role]) for role in passes if macs[role] is not None)
     device = default_device(config.device)
     return RunEstimate(steps, flops * schedule.batch_size, str(device), matmul_flops_per_s(device))
-
-
-def _forward_passes(method: Method, channels: int, classes: int, size: int, epochs: int) -> dict[str, int]:
-    """Forward passes of one training step by model, each weighted by what its backward adds: x2 in the attack
-    (the input's gradient only), x3 in the update (the weights' too). The counts do not depend on the
-    architecture, so small probe models stand in for the real ones. The step is one of the last epoch, past
-    any warm-up."""
-    probes = {role: create_model("tinycnn", num_classes=classes, in_channels=channels)
-              for role in ("student", "teacher", "natural_teacher")}
-    for role in ("teacher", "natural_teacher"):
-        probes[role].eval().requires_grad_(False)
-    passes = dict.fromkeys(probes, 0)
-    backward = {"weight": 2}
-
-    def counter(role: str):
-        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            passes[role] += backward["weight"] if output.requires_grad else 1
-        return hook
-
-    for role, probe in probes.items():
-        probe.register_forward_hook(counter(role))
-    batch = Batch(torch.rand(2, channels, size, size), torch.arange(2) % classes, epochs, epochs, probes["teacher"],
-                  probes["natural_teacher"])
-    probes["student"].train(method.bn_mode == "train")
-    xa = method.perturb(probes["student"], batch)
-    backward["weight"] = 3
-    probes["student"].train()
-    method.loss(probes["student"], batch, xa)
-    return passes
 
 
 def _arch_macs(arch: dict[str, Any], shape: tuple[int, int, int]) -> int:

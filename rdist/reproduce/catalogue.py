@@ -27,8 +27,8 @@ METRICS = ("clean", "pgd20", "aa")
 PROJECT_REPRODUCTIONS = catalogue_path("reproductions.yaml")
 NAME = re.compile(r"[\w.+-]+")
 # TrainConfig fields an entry sets through its own keys, or that belong to one invocation, not the row.
-_NOT_OPTIONS = {"method", "student", "data", "teacher", "recipe", "select_on", "seed", "out", "resume", "device",
-                "compile", "max_steps", "natural_teacher"}
+_NOT_OPTIONS = {"method", "student", "data", "teachers", "recipe", "select_on", "seed", "out", "resume", "device",
+                "compile", "max_steps"}
 OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name not in _NOT_OPTIONS)
 _EPS_OPTIONS = ("eps", "step_size")
 ENTRY_FIELDS = ("name", "teacher", "method", "student", "dataset", "recipe", "select_on", "options", "evaluation",
@@ -123,7 +123,7 @@ def find_reproduction(entries: list[Reproduction], name: str) -> Reproduction:
 def check_entry(entry: Reproduction) -> None:
     """Resolve every name of `entry` without downloading anything: RdistError for the first that fails."""
     from rdist.data import dataset_shape
-    from rdist.methods import method_class
+    from rdist.methods import ROBUST, method_class
     from rdist.models import create_model
     from rdist.teachers.catalogue import find_teacher
 
@@ -141,10 +141,12 @@ def check_entry(entry: Reproduction) -> None:
             find_teacher(entry.teacher, entry.dataset)
     except RdistError as exc:
         raise RdistError(f"{where}: {exc}") from None
-    if method.needs_teacher != (entry.teacher is not None):
-        raise RdistError(f"{where}: {entry.method} {'needs' if method.needs_teacher else 'takes no'} teacher")
-    if method.needs_natural_teacher:
-        raise RdistError(f"{where}: {entry.method} needs a natural teacher, which reproductions do not train yet")
+    if (ROBUST in method.teachers) != (entry.teacher is not None):
+        raise RdistError(f"{where}: {entry.method} {'needs' if ROBUST in method.teachers else 'takes no'} teacher")
+    others = [role for role in method.teachers if role != ROBUST]
+    if others:
+        raise RdistError(f"{where}: {entry.method} needs a {others[0]} teacher as well, which reproductions do not "
+                         "train yet")
 
 
 def _entry(raw: object, where: str) -> Reproduction:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from rdist.engine import BEST, Callback, TrainConfig
 from rdist.engine.seeds import seed_dir, train_in, train_seed
 from rdist.errors import RdistError
+from rdist.methods import ROBUST
 from rdist.reproduce.catalogue import METRICS, Reproduction, TeacherStage
 from rdist.utils import atomic_path
 
@@ -39,7 +40,8 @@ def default_out(entry: Reproduction, select_on: str) -> Path:
 
 
 def student_config(entry: Reproduction, *, select_on: str, device: str | None, teacher: str | None) -> TrainConfig:
-    return TrainConfig(method=entry.method, student=entry.student, data=entry.dataset, teacher=teacher,
+    return TrainConfig(method=entry.method, student=entry.student, data=entry.dataset,
+                       teachers={ROBUST: teacher} if teacher is not None else {},
                        recipe=entry.recipe, select_on=select_on, device=device, **entry.options)
 
 

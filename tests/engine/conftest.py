@@ -42,8 +42,12 @@ def natural_teacher(tmp_path_factory) -> Path:
 def short_run(robust_teacher):
     """Builds the config of a distillation run of a tinycnn student on digits: a second or so per epoch."""
 
-    def config(out: Path, method: str = "rslad", **overrides) -> TrainConfig:
-        values = dict(method=method, student="tinycnn", data="digits", teacher=str(robust_teacher), epochs=2,
+    def config(out: Path, method: str = "rslad", teachers: dict[str, str | None] | None = None,
+               **overrides) -> TrainConfig:
+        """`teachers` adds roles to the robust teacher, or replaces it; a role set to None is left out."""
+        roles = {role: spec for role, spec in {"robust": str(robust_teacher), **(teachers or {})}.items()
+                 if spec is not None}
+        values = dict(method=method, student="tinycnn", data="digits", teachers=roles, epochs=2,
                       batch_size=64, attack_steps=3, eval_n=64, out=str(out))
         return TrainConfig(**{**values, **overrides})
 

@@ -47,14 +47,14 @@ def _teacher_file(path, seed: int) -> str:
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
     directory = tmp_path_factory.mktemp("cuda-teachers")
-    return _teacher_file(directory / "robust.safetensors", 1), _teacher_file(directory / "natural.safetensors", 2)
+    return {"robust": _teacher_file(directory / "robust.safetensors", 1),
+            "natural": _teacher_file(directory / "natural.safetensors", 2)}
 
 
 def _config(method: str, teachers, out, **overrides) -> TrainConfig:
     cls = method_class(method)
     values = dict(method=method, student="tinycnn", data="digits", epochs=2, batch_size=64, attack_steps=2,
-                  eval_n=16, device=DEVICE, teacher=teachers[0] if cls.needs_teacher else None,
-                  natural_teacher=teachers[1] if cls.needs_natural_teacher else None, out=str(out))
+                  eval_n=16, device=DEVICE, teachers={role: teachers[role] for role in cls.teachers}, out=str(out))
     return TrainConfig(**{**values, **overrides})
 
 
@@ -94,8 +94,8 @@ def test_every_method_steps_under_autocast_and_channels_last(method, compiled, t
 def _batch(device: torch.device, teachers) -> Batch:
     digits = rdist.load_dataset("digits", device=device)
     x, y = next(iter(Batches(digits.x_train, digits.y_train, 64, shuffle=True, seed=0)))
-    teacher, natural = (rdist.load_model(path, device) for path in teachers)
-    return Batch(x, y, epoch=5, epochs=10, teacher=teacher, natural_teacher=natural,
+    return Batch(x, y, epoch=5, epochs=10, teachers={role: rdist.load_model(path, device)
+                                                     for role, path in teachers.items()},
                  generator=torch.Generator(device=device).manual_seed(0))
 
 

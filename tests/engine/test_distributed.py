@@ -75,7 +75,7 @@ def digits_run(natural_teacher):
         values = dict(method=method, student="tinycnn", data="digits", epochs=2, batch_size=64, lr=0.05,
                       attack_steps=2, eval_n=64, val_size=0.2007, sync_bn=True, out=str(out))
         if method == "rslad":
-            values["teacher"] = str(natural_teacher)
+            values["teachers"] = {"robust": str(natural_teacher)}
         return TrainConfig(**{**values, **overrides})
 
     return config

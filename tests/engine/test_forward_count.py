@@ -59,23 +59,23 @@ def _teacher_file(path, seed: int) -> str:
 @pytest.fixture(scope="module")
 def teacher_files(tmp_path_factory):
     directory = tmp_path_factory.mktemp("teachers")
-    return _teacher_file(directory / "robust.safetensors", 1), _teacher_file(directory / "natural.safetensors", 2)
+    return {"robust": _teacher_file(directory / "robust.safetensors", 1),
+            "natural": _teacher_file(directory / "natural.safetensors", 2)}
 
 
-def _direct_forwards(method_name: str, student: nn.Module, teacher: nn.Module | None,
-                     natural_teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+def _direct_forwards(method_name: str, student: nn.Module, teachers: dict[str, nn.Module], x: torch.Tensor,
+                     y: torch.Tensor) -> tuple[int, int]:
     """(student, teacher) forwards of the method's perturb and loss run by hand, as the method needs them."""
-    student, teacher, natural_teacher = (copy.deepcopy(m) if m is not None else None
-                                         for m in (student, teacher, natural_teacher))
-    students, teachers = ForwardCounter(student), ForwardCounter(teacher, natural_teacher)
+    student = copy.deepcopy(student)
+    teachers = {role: copy.deepcopy(teacher) for role, teacher in teachers.items()}
+    students, teacher_calls = ForwardCounter(student), ForwardCounter(*teachers.values())
     method = create_method(method_name, steps=ATTACK_STEPS)
-    batch = Batch(x, y, epoch=1, epochs=10, teacher=teacher, natural_teacher=natural_teacher,
-                  generator=torch.Generator().manual_seed(0))
+    batch = Batch(x, y, epoch=1, epochs=10, teachers=teachers, generator=torch.Generator().manual_seed(0))
     student.train(method.bn_mode == "train")
     xa = method.perturb(student, batch)
     student.train()
     method.loss(student, batch, xa).backward()
-    return students.calls, teachers.calls
+    return students.calls, teacher_calls.calls
 
 
 @pytest.mark.parametrize("method", list_methods())
@@ -83,12 +83,11 @@ def test_an_engine_step_forwards_only_what_the_method_needs(method, teacher_file
     cls = method_class(method)
     run = build_run(TrainConfig(
         method=method, student="tinycnn", data="digits", epochs=10, max_steps=STEPS, batch_size=BATCH,
-        attack_steps=ATTACK_STEPS, eval_n=16, teacher=teacher_files[0] if cls.needs_teacher else None,
-        natural_teacher=teacher_files[1] if cls.needs_natural_teacher else None,
+        attack_steps=ATTACK_STEPS, eval_n=16, teachers={role: teacher_files[role] for role in cls.teachers},
         out=str(tmp_path)).with_absolute_paths())
     x, y = next(iter(Batches(run.train_x, run.train_y, BATCH)))
-    expected = _direct_forwards(method, run.student, run.teacher, run.natural_teacher, x, y)
-    counter = CountPerStep(ForwardCounter(run.student), ForwardCounter(run.teacher, run.natural_teacher))
+    expected = _direct_forwards(method, run.student, run.teachers, x, y)
+    counter = CountPerStep(ForwardCounter(run.student), ForwardCounter(*run.teachers.values()))
 
     Trainer(run, counter).fit()
 
@@ -99,7 +98,7 @@ def test_an_engine_step_forwards_only_what_the_method_needs(method, teacher_file
 def _batch(teacher: nn.Module) -> Batch:
     digits = rdist.load_dataset("digits")
     x, y = next(iter(Batches(digits.x_train, digits.y_train, 64, shuffle=True, seed=0)))
-    return Batch(x, y, epoch=1, epochs=10, teacher=teacher, generator=torch.Generator().manual_seed(0))
+    return Batch(x, y, epoch=1, epochs=10, teachers={"robust": teacher}, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("method_name, has_clean", [("rslad", True), ("sat", False)])

@@ -49,7 +49,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(short_run, natural_teacher, tmp_path):
     # AKD2 with SWA: BN in train mode during the attack, random starts, two teachers and averaged weights.
     def config(out: Path) -> TrainConfig:
-        return short_run(out, method="akd2", natural_teacher=str(natural_teacher), epochs=3, swa_start=2)
+        return short_run(out, method="akd2", teachers={"natural": str(natural_teacher)}, epochs=3, swa_start=2)
 
     uninterrupted = train(config(tmp_path / "whole"))
     steps_per_epoch = uninterrupted.global_step // 3

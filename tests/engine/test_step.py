@@ -36,7 +36,7 @@ class ModeRecorder:
 def _batch(teacher: nn.Module) -> Batch:
     digits = rdist.load_dataset("digits")
     x, y = next(iter(Batches(digits.x_train, digits.y_train, 32, shuffle=True, seed=0)))
-    return Batch(x, y, epoch=1, epochs=10, teacher=teacher, generator=torch.Generator().manual_seed(0))
+    return Batch(x, y, epoch=1, epochs=10, teachers={"robust": teacher}, generator=torch.Generator().manual_seed(0))
 
 
 def _frozen_teacher() -> nn.Module:
@@ -98,10 +98,10 @@ def test_teachers_stay_frozen_through_a_run(tmp_path):
         paths.append(rdist.save_model(model, tmp_path / f"{name}.safetensors", dataset="digits",
                                       input_shape=[1, 8, 8]))
     # AKD2: both teachers run on the adversarial inputs, with the student's BN in train mode during the attack.
-    run = build_run(TrainConfig(method="akd2", student="tinycnn", data="digits", teacher=str(paths[0]),
-                                natural_teacher=str(paths[1]), epochs=1, max_steps=3, batch_size=64,
+    run = build_run(TrainConfig(method="akd2", student="tinycnn", data="digits",
+                                teachers={"robust": str(paths[0]), "natural": str(paths[1])}, epochs=1, max_steps=3, batch_size=64,
                                 attack_steps=2, eval_n=16, out=str(tmp_path / "run")).with_absolute_paths())
-    teachers = [run.teacher, run.natural_teacher]
+    teachers = [run.teachers["robust"], run.teachers["natural"]]
     before = [{k: v.clone() for k, v in t.state_dict().items()} for t in teachers]
     watch = TeacherWatch(teachers)
 

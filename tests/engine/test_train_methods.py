@@ -29,8 +29,8 @@ def test_first_epoch_lowers_the_training_loss(method, robust_teacher, natural_te
     # The first epoch of a 10-epoch schedule: IGDM's ramp (epoch / E) starts small there, as in the papers' runs.
     result = train(TrainConfig(
         method=method, student="smallcnn", data="digits", epochs=10, max_steps=STEPS, batch_size=32, attack_steps=3,
-        eval_n=32, teacher=str(robust_teacher) if cls.needs_teacher else None,
-        natural_teacher=str(natural_teacher) if cls.needs_natural_teacher else None, out=str(tmp_path)), recorder)
+        eval_n=32, teachers={role: str({"robust": robust_teacher, "natural": natural_teacher}[role])
+                             for role in cls.teachers}, out=str(tmp_path)), recorder)
 
     losses = recorder.losses
     assert len(losses) == STEPS and result.global_step == STEPS and result.stopped_by == "max_steps"

@@ -101,7 +101,7 @@ def test_a_partial_epoch_is_never_selected_as_best(tmp_path):
 
 
 def test_swa_averages_weights_and_recomputes_bn_statistics(short_run, natural_teacher, tmp_path):
-    train(short_run(tmp_path, method="akd2", natural_teacher=str(natural_teacher), epochs=3, swa_start=2))
+    train(short_run(tmp_path, method="akd2", teachers={"natural": str(natural_teacher)}, epochs=3, swa_start=2))
     log = read_log(tmp_path / LOG)
     assert [r["swa"] for r in log] == [False, True, True]
     state = load_checkpoint(tmp_path)
@@ -148,13 +148,13 @@ def _teacher_artifact(path, num_classes=10, in_channels=1, size=8):
 def test_teacher_with_other_class_count_is_refused(short_run, tmp_path):
     teacher = _teacher_artifact(tmp_path / "t.safetensors", num_classes=5)
     with pytest.raises(RdistError, match=r"has 5 classes but dataset digits has 10"):
-        train(short_run(tmp_path / "run", teacher=teacher))
+        train(short_run(tmp_path / "run", teachers={"robust": teacher}))
 
 
 def test_teacher_with_other_input_shape_is_refused(short_run, tmp_path):
     teacher = _teacher_artifact(tmp_path / "t.safetensors", in_channels=3, size=32)
     with pytest.raises(RdistError, match=r"inputs of shape \(3, 32, 32\) but dataset digits has \(1, 8, 8\)"):
-        train(short_run(tmp_path / "run", teacher=teacher))
+        train(short_run(tmp_path / "run", teachers={"robust": teacher}))
 
 
 @pytest.mark.parametrize("method", ["akd2", "iad-ii"])
@@ -165,7 +165,7 @@ def test_two_teacher_methods_need_the_natural_teacher(method, short_run, tmp_pat
 
 def test_distillation_needs_a_teacher(short_run, tmp_path):
     with pytest.raises(RdistError, match="--teacher"):
-        train(short_run(tmp_path, teacher=None))
+        train(short_run(tmp_path, teachers={"robust": None}))
 
 
 def test_non_finite_loss_stops_and_names_the_step(short_run, tmp_path):
@@ -178,7 +178,7 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(short_run, tmp_path):
     teacher = tmp_path / "teacher.safetensors"
     model = rdist.create_model("smallcnn", num_classes=10, in_channels=1)
     rdist.save_model(model, teacher, dataset="digits", input_shape=[1, 8, 8])
-    config = short_run(tmp_path / "run", teacher=str(teacher), epochs=2, max_steps=18)  # 18 steps: one epoch
+    config = short_run(tmp_path / "run", teachers={"robust": str(teacher)}, epochs=2, max_steps=18)  # 18 steps: one epoch
     train(config)
     checkpoint = (tmp_path / "run" / CHECKPOINT).read_bytes()
     last = (tmp_path / "run" / LAST).read_bytes()

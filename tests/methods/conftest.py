@@ -73,7 +73,7 @@ def make_batch(inputs, teacher, natural_teacher):
 
     def make(seed: int = 0, epoch: int = 1, epochs: int = 10) -> Batch:
         x, y = inputs
-        return Batch(x=x, y=y, epoch=epoch, epochs=epochs, teacher=teacher, natural_teacher=natural_teacher,
+        return Batch(x=x, y=y, epoch=epoch, epochs=epochs, teachers={"robust": teacher, "natural": natural_teacher},
                      generator=torch.Generator().manual_seed(seed))
 
     return make

@@ -52,13 +52,13 @@ def test_attack_increases_the_teacher_student_disagreement_at_xa(student, make_b
     check_in_ball(xa, batch.x, EPS)
     assert 0 < (start - batch.x).abs().amax() < 0.01  # x + 0.001 N(0, 1)
     with torch.no_grad():
-        at_xa = reference.kl(batch.teacher(xa), student(xa)).sum()
-        assert at_xa > reference.kl(batch.teacher(start), student(start)).sum() + 0.05
+        at_xa = reference.kl(batch.teachers["robust"](xa), student(xa)).sum()
+        assert at_xa > reference.kl(batch.teachers["robust"](start), student(start)).sum() + 0.05
 
 
 def test_attack_gradient_flows_through_the_teacher(make_batch, check_in_ball):
     batch = make_batch()
-    flat = Flat(num_classes=batch.teacher(batch.x).shape[1])
+    flat = Flat(num_classes=batch.teachers["robust"](batch.x).shape[1])
     start = AdaAD(steps=0).perturb(flat, make_batch())
     xa = AdaAD().perturb(flat, make_batch())
     check_in_ball(xa, batch.x, EPS)
@@ -74,6 +74,6 @@ def test_paper_preset_scales_the_kl_as_the_official_code_of_each_dataset(dataset
 
 def test_flags_defaults_and_recipe():
     assert AdaAD.name == "adaad" and AdaAD.kind == "distill" and AdaAD.bn_mode == "eval"
-    assert AdaAD.needs_teacher and not AdaAD.needs_natural_teacher and AdaAD.supports_igdm
-    assert AdaAD.defaults == {"alpha": 1.0, "kl_scale": 0.1}
+    assert AdaAD.teachers == ("robust",) and AdaAD.supports_igdm
+    assert AdaAD.hyperparameters() == {"alpha": 1.0, "kl_scale": 0.1}
     assert AdaAD.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=5e-4)

@@ -41,6 +41,6 @@ def test_attack_starts_uniformly_in_the_ball(student, make_batch):
 
 def test_flags_defaults_and_recipe():
     assert AKD2.name == "akd2" and AKD2.kind == "distill" and AKD2.bn_mode == "train"
-    assert AKD2.needs_teacher and AKD2.needs_natural_teacher and not AKD2.supports_igdm
-    assert AKD2.defaults == {"tau": 2.0, "ce_weight": 0.3, "natural_weight": 0.1, "adv_weight": 0.6}
+    assert AKD2.teachers == ("robust", "natural") and not AKD2.supports_igdm
+    assert AKD2.hyperparameters() == {"tau": 2.0, "ce_weight": 0.3, "natural_weight": 0.1, "adv_weight": 0.6}
     assert AKD2.recipe == Recipe(epochs=200, milestones=(50, 150), weight_decay=5e-4, swa_start=56)  # official 0-based 55

@@ -68,6 +68,6 @@ def test_kl_scale_none_keeps_the_paper_default(value):
 
 def test_flags_defaults_and_recipe():
     assert ARD.name == "ard" and ARD.kind == "distill" and ARD.bn_mode == "train"
-    assert ARD.needs_teacher and ARD.supports_igdm and not ARD.needs_natural_teacher
-    assert ARD.defaults == {"alpha": 1.0, "tau": 30.0, "kl_scale": None}
+    assert ARD.teachers == ("robust",) and ARD.supports_igdm
+    assert ARD.hyperparameters() == {"alpha": 1.0, "tau": 30.0, "kl_scale": None}
     assert ARD.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)

@@ -124,6 +124,6 @@ def test_attack_is_ard_pgd_on_cross_entropy_from_a_uniform_start(bn_student, mak
 
 def test_flags_defaults_and_recipe():
     assert IADI.name == "iad-i" and IADI.kind == "distill" and IADI.bn_mode == "train"
-    assert IADI.needs_teacher and not IADI.needs_natural_teacher and not IADI.supports_igdm
-    assert IADI.defaults == {"beta": 0.1, "warmup_epoch": 60, "kl_scale": 1.0}
+    assert IADI.teachers == ("robust",) and not IADI.supports_igdm
+    assert IADI.hyperparameters() == {"beta": 0.1, "warmup_epoch": 60, "kl_scale": 1.0}
     assert IADI.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)

@@ -74,6 +74,6 @@ def test_attack_is_ard_pgd_on_cross_entropy_from_a_uniform_start(bn_student, mak
 
 def test_flags_defaults_and_recipe():
     assert IADII.name == "iad-ii" and IADII.kind == "distill" and IADII.bn_mode == "train"
-    assert IADII.needs_teacher and IADII.needs_natural_teacher and not IADII.supports_igdm
-    assert IADII.defaults == {"beta": 0.1, "warmup_epoch": 40, "kl_scale": 1.0}
+    assert IADII.teachers == ("robust", "natural") and not IADII.supports_igdm
+    assert IADII.hyperparameters() == {"beta": 0.1, "warmup_epoch": 40, "kl_scale": 1.0}
     assert IADII.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)

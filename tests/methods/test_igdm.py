@@ -119,13 +119,14 @@ def test_attack_bn_mode_and_flags_are_the_base_methods(student, make_batch, base
     method = IGDM(inner)
     torch.testing.assert_close(method.perturb(student, make_batch(seed=9)), inner.perturb(student, make_batch(seed=9)))
     assert method.name == f"{base}+igdm" and method.kind == "distill"
-    assert method.bn_mode == inner.bn_mode and method.needs_teacher and not method.needs_natural_teacher
+    assert method.bn_mode == inner.bn_mode and method.teachers == ("robust",)
     assert (method.eps, method.step_size, method.steps) == (inner.eps, inner.step_size, inner.steps)
     assert method.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
 
 
 def test_config_holds_base_and_igdm_hyper_parameters():
-    config = IGDM(AdaAD(kl_scale=1.0), igdm_alpha=10, igdm_gamma=None).config()
+    # None: not given, the paper value (the CLI's unset options)
+    config = create_method("adaad+igdm", kl_scale=1.0, igdm_alpha=10, igdm_gamma=None).config()
     assert config["method"] == "adaad+igdm" and config["kl_scale"] == 1.0 and config["alpha"] == 1.0
     assert (config["igdm_alpha"], config["igdm_beta"], config["igdm_gamma"]) == (10.0, 1.0, 1.0)
 

@@ -21,6 +21,6 @@ def test_trains_without_an_attack(student, make_batch):
 
 def test_flags_defaults_and_recipe():
     assert KD.name == "kd" and KD.kind == "distill"
-    assert KD.needs_teacher and not (KD.needs_natural_teacher or KD.supports_igdm)
-    assert KD.defaults == {"alpha": 0.9, "tau": 4.0}
+    assert KD.teachers == ("robust",) and not KD.supports_igdm
+    assert KD.hyperparameters() == {"alpha": 0.9, "tau": 4.0}
     assert KD.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=5e-4)

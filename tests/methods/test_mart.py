@@ -91,8 +91,8 @@ def test_paper_preset_for_other_architectures_is_the_resnet18_one(arch):
 
 def test_flags_defaults_and_recipe():
     assert MART.name == "mart" and MART.kind == "teacher" and MART.bn_mode == "eval"
-    assert not (MART.needs_teacher or MART.needs_natural_teacher or MART.supports_igdm)
-    assert MART.defaults == {"beta": 6.0}
+    assert MART.teachers == () and not MART.supports_igdm
+    assert MART.hyperparameters() == {"beta": 6.0}
     # ResNet-18: the official train_resnet.py (lr 0.01, weight decay 3.5e-3, 120 epochs, x0.1 at 75, 90, 100)
     assert MART.recipe == Recipe(epochs=120, milestones=(75, 90, 100), weight_decay=3.5e-3, lr=0.01, eps=0.031,
                                  step_size=0.007, attack_steps=10)

@@ -14,6 +14,6 @@ def test_trains_without_an_attack(student, make_batch):
 
 def test_flags_defaults_and_recipe():
     assert Natural.name == "natural" and Natural.kind == "teacher"
-    assert not (Natural.needs_teacher or Natural.needs_natural_teacher or Natural.supports_igdm)
-    assert Natural.defaults == {}
+    assert Natural.teachers == () and not Natural.supports_igdm
+    assert Natural.hyperparameters() == {}
     assert Natural.recipe == Recipe(epochs=100, milestones=(75, 90), weight_decay=5e-4)

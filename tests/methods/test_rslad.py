@@ -62,24 +62,24 @@ def test_attack_increases_kl_from_the_clean_soft_labels(student, make_batch, ref
     check_in_ball(xa, batch.x, EPS)
     assert 0 < (start - batch.x).abs().amax() < 0.01  # x + 0.001 N(0, 1)
     with torch.no_grad():
-        soft_labels = batch.teacher(batch.x)
+        soft_labels = batch.teachers["robust"](batch.x)
         assert reference.kl(soft_labels, student(xa)).sum() > reference.kl(soft_labels, student(start)).sum() + 0.05
 
 
 def test_teacher_sees_the_clean_batch_once_for_attack_and_loss(student, teacher, inputs):
     x, y = inputs
     recording = Recording(teacher)
-    batch = Batch(x=x, y=y, epoch=1, epochs=10, teacher=recording, generator=torch.Generator().manual_seed(0))
+    batch = Batch(x=x, y=y, epoch=1, epochs=10, teachers={"robust": recording}, generator=torch.Generator().manual_seed(0))
     method = RSLAD()
     xa = method.perturb(student, batch)
     method.loss(student, batch, xa)
     assert len(recording.seen) == 1 and torch.equal(recording.seen[0], x)
-    method.loss(student, Batch(x=x.flip(0), y=y, epoch=1, epochs=10, teacher=recording), xa)
+    method.loss(student, Batch(x=x.flip(0), y=y, epoch=1, epochs=10, teachers={"robust": recording}), xa)
     assert len(recording.seen) == 2  # a new batch gets its own soft labels
 
 
 def test_flags_defaults_and_recipe():
     assert RSLAD.name == "rslad" and RSLAD.kind == "distill" and RSLAD.bn_mode == "eval"
-    assert RSLAD.needs_teacher and not RSLAD.needs_natural_teacher and RSLAD.supports_igdm
-    assert RSLAD.defaults == {"kl_scale": 0.1}
+    assert RSLAD.teachers == ("robust",) and RSLAD.supports_igdm
+    assert RSLAD.hyperparameters() == {"kl_scale": 0.1}
     assert RSLAD.recipe == Recipe(epochs=300, milestones=(215, 260, 285), weight_decay=2e-4)

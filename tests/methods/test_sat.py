@@ -32,6 +32,6 @@ def test_attack_starts_uniformly_in_the_ball_and_follows_the_generator(student, 
 
 def test_flags_defaults_and_recipe():
     assert SAT.name == "sat" and SAT.kind == "teacher" and SAT.bn_mode == "eval"
-    assert not (SAT.needs_teacher or SAT.needs_natural_teacher or SAT.supports_igdm)
-    assert SAT.defaults == {}
+    assert SAT.teachers == () and not SAT.supports_igdm
+    assert SAT.hyperparameters() == {}
     assert SAT.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)

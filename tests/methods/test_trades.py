@@ -59,8 +59,8 @@ def test_attack_starts_at_x_plus_small_gaussian_noise(student, make_batch):
 
 def test_flags_defaults_and_recipe():
     assert TRADES.name == "trades" and TRADES.kind == "teacher" and TRADES.bn_mode == "eval"
-    assert not (TRADES.needs_teacher or TRADES.needs_natural_teacher or TRADES.supports_igdm)
-    assert TRADES.defaults == {"beta": 6.0}
+    assert TRADES.teachers == () and not TRADES.supports_igdm
+    assert TRADES.hyperparameters() == {"beta": 6.0}
     # The official script attacks with eps 0.031 and step 0.007 (10 steps), not 8/255 and 2/255.
     assert TRADES.recipe == Recipe(epochs=100, milestones=(75, 90), weight_decay=2e-4, eps=0.031, step_size=0.007,
                                    attack_steps=10)

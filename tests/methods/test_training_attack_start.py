@@ -18,7 +18,7 @@ def edge_batch(inputs, teacher, natural_teacher):
     x, y = inputs
     x = x.clone()
     x.view(-1)[::3] = (torch.arange(x.numel())[::3] % 2).float()
-    return Batch(x=x, y=y, epoch=1, epochs=10, teacher=teacher, natural_teacher=natural_teacher,
+    return Batch(x=x, y=y, epoch=1, epochs=10, teachers={"robust": teacher, "natural": natural_teacher},
                  generator=torch.Generator().manual_seed(0))
 
 

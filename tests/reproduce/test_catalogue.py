@@ -35,7 +35,7 @@ def test_every_entry_resolves(entry):
     elif isinstance(entry.teacher, TeacherStage):
         assert method_class(entry.teacher.method).kind == "teacher"
     else:
-        assert not method_class(entry.method).needs_teacher
+        assert method_class(entry.method).teachers == ()
     assert entry.published["aa"] is not None and 0 < entry.published["aa"] <= 100
     assert entry.source["paper"] and entry.source["table"]
     assert entry.evaluation.attacks[:2] == ["clean", "pgd20"] and entry.evaluation.attacks[2].startswith("aa")

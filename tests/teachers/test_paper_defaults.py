@@ -109,19 +109,24 @@ def test_igdm_trains_adaad_with_igdm(cifar10_cache, tmp_path):
     ({"data": "npz:x.npz"}, "--data"),
     ({"epochs": 3}, "--recipe"),
     ({"recipe": "paper", "epochs": 3}, "--recipe"),
-    ({"teacher": "t.safetensors"}, "--teacher"),
-    ({"natural_teacher": "n.safetensors"}, "--natural-teacher"),
+    ({"teachers": {"robust": "t.safetensors"}}, "--teacher"),
+    ({"teachers": {"natural": "n.safetensors"}}, "--natural-teacher"),
 ])
 def test_an_explicit_option_wins_over_each_default(given, option):
     config, defaults = resolve_defaults(TrainConfig(method="iad-ii", student="resnet18", **given))
     for field, value in given.items():
-        assert getattr(config, field) == value
+        if field == "teachers":
+            assert config.teachers.items() >= value.items()
+        else:
+            assert getattr(config, field) == value
     assert option not in {d.option for d in defaults}
     assert config.recipe == given.get("recipe", None if "epochs" in given else "paper"), \
         "the paper recipe is a default only without --epochs"
     if "data" not in given:
-        assert (config.data, config.teacher or "", config.natural_teacher or "") == (
-            "cifar10", given.get("teacher", "Zhang2019Theoretically"), given.get("natural_teacher", "Standard"))
+        given_teachers = given.get("teachers", {})
+        assert (config.data, config.teachers) == (
+            "cifar10", {"robust": given_teachers.get("robust", "Zhang2019Theoretically"),
+                        "natural": given_teachers.get("natural", "Standard")})
 
 
 def test_paper_teachers_follow_the_dataset():
@@ -129,9 +134,9 @@ def test_paper_teachers_follow_the_dataset():
                                   "Chen2021LTD_WRN34_10"), ("rslad", "cifar100", "Gowal2020Uncovering_extra"),
                                   ("rslad+igdm", "cifar100", "Wang2023Better_WRN-28-10")]:
         config, _ = resolve_defaults(TrainConfig(method=method, student="resnet18", data=data))
-        assert config.teacher == teacher and (teacher, data) in TEACHERS
+        assert config.teachers == {"robust": teacher} and (teacher, data) in TEACHERS
     config, _ = resolve_defaults(TrainConfig(method="rslad", student="tinycnn", data="digits"))
-    assert config.teacher is None, "no RobustBench teacher for digits: the run asks for one"
+    assert config.teachers == {}, "no RobustBench teacher for digits: the run asks for one"
     config, defaults = resolve_defaults(TrainConfig(method="trades", student="resnet18"))
     assert (config.recipe, config.epochs, defaults) == (None, None, []), "teacher training asks for --epochs"
 
