@@ -12,12 +12,12 @@ from typing import Any
 import typer
 
 from rdist.cli.common import console, err_console, print_json, progress_bar
-from rdist.engine import (BEST, CHECKPOINT, LAST, LOG, Callback, RunResult, StepInfo, TrainConfig, parse_seeds,
-                          resume_config, train, train_seeds)
-from rdist.engine.seeds import group_dir
+from rdist.engine import (BEST, CHECKPOINT, LAST, LOG, Callback, EpochRecord, RunResult, StepInfo, TrainConfig,
+                          parse_seeds, resume_config, train, train_seeds)
 from rdist.engine.defaults import resolve_defaults
 from rdist.engine.distributed import ranks_from_env, sync_bn_note
 from rdist.engine.outputs import check_run_dir
+from rdist.engine.seeds import group_dir
 from rdist.errors import RdistError
 from rdist.methods import METHODS, Recipe, canonical_method, check_kind
 from rdist.methods.igdm import IGDM
@@ -218,13 +218,12 @@ class EpochProgress(Callback):
     def on_eval(self, epoch: int, attack: str, done: int, total: int) -> None:
         self.bar.update(self.task, note=f"evaluating {attack} {done}/{total}")
 
-    def on_epoch_end(self, record: dict[str, Any]) -> None:
+    def on_epoch_end(self, record: EpochRecord) -> None:
         """Replace the finished epoch's bar by one log line, so a long run keeps a single live bar on screen."""
-        split = "test" if "test_clean_acc" in record else "val"
-        line = f"epoch {record['epoch']}/{self.epochs}  loss {record['train_loss']:.4f}"
-        if record[f"{split}_clean_acc"] is not None:
-            line += f"  {split} clean {record[f'{split}_clean_acc']:.1%}  pgd20 {record[f'{split}_pgd20_acc']:.1%}"
-        line += f"  ({record['seconds']:.1f} s, {record['images_per_s']:.0f} images/s)"
+        line = f"epoch {record.epoch}/{self.epochs}  loss {record.train_loss:.4f}"
+        if record.clean_acc is not None:
+            line += f"  {record.split} clean {record.clean_acc:.1%}  pgd20 {record.pgd20_acc:.1%}"
+        line += f"  ({record.seconds:.1f} s, {record.images_per_s:.0f} images/s)"
         self.bar.remove_task(self.task)
         self.bar.console.print(line, highlight=False)
 

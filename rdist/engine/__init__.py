@@ -6,14 +6,14 @@
 """
 
 from rdist.engine.callbacks import Callback, StepInfo
-from rdist.engine.checkpoint import CHECKPOINT, load_checkpoint, resume_config
+from rdist.engine.checkpoint import load_checkpoint, resume_config
 from rdist.engine.config import TrainConfig
-from rdist.engine.log import LOG, read_log
-from rdist.engine.outputs import BEST, LAST
+from rdist.engine.log import EpochRecord, read_log
+from rdist.engine.rundir import BEST, CHECKPOINT, LAST, LOG, RunDirectory
 from rdist.engine.schedule import Schedule, resolve_schedule
 from rdist.engine.seeds import group_seed_dirs, parse_seeds, seed_dir, train_seed, train_seeds
 from rdist.engine.trainer import RunResult, train
 
-__all__ = ["BEST", "CHECKPOINT", "Callback", "LAST", "LOG", "RunResult", "Schedule", "StepInfo", "TrainConfig",
-           "group_seed_dirs", "load_checkpoint", "parse_seeds", "read_log", "resolve_schedule", "resume_config",
+__all__ = ["BEST", "CHECKPOINT", "Callback", "EpochRecord", "LAST", "LOG", "RunDirectory", "RunResult", "Schedule",
+           "StepInfo", "TrainConfig", "group_seed_dirs", "load_checkpoint", "parse_seeds", "read_log", "resolve_schedule", "resume_config",
            "seed_dir", "train", "train_seed", "train_seeds"]

@@ -6,8 +6,6 @@ bad input fails in a second rather than after a data download.
 
 from __future__ import annotations
 
-import re
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from rdist.data import Dataset, dataset_shape, load_dataset
 from rdist.engine.config import TrainConfig, teacher_noun, teacher_option
 from rdist.engine.defaults import missing_teacher_hint, resolve_defaults
 from rdist.engine.distributed import Parallel, Ranks
+from rdist.engine.rundir import RunDirectory
 from rdist.engine.schedule import Schedule, resolve_schedule
 from rdist.engine.step import channels_last
 from rdist.errors import RdistError
@@ -43,7 +42,11 @@ class Run:
     eval_y: torch.Tensor
     student: nn.Module
     teachers: dict[str, nn.Module]  # by role, as the method declares them; frozen, eval mode
-    run_dir: Path
+    directory: RunDirectory
+
+    @property
+    def run_dir(self) -> Path:
+        return self.directory.path
 
     @property
     def ranks(self) -> Ranks:
@@ -101,9 +104,10 @@ def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Pa
     eval_n = min(config.eval_n or (1000 if device.type == "cuda" else 500), len(eval_y))
     for model in (student, *teachers.values()):
         channels_last(model, device)
-    run_dir = Path(config.resume or config.out or default_run_dir(config))
+    directory = RunDirectory(config.resume or config.out) if config.resume or config.out else \
+        RunDirectory.default(config)
     return Run(config, method, schedule, parallel, device, dataset, train_x, train_y, eval_x[:eval_n], eval_y[:eval_n],
-               student, teachers, run_dir)
+               student, teachers, directory)
 
 
 def validation_size(n: int, val_size: float) -> int:
@@ -128,12 +132,6 @@ def resolve_method(config: TrainConfig) -> tuple[Method, Recipe]:
                   **{k: v for k, v in attack.items() if v is not None}}
     method = create_method(config.method, **attack, **hparams)  # None: the method's default attack
     return method, recipe or method.recipe
-
-
-def default_run_dir(config: TrainConfig) -> Path:
-    data = Path(config.data[4:]).stem if config.data.startswith("npz:") else config.data
-    name = re.sub(r"[^A-Za-z0-9.+_-]+", "_", f"{config.method}-{config.student}-{data}")
-    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _check_teachers_wanted(method: Method, config: TrainConfig) -> None:

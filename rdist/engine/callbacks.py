@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from rdist.engine.log import EpochRecord
 
 
 @dataclass
@@ -44,5 +45,5 @@ class Callback:
     def on_eval(self, epoch: int, attack: str, done: int, total: int) -> None:
         pass
 
-    def on_epoch_end(self, record: dict[str, Any]) -> None:
+    def on_epoch_end(self, record: EpochRecord) -> None:
         """`record` is the epoch's log.jsonl line."""

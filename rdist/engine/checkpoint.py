@@ -17,10 +17,10 @@ import torch
 
 import rdist.schema as schema
 from rdist.engine.config import LEGACY_TEACHER_FIELDS, TrainConfig, legacy_teachers
+from rdist.engine.rundir import CHECKPOINT, RunDirectory
 from rdist.errors import RdistError
 from rdist.utils import atomic_path, first_line
 
-CHECKPOINT = "checkpoint.pt"
 FORMAT = "rdist-checkpoint"
 FORMAT_VERSION = 1
 
@@ -78,7 +78,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
-    path = run_dir / CHECKPOINT
+    path = RunDirectory(run_dir).checkpoint
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, tmp)
     return path
@@ -89,7 +89,7 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RdistError(f"cannot resume {run_dir}: no such directory")
-    path = run_dir / CHECKPOINT
+    path = RunDirectory(run_dir).checkpoint
     if not path.is_file():
         raise RdistError(f"cannot resume {run_dir}: it is not a run directory (no {CHECKPOINT}; a run writes one at "
                          "the end of its first epoch); pass the --out directory of an earlier run")

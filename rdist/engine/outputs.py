@@ -12,12 +12,10 @@ from rdist.artifact import results_key, save_model
 from rdist.attacks import EvalResult
 from rdist.data import npz_file
 from rdist.engine.build import Run
-from rdist.engine.checkpoint import CHECKPOINT
 from rdist.engine.config import TrainConfig, teacher_field, teacher_noun
-from rdist.engine.log import LOG
+from rdist.engine.rundir import BEST, FILES, LAST
 from rdist.utils import check_output, format_eps
 
-BEST, LAST = "best.safetensors", "last.safetensors"
 EVAL_ATTACKS = ["clean", "pgd20"]
 
 
@@ -27,7 +25,7 @@ def check_run_dir(config: TrainConfig) -> None:
     inputs = [*((f"the {teacher_noun(role)}", spec) for role, spec in config.teachers.items()),
               ("the dataset", npz_file(config.data))]
     check_output(config.resume or config.out or "runs", "--resume" if config.resume else "--out", directory=True,
-                 files=(BEST, LAST, LOG, CHECKPOINT), inputs=inputs)
+                 files=FILES, inputs=inputs)
 
 
 def _arch_name(model: nn.Module) -> str | None:

@@ -11,10 +11,9 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from rdist.engine.build import default_run_dir
 from rdist.engine.callbacks import Callback
-from rdist.engine.checkpoint import CHECKPOINT
 from rdist.engine.config import TrainConfig
+from rdist.engine.rundir import RunDirectory
 from rdist.engine.trainer import RunResult, train
 from rdist.errors import RdistError
 
@@ -50,14 +49,13 @@ def group_seed_dirs(group: str | Path) -> list[Path]:
 
 def group_dir(config: TrainConfig) -> Path:
     """Where the seeds of `config` go: its --out, else the default run directory name."""
-    return Path(config.out) if config.out else default_run_dir(config)
+    return Path(config.out) if config.out else RunDirectory.default(config).path
 
 
 def train_in(config: TrainConfig, run_dir: str | Path, callback: Callback | None = None) -> RunResult:
     """Train `config` in `run_dir`: continued from its checkpoint when it has one (finished: returns at once),
     started when it has none (a run killed before its first epoch ended starts again)."""
-    run_dir = Path(run_dir)
-    if (run_dir / CHECKPOINT).is_file():
+    if RunDirectory(run_dir).has_checkpoint():
         return train(replace(config, resume=str(run_dir), out=None), callback)
     return train(replace(config, out=str(run_dir), resume=None), callback)
 

@@ -22,11 +22,11 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from rdist.artifact import load_weights
 from rdist.engine.build import Run, build_run
 from rdist.engine.callbacks import Callback, StepInfo
-from rdist.engine.checkpoint import (CHECKPOINT, check_same_run, load_checkpoint, restore_rng, rng_state,
-                                     save_checkpoint)
+from rdist.engine.checkpoint import check_same_run, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from rdist.engine.config import TrainConfig
-from rdist.engine.log import LOG, EpochLog, read_log
+from rdist.engine.log import EpochLog, EpochRecord, read_log
 from rdist.engine.outputs import BEST, EVAL_ATTACKS, LAST, check_run_dir, eval_report, save_artifact
+from rdist.engine.rundir import CHECKPOINT
 from rdist.engine.schedule import build_optimizer
 from rdist.engine.step import StepOutput, attack_phase, cudnn_autotune, input_layout, update_phase
 from rdist.errors import RdistError
@@ -44,11 +44,12 @@ class RunResult:
     best_epoch: int | None
     best_acc: float | None  # accuracy (`select_metric`) of best.safetensors on the selection split
     stopped_by: str  # "epochs" or "max_steps"
-    history: list[dict[str, Any]] = field(default_factory=list)  # the log.jsonl records
+    history: list[EpochRecord] = field(default_factory=list)  # the log.jsonl records
     select_metric: str = "pgd20"  # the validation accuracy best.safetensors was selected on
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        values = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items() if k != "history"}
+        return {**values, "history": [record.to_json() for record in self.history]}
 
 
 class EpochTotals:
@@ -96,9 +97,6 @@ class EpochTotals:
     def robust_acc(self) -> float | None:
         return self.robust / self.robust_seen if self.robust_seen else None
 
-    def record(self) -> dict[str, Any]:
-        return {"lr": self.lr, "train_loss": self.mean_loss, "train_clean_acc": self.clean_acc,
-                "train_robust_acc": self.robust_acc}
 
 
 def train(config: TrainConfig, callback: Callback | None = None) -> RunResult:
@@ -136,12 +134,12 @@ class Trainer:
         self.best_acc: float | None = None
         if self.config.resume:
             self._restore()
-        elif (run.run_dir / CHECKPOINT).exists():
+        elif run.directory.has_checkpoint():
             raise RdistError(f"{run.run_dir} already holds a run ({CHECKPOINT}); continue it with --resume "
                              f"{run.run_dir}, or pass another --out")
         if self.main:
             run.run_dir.mkdir(parents=True, exist_ok=True)
-            self.log = EpochLog(run.run_dir / LOG, keep_through=self.epoch)
+            self.log = EpochLog(run.directory.log, keep_through=self.epoch)
 
     def _restore(self) -> None:
         state = load_checkpoint(self.run.run_dir)
@@ -176,6 +174,9 @@ class Trainer:
         return None if self.config.max_steps is None else max(0, self.config.max_steps - self.global_step)
 
     def _epoch(self, epoch: int) -> None:
+        """Train, evaluate and select, record, save: one epoch. A partial (max_steps) epoch is evaluated and saved
+        as last, never selected: best.safetensors must be a state the checkpoint's best_epoch/best_acc describe,
+        and a checkpoint only holds whole epochs."""
         started = time.perf_counter()
         steps = len(self.batches) if self._steps_left() is None else min(len(self.batches), self._steps_left())
         complete = steps == len(self.batches)
@@ -183,36 +184,49 @@ class Trainer:
         totals = self.parallel.reduce_totals(self._train_steps(epoch, steps))
         train_seconds = time.perf_counter() - started
         if complete:
-            self.scheduler.step()
-            if self.swa is not None and epoch >= self.schedule.swa_start:
-                self.swa.update_parameters(self.run.student)
-            self.epoch = epoch
+            self._finish_epoch(epoch)
         model, swa = self._model_to_save(epoch), self._swa_active(epoch)
-        report = None
-        if not complete or epoch % self.config.eval_every == 0 or epoch == self.schedule.epochs:
-            report = eval_report(self.run, self._evaluate(model, epoch), epoch)
-        metric = self.run.method.select_metric
-        # A partial (max_steps) epoch is evaluated and saved as last, never selected: best.safetensors must
-        # be a state the checkpoint's best_epoch/best_acc describe, and a checkpoint only holds whole epochs.
-        if complete and report and (self.best_acc is None or report["accuracy"][metric] > self.best_acc):
-            self.best_acc, self.best_epoch = report["accuracy"][metric], epoch
+        report = self._evaluate_and_select(model, epoch, complete, swa)
+        record = EpochRecord(
+            epoch, not complete, self.global_step, totals.lr, totals.mean_loss, totals.clean_acc, totals.robust_acc,
+            self.run.eval_split, report["accuracy"]["clean"] if report else None,
+            report["accuracy"]["pgd20"] if report else None, len(self.run.eval_y), self.best_epoch, swa,
+            round(train_seconds, 3), round(time.perf_counter() - started, 3), round(totals.images / train_seconds, 1))
+        if self.main:
+            self._save(model, record, report, complete)
+        self.callback.on_epoch_end(record)
+
+    def _finish_epoch(self, epoch: int) -> None:
+        """What ends a whole epoch: the lr schedule's step and, once SWA has begun, the weight average's update."""
+        self.scheduler.step()
+        if self.swa is not None and epoch >= self.schedule.swa_start:
+            self.swa.update_parameters(self.run.student)
+        self.epoch = epoch
+
+    def _evaluate_and_select(self, model: torch.nn.Module, epoch: int, complete: bool, swa: bool
+                             ) -> dict[str, Any] | None:
+        """The epoch's robustness report (None when --eval-every skips it); a whole epoch that beats the best so
+        far becomes best.safetensors."""
+        if complete and epoch % self.config.eval_every != 0 and epoch != self.schedule.epochs:
+            return None
+        report = eval_report(self.run, self._evaluate(model, epoch), epoch)
+        accuracy = report["accuracy"][self.run.method.select_metric]
+        if complete and (self.best_acc is None or accuracy > self.best_acc):
+            self.best_acc, self.best_epoch = accuracy, epoch
             if self.main:
                 save_artifact(self.run, model, BEST, epoch=epoch, global_step=self.global_step, report=report,
                               best_epoch=epoch, swa=swa)
-        split = self.run.eval_split
-        record = {"epoch": epoch, "partial": not complete, "global_step": self.global_step, **totals.record(),
-                  f"{split}_clean_acc": report["accuracy"]["clean"] if report else None,
-                  f"{split}_pgd20_acc": report["accuracy"]["pgd20"] if report else None,
-                  "eval_n": len(self.run.eval_y), "best_epoch": self.best_epoch, "swa": swa,
-                  "train_seconds": round(train_seconds, 3), "seconds": round(time.perf_counter() - started, 3),
-                  "images_per_s": round(totals.images / train_seconds, 1)}
-        if self.main:
-            self.log.write(record)
-            save_artifact(self.run, model, LAST, epoch=epoch, global_step=self.global_step, report=report,
-                          best_epoch=self.best_epoch, swa=swa)
-            if complete:  # last: a kill before this line only costs the epoch
-                self._save_checkpoint()
-        self.callback.on_epoch_end(record)
+        return report
+
+    def _save(self, model: torch.nn.Module, record: EpochRecord, report: dict[str, Any] | None,
+              complete: bool) -> None:
+        """The log line, last.safetensors and, for a whole epoch, the checkpoint: last, so that a kill before it
+        costs only the epoch."""
+        self.log.write(record)
+        save_artifact(self.run, model, LAST, epoch=record.epoch, global_step=self.global_step, report=report,
+                      best_epoch=self.best_epoch, swa=record.swa)
+        if complete:
+            self._save_checkpoint()
 
     def _train_steps(self, epoch: int, steps: int) -> EpochTotals:
         self.batches.set_epoch(epoch)
@@ -275,8 +289,8 @@ class Trainer:
                           f"{steps}); training stopped and {kept}; try a lower learning rate (--lr, now {lr:g})")
 
     def _result(self, stopped_by: str) -> RunResult:
-        run_dir = self.run.run_dir
-        best, last = (run_dir / name if (run_dir / name).is_file() else None for name in (BEST, LAST))
-        return RunResult(run_dir, best, last, self.epoch, self.global_step, self.best_epoch,
-                         self.best_acc, stopped_by, read_log(run_dir / LOG) if self.main else [],
+        directory = self.run.directory
+        best, last = directory.models()
+        return RunResult(directory.path, best, last, self.epoch, self.global_step, self.best_epoch,
+                         self.best_acc, stopped_by, read_log(directory.log) if self.main else [],
                          self.run.method.select_metric)

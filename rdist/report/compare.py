@@ -16,6 +16,7 @@ from typing import Any, Callable
 from rdist.attacks import resolve_attacks
 from rdist.attacks.evaluate import Progress
 from rdist.data import load_dataset
+from rdist.engine import EpochRecord, RunDirectory, group_seed_dirs, read_log
 from rdist.errors import RdistError
 from rdist.export.runtime import graph_precision, is_onnx_path, runs_on_onnx
 from rdist.report.profile import profile_model, profile_onnx
@@ -52,23 +53,6 @@ class Entry:
         return self.source.recordable and not self.onnx
 
 
-def run_files(run_dir: str | Path) -> tuple[Path, Path]:
-    """(the run's best artifact, or its last if none was selected yet; its log.jsonl) for a training run directory."""
-    from rdist.engine import BEST, LAST, LOG
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RdistError(f"run directory not found: {run_dir}")
-    log = run_dir / LOG
-    if not log.is_file():
-        raise RdistError(f"{run_dir} has no {LOG}: pass a directory written by `rdist distill` or "
-                         "`rdist teacher train`")
-    for name in (BEST, LAST):
-        if (run_dir / name).is_file():
-            return run_dir / name, log
-    raise RdistError(f"{run_dir} has a {LOG} but no {BEST} or {LAST} yet: wait for its first epoch to end")
-
-
 def resolve_entries(specs: list[str], runs: bool = False, data: str | None = None) -> list[Entry]:
     """Each model argument as an Entry: any model name `rdist.resolve` takes (a RobustBench name is pulled for
     `data` on first use); with `runs`, the arguments are training run directories."""
@@ -82,8 +66,7 @@ def resolve_entries(specs: list[str], runs: bool = False, data: str | None = Non
     entries = []
     for spec in specs:
         if runs:
-            path, _ = run_files(spec)
-            source = ModelSource(spec, "file", path)
+            source = ModelSource(spec, "file", RunDirectory(spec).model())
             entries.append(Entry(source, Path(spec).resolve().name, source.metadata(), run_dir=Path(spec)))
         elif Path(spec).is_dir():
             raise RdistError(f"{spec} is a directory: pass --runs to compare training run directories, "
@@ -99,9 +82,7 @@ def resolve_entries(specs: list[str], runs: bool = False, data: str | None = Non
 
 def _group_members(spec: str) -> list[str]:
     """A run directory as given; a group directory of `--seeds` (seed-N runs, no log of its own) as its runs."""
-    from rdist.engine import LOG, group_seed_dirs
-
-    members = [] if (Path(spec) / LOG).is_file() else group_seed_dirs(spec)
+    members = [] if RunDirectory(spec).is_run() else group_seed_dirs(spec)
     return [str(m) for m in members] or [spec]
 
 
@@ -145,12 +126,10 @@ def group_seeds(rows: list[dict[str, Any]], entries: list[Entry]) -> list[dict[s
     return grouped
 
 
-def training_logs(comparison: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+def training_logs(comparison: dict[str, Any]) -> dict[str, list[EpochRecord]]:
     """The log.jsonl records of each run directory in the comparison, by label."""
-    from rdist.engine import LOG, read_log
-
     runs = [m for r in comparison["models"] for m in r.get("members", [r])]
-    return {r["label"]: read_log(Path(r["run_dir"]) / LOG) for r in runs if r["run_dir"]}
+    return {r["label"]: read_log(RunDirectory(r["run_dir"]).log) for r in runs if r["run_dir"]}
 
 
 def check_same_task(entries: list[Entry]) -> None:

@@ -14,6 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator
 
+from rdist.engine import EpochRecord
+from rdist.engine.log import epoch_records
 from rdist.report.profile import format_count
 from rdist.utils import atomic_path, check_output, format_eps
 
@@ -122,40 +124,23 @@ def size_figure(comparison: dict[str, Any]) -> Figure:
     return fig
 
 
-def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    points = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
+def _series(records: list[EpochRecord], key: str) -> tuple[list[int], list[float]]:
+    points = [(r.epoch, getattr(r, key)) for r in records if getattr(r, key) is not None]
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _eval_split(records: list[dict[str, Any]]) -> str:
-    """'val' or 'test': the split the run evaluated on, read from its record keys (val_clean_acc, ...)."""
-    for record in records:
-        for key in record:
-            if key.endswith("_clean_acc") and key != "train_clean_acc":
-                return key.removesuffix("_clean_acc")
-    return "val"
-
-
-def epoch_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One record per epoch, in order; an epoch logged twice (a resumed interrupted epoch) keeps its last record."""
-    by_epoch = {r["epoch"]: r for r in records if isinstance(r.get("epoch"), int)}
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def training_figure(runs: dict[str, list[dict[str, Any]]]) -> Figure:
+def training_figure(runs: dict[str, list[EpochRecord]]) -> Figure:
     """Loss, clean accuracy and PGD accuracy per epoch, one colour per run; solid: held-out data, dashed: training."""
     fig = Figure(figsize=(15, 4.6))
     loss_ax, clean_ax, robust_ax = fig.subplots(1, 3)
     splits = set()
     for i, records in enumerate(runs.values()):
         records = epoch_records(records)
-        split = _eval_split(records)
-        splits.add(split)
+        splits.update(r.split for r in records)
         color = _color(i)
-        loss_key = "train_loss" if any("train_loss" in r for r in records) else "loss"
-        loss_ax.plot(*_series(records, loss_key), color=color, marker=".")
-        for ax, held_out, train in ((clean_ax, f"{split}_clean_acc", "train_clean_acc"),
-                                    (robust_ax, f"{split}_pgd20_acc", "train_robust_acc")):
+        loss_ax.plot(*_series(records, "train_loss"), color=color, marker=".")
+        for ax, held_out, train in ((clean_ax, "clean_acc", "train_clean_acc"),
+                                    (robust_ax, "pgd20_acc", "train_robust_acc")):
             epochs, acc = _series(records, held_out)
             ax.plot(epochs, [100 * a for a in acc], color=color, marker=".")
             epochs, acc = _series(records, train)
@@ -184,7 +169,7 @@ def training_figure(runs: dict[str, list[dict[str, Any]]]) -> Figure:
 
 
 def write_plots(comparison: dict[str, Any], directory: str | Path,
-                runs: dict[str, list[dict[str, Any]]] | None = None) -> list[Path]:
+                runs: dict[str, list[EpochRecord]] | None = None) -> list[Path]:
     """Every figure the comparison supports, named after what it shows; returns their paths."""
     directory = check_output(directory, "--plot", directory=True)
     figures = {}

@@ -124,7 +124,7 @@ def test_resume_on_the_device(teachers, tmp_path):
     assert first.epochs_done == 1
     resumed = train(resume_config(tmp_path / "run"))
     assert resumed.epochs_done == 2 and resumed.global_step == 2 * steps_per_epoch
-    assert [r["epoch"] for r in read_log(tmp_path / "run" / LOG)] == [1, 2]
+    assert [r.epoch for r in read_log(tmp_path / "run" / LOG)] == [1, 2]
     state = rdist.load_model(tmp_path / "run" / LAST).state_dict()
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 

@@ -94,11 +94,11 @@ def test_two_ranks_with_sync_bn_train_what_one_process_trains(digits_run, method
     assert relative_difference(one, two) < 1e-4
     assert relative_difference(one, ranks[0]) < 1e-4
     log_one, log_two = read_log(tmp_path / "one" / LOG), read_log(tmp_path / "two" / LOG)
-    assert [r["best_epoch"] for r in log_two] == [r["best_epoch"] for r in log_one] and single.best_epoch
-    assert [r["global_step"] for r in log_two] == [r["global_step"] for r in log_one]
+    assert [r.best_epoch for r in log_two] == [r.best_epoch for r in log_one] and single.best_epoch
+    assert [r.global_step for r in log_two] == [r.global_step for r in log_one]
     for a, b in zip(log_one, log_two):  # the evaluation is sharded and gathered: the same per-image attacks
-        assert abs(a["val_clean_acc"] - b["val_clean_acc"]) <= 1 / 64
-        assert abs(a["train_loss"] - b["train_loss"]) < 1e-3 * a["train_loss"]
+        assert abs(a.clean_acc - b.clean_acc) <= 1 / 64
+        assert abs(a.train_loss - b.train_loss) < 1e-3 * a.train_loss
 
 
 @pytest.mark.slow
@@ -124,7 +124,7 @@ def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(digits_ru
     resumed = train(resume_config(tmp_path / "killed", sync_bn=False))
     uninterrupted = train(digits_run(tmp_path / "one", "natural", sync_bn=False))
     assert resumed.epochs_done == 2 and resumed.global_step == uninterrupted.global_step == 36
-    assert [r["epoch"] for r in read_log(tmp_path / "killed" / LOG)] == [1, 2]
+    assert [r.epoch for r in read_log(tmp_path / "killed" / LOG)] == [1, 2]
     one, killed = load_checkpoint(tmp_path / "one")["model"], load_checkpoint(tmp_path / "killed")["model"]
     assert relative_difference(one, killed) < 1e-4
 

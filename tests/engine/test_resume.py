@@ -70,14 +70,14 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(short_run, natu
         assert torch.equal(value, after_kill[key]), key
     last_whole, last_resumed = load_file(str(tmp_path / "whole" / LAST)), load_file(str(tmp_path / "killed" / LAST))
     assert all(torch.equal(v, last_resumed[k]) for k, v in last_whole.items())
-    assert [r["epoch"] for r in read_log(tmp_path / "killed" / LOG)] == [1, 2, 3]
+    assert [r.epoch for r in read_log(tmp_path / "killed" / LOG)] == [1, 2, 3]
 
 
 def test_resume_after_max_steps_drops_the_partial_epoch_from_the_log(short_run, tmp_path):
     train(short_run(tmp_path, epochs=2, max_steps=18 + 4))
-    assert [(r["epoch"], r["partial"]) for r in read_log(tmp_path / LOG)] == [(1, False), (2, True)]
+    assert [(r.epoch, r.partial) for r in read_log(tmp_path / LOG)] == [(1, False), (2, True)]
     result = train(resume_config(tmp_path))
-    assert [(r["epoch"], r["partial"]) for r in read_log(tmp_path / LOG)] == [(1, False), (2, False)]
+    assert [(r.epoch, r.partial) for r in read_log(tmp_path / LOG)] == [(1, False), (2, False)]
     assert result.global_step == 36 and result.stopped_by == "epochs"
 
 

@@ -22,13 +22,13 @@ def test_run_writes_log_best_and_last_with_provenance(short_run, robust_teacher,
     result = train(short_run(tmp_path, epochs=3))
 
     log = read_log(tmp_path / LOG)
-    assert [r["epoch"] for r in log] == [1, 2, 3] and not any(r["partial"] for r in log)
+    assert [r.epoch for r in log] == [1, 2, 3] and not any(r.partial for r in log)
     for record in log:
         assert {"lr", "train_loss", "train_clean_acc", "train_robust_acc", "val_clean_acc", "val_pgd20_acc",
                 "seconds", "images_per_s"} <= set(record)
-        assert 0 <= record["val_pgd20_acc"] <= record["val_clean_acc"] <= 1
-    assert [r["lr"] for r in log] == pytest.approx([0.1, 0.1, 0.01])  # milestones at 50% and 75% of 3 epochs
-    best_epoch = max(log, key=lambda r: r["val_pgd20_acc"])["epoch"]
+        assert 0 <= record.pgd20_acc <= record.clean_acc <= 1
+    assert [r.lr for r in log] == pytest.approx([0.1, 0.1, 0.01])  # milestones at 50% and 75% of 3 epochs
+    best_epoch = max(log, key=lambda r: r.pgd20_acc).epoch
     assert result.best_epoch == best_epoch and result.epochs_done == 3 and result.stopped_by == "epochs"
 
     best, last = read_metadata(tmp_path / BEST), read_metadata(tmp_path / LAST)
@@ -54,8 +54,9 @@ def test_select_on_test_trains_on_all_training_data_and_says_so(short_run, tmp_p
     digits = rdist.load_dataset("digits")
     result = train(short_run(tmp_path, epochs=1, select_on="test", eval_n=10_000))
     (record,) = read_log(tmp_path / LOG)
-    assert record["test_pgd20_acc"] is not None and "val_pgd20_acc" not in record
-    assert record["eval_n"] == len(digits.y_test)
+    assert record.split == "test" and record.pgd20_acc is not None
+    assert "test_pgd20_acc" in record.to_json() and "val_pgd20_acc" not in record.to_json()
+    assert record.eval_n == len(digits.y_test)
     assert result.global_step == -(-len(digits.y_train) // 64)  # every training image trains
     assert read_metadata(tmp_path / BEST)["provenance"]["selection"]["on"] == "test"
 
@@ -64,7 +65,7 @@ def test_max_steps_stops_mid_epoch_saves_last_but_no_best_or_checkpoint(short_ru
     result = train(short_run(tmp_path, epochs=2, max_steps=5))
     assert result.stopped_by == "max_steps" and result.global_step == 5 and result.epochs_done == 0
     (record,) = read_log(tmp_path / LOG)
-    assert record["partial"] and record["val_pgd20_acc"] is not None and record["best_epoch"] is None
+    assert record.partial and record.pgd20_acc is not None and record.best_epoch is None
     assert (tmp_path / LAST).is_file()
     # A partial epoch is never selected, and a checkpoint is only ever an epoch boundary.
     assert result.best_path is None and result.best_epoch is None and not (tmp_path / BEST).exists()
@@ -81,12 +82,12 @@ def test_a_partial_epoch_is_never_selected_as_best(tmp_path):
     """best.safetensors is always the whole epoch that the checkpoint, hence a resume, knows as the best."""
     result = train(_natural_run(tmp_path, max_steps=18 + 9))  # stops half way through epoch 2
     log = read_log(tmp_path / LOG)
-    assert [r["partial"] for r in log] == [False, True]
+    assert [r.partial for r in log] == [False, True]
     # Early in training the half epoch 2 is already more accurate than epoch 1: a selection would take it.
-    assert log[1]["val_clean_acc"] > log[0]["val_clean_acc"]
+    assert log[1].clean_acc > log[0].clean_acc
     state = load_checkpoint(tmp_path)
-    assert result.best_epoch == state["best_epoch"] == log[1]["best_epoch"] == 1
-    assert result.best_acc == state["best_acc"] == log[0]["val_clean_acc"]
+    assert result.best_epoch == state["best_epoch"] == log[1].best_epoch == 1
+    assert result.best_acc == state["best_acc"] == log[0].clean_acc
     best = load_file(str(tmp_path / BEST))
     assert all(torch.equal(best[k], v.float()) for k, v in state["model"].items())  # epoch 1's weights
     assert read_metadata(tmp_path / BEST)["provenance"]["epoch"] == 1
@@ -94,16 +95,16 @@ def test_a_partial_epoch_is_never_selected_as_best(tmp_path):
 
     resumed = train(resume_config(tmp_path))
     log = read_log(tmp_path / LOG)
-    assert [(r["epoch"], r["partial"]) for r in log] == [(1, False), (2, False), (3, False)]
-    best_epoch = max(log, key=lambda r: r["val_clean_acc"])["epoch"]
+    assert [(r.epoch, r.partial) for r in log] == [(1, False), (2, False), (3, False)]
+    best_epoch = max(log, key=lambda r: r.clean_acc).epoch
     assert resumed.best_epoch == best_epoch == read_metadata(tmp_path / BEST)["provenance"]["epoch"]
-    assert resumed.best_acc == log[best_epoch - 1]["val_clean_acc"]
+    assert resumed.best_acc == log[best_epoch - 1].clean_acc
 
 
 def test_swa_averages_weights_and_recomputes_bn_statistics(short_run, natural_teacher, tmp_path):
     train(short_run(tmp_path, method="akd2", teachers={"natural": str(natural_teacher)}, epochs=3, swa_start=2))
     log = read_log(tmp_path / LOG)
-    assert [r["swa"] for r in log] == [False, True, True]
+    assert [r.swa for r in log] == [False, True, True]
     state = load_checkpoint(tmp_path)
     assert int(state["swa"]["n_averaged"]) == 2
     saved = load_file(str(tmp_path / LAST))
@@ -119,7 +120,7 @@ def test_swa_averages_weights_and_recomputes_bn_statistics(short_run, natural_te
 def test_swa_provenance_and_bn_statistics_hold_at_epochs_without_evaluation(tmp_path):
     # Stopped inside epoch 2, the first SWA epoch: nothing is averaged yet, so the student itself is saved.
     train(_natural_run(tmp_path, swa_start=2, eval_every=3, max_steps=18 + 5))
-    assert [r["swa"] for r in read_log(tmp_path / LOG)] == [False, False]
+    assert [r.swa for r in read_log(tmp_path / LOG)] == [False, False]
     assert read_metadata(tmp_path / LAST)["provenance"]["swa"] is False
 
     # Resumed to the end of epoch 2, which is not evaluated (eval_every 3): last is the average, and its BN
@@ -127,7 +128,7 @@ def test_swa_provenance_and_bn_statistics_hold_at_epochs_without_evaluation(tmp_
     config = resume_config(tmp_path, max_steps=36)
     train(config)
     record = read_log(tmp_path / LOG)[-1]
-    assert (record["epoch"], record["partial"], record["val_clean_acc"], record["swa"]) == (2, False, None, True)
+    assert (record.epoch, record.partial, record.clean_acc, record.swa) == (2, False, None, True)
     assert read_metadata(tmp_path / LAST)["provenance"]["swa"] is True
     saved = rdist.load_model(tmp_path / LAST)
     expected = copy.deepcopy(saved)
@@ -192,7 +193,7 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(short_run, tmp_path):
         train(config)
     assert (tmp_path / "run" / CHECKPOINT).read_bytes() == checkpoint
     assert (tmp_path / "run" / LAST).read_bytes() == last
-    assert [r["epoch"] for r in read_log(tmp_path / "run" / LOG)] == [1]
+    assert [r.epoch for r in read_log(tmp_path / "run" / LOG)] == [1]
 
 
 def test_natural_training_selects_its_most_accurate_epoch(tmp_path):
@@ -201,5 +202,5 @@ def test_natural_training_selects_its_most_accurate_epoch(tmp_path):
                                lr=0.05, eval_n=64, out=str(tmp_path)))
     log = read_log(tmp_path / LOG)
     assert result.select_metric == "clean"
-    assert result.best_epoch == max(log, key=lambda r: r["val_clean_acc"])["epoch"]
+    assert result.best_epoch == max(log, key=lambda r: r.clean_acc).epoch
     assert read_metadata(tmp_path / BEST)["provenance"]["selection"]["metric"] == "clean"

@@ -111,7 +111,7 @@ def test_run_directories_compare_their_best_checkpoint(run_dir):
     assert row["label"] == run_dir.name and row["model"].endswith("best.safetensors")
     assert row["method"] == "natural" and row["reused"] is False  # the run selected on val, not on test
     logs = training_logs(comparison)
-    assert [r["epoch"] for r in logs[run_dir.name]] == [1, 2]
+    assert [r.epoch for r in logs[run_dir.name]] == [1, 2]
 
 
 def test_a_run_directory_without_a_log_is_refused(tmp_path):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import matplotlib.image
 import pytest
 
+from rdist.engine import EpochRecord
+from rdist.engine.log import epoch_records
 from rdist.errors import RdistError
-from rdist.report.plots import epoch_records, eps_sweep_figure, size_figure, training_figure, write_plots
+from rdist.report.plots import eps_sweep_figure, size_figure, training_figure, write_plots
 from rdist.utils import check_output
 
 COMPARISON = {
@@ -19,12 +21,13 @@ COMPARISON = {
     "sweep": {"attack": "pgd20", "eps": [0, 4 / 255, 8 / 255],
               "accuracy": {"student": [0.9, 0.7, 0.5], "teacher": [0.95, 0.8, 0.6], "student-b": [0.8, 0.7, 0.55]}},
 }
-LOG = [{"epoch": 1, "train_loss": 2.0, "train_clean_acc": 0.3, "train_robust_acc": 0.2, "val_clean_acc": 0.4,
-        "val_pgd20_acc": 0.25},
-       {"epoch": 2, "train_loss": 1.5, "train_clean_acc": 0.5, "train_robust_acc": 0.3, "val_clean_acc": None,
-        "val_pgd20_acc": None},  # an epoch without evaluation (--eval-every 3)
-       {"epoch": 3, "train_loss": 1.2, "train_clean_acc": 0.6, "train_robust_acc": 0.4, "val_clean_acc": 0.7,
-        "val_pgd20_acc": 0.45}]
+LOG_LINES = [{"epoch": 1, "train_loss": 2.0, "train_clean_acc": 0.3, "train_robust_acc": 0.2, "val_clean_acc": 0.4,
+              "val_pgd20_acc": 0.25},
+             {"epoch": 2, "train_loss": 1.5, "train_clean_acc": 0.5, "train_robust_acc": 0.3, "val_clean_acc": None,
+              "val_pgd20_acc": None},  # an epoch without evaluation (--eval-every 3)
+             {"epoch": 3, "train_loss": 1.2, "train_clean_acc": 0.6, "train_robust_acc": 0.4, "val_clean_acc": 0.7,
+              "val_pgd20_acc": 0.45}]
+LOG = [EpochRecord.from_json(line) for line in LOG_LINES]
 
 
 def test_eps_sweep_draws_a_line_per_model_in_percent():
@@ -62,8 +65,8 @@ def test_training_figure_skips_epochs_without_evaluation():
 
 
 def test_a_resumed_epoch_keeps_its_last_record():
-    records = [{"epoch": 1, "train_loss": 3.0, "partial": True}, {"epoch": 1, "train_loss": 2.0}, {"epoch": 2}]
-    assert [r.get("train_loss") for r in epoch_records(records)] == [2.0, None]
+    records = [EpochRecord(1, train_loss=3.0, partial=True), EpochRecord(1, train_loss=2.0), EpochRecord(2)]
+    assert [r.train_loss for r in epoch_records(records)] == [2.0, None]
 
 
 def test_write_plots_names_files_after_what_they_show(tmp_path):
