@@ -8,7 +8,7 @@ import typer
 
 from rdist.cli import training as opt
 from rdist.cli.common import MODEL_HELP, console, print_json, user_errors
-from rdist.engine.config import parse_teachers
+from rdist.engine.config import parse_hparams, parse_teachers
 from rdist.engine.defaults import method_rows
 from rdist.methods import list_aliases, list_methods
 
@@ -20,7 +20,7 @@ def distill(
                                f"them: {', '.join(list_aliases('distill'))}"),
     student: str = typer.Option(None, "--student", "-s", help="student architecture: resnet18, mobilenetv2, "
                                 "preactresnet18, wrn-D-W, tinycnn, ..."),
-    teacher: list[str] = typer.Option(None, "--teacher", "-t", help=f"the robust teacher: {MODEL_HELP}; a "
+    teacher: list[str] = typer.Option(None, "--teacher", "-t", metavar="[ROLE=]MODEL", help=f"the robust teacher: {MODEL_HELP}; a "
                                       "RobustBench name is pulled on first use. ROLE=MODEL names the teacher of another "
                                       "role a method declares (natural=MODEL is --natural-teacher); repeatable "
                                       "\\[default: the method's paper teacher for --data, see --list]"),
@@ -42,7 +42,7 @@ def distill(
                                                                               "igdm_beta")),
     igdm_gamma: float = typer.Option(None, "--igdm-gamma", help=opt.hparam_help("IGDM backward probe x - g d",
                                                                                 "igdm_gamma")),
-    data: str = opt.DATA, epochs: int = opt.EPOCHS, max_steps: int = opt.MAX_STEPS, recipe: str = opt.RECIPE,
+    hparam: list[str] = opt.HPARAM, data: str = opt.DATA, epochs: int = opt.EPOCHS, max_steps: int = opt.MAX_STEPS, recipe: str = opt.RECIPE,
     lr: float = opt.LR, weight_decay: float = opt.WEIGHT_DECAY, batch_size: int = opt.BATCH_SIZE,
     eps: str = opt.attack_option("--eps", "distill"), step_size: str = opt.attack_option("--step-size", "distill"),
     steps: int = opt.attack_option("--steps", "distill"), out: str = opt.OUT,
@@ -64,8 +64,9 @@ def distill(
     if list_:
         print_method_table(data or "cifar10", json_out)
         return
-    hparams = {"alpha": alpha, "beta": beta, "tau": tau, "kl_scale": kl_scale, "warmup_epoch": warmup_epoch,
-               "igdm_alpha": igdm_alpha, "igdm_beta": igdm_beta, "igdm_gamma": igdm_gamma}
+    hparams = parse_hparams(hparam, {"alpha": alpha, "beta": beta, "tau": tau, "kl_scale": kl_scale,
+                                     "warmup_epoch": warmup_epoch, "igdm_alpha": igdm_alpha, "igdm_beta": igdm_beta,
+                                     "igdm_gamma": igdm_gamma})
     opt.run_training(kind="distill", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=student,
                      eps=eps, step_size=step_size, hparams=hparams,
                      teachers=parse_teachers(teacher, natural_teacher) or None,

@@ -8,6 +8,7 @@ import typer
 
 from rdist.cli import training
 from rdist.cli.common import console, err_console, print_json, user_errors
+from rdist.engine.config import parse_hparams
 from rdist.errors import RdistError
 
 app = typer.Typer(help="Get, train or convert the robust teacher a student learns from.", no_args_is_help=True)
@@ -80,7 +81,8 @@ def train(
     beta: float = typer.Option(None, "--beta", help="weight of the robustness term \\[default: the method's paper "
                                "value: trades 6, mart 6 (WRN); with --recipe paper mart takes 5 on other "
                                "architectures]"),
-    data: str = training.DATA, epochs: int = training.EPOCHS, max_steps: int = training.MAX_STEPS,
+    hparam: list[str] = training.HPARAM, data: str = training.DATA, epochs: int = training.EPOCHS,
+    max_steps: int = training.MAX_STEPS,
     recipe: str = training.RECIPE, lr: float = training.LR, weight_decay: float = training.WEIGHT_DECAY,
     batch_size: int = training.BATCH_SIZE, eps: str = training.attack_option("--eps", "teacher"),
     step_size: str = training.attack_option("--step-size", "teacher"),
@@ -97,7 +99,7 @@ def train(
     Example: rdist teacher train --method trades --arch wrn-34-10 --recipe paper
     """
     training.run_training(kind="teacher", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=arch,
-                          eps=eps, step_size=step_size, hparams={"beta": beta}, data=data, epochs=epochs,
+                          eps=eps, step_size=step_size, hparams=parse_hparams(hparam, {"beta": beta}), data=data, epochs=epochs,
                           max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                           batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds, device=device,
                           compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,

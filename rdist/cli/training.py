@@ -99,6 +99,9 @@ EVAL_EVERY = typer.Option(None, "--eval-every", help="evaluate clean and PGD-20 
                           "\\[default: 1]")
 EVAL_N = typer.Option(None, "--eval-n", help="images of the selection split to evaluate on "
                       "\\[default: 1000 on CUDA, 500 on the CPU]")
+HPARAM = typer.Option(None, "--hparam", metavar="NAME=VALUE", help="any hyper-parameter the method declares, by "
+                      "its field name (the options above are the common ones): e.g. --hparam kl_scale=0.5; "
+                      "repeatable")
 QUIET = typer.Option(False, "--quiet", "-q", help="no progress bar")
 JSON_OUT = typer.Option(False, "--json", help="print the run's result (paths, best epoch, per-epoch log) as JSON")
 

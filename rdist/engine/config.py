@@ -132,6 +132,32 @@ def teacher_noun(role: str) -> str:
     return "teacher" if role == "robust" else f"{role} teacher"
 
 
+def parse_hparams(values: list[str] | None, named: dict[str, float | None] | None = None) -> dict[str, Any]:
+    """`--hparam NAME=VALUE` (repeatable: any hyper-parameter a method declares) merged with the named options
+    (`--alpha`, ...; None = not given); a value is a number, true or false; a name given twice is refused."""
+    hparams = {k: v for k, v in (named or {}).items() if v is not None}
+    for text in values or []:
+        match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(.+)", text)
+        if not match:
+            raise RdistError(f"cannot read --hparam '{text}': write NAME=VALUE, e.g. --hparam kl_scale=0.5")
+        name, raw = match.groups()
+        if name in hparams:
+            raise RdistError(f"{name} is given twice (--hparam {text} and {hparams[name]!r}); give it once")
+        hparams[name] = _hparam_value(raw, text)
+    return hparams
+
+
+def _hparam_value(raw: str, text: str) -> int | float | bool:
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    raise RdistError(f"cannot read --hparam '{text}': the value must be a number, true or false")
+
+
 def parse_teachers(values: list[str] | None, natural: str | None = None) -> dict[str, str]:
     """`--teacher MODEL` (the robust teacher), `--teacher ROLE=MODEL` (any role, repeatable) and
     `--natural-teacher MODEL` as one role -> model mapping; a role given twice is refused."""
