@@ -14,9 +14,8 @@ import torch
 
 from rdist.attacks.pgd import ShardNoise, random_start
 from rdist.data.loader import shard_rows
-from rdist.engine import TrainConfig, load_checkpoint, read_log, resume_config, train
+from rdist.engine import LOG, TrainConfig, load_checkpoint, read_log, resume_config, train
 from rdist.engine.distributed import Parallel, Ranks
-from rdist.engine import LOG
 from rdist.errors import RdistError
 
 ROOT = Path(__file__).resolve().parents[2]
