@@ -99,7 +99,8 @@ class TrainConfig:
         data = self.data
         if data is not None and data.startswith("npz:"):
             data = "npz:" + (absolute(data[4:]) or data[4:])
-        return replace(self, teachers={role: absolute(spec) for role, spec in self.teachers.items()}, data=data, out=str(Path(self.out).resolve()) if self.out else None,
+        return replace(self, teachers={role: absolute(spec) for role, spec in self.teachers.items()}, data=data,
+                       out=str(Path(self.out).resolve()) if self.out else None,
                        resume=str(Path(self.resume).resolve()) if self.resume else None)
 
 

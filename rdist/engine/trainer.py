@@ -98,7 +98,6 @@ class EpochTotals:
         return self.robust / self.robust_seen if self.robust_seen else None
 
 
-
 def train(config: TrainConfig, callback: Callback | None = None) -> RunResult:
     """Train the run `config` describes (or continue it, with `config.resume`); returns where it wrote what."""
     config = config.with_absolute_paths()
@@ -187,11 +186,13 @@ class Trainer:
             self._finish_epoch(epoch)
         model, swa = self._model_to_save(epoch), self._swa_active(epoch)
         report = self._evaluate_and_select(model, epoch, complete, swa)
+        accuracy = report["accuracy"] if report else {}
         record = EpochRecord(
-            epoch, not complete, self.global_step, totals.lr, totals.mean_loss, totals.clean_acc, totals.robust_acc,
-            self.run.eval_split, report["accuracy"]["clean"] if report else None,
-            report["accuracy"]["pgd20"] if report else None, len(self.run.eval_y), self.best_epoch, swa,
-            round(train_seconds, 3), round(time.perf_counter() - started, 3), round(totals.images / train_seconds, 1))
+            epoch=epoch, partial=not complete, global_step=self.global_step, lr=totals.lr, train_loss=totals.mean_loss,
+            train_clean_acc=totals.clean_acc, train_robust_acc=totals.robust_acc, split=self.run.eval_split,
+            clean_acc=accuracy.get("clean"), pgd20_acc=accuracy.get("pgd20"), eval_n=len(self.run.eval_y),
+            best_epoch=self.best_epoch, swa=swa, train_seconds=round(train_seconds, 3),
+            seconds=round(time.perf_counter() - started, 3), images_per_s=round(totals.images / train_seconds, 1))
         if self.main:
             self._save(model, record, report, complete)
         self.callback.on_epoch_end(record)
