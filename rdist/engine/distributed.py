@@ -259,6 +259,14 @@ class Parallel:
             return self.batches(x, y, batch_size)
         return Batches(x, y, batch_size)
 
+    def mean_over_ranks(self, values: list[float]) -> list[float]:
+        """`values` (as many on every rank) averaged over the ranks; as they are in one process."""
+        if not self.distributed or not values:
+            return values
+        total = torch.tensor(values, dtype=torch.float64, device=self.comm_device)
+        dist.all_reduce(total)
+        return (total / self.ranks.world_size).tolist()
+
     def reduce_totals(self, totals: Any) -> Any:
         """An epoch's training totals over all ranks: counts summed, the mean loss averaged."""
         if not self.distributed:

@@ -248,7 +248,9 @@ class Trainer:
         this epoch is saved (the steps after it ran on its garbage and are discarded with it)."""
         losses = totals.read()
         first_step = totals.steps - len(losses) + 1  # the epoch's 1-based step of losses[0]
-        for offset, loss in enumerate(losses):
+        # Under torchrun the ranks judge the mean over all of them (non-finite if any rank's is), so that all stop
+        # at the same step: a rank that went on alone would wait forever in the next gradient all-reduce.
+        for offset, loss in enumerate(self.parallel.mean_over_ranks(losses)):
             if not math.isfinite(loss):
                 step = first_step + offset
                 raise self._non_finite(loss, epoch, step, steps, self.global_step - totals.steps + step, totals.lr)
