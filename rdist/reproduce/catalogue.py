@@ -9,22 +9,17 @@ architecture, dataset), which needs no download.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rdist.engine import TrainConfig
 from rdist.engine.config import SELECT_ON
 from rdist.errors import RdistError
-from rdist.utils import catalogue_path, parse_eps, suggest
+from rdist.utils import catalogue_file, load_catalogue, parse_eps, suggest
 
 METRICS = ("clean", "pgd20", "aa")
-# The catalogue of this project: the copy a wheel ships, else the file at the checkout's root (as zoo.yaml).
-PROJECT_REPRODUCTIONS = catalogue_path("reproductions.yaml")
 NAME = re.compile(r"[\w.+-]+")
 # TrainConfig fields an entry sets through its own keys, or that belong to one invocation, not the row.
 _NOT_OPTIONS = {"method", "student", "data", "teachers", "recipe", "select_on", "seed", "out", "resume", "device",
@@ -83,33 +78,12 @@ class Reproduction:
 
 def reproductions_path(explicit: str | Path | None = None) -> Path:
     """The catalogue to read: `--catalogue PATH`, else $RDIST_REPRODUCTIONS, else the project's file."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("RDIST_REPRODUCTIONS"):
-        return Path(os.environ["RDIST_REPRODUCTIONS"]).expanduser()
-    return PROJECT_REPRODUCTIONS
+    return catalogue_file(explicit, "RDIST_REPRODUCTIONS", "reproductions.yaml")
 
 
 def load_reproductions(path: str | Path | None = None) -> list[Reproduction]:
-    path = reproductions_path(path)
-    if not path.is_file():
-        raise RdistError(f"reproductions catalogue not found: {path}; pass --catalogue PATH or set "
-                         "RDIST_REPRODUCTIONS to a reproductions.yaml")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise RdistError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("reproductions"), list):
-        raise RdistError(f"{path}: expected a mapping with a `reproductions:` list at the top")
-    entries: list[Reproduction] = []
-    for index, raw in enumerate(data["reproductions"], start=1):
-        entry = _entry(raw, f"{path}: entry {index}")
-        if any(e.name == entry.name for e in entries):
-            raise RdistError(f"{path}: entry {index} repeats the name '{entry.name}'; names must be unique")
-        entries.append(entry)
-    return entries
+    return load_catalogue("reproductions", reproductions_path(path), "reproductions", _entry,
+                          "pass --catalogue PATH or set RDIST_REPRODUCTIONS to a reproductions.yaml")
 
 
 def find_reproduction(entries: list[Reproduction], name: str) -> Reproduction:

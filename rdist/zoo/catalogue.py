@@ -7,15 +7,13 @@ percent) by which command. The loader refuses an entry that lacks a field, namin
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
 
 from rdist.errors import RdistError
-from rdist.utils import catalogue_path, suggest
+from rdist.utils import catalogue_file, load_catalogue, suggest
 
 METRICS = ("clean", "pgd20", "aa")
 FIELDS = ("name", "repo", "file", "revision", "sha256", "arch", "dataset", "method", "teacher", "results", "command")
@@ -26,8 +24,6 @@ FIELD_PATTERNS = {
     "revision": (re.compile(r"[0-9a-f]{40}"), "a full 40-character commit hash (a branch name can move)"),
     "sha256": (re.compile(r"[0-9a-f]{64}"), "64 lowercase hex characters"),
 }
-# The catalogue of this project: at the repository root, and shipped inside the package by a wheel.
-PROJECT_ZOO = catalogue_path("zoo.yaml")
 
 
 @dataclass(frozen=True)
@@ -50,40 +46,13 @@ class ZooEntry:
 
 def zoo_path(explicit: str | Path | None = None) -> Path:
     """The catalogue to read: `--zoo PATH`, else $RDIST_ZOO, else the project's zoo.yaml."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("RDIST_ZOO"):
-        return Path(os.environ["RDIST_ZOO"]).expanduser()
-    return PROJECT_ZOO
+    return catalogue_file(explicit, "RDIST_ZOO", "zoo.yaml")
 
 
 def load_zoo(path: str | Path | None = None) -> list[ZooEntry]:
     """Every student of the catalogue at `path` (see `zoo_path`), validated."""
-    path = zoo_path(path)
-    if not path.is_file():
-        raise RdistError(f"zoo catalogue not found: {path}; pass --zoo PATH or set RDIST_ZOO to a zoo.yaml")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise RdistError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8") from None
-    except OSError as exc:
-        raise RdistError(f"cannot read {path} ({exc.strerror or exc}); pass --zoo PATH to a readable zoo.yaml") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise RdistError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict) or "students" not in data:
-        raise RdistError(f"{path}: expected a mapping with a `students:` list at the top")
-    students = data["students"] or []
-    if not isinstance(students, list):
-        raise RdistError(f"{path}: `students:` must be a list of entries")
-    entries: list[ZooEntry] = []
-    for index, raw in enumerate(students, start=1):
-        entry = _entry(raw, f"{path}: entry {index}")
-        if any(e.name == entry.name for e in entries):
-            raise RdistError(f"{path}: entry {index} repeats the name '{entry.name}'; names must be unique")
-        entries.append(entry)
-    return entries
+    return load_catalogue("zoo", zoo_path(path), "students", _entry,
+                          "pass --zoo PATH or set RDIST_ZOO to a zoo.yaml")
 
 
 def find_student(entries: list[ZooEntry], name: str, path: Path) -> ZooEntry:

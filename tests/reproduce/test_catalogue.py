@@ -10,9 +10,11 @@ from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.methods import method_class
 from rdist.reproduce import TeacherStage, check_entry, find_reproduction, load_reproductions
-from rdist.reproduce.catalogue import PROJECT_REPRODUCTIONS
 from rdist.teachers.catalogue import TEACHERS
+from rdist.utils import catalogue_path
 from tests.helpers import assert_one_line_error
+
+PROJECT_REPRODUCTIONS = catalogue_path("reproductions.yaml")  # the project's own catalogue
 
 ENTRIES = load_reproductions(PROJECT_REPRODUCTIONS)
 # The rows of the spec's reference results (shared/spec/methods.md), with their AutoAttack accuracy.

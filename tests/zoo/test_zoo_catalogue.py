@@ -10,8 +10,10 @@ from typer.testing import CliRunner
 
 from rdist.cli.app import app
 from rdist.errors import RdistError
+from rdist.utils import catalogue_path
 from rdist.zoo import load_zoo
-from rdist.zoo.catalogue import PROJECT_ZOO
+
+PROJECT_ZOO = catalogue_path("zoo.yaml")  # the project's own catalogue
 
 runner = CliRunner()
 
