@@ -26,7 +26,7 @@ from rdist.errors import RdistError
 from rdist.export.runtime import (META_KEY, ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_SUFFIX, create_session,
                                   is_onnx_path)
 from rdist.resolve import resolve_model
-from rdist.utils import atomic_path, sha256_file
+from rdist.utils import atomic_path, check_output, sha256_file
 
 MIN_OPSET = 18  # the lowest opset torch.onnx's dynamo exporter implements
 DEFAULT_OPSET = 18  # the lowest it writes: the widest choice of runtimes on small devices
@@ -47,23 +47,13 @@ def max_opset() -> int:
     return onnx.defs.onnx_opset_version()
 
 
-def check_output(out: str | Path, sources: list[Path]) -> Path:
-    """Refuse an output path that is not .onnx, lies in a missing or read-only directory, or is an input."""
+def check_onnx_output(out: str | Path, source: Path) -> Path:
+    """Refuse an output path that is not .onnx, or that `utils.check_output` refuses (unwritable, the input)."""
     out = Path(out).expanduser()
     if not is_onnx_path(out):
         raise RdistError(f"-o {out}: the output must end in {ONNX_SUFFIX}, which `rdist attack` and `rdist compare` "
                          "recognise")
-    if not out.parent.is_dir():
-        raise RdistError(f"-o {out}: directory {out.parent} does not exist; create it or choose another path")
-    if any(out.resolve() == s.resolve() for s in sources):
-        raise RdistError(f"-o {out} is the model being exported; choose another output path")
-    try:
-        with tempfile.NamedTemporaryFile(prefix=".rdist-probe-", dir=out.parent):
-            pass
-    except OSError as exc:
-        raise RdistError(f"-o {out}: cannot write to {out.parent} ({exc.strerror or exc}); choose a writable "
-                         "directory") from None
-    return out
+    return check_output(out, "-o", inputs=[("the model being exported", source)])
 
 
 def check_opset(opset: int) -> None:
@@ -172,7 +162,7 @@ def export_model(model: str, out: str | Path, *, int8: bool = False, calibration
     if check_n <= 0:
         raise RdistError(f"--check-n must be a positive number of test images, got {check_n}")
     source = resolve_model(model, data).path
-    out = check_output(out, [source])
+    out = check_onnx_output(out, source)
     net = load_model(source, "cpu")
     meta = net.rdist_meta
     data = data or meta.get("dataset")

@@ -156,9 +156,11 @@ def test_bad_export_input_gives_one_line_errors_and_writes_nothing(digits_artifa
     ]
     for args, fragments in cases:
         assert_one_line_error(run("export", digits_artifact, "-o", out, *args), *fragments)
-    assert_one_line_error(run("export", digits_artifact, "-o", tmp_path / "missing" / "m.onnx"), "does not exist")
     assert_one_line_error(run("export", digits_artifact, "-o", tmp_path / "m.safetensors"), "must end in .onnx")
     assert list(tmp_path.iterdir()) == [], "a refused export writes nothing"
+    a_file = tmp_path.parent / f"{tmp_path.name}-a-file"
+    a_file.write_text("")
+    assert_one_line_error(run("export", digits_artifact, "-o", a_file / "m.onnx"), "is a file, not a directory")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
