@@ -128,7 +128,7 @@ def _digits_model(device: torch.device) -> nn.Module:
 def test_attacks_stay_in_the_eps_ball_under_bf16(name):
     device = torch.device(DEVICE)
     digits = rdist.load_dataset("digits", device=device)
-    n = 32 if ON_CPU else 128  # bf16 on a CPU is emulated, and slow: the walk takes fewer images
+    n = 16 if ON_CPU else 128  # bf16 on a CPU is emulated, and slow: the walk takes fewer images
     x, y = digits.x_test[:n].float() / 255, digits.y_test[:n]
     model = _digits_model(device).to(memory_format=torch.channels_last)
     with torch.autocast(device.type, dtype=torch.bfloat16):
