@@ -55,7 +55,7 @@ if [ "$DRY_RUN" = 1 ]; then
     NAME="dry-run"
 else
     # One interpreter start for the GPU's name and CUDA version (the gathering step below does not import torch).
-    GPU="$("$PY" -c "import torch; assert torch.cuda.is_available(); print(torch.version.cuda, torch.cuda.get_device_name())")" \
+    GPU="$("$PY" -c "import sys, torch; torch.cuda.is_available() or sys.exit(1); print(torch.version.cuda, torch.cuda.get_device_name())")" \
         || { echo "error: no CUDA GPU visible to torch; run with --dry-run to walk the script on the CPU" >&2; exit 1; }
     CUDA_VERSION="${GPU%% *}" DEVICE="${GPU#* }"
     TESTS_EAGER=(-k "not compile")
