@@ -45,24 +45,25 @@ STARTED=$(date +%s)
 
 if [ "$DRY_RUN" = 1 ]; then
     export RDIST_CUDA_TESTS_ON_CPU=1 CUDA_VISIBLE_DEVICES=""
-    DEVICE=cpu
+    DEVICE="cpu ($(uname -m))" CUDA_VERSION=""
     TESTS_EAGER=(-k "not compile and (rslad-eager or agree[rslad] or resume or pgd20 or auto_batch)")
     TESTS_COMPILE=(-k "rslad-compile")
     TRAIN=(--device cpu --student tinycnn --teacher tinycnn --batch 8 --steps 1 --rounds 1 --warmup 1
            --attack-steps 2)
     TRAIN_COMPILE=(--compile-backend eager)
-    ATTACK=(--device cpu --arch tinycnn --n 8 --batch-size 8 --aa apgd-ce)
+    ATTACK=(--device cpu --arch tinycnn --n 8 --batch-size 8 --aa apgd-ce --precisions fp32,bf16)
     NAME="dry-run"
 else
-    "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+    # One interpreter start for the GPU's name and CUDA version (the gathering step below does not import torch).
+    GPU="$("$PY" -c "import sys, torch; torch.cuda.is_available() or sys.exit(1); print(torch.version.cuda, torch.cuda.get_device_name())")" \
         || { echo "error: no CUDA GPU visible to torch; run with --dry-run to walk the script on the CPU" >&2; exit 1; }
-    DEVICE=cuda
+    CUDA_VERSION="${GPU%% *}" DEVICE="${GPU#* }"
     TESTS_EAGER=(-k "not compile")
     TESTS_COMPILE=(-k "compile")
     TRAIN=(--device cuda --student resnet18 --teacher wrn-34-10 --batch 128 --steps 10 --rounds 2 --warmup 2)
     TRAIN_COMPILE=()
-    ATTACK=(--device cuda --n 1000 --batch-size auto)
-    NAME="$("$PY" -c "import re, torch; print(re.sub(r'[^A-Za-z0-9]+', '-', torch.cuda.get_device_name()).strip('-'))")"
+    ATTACK=(--device cuda --n 1000 --batch-size auto --aa standard --precisions fp32,bf16)
+    NAME="$(echo "$DEVICE" | sed -E 's/[^A-Za-z0-9]+/-/g; s/^-+|-+$//g')"
 fi
 
 # stage NAME TIMEOUT_S COMMAND...: run with what is left of the budget, note rc and seconds in stages.jsonl.
@@ -95,17 +96,18 @@ stage train_compile 180 "$PY" bench/train_throughput.py "${TRAIN[@]}" --methods 
     "${TRAIN_COMPILE[@]}" --json "$WORK/train_compile.json"
 
 RESULT="$OUT/gpu_check-$NAME-$(date +%Y%m%d-%H%M%S).json"
-"$PY" - "$WORK" "$RESULT" "$DEVICE" "$DRY_RUN" "$(($(date +%s) - STARTED))" <<'EOF'
-"""Gather the stages' figures into one JSON file, with the issue's goals checked against them."""
+"$PY" - "$WORK" "$RESULT" "$DEVICE" "$CUDA_VERSION" "$DRY_RUN" "$(($(date +%s) - STARTED))" <<'EOF'
+"""Gather the stages' figures into one JSON file, with the issue's goals checked against them (no torch import:
+its version comes from the package metadata)."""
 import json
 import platform
 import sys
 import xml.etree.ElementTree as ET
+from importlib.metadata import version
 from pathlib import Path
 
-import torch
-
-work, result, device, dry_run, seconds = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", int(sys.argv[5])
+work, result, device, cuda, dry_run, seconds = (Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4] or None,
+                                                sys.argv[5] == "1", int(sys.argv[6]))
 
 
 def read(name):
@@ -137,8 +139,7 @@ for label, figures in (("compile off", train_eager), ("compile on", train_compil
 figures = {
     "dry_run": dry_run,
     "note": "a dry run on the CPU with tiny models: the figures say nothing about any GPU" if dry_run else None,
-    "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
-    "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+    "device": device, "torch": version("torch"), "cuda": cuda, "python": platform.python_version(),
     "seconds": seconds, "stages": stages,
     "cuda_tests": tests("cuda_tests.xml"), "cuda_tests_compile": tests("cuda_tests_compile.xml"),
     "train_compile_off": train_eager, "train_compile_on": train_compile,

@@ -1,4 +1,5 @@
-"""Teachers trained by the engine itself on digits (seconds), and one CPU thread for every engine test.
+"""Teachers for engine tests (trained by the engine itself on digits in seconds, or random-weight artifacts), and one
+CPU thread for every engine test.
 
 One thread keeps the float reduction order the same in every process (the exact-resume test compares
 weights across processes) and avoids oversubscribing small shared machines.
@@ -9,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
+import rdist
 from rdist.engine import TrainConfig, train
 from tests.helpers import one_thread
 
@@ -36,6 +39,21 @@ def natural_teacher(tmp_path_factory) -> Path:
         result = train(TrainConfig(method="natural", student="smallcnn", data="digits", epochs=3, batch_size=64,
                                    lr=0.05, eval_n=64, out=str(tmp_path_factory.mktemp("natural"))))
     return result.best_path
+
+
+def _random_teacher_file(path: Path, seed: int) -> str:
+    torch.manual_seed(seed)
+    model = rdist.create_model("smallcnn", num_classes=10, in_channels=1)
+    return str(rdist.save_model(model, path, dataset="digits", input_shape=[1, 8, 8]))
+
+
+@pytest.fixture(scope="session")
+def teacher_files(tmp_path_factory) -> dict[str, str]:
+    """Teacher files by role (robust, natural): two smallcnn digits artifacts with random weights (seeds 1 and 2),
+    for tests that count or walk a step rather than judge what it learns."""
+    directory = tmp_path_factory.mktemp("random-teachers")
+    return {"robust": _random_teacher_file(directory / "robust.safetensors", 1),
+            "natural": _random_teacher_file(directory / "natural.safetensors", 2)}
 
 
 @pytest.fixture

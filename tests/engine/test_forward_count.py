@@ -50,19 +50,6 @@ class CountPerStep(Callback):
         self.last = now
 
 
-def _teacher_file(path, seed: int) -> str:
-    torch.manual_seed(seed)
-    model = rdist.create_model("smallcnn", num_classes=10, in_channels=1)
-    return str(rdist.save_model(model, path, dataset="digits", input_shape=[1, 8, 8]))
-
-
-@pytest.fixture(scope="module")
-def teacher_files(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("teachers")
-    return {"robust": _teacher_file(directory / "robust.safetensors", 1),
-            "natural": _teacher_file(directory / "natural.safetensors", 2)}
-
-
 def _direct_forwards(method_name: str, student: nn.Module, teachers: dict[str, nn.Module], x: torch.Tensor,
                      y: torch.Tensor) -> tuple[int, int]:
     """(student, teacher) forwards of the method's perturb and loss run by hand, as the method needs them."""
