@@ -137,14 +137,15 @@ def parse_hparams(values: list[str] | None, named: dict[str, float | None] | Non
     """`--hparam NAME=VALUE` (repeatable: any hyper-parameter a method declares) merged with the named options
     (`--alpha`, ...; None = not given); a value is a number, true or false; a name given twice is refused."""
     hparams = {k: v for k, v in (named or {}).items() if v is not None}
+    given = {k: f"--{k.replace('_', '-')} {v}" for k, v in hparams.items()}  # how each value was given
     for text in values or []:
         match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=(.+)", text)
         if not match:
             raise RdistError(f"cannot read --hparam '{text}': write NAME=VALUE, e.g. --hparam kl_scale=0.5")
         name, raw = match.groups()
         if name in hparams:
-            raise RdistError(f"{name} is given twice (--hparam {text} and {hparams[name]!r}); give it once")
-        hparams[name] = _hparam_value(raw, text)
+            raise RdistError(f"{name} is given twice ({given[name]} and --hparam {text}); give it once")
+        hparams[name], given[name] = _hparam_value(raw, text), f"--hparam {text}"
     return hparams
 
 

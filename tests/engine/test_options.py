@@ -1,0 +1,44 @@
+"""What the CLI's repeatable options become: teachers by role and hyper-parameters by name, and the configs and
+identities of runs written before teachers had roles."""
+
+from __future__ import annotations
+
+import pytest
+
+from rdist.engine import TrainConfig
+from rdist.engine.checkpoint import check_same_run
+from rdist.engine.config import parse_hparams, parse_teachers
+from rdist.errors import RdistError
+
+
+def test_teacher_options_become_roles():
+    assert parse_teachers(["t.safetensors"]) == {"robust": "t.safetensors"}
+    assert parse_teachers(["zoo:a", "peer=hf-hub:org/b@v1"], natural="Standard") == {
+        "robust": "zoo:a", "peer": "hf-hub:org/b@v1", "natural": "Standard"}
+    assert parse_teachers(None) == {}
+    with pytest.raises(RdistError, match=r"two models given for the natural teacher \(a and b\)"):
+        parse_teachers(["natural=a"], natural="b")
+
+
+def test_hparam_options_are_typed_values_and_given_once():
+    assert parse_hparams(["kl_scale=0.5", "warmup_epoch=3", "igdm_code_ard=true"], {"tau": None, "beta": 2.0}) == {
+        "beta": 2.0, "kl_scale": 0.5, "warmup_epoch": 3, "igdm_code_ard": True}
+    with pytest.raises(RdistError, match=r"kl_scale is given twice \(--kl-scale 0.2 and --hparam kl_scale=0.3\)"):
+        parse_hparams(["kl_scale=0.3"], {"kl_scale": 0.2})
+    with pytest.raises(RdistError, match=r"cannot read --hparam 'tau': write NAME=VALUE"):
+        parse_hparams(["tau"])
+    with pytest.raises(RdistError, match=r"'tau=high': the value must be a number, true or false"):
+        parse_hparams(["tau=high"])
+
+
+def test_a_config_and_identity_written_before_roles_still_resume():
+    stored = {"method": "akd2", "student": "tinycnn", "teacher": "/r.safetensors", "natural_teacher": "/n.safetensors"}
+    assert TrainConfig.from_dict(stored).teachers == {"robust": "/r.safetensors", "natural": "/n.safetensors"}
+    old_identity = {"method": {"method": "akd2"}, "teacher": "/r.safetensors", "natural_teacher": "/n.safetensors",
+                    "seed": 0}
+    new_identity = {"method": {"method": "akd2"}, "teachers": {"robust": "/r.safetensors",
+                                                               "natural": "/n.safetensors"}, "seed": 0}
+    check_same_run("run", old_identity, new_identity)  # the same run: no error
+    with pytest.raises(RdistError, match=r"teachers.natural '/n.safetensors' \(run\) vs '/m.safetensors' \(now\)"):
+        check_same_run("run", old_identity, {**new_identity, "teachers": {"robust": "/r.safetensors",
+                                                                          "natural": "/m.safetensors"}})
