@@ -112,7 +112,8 @@ def job_stderr(runs: Path) -> str:
 @pytest.mark.parametrize("method", ["rslad", "natural"])
 def test_two_ranks_with_sync_bn_train_what_one_process_trains(runs, method):
     one_dir, two_dir = runs / "one" / method, runs / "two" / method
-    ranks = [torch.load(two_dir / f"rank{r}.pt") for r in range(2)]  # absent if the job failed before the kill
+    assert (two_dir / "rank1.pt").is_file(), job_stderr(runs)[-3000:]  # absent if the job failed before the kill
+    ranks = [torch.load(two_dir / f"rank{r}.pt") for r in range(2)]
     assert all(torch.equal(v, ranks[1][k]) for k, v in ranks[0].items())  # one model, not two
     one, two = load_checkpoint(one_dir)["model"], load_checkpoint(two_dir)["model"]
     assert relative_difference(one, two) < 1e-4
@@ -128,6 +129,7 @@ def test_two_ranks_with_sync_bn_train_what_one_process_trains(runs, method):
 def test_without_sync_bn_every_rank_keeps_rank_0s_running_statistics(runs):
     # Each rank's BN normalises with its own shard, so their running statistics would drift apart; they are
     # broadcast from rank 0 after every step, so that all ranks attack and evaluate one model.
+    assert (runs / "no-sync-bn" / "rank1.pt").is_file(), job_stderr(runs)[-3000:]
     ranks = [torch.load(runs / "no-sync-bn" / f"rank{r}.pt") for r in range(2)]
     assert all(torch.equal(v, ranks[1][k]) for k, v in ranks[0].items())
     assert int(ranks[0]["features.0.1.num_batches_tracked"]) == 2 * STEPS_PER_EPOCH
