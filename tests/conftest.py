@@ -7,7 +7,19 @@ from pathlib import Path
 import pytest
 
 import rdist
-from tests.helpers import train_briefly
+from tests.helpers import one_thread, train_briefly
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_cpu_thread():
+    """Every test and fixture on one torch CPU thread, whatever OMP_NUM_THREADS says (CI sets none).
+
+    The models here are small: a second thread buys little on them, and on two cores that something else also
+    uses, two threads spin-wait on each other (the digits model's training took 87 s instead of 26 s).
+    Subprocesses the tests start set OMP_NUM_THREADS=1 themselves.
+    """
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +24,6 @@ print(json.dumps({"rdist": rdist.__file__, "zoo": str(PROJECT_ZOO), "students": 
 """
 
 
-@pytest.mark.slow
 def test_a_wheel_install_finds_the_catalogues(tmp_path):
     # Build from a copy, so that the build's build/ and egg-info never land in the checkout.
     source = tmp_path / "source"

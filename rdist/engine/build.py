@@ -76,11 +76,7 @@ def build_run(config: TrainConfig) -> Run:
     schedule = resolve_schedule(config, recipe)
     _check_teachers_wanted(method, config)
     parallel = Parallel.start(config.device, config.dist_backend, config.sync_bn)  # checks the device exists
-    try:
-        return _build(config, method, schedule, parallel)
-    except BaseException:
-        parallel.close()
-        raise
+    return _build(config, method, schedule, parallel)
 
 
 def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Parallel) -> Run:

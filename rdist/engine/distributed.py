@@ -26,6 +26,7 @@ DistributedDataParallel (DDP), one process per GPU (nccl) or per CPU process (gl
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import inspect
 import os
@@ -94,7 +95,6 @@ class Parallel:
     def __init__(self, ranks: Ranks, device: torch.device, backend: str | None, sync_bn: bool = False):
         self.ranks, self.device, self.backend, self.sync_bn = ranks, device, backend, sync_bn
         self.grad_scale = 1.0  # this rank's gradient weight for the batch being trained (see batch_noise)
-        self._owns_group = False
 
     @property
     def distributed(self) -> bool:
@@ -127,13 +127,11 @@ class Parallel:
             if dev.type == "cuda":
                 torch.cuda.set_device(dev)
             dist.init_process_group(backend, device_id=dev if backend == "nccl" else None)
-            parallel._owns_group = True
+            # One group for the process's life: a process that trains or attacks more than once (--seeds, the
+            # models of `rdist compare`) joins it again, since a second init after a destroy can hang under
+            # torchrun's rendezvous store.
+            atexit.register(_close_group)
         return parallel
-
-    def close(self) -> None:
-        if self._owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self._owns_group = False
 
     def check_same(self, **what: Any) -> None:
         """Refuse to start when the ranks run other rdist/torch versions or another configuration."""
@@ -161,8 +159,7 @@ class Parallel:
 
     @contextlib.contextmanager
     def session(self, run_dir: Path) -> Iterator[None]:
-        """Around training: a lost peer or torchrun's stop becomes a one-line error saying how to go on,
-        and the process group is closed at the end."""
+        """Around training: a lost peer or torchrun's stop becomes a one-line error saying how to go on."""
         if not self.distributed:
             yield
             return
@@ -184,8 +181,6 @@ class Parallel:
                             f"failed: {cause}); {resume}") from None
         else:
             signal.signal(signal.SIGTERM, previous)
-        finally:
-            self.close()
 
     # -- training ------------------------------------------------------------------------------------
 
@@ -323,6 +318,11 @@ class Parallel:
         batches = -(-n // batch_size)
         first, last = rank * batches // self.ranks.world_size, (rank + 1) * batches // self.ranks.world_size
         return slice(min(first * batch_size, n), min(last * batch_size, n))
+
+
+def _close_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _rank_device(ranks: Ranks, name: str | None) -> torch.device:

@@ -117,11 +117,8 @@ def robustness_report(model: str, *, suite: str | None = "standard", attacks: st
     names = resolve_attacks(suite, attacks)
     # Under torchrun each process attacks its share of the batches and every one gets the whole report.
     parallel = Parallel.start(device)
-    try:
-        report = _report(parallel, model, names, eps_value, data, n, batch_size, surrogate, seed, precision,
-                         progress, out, record)
-    finally:
-        parallel.close()
+    report = _report(parallel, model, names, eps_value, data, n, batch_size, surrogate, seed, precision, progress,
+                     out, record)
     if not parallel.ranks.is_main:  # rank 0 writes
         return report
     if out:

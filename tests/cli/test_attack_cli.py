@@ -70,11 +70,17 @@ def test_real_natural_resnet18_is_accurate_and_not_robust(pyautoattack_resnet18,
     imported = run("teacher", "import", pyautoattack_resnet18, "--arch", "resnet18", "--dataset", "cifar10",
                    "-o", artifact)
     assert imported.exit_code == 0, imported.output
-    result = run("attack", artifact, "--attacks", "clean,pgd20", "--data", f"npz:{CIFAR_SUBSET}", "--n", "200",
+    # Clean accuracy on 200 images (one forward each); PGD-20 (21 forward-backward passes of a ResNet-18 an
+    # image, most of this test's time on a CPU) on the first 32 of them: every one falls.
+    clean = run("attack", artifact, "--attacks", "clean", "--data", f"npz:{CIFAR_SUBSET}", "--n", "200", "--json",
+                "--device", "cpu")
+    assert clean.exit_code == 0, clean.output
+    assert json.loads(clean.output)["accuracy"]["clean"] > 0.90
+    result = run("attack", artifact, "--attacks", "clean,pgd20", "--data", f"npz:{CIFAR_SUBSET}", "--n", "32",
                  "--json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     accuracy = json.loads(result.output)["accuracy"]
-    assert accuracy["clean"] > 0.90
+    assert accuracy["clean"] > 0.80
     assert accuracy["pgd20"] == 0.0
 
 

@@ -17,33 +17,62 @@ from rdist.data.loader import shard_rows
 from rdist.engine import LOG, TrainConfig, load_checkpoint, read_log, resume_config, train
 from rdist.engine.distributed import Parallel, Ranks
 from rdist.errors import RdistError
+from tests.helpers import one_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
-# What every rank runs: train `config` and save this rank's final student weights as rank<R>.pt; with a kill
-# step, rank 1 SIGKILLs itself in the middle of that step.
+# What every rank runs, in one torchrun job (a job's start-up costs seconds): train each config in turn, as --seeds
+# does, in the one process group the first run starts, and save this rank's final student weights as
+# <out>/rank<R>.pt. In config `nan_run` rank 1's loss turns NaN at its second step (every rank must stop there;
+# each writes its error to <out>/error<R>.txt and goes on to the next config); in the last config's step `kill_at`
+# (0: never), rank 1 SIGKILLs itself.
 RANK_RUN = """
 import json, os, signal, sys
+from pathlib import Path
 import torch
 torch.set_num_threads(1)
 from rdist.engine import Callback, TrainConfig
 from rdist.engine.build import build_run
 from rdist.engine.trainer import Trainer
+from rdist.errors import RdistError
 
-config, kill_at = TrainConfig.from_dict(json.loads(sys.argv[1])), int(sys.argv[2])
+configs, kill_at, nan_run = [TrainConfig.from_dict(c) for c in json.loads(sys.argv[1])], int(sys.argv[2]), \
+    int(sys.argv[3])
 rank = int(os.environ["RANK"])
 
 class Kill(Callback):
+    report_every = 1  # hear of every step, so that the kill lands inside the epoch
+
+    def __init__(self, at):
+        self.at = at
+
     def on_step(self, info):
-        if rank == 1 and info.global_step == kill_at:
+        if rank == 1 and info.global_step == self.at:
             os.kill(os.getpid(), signal.SIGKILL)
 
-run = build_run(config)
-with run.parallel.session(run.run_dir):
-    Trainer(run, Kill()).fit()
-torch.save(run.student.state_dict(), f"{config.out}/rank{rank}.pt")
+def poisoned(loss):
+    calls = [0]
+    def nan_at_the_second_step(*args):
+        calls[0] += 1
+        return loss(*args) * (float("nan") if calls[0] == 2 else 1.0)
+    return nan_at_the_second_step
+
+for i, config in enumerate(configs):
+    run = build_run(config)
+    if i == nan_run and rank == 1:
+        run.method.loss = poisoned(run.method.loss)
+    try:
+        with run.parallel.session(run.run_dir):
+            Trainer(run, Kill(kill_at if i == len(configs) - 1 else 0)).fit()
+    except RdistError as exc:
+        if i != nan_run:
+            raise
+        Path(config.out, f"error{rank}.txt").write_text(str(exc))
+        continue
+    torch.save(run.student.state_dict(), f"{config.out}/rank{rank}.pt")
 """
+STEPS_PER_EPOCH = 3  # 189 training images at batch 64: 64 + 64 + 61
 
 
 def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -53,9 +82,11 @@ def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
-def train_on_two_ranks(config: TrainConfig, script: Path, kill_at: int = 0) -> subprocess.CompletedProcess:
+def train_on_two_ranks(configs: list[TrainConfig], script: Path, kill_at: int = 0,
+                       nan_run: int = -1) -> subprocess.CompletedProcess:
     script.write_text(RANK_RUN)
-    return torchrun(str(script), json.dumps(config.with_absolute_paths().to_dict()), str(kill_at))
+    return torchrun(str(script), json.dumps([c.with_absolute_paths().to_dict() for c in configs]), str(kill_at),
+                    str(nan_run))
 
 
 def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -65,70 +96,88 @@ def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     return ((flat_a - flat_b).norm() / flat_a.norm()).item()
 
 
-@pytest.fixture
-def digits_run(natural_teacher):
-    """A two-epoch digits run of a tinycnn student. val_size leaves an odd 1,149 training images: each epoch ends
+def digits_config(natural_teacher: Path, out: Path, method: str, **overrides) -> TrainConfig:
+    """A two-epoch digits run of a tinycnn student. val_size leaves an odd 189 training images: each epoch ends
     with a batch of 61 that splits 30/31, which the ranks' gradient shares must weight."""
-
-    def config(out: Path, method: str, **overrides) -> TrainConfig:
-        values = dict(method=method, student="tinycnn", data="digits", epochs=2, batch_size=64, lr=0.05,
-                      attack_steps=2, eval_n=64, val_size=0.2007, sync_bn=True, out=str(out))
-        if method == "rslad":
-            values["teachers"] = {"robust": str(natural_teacher)}
-        return TrainConfig(**{**values, **overrides})
-
-    return config
+    values = dict(method=method, student="tinycnn", data="digits", epochs=2, batch_size=64, lr=0.05,
+                  attack_steps=2, eval_n=64, val_size=0.8686, sync_bn=True, out=str(out))
+    if method == "rslad":
+        values["teachers"] = {"robust": str(natural_teacher)}
+    return TrainConfig(**{**values, **overrides})
 
 
-@pytest.mark.slow
+@pytest.fixture(scope="module")
+def runs(natural_teacher, tmp_path_factory) -> Path:
+    """One torchrun job of five runs, and the one-process runs they are compared with, all under one directory:
+    two/<method> (sync BN), no-sync-bn, nan-on-rank-1 (one epoch), killed (rank 1 killed in epoch 2) and
+    one/<method> (one process)."""
+    root = tmp_path_factory.mktemp("distributed")
+    jobs = [digits_config(natural_teacher, root / "two" / m, m) for m in ("rslad", "natural")]
+    jobs.append(digits_config(natural_teacher, root / "no-sync-bn", "natural", sync_bn=False))
+    jobs.append(digits_config(natural_teacher, root / "nan-on-rank-1", "natural", epochs=1))
+    jobs.append(digits_config(natural_teacher, root / "killed", "natural"))
+    with one_thread():
+        process = train_on_two_ranks(jobs, root / "rank_run.py", kill_at=STEPS_PER_EPOCH + 2, nan_run=3)
+        (root / "job.stderr").write_text(process.stderr)
+        (root / "job.returncode").write_text(str(process.returncode))
+        for method in ("rslad", "natural"):  # one process: BN sees the global batch
+            train(digits_config(natural_teacher, root / "one" / method, method, sync_bn=False))
+    return root
+
+
+def job_stderr(runs: Path) -> str:
+    return (runs / "job.stderr").read_text()
+
+
 @pytest.mark.parametrize("method", ["rslad", "natural"])
-def test_two_ranks_with_sync_bn_train_what_one_process_trains(digits_run, method, tmp_path):
-    single = train(digits_run(tmp_path / "one", method, sync_bn=False))  # one process: BN sees the global batch
-    process = train_on_two_ranks(digits_run(tmp_path / "two", method), tmp_path / "rank_run.py")
-    assert process.returncode == 0, process.stderr[-3000:]
-
-    ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt") for r in range(2)]
+def test_two_ranks_with_sync_bn_train_what_one_process_trains(runs, method):
+    one_dir, two_dir = runs / "one" / method, runs / "two" / method
+    assert (two_dir / "rank1.pt").is_file(), job_stderr(runs)[-3000:]  # absent if the job failed before the kill
+    ranks = [torch.load(two_dir / f"rank{r}.pt") for r in range(2)]
     assert all(torch.equal(v, ranks[1][k]) for k, v in ranks[0].items())  # one model, not two
-    one, two = load_checkpoint(tmp_path / "one")["model"], load_checkpoint(tmp_path / "two")["model"]
+    one, two = load_checkpoint(one_dir)["model"], load_checkpoint(two_dir)["model"]
     assert relative_difference(one, two) < 1e-4
     assert relative_difference(one, ranks[0]) < 1e-4
-    log_one, log_two = read_log(tmp_path / "one" / LOG), read_log(tmp_path / "two" / LOG)
-    assert [r.best_epoch for r in log_two] == [r.best_epoch for r in log_one] and single.best_epoch
-    assert [r.global_step for r in log_two] == [r.global_step for r in log_one]
+    log_one, log_two = read_log(one_dir / LOG), read_log(two_dir / LOG)
+    assert [r.best_epoch for r in log_two] == [r.best_epoch for r in log_one] and log_one[-1].best_epoch
+    assert [r.global_step for r in log_two] == [r.global_step for r in log_one] == [3, 6]
     for a, b in zip(log_one, log_two):  # the evaluation is sharded and gathered: the same per-image attacks
         assert abs(a.clean_acc - b.clean_acc) <= 1 / 64
         assert abs(a.train_loss - b.train_loss) < 1e-3 * a.train_loss
 
 
-@pytest.mark.slow
-def test_without_sync_bn_every_rank_keeps_rank_0s_running_statistics(digits_run, tmp_path):
+def test_without_sync_bn_every_rank_keeps_rank_0s_running_statistics(runs):
     # Each rank's BN normalises with its own shard, so their running statistics would drift apart; they are
     # broadcast from rank 0 after every step, so that all ranks attack and evaluate one model.
-    config = digits_run(tmp_path / "two", "natural", sync_bn=False, epochs=1, max_steps=6)
-    process = train_on_two_ranks(config, tmp_path / "rank_run.py")
-    assert process.returncode == 0, process.stderr[-3000:]
-    ranks = [torch.load(tmp_path / "two" / f"rank{r}.pt") for r in range(2)]
+    assert (runs / "no-sync-bn" / "rank1.pt").is_file(), job_stderr(runs)[-3000:]
+    ranks = [torch.load(runs / "no-sync-bn" / f"rank{r}.pt") for r in range(2)]
     assert all(torch.equal(v, ranks[1][k]) for k, v in ranks[0].items())
-    assert int(ranks[0]["features.0.1.num_batches_tracked"]) == 6
+    assert int(ranks[0]["features.0.1.num_batches_tracked"]) == 2 * STEPS_PER_EPOCH
 
 
-@pytest.mark.slow
-def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(digits_run, tmp_path):
-    config = digits_run(tmp_path / "killed", "natural")
-    process = train_on_two_ranks(config, tmp_path / "rank_run.py", kill_at=18 + 5)  # 18 steps an epoch
-    assert process.returncode != 0
-    assert f"continue with --resume {tmp_path / 'killed'}" in process.stderr, process.stderr[-3000:]
-    assert load_checkpoint(tmp_path / "killed")["epoch"] == 1
-
-    resumed = train(resume_config(tmp_path / "killed", sync_bn=False))
-    uninterrupted = train(digits_run(tmp_path / "one", "natural", sync_bn=False))
-    assert resumed.epochs_done == 2 and resumed.global_step == uninterrupted.global_step == 36
-    assert [r.epoch for r in read_log(tmp_path / "killed" / LOG)] == [1, 2]
-    one, killed = load_checkpoint(tmp_path / "one")["model"], load_checkpoint(tmp_path / "killed")["model"]
-    assert relative_difference(one, killed) < 1e-4
+def test_a_loss_that_goes_non_finite_on_one_rank_stops_every_rank_at_that_step(runs):
+    # Rank 0's own loss at step 2 is finite; had it gone on, it would have waited forever in step 3's gradient
+    # all-reduce for rank 1. The job went on to its next run, so the ranks left this one in step.
+    errors = [runs / "nan-on-rank-1" / f"error{r}.txt" for r in range(2)]
+    assert all(e.is_file() for e in errors), job_stderr(runs)[-3000:]
+    assert all("training loss is nan at step 2 (epoch 1, batch 2 of 3)" in e.read_text() for e in errors)
+    assert not (runs / "nan-on-rank-1" / "checkpoint.pt").exists()
 
 
-@pytest.mark.slow
+def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(runs):
+    killed = runs / "killed"
+    assert int((runs / "job.returncode").read_text()) != 0
+    assert f"continue with --resume {killed}" in job_stderr(runs), job_stderr(runs)[-3000:]
+    assert not (killed / "rank0.pt").exists() and load_checkpoint(killed)["epoch"] == 1
+
+    resumed = train(resume_config(killed, sync_bn=False))
+    uninterrupted = read_log(runs / "one" / "natural" / LOG)[-1]  # the same run in one process
+    assert resumed.epochs_done == 2 and resumed.global_step == uninterrupted.global_step == 2 * STEPS_PER_EPOCH
+    assert [r.epoch for r in read_log(killed / LOG)] == [1, 2]
+    one, after_kill = load_checkpoint(runs / "one" / "natural")["model"], load_checkpoint(killed)["model"]
+    assert relative_difference(one, after_kill) < 1e-4
+
+
 def test_attack_under_torchrun_reports_what_one_process_reports(digits_artifact, tmp_path):
     from rdist.report.robustness import robustness_report
 
@@ -143,7 +192,14 @@ def test_attack_under_torchrun_reports_what_one_process_reports(digits_artifact,
     assert two["n"] == 150 and two["processes"] == 2
 
 
-@pytest.mark.slow
+def test_seeds_under_torchrun_train_one_run_after_the_other_in_one_process_group(tmp_path):
+    process = torchrun("-m", "rdist", "teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data",
+                       "digits", "--epochs", "1", "--max-steps", "2", "--batch-size", "64", "--eval-n", "16",
+                       "--seeds", "0,1", "--out", str(tmp_path / "group"), "--quiet", timeout=180)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert all((tmp_path / "group" / f"seed-{seed}" / "last.safetensors").is_file() for seed in (0, 1))
+
+
 def test_torchrun_refuses_a_batch_that_does_not_split_over_the_processes(tmp_path):
     process = torchrun("-m", "rdist", "teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data",
                        "digits", "--epochs", "1", "--batch-size", "63", "--out", str(tmp_path / "run"), timeout=120)

@@ -22,12 +22,9 @@ from tests.helpers import assert_one_line_error, one_thread
 
 runner = CliRunner()
 EPS = "32/255"  # digits have 17 grey levels about 16/255 apart: 32/255 is a real budget
-N = 100
+N = 50
 # Accuracy the int8 export of the digits model may lose against fp32 PyTorch, on the 359 test images.
 INT8_MAX_DROP = 0.02
-
-# ONNX export, int8 calibration and Square through ONNX Runtime: minutes on 2 cores.
-pytestmark = pytest.mark.slow
 
 
 def run(*args):

@@ -12,18 +12,18 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from rdist.cli.app import app
 from rdist.reproduce import find_reproduction, load_reproductions
+from rdist.reproduce.catalogue import PROJECT_REPRODUCTIONS
 from rdist.reproduce.runner import claim_out
 from tests.helpers import assert_one_line_error, one_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
-# Whole reproductions end to end (teacher, seeds, kill and resume): minutes on 2 cores.
-pytestmark = pytest.mark.slow
 
 
 def invoke(*args: str):
@@ -32,9 +32,23 @@ def invoke(*args: str):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict:
+def catalogue(tmp_path_factory) -> str:
+    """The project's digits-rslad entry with shorter stages (a 1-epoch teacher, 2-epoch students, 32 images
+    evaluated): every stage, the kill after seed 0's first epoch and the resume stay; the minutes go."""
+    (entry,) = [e for e in yaml.safe_load(PROJECT_REPRODUCTIONS.read_text())["reproductions"]
+                if e["name"] == "digits-rslad"]
+    entry["teacher"]["options"]["epochs"] = 1
+    entry["options"].update(epochs=2, attack_steps=3, step_size="12/255", eval_n=32)
+    entry["evaluation"]["n"] = 32
+    path = tmp_path_factory.mktemp("catalogue") / "reproductions.yaml"
+    path.write_text(yaml.safe_dump({"reproductions": [entry]}, sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(catalogue, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("uninterrupted") / "digits"
-    result = invoke("digits-rslad", "--seeds", "0,1", "--out", str(out), "--json")
+    result = invoke("digits-rslad", "--catalogue", catalogue, "--seeds", "0,1", "--out", str(out), "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -56,11 +70,11 @@ def test_every_stage_leaves_its_output(uninterrupted):
     assert summary["aa"]["mean"] <= summary["pgd20"]["mean"] + 1e-9 <= summary["clean"]["mean"] + 2e-9
 
 
-def test_killed_in_the_middle_and_resumed_to_the_same_table(uninterrupted, tmp_path):
+def test_killed_in_the_middle_and_resumed_to_the_same_table(uninterrupted, catalogue, tmp_path):
     out = tmp_path / "cut"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-c", "from rdist.cli.app import main; main()", "reproduce",
-                                "digits-rslad", "--seeds", "0,1", "--out", str(out), "--quiet"], env=env,
+                                "digits-rslad", "--catalogue", catalogue, "--seeds", "0,1", "--out", str(out), "--quiet"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 600
@@ -74,12 +88,12 @@ def test_killed_in_the_middle_and_resumed_to_the_same_table(uninterrupted, tmp_p
         process.wait()
     assert not (out / "seed-1" / "eval.json").exists()
 
-    resumed = invoke("digits-rslad", "--seeds", "0,1", "--out", str(out), "--json")
+    resumed = invoke("digits-rslad", "--catalogue", catalogue, "--seeds", "0,1", "--out", str(out), "--json")
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout)["summary"] == uninterrupted["summary"]
 
     # Everything is done now: a third run only reads the stages' outputs and prints the table.
-    table = invoke("digits-rslad", "--seeds", "0,1", "--out", str(out))
+    table = invoke("digits-rslad", "--catalogue", catalogue, "--seeds", "0,1", "--out", str(out))
     assert table.exit_code == 0, table.output
     assert "trained and evaluated already" in table.output
     summary = uninterrupted["summary"]

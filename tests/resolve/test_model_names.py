@@ -27,8 +27,7 @@ from rdist.utils import sha256_file
 from tests.helpers import CIFAR_SUBSET, assert_one_line_error, one_thread, requires_cifar_subset
 from tests.resolve.conftest import REPO
 
-# Every kind of model name through attack, compare and distill: minutes on 2 cores.
-pytestmark = [requires_cifar_subset(), pytest.mark.slow]
+pytestmark = requires_cifar_subset()
 runner = CliRunner()
 DATA = f"npz:{CIFAR_SUBSET}"
 N = 12

@@ -25,9 +25,6 @@ runner = CliRunner()
 # Fast settings that leave the defaults under test alone (data, recipe, teachers): one step of 8 images.
 FAST = ["--max-steps", "1", "--batch-size", "8", "--steps", "1", "--eval-n", "8", "--quiet"]
 
-# Runs of the promised commands from pre-filled caches: minutes on 2 cores.
-pytestmark = pytest.mark.slow
-
 
 def rdist_cli(*args):
     with one_thread():
