@@ -123,7 +123,7 @@ def test_the_run_evaluates_at_and_stores_the_resolved_attack(tmp_path):
 
 def test_paper_recipe_of_each_igdm_method_is_the_igdm_codes():
     ard, ard_schedule = paper_run("ard+igdm", data="cifar100")
-    assert ard.code_ard and ard.bn_mode == "eval" and (ard.base.alpha, ard.base.tau, ard.base.kl_scale) == (1, 1, 1)
+    assert ard.igdm_code_ard and ard.bn_mode == "eval" and (ard.base.alpha, ard.base.tau, ard.base.kl_scale) == (1, 1, 1)
     assert (ard_schedule.epochs, ard_schedule.milestones, ard_schedule.weight_decay) == (200, (100, 150), 2e-4)
     rslad, rslad_schedule = paper_run("rslad+igdm", data="cifar100")
     assert rslad.base.kl_scale == 0.1 and (rslad_schedule.epochs, rslad_schedule.weight_decay) == (300, 2e-4)
@@ -134,7 +134,7 @@ def test_paper_recipe_of_each_igdm_method_is_the_igdm_codes():
 
 def test_without_the_paper_recipe_ard_igdm_composes_with_rdists_ard_and_given_values_win():
     composition, _ = resolve_method(TrainConfig(method="ard+igdm", student="resnet18", epochs=4))
-    assert not composition.code_ard and composition.bn_mode == "train" and composition.base.tau == 30.0
+    assert not composition.igdm_code_ard and composition.bn_mode == "train" and composition.base.tau == 30.0
     assert "igdm_code_ard" not in composition.config()  # identities of earlier composition runs are unchanged
     given, _ = paper_run("ard+igdm", hparams={"tau": 30.0, "igdm_gamma": 0.5})
-    assert given.code_ard and given.base.tau == 30.0 and given.igdm_gamma == 0.5
+    assert given.igdm_code_ard and given.base.tau == 30.0 and given.igdm_gamma == 0.5

@@ -4,6 +4,7 @@ teacher checks and the non-finite-loss stop."""
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -23,10 +24,11 @@ def test_run_writes_log_best_and_last_with_provenance(short_run, robust_teacher,
 
     log = read_log(tmp_path / LOG)
     assert [r.epoch for r in log] == [1, 2, 3] and not any(r.partial for r in log)
-    for record in log:
+    for line in (tmp_path / LOG).read_text().splitlines():  # the file's own keys, split named
         assert {"lr", "train_loss", "train_clean_acc", "train_robust_acc", "val_clean_acc", "val_pgd20_acc",
-                "seconds", "images_per_s"} <= set(record)
-        assert 0 <= record.pgd20_acc <= record.clean_acc <= 1
+                "seconds", "images_per_s"} <= set(json.loads(line))
+    for record in log:
+        assert record.split == "val" and 0 <= record.pgd20_acc <= record.clean_acc <= 1
     assert [r.lr for r in log] == pytest.approx([0.1, 0.1, 0.01])  # milestones at 50% and 75% of 3 epochs
     best_epoch = max(log, key=lambda r: r.pgd20_acc).epoch
     assert result.best_epoch == best_epoch and result.epochs_done == 3 and result.stopped_by == "epochs"
