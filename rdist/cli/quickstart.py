@@ -50,6 +50,8 @@ def quickstart(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1"),
     seed: int = typer.Option(0, "--seed", help="seed of every run and attack"),
     epochs: int = typer.Option(None, "--epochs", help="epochs of each of the three runs \\[default: 10]"),
+    n: int = typer.Option(None, "--n", help="digits test images each model is attacked on (the first n) "
+                          "\\[default: 359, the whole test set]"),
     json_out: bool = typer.Option(False, "--json", help="print the comparison as JSON"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
@@ -59,7 +61,10 @@ def quickstart(
     Takes a few minutes on two CPU cores and needs no download.
     """
     from rdist.cli.compare import print_table
-    from rdist.pipelines.quickstart import compare_quickstart, train_quickstart
+    from rdist.pipelines.quickstart import TEST_IMAGES, check_n, compare_quickstart, train_quickstart
+
+    n = TEST_IMAGES if n is None else n
+    check_n(n)
 
     out = out or Path("runs") / f"quickstart-{datetime.now():%Y%m%d-%H%M%S}"
     started = time.perf_counter()
@@ -77,7 +82,8 @@ def quickstart(
         if progress:
             progress.close()
     with progress_bar(not show) as bar:
-        comparison = compare_quickstart(models, device=device, seed=seed, progress=attack_progress(bar, "attack "))
+        comparison = compare_quickstart(models, device=device, seed=seed, n=n,
+                                        progress=attack_progress(bar, "attack "))
     if json_out:
         print_json(comparison)
         return

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rdist.engine import Callback, TrainConfig, train
+from rdist.errors import RdistError
 from rdist.methods import ROBUST
 from rdist.report.compare import compare_models
 
@@ -16,6 +17,13 @@ from rdist.report.compare import compare_models
 EPS = 32 / 255
 STEP_SIZE = 8 / 255
 ATTACKS = "clean,pgd20,aa:apgd-ce+apgd-t"
+TEST_IMAGES = 359  # digits' test split
+
+
+def check_n(n: int) -> None:
+    """Refuse, before three models are trained, a number of test images the comparison cannot take."""
+    if not 1 <= n <= TEST_IMAGES:
+        raise RdistError(f"--n {n}: the comparison attacks 1 to {TEST_IMAGES} digits test images; pass one of those")
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,7 @@ def train_quickstart(out_dir: str | Path, *, device: str | None = "cpu", seed: i
     return models
 
 
-def compare_quickstart(models: list[Path], *, device: str | None = "cpu", seed: int = 0, n: int = 359,
+def compare_quickstart(models: list[Path], *, device: str | None = "cpu", seed: int = 0, n: int = TEST_IMAGES,
                        progress=None) -> dict[str, Any]:
     """Attack the quickstart's models on digits' test images (clean, PGD-20, APGD-CE/T) and compare them."""
     return compare_models([str(m) for m in models], attacks=ATTACKS, eps=EPS, data="digits", n=n, seed=seed,

@@ -9,11 +9,11 @@ from rdist.cli.app import app
 
 
 def test_quickstart_trains_three_models_and_compares_them(tmp_path):
-    result = CliRunner().invoke(app, ["quickstart", "--epochs", "1", "--out", str(tmp_path), "--json"])
+    result = CliRunner().invoke(app, ["quickstart", "--epochs", "1", "--n", "120", "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     comparison = json.loads(result.output)
     assert comparison["dataset"] == "digits" and comparison["eps_text"] == "32/255"
-    assert comparison["attacks"] == ["clean", "pgd20", "aa:apgd-ce+apgd-t"]
+    assert comparison["attacks"] == ["clean", "pgd20", "aa:apgd-ce+apgd-t"] and comparison["n"] == 120
     rows = comparison["models"]
     assert [(r["method"], r["arch"]) for r in rows] == [("trades", "smallcnn"), ("rslad", "tinycnn"),
                                                         ("ard", "tinycnn")]
