@@ -137,7 +137,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     device = torch.device(args.device)
-    for option, on_cuda, on_cpu in (("n", 1000, 16), ("aa", "standard", "apgd-ce"), ("precisions", "fp32,bf16", "fp32")):
+    for option, on_cuda, on_cpu in (("n", 1000, 16), ("aa", "standard", "apgd-ce"),
+                                    ("precisions", "fp32,bf16", "fp32")):
         if getattr(args, option) is None:
             setattr(args, option, on_cuda if device.type == "cuda" else on_cpu)
     precisions = args.precisions.split(",")
@@ -183,7 +184,8 @@ def main() -> None:
             for key, (acc, s) in rows.items():
                 print(f"{attack:>6} {key:>11}: accuracy {acc:7.2%}  {len(y) / s:9.1f} images/s  ({s:.1f} s)")
             f = figures[attack]
-            bf16 = (f"; bf16 {f['bf16_speedup']:.2f}x faster than fp32, accuracy {100 * f['bf16_accuracy_change']:+.2f} "
+            bf16 = (f"; bf16 {f['bf16_speedup']:.2f}x faster than fp32, accuracy "
+                    f"{100 * f['bf16_accuracy_change']:+.2f} "
                     "points") if "bf16_speedup" in f else ""
             print(f"{attack:>6}: rdist fp32 / direct {f['ratio_rdist_fp32_to_direct']:.2f}x{bf16}")
     if args.json:

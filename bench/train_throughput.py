@@ -90,7 +90,8 @@ def reference_step(method: str, student, teacher, optimizer, x, y, steps: int) -
         with torch.no_grad():
             teacher_clean = teacher(x)
         xa = reference_attack(student, x, lambda xa: teacher_clean, steps)
-        loss = 0.1 * (5 / 6 * kl_batchmean(student(xa), teacher_clean) + 1 / 6 * kl_batchmean(student(x), teacher_clean))
+        loss = 0.1 * (5 / 6 * kl_batchmean(student(xa), teacher_clean)
+                      + 1 / 6 * kl_batchmean(student(x), teacher_clean))
     else:  # adaad: the teacher re-evaluated at every iterate, its gradient flowing to xa
         alpha = 1.0
         xa = reference_attack(student, x, teacher, steps)
@@ -218,7 +219,8 @@ def main() -> None:
             figures[method] = r
             print(f"{method:>6}: rdist {r['rdist_images_per_s']:9.1f} images/s ({r['rdist_epoch_s']:8.1f} s/epoch)  "
                   f"reference {r['reference_images_per_s']:9.1f} images/s ({r['reference_epoch_s']:8.1f} s/epoch)  "
-                  f"ratio {r['ratio']:.2f}x" + (f" (CPU time {r['ratio_cpu_time']:.2f}x)" if "ratio_cpu_time" in r else ""))
+                  f"ratio {r['ratio']:.2f}x"
+                  + (f" (CPU time {r['ratio_cpu_time']:.2f}x)" if "ratio_cpu_time" in r else ""))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -20,9 +20,10 @@ def distill(
                                f"them: {', '.join(list_aliases('distill'))}"),
     student: str = typer.Option(None, "--student", "-s", help="student architecture: resnet18, mobilenetv2, "
                                 "preactresnet18, wrn-D-W, tinycnn, ..."),
-    teacher: list[str] = typer.Option(None, "--teacher", "-t", metavar="[ROLE=]MODEL", help=f"the robust teacher: {MODEL_HELP}; a "
-                                      "RobustBench name is pulled on first use. ROLE=MODEL names the teacher of another "
-                                      "role a method declares (natural=MODEL is --natural-teacher); repeatable "
+    teacher: list[str] = typer.Option(None, "--teacher", "-t", metavar="[ROLE=]MODEL",
+                                      help=f"the robust teacher: {MODEL_HELP}; a RobustBench name is pulled on first "
+                                      "use. ROLE=MODEL names the teacher of another role a method declares "
+                                      "(natural=MODEL is --natural-teacher); repeatable "
                                       "\\[default: the method's paper teacher for --data, see --list]"),
     natural_teacher: str = typer.Option(None, "--natural-teacher", help="the naturally trained teacher of akd2 "
                                         f"and iad-ii (`rdist teacher train --method natural`): {MODEL_HELP} "
@@ -42,7 +43,8 @@ def distill(
                                                                               "igdm_beta")),
     igdm_gamma: float = typer.Option(None, "--igdm-gamma", help=opt.hparam_help("IGDM backward probe x - g d",
                                                                                 "igdm_gamma")),
-    hparam: list[str] = opt.HPARAM, data: str = opt.DATA, epochs: int = opt.EPOCHS, max_steps: int = opt.MAX_STEPS, recipe: str = opt.RECIPE,
+    hparam: list[str] = opt.HPARAM, data: str = opt.DATA, epochs: int = opt.EPOCHS, max_steps: int = opt.MAX_STEPS,
+    recipe: str = opt.RECIPE,
     lr: float = opt.LR, weight_decay: float = opt.WEIGHT_DECAY, batch_size: int = opt.BATCH_SIZE,
     eps: str = opt.attack_option("--eps", "distill"), step_size: str = opt.attack_option("--step-size", "distill"),
     steps: int = opt.attack_option("--steps", "distill"), out: str = opt.OUT,

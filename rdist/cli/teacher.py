@@ -99,7 +99,8 @@ def train(
     Example: rdist teacher train --method trades --arch wrn-34-10 --recipe paper
     """
     training.run_training(kind="teacher", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=arch,
-                          eps=eps, step_size=step_size, hparams=parse_hparams(hparam, {"beta": beta}), data=data, epochs=epochs,
+                          eps=eps, step_size=step_size, hparams=parse_hparams(hparam, {"beta": beta}), data=data,
+                          epochs=epochs,
                           max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                           batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds, device=device,
                           compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,

@@ -118,7 +118,8 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
         raise RdistError("--seeds trains a group of runs: continue it by running the same command with its --out "
                          "again, not --resume")
     given = {"method": method, "student": arch, "eps": parse_eps(eps) if eps is not None else None,
-             "step_size": parse_eps(step_size, "--step-size") if step_size is not None else None, "hparams": hparams, **options}
+             "step_size": parse_eps(step_size, "--step-size") if step_size is not None else None, "hparams": hparams,
+             **options}
     if resume is not None:
         config = resume_config(resume, **{**given, "method": canonical_method(method) if method else None})
     else:

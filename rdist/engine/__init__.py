@@ -15,5 +15,5 @@ from rdist.engine.seeds import group_seed_dirs, parse_seeds, seed_dir, train_see
 from rdist.engine.trainer import RunResult, train
 
 __all__ = ["BEST", "CHECKPOINT", "Callback", "EpochRecord", "LAST", "LOG", "RunDirectory", "RunResult", "Schedule",
-           "StepInfo", "TrainConfig", "group_seed_dirs", "load_checkpoint", "parse_seeds", "read_log", "resolve_schedule", "resume_config",
-           "seed_dir", "train", "train_seed", "train_seeds"]
+           "StepInfo", "TrainConfig", "group_seed_dirs", "load_checkpoint", "parse_seeds", "read_log",
+           "resolve_schedule", "resume_config", "seed_dir", "train", "train_seed", "train_seeds"]

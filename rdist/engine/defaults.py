@@ -56,7 +56,8 @@ def resolve_defaults(config: TrainConfig) -> tuple[TrainConfig, list[Default]]:
             teachers[role] = choices[data]
             option, value = (TEACHER_OPTIONS[role], choices[data]) if role in TEACHER_OPTIONS \
                 else ("--teacher", f"{role}={choices[data]}")
-            defaults.append(Default(option, value, f"the {paper} paper's {teacher_noun(role)}, pulled from RobustBench"))
+            why = f"the {paper} paper's {teacher_noun(role)}, pulled from RobustBench"
+            defaults.append(Default(option, value, why))
     return replace(config, **values, teachers=teachers), defaults
 
 

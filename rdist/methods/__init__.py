@@ -3,9 +3,8 @@
 from rdist.methods.base import NATURAL, ROBUST, About, Batch, Method, Recipe
 from rdist.methods.losses import kl_bm, kl_per_sample
 from rdist.methods.registry import (ALIASES, METHODS, canonical_method, check_kind, create_method, describe,
-                                    hyperparameters, list_aliases, list_methods, method_class, paper_preset,
-                                    paper_teachers)
+                                    list_aliases, list_methods, method_class, paper_preset, paper_teachers)
 
 __all__ = ["ALIASES", "METHODS", "NATURAL", "ROBUST", "About", "Batch", "Method", "Recipe", "canonical_method",
-           "check_kind", "create_method", "describe", "hyperparameters", "kl_bm", "kl_per_sample", "list_aliases",
+           "check_kind", "create_method", "describe", "kl_bm", "kl_per_sample", "list_aliases",
            "list_methods", "method_class", "paper_preset", "paper_teachers"]

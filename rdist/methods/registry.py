@@ -87,13 +87,6 @@ def paper_teachers(name: str) -> dict[str, dict[str, str]]:
     return cls.paper_teachers
 
 
-def hyperparameters(name: str) -> dict[str, object]:
-    """The hyper-parameters method `name` takes (a +igdm composition: its base's and IGDM's) and their defaults."""
-    cls = method_class(name)
-    return {**cls.hyperparameters(), **(IGDM.hyperparameters() if canonical_method(name).endswith(IGDM_SUFFIX)
-                                        else {})}
-
-
 def describe(name: str) -> About | None:
     """What method `name` is, for `rdist distill --list`; a +igdm composition is its base with IGDM's term."""
     cls = method_class(name)

@@ -123,7 +123,8 @@ def test_the_run_evaluates_at_and_stores_the_resolved_attack(tmp_path):
 
 def test_paper_recipe_of_each_igdm_method_is_the_igdm_codes():
     ard, ard_schedule = paper_run("ard+igdm", data="cifar100")
-    assert ard.igdm_code_ard and ard.bn_mode == "eval" and (ard.base.alpha, ard.base.tau, ard.base.kl_scale) == (1, 1, 1)
+    assert ard.igdm_code_ard and ard.bn_mode == "eval"
+    assert (ard.base.alpha, ard.base.tau, ard.base.kl_scale) == (1, 1, 1)
     assert (ard_schedule.epochs, ard_schedule.milestones, ard_schedule.weight_decay) == (200, (100, 150), 2e-4)
     rslad, rslad_schedule = paper_run("rslad+igdm", data="cifar100")
     assert rslad.base.kl_scale == 0.1 and (rslad_schedule.epochs, rslad_schedule.weight_decay) == (300, 2e-4)

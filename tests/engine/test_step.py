@@ -99,8 +99,8 @@ def test_teachers_stay_frozen_through_a_run(tmp_path):
                                       input_shape=[1, 8, 8]))
     # AKD2: both teachers run on the adversarial inputs, with the student's BN in train mode during the attack.
     run = build_run(TrainConfig(method="akd2", student="tinycnn", data="digits",
-                                teachers={"robust": str(paths[0]), "natural": str(paths[1])}, epochs=1, max_steps=3, batch_size=64,
-                                attack_steps=2, eval_n=16, out=str(tmp_path / "run")).with_absolute_paths())
+                                teachers={"robust": str(paths[0]), "natural": str(paths[1])}, epochs=1, max_steps=3,
+                                batch_size=64, attack_steps=2, eval_n=16, out=str(tmp_path / "run")).with_absolute_paths())
     teachers = [run.teachers["robust"], run.teachers["natural"]]
     before = [{k: v.clone() for k, v in t.state_dict().items()} for t in teachers]
     watch = TeacherWatch(teachers)

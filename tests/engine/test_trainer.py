@@ -181,7 +181,8 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(short_run, tmp_path):
     teacher = tmp_path / "teacher.safetensors"
     model = rdist.create_model("smallcnn", num_classes=10, in_channels=1)
     rdist.save_model(model, teacher, dataset="digits", input_shape=[1, 8, 8])
-    config = short_run(tmp_path / "run", teachers={"robust": str(teacher)}, epochs=2, max_steps=18)  # 18 steps: one epoch
+    # 18 steps: one epoch
+    config = short_run(tmp_path / "run", teachers={"robust": str(teacher)}, epochs=2, max_steps=18)
     train(config)
     checkpoint = (tmp_path / "run" / CHECKPOINT).read_bytes()
     last = (tmp_path / "run" / LAST).read_bytes()

@@ -69,7 +69,8 @@ def test_attack_increases_kl_from_the_clean_soft_labels(student, make_batch, ref
 def test_teacher_sees_the_clean_batch_once_for_attack_and_loss(student, teacher, inputs):
     x, y = inputs
     recording = Recording(teacher)
-    batch = Batch(x=x, y=y, epoch=1, epochs=10, teachers={"robust": recording}, generator=torch.Generator().manual_seed(0))
+    batch = Batch(x=x, y=y, epoch=1, epochs=10, teachers={"robust": recording},
+                  generator=torch.Generator().manual_seed(0))
     method = RSLAD()
     xa = method.perturb(student, batch)
     method.loss(student, batch, xa)

@@ -76,8 +76,8 @@ def test_killed_in_the_middle_and_resumed_to_the_same_table(uninterrupted, catal
     out = tmp_path / "cut"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-c", "from rdist.cli.app import main; main()", "reproduce",
-                                "digits-rslad", "--catalogue", catalogue, "--seeds", "0,1", "--out", str(out), "--quiet"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "digits-rslad", "--catalogue", catalogue, "--seeds", "0,1", "--out", str(out), "--quiet"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 600
         # The teacher stage is done and seed 0's student has finished its first epoch: kill it mid-stage.
