@@ -30,10 +30,9 @@ def paper_defaults(hparam: str, kind: str) -> str:
     if hparam.startswith("igdm_"):
         return f"{IGDM.hyperparameters()[hparam]:g}"
     # ARD's kl_scale default is None, meaning 1/C (the official code's element mean over C classes).
-    values = [f"{name} {'1/C' if value is None else format(value, 'g')}" for name, cls in METHODS.items()
-              if cls.kind == kind and hparam in cls.hyperparameters()
-              for value in [cls.hyperparameters()[hparam]]]
-    return ", ".join(values)
+    values = {name: cls.hyperparameters() for name, cls in METHODS.items() if cls.kind == kind}
+    return ", ".join(f"{name} {'1/C' if hparams[hparam] is None else format(hparams[hparam], 'g')}"
+                     for name, hparams in values.items() if hparam in hparams)
 
 
 def hparam_help(what: str, hparam: str, kind: str = "distill") -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rdist.errors import RdistError
+from rdist.methods import NATURAL, ROBUST
 
 SELECT_ON = ("val", "test")
 
@@ -107,12 +108,12 @@ class TrainConfig:
 def teacher_field(role: str) -> str:
     """The key that names the `role` teacher in an artifact's provenance: teacher (the robust one), natural_teacher,
     ... . Configs and identities written before teachers had roles used the same keys."""
-    return "teacher" if role == "robust" else f"{role}_teacher"
+    return "teacher" if role == ROBUST else f"{role}_teacher"
 
 
 # Checkpoints and identities written before teachers had roles named their two models in fields of their own;
 # they still resume.
-LEGACY_TEACHER_FIELDS = {teacher_field(role): role for role in ("robust", "natural")}
+LEGACY_TEACHER_FIELDS = {teacher_field(role): role for role in (ROBUST, NATURAL)}
 
 
 def legacy_teachers(record: dict[str, Any]) -> dict[str, str]:
@@ -121,7 +122,7 @@ def legacy_teachers(record: dict[str, Any]) -> dict[str, str]:
 
 
 # The CLI options that name a teacher of each role; any other role is `--teacher ROLE=MODEL`.
-TEACHER_OPTIONS = {"robust": "--teacher", "natural": "--natural-teacher"}
+TEACHER_OPTIONS = {ROBUST: "--teacher", NATURAL: "--natural-teacher"}
 
 
 def teacher_option(role: str) -> str:
@@ -130,7 +131,7 @@ def teacher_option(role: str) -> str:
 
 def teacher_noun(role: str) -> str:
     """'teacher' (the robust one, every distillation method's), 'natural teacher', 'peer teacher', ..."""
-    return "teacher" if role == "robust" else f"{role} teacher"
+    return "teacher" if role == ROBUST else f"{role} teacher"
 
 
 def parse_hparams(values: list[str] | None, named: dict[str, float | None] | None = None) -> dict[str, Any]:
@@ -164,10 +165,9 @@ def parse_teachers(values: list[str] | None, natural: str | None = None) -> dict
     """`--teacher MODEL` (the robust teacher), `--teacher ROLE=MODEL` (any role, repeatable) and
     `--natural-teacher MODEL` as one role -> model mapping; a role given twice is refused."""
     teachers: dict[str, str] = {}
-    given = [*(values or []), *([f"natural={natural}"] if natural is not None else [])]
-    for value in given:
-        match = re.fullmatch(r"([a-z][a-z0-9_-]*)=(.+)", value)
-        role, spec = (match.group(1), match.group(2)) if match else ("robust", value)
+    given = [match.groups() if (match := re.fullmatch(r"([a-z][a-z0-9_-]*)=(.+)", value)) else (ROBUST, value)
+             for value in values or []]
+    for role, spec in given + ([(NATURAL, natural)] if natural is not None else []):
         if role in teachers:
             raise RdistError(f"two models given for the {role} teacher ({teachers[role]} and {spec}); give one")
         teachers[role] = spec

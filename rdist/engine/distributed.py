@@ -263,16 +263,14 @@ class Parallel:
         return (total / self.ranks.world_size).tolist()
 
     def reduce_totals(self, totals: Any) -> Any:
-        """An epoch's training totals over all ranks: counts summed, the mean loss averaged."""
+        """An epoch's training totals over all ranks: counts summed. Each step's loss is the mean over the ranks
+        already, as the trainer reads them (`EpochTotals.read(mean_over_ranks)`)."""
         if not self.distributed:
             return totals
-        totals.read()  # every step's loss and the correct counts, on the host
-        losses = torch.tensor(totals.losses, dtype=torch.float64, device=self.comm_device)
+        totals.read(self.mean_over_ranks)  # the correct counts on the host (every loss was read at the last step)
         counts = torch.tensor([totals.clean, totals.robust, totals.clean_seen, totals.robust_seen, totals.images],
                               dtype=torch.float64, device=self.comm_device)
-        dist.all_reduce(losses)
         dist.all_reduce(counts)
-        totals.losses = (losses / self.ranks.world_size).tolist()  # each step's loss, the mean over the ranks
         totals.clean, totals.robust, totals.clean_seen, totals.robust_seen, totals.images = \
             (round(v) for v in counts.tolist())
         return totals

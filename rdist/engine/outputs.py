@@ -44,12 +44,13 @@ def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_s
     """Write `model` as run_dir/name with the run's provenance and, when evaluated, its results; `swa` says
     whether `model` is the weight average."""
     c, s = run.config, run.schedule
+    # The artifact format's keys: teacher, teacher_arch for the robust teacher, natural_teacher, ... for others.
+    teachers = {}
+    for role, teacher in run.teachers.items():
+        key = teacher_field(role)
+        teachers[key], teachers[f"{key}_arch"] = c.teachers[role], _arch_name(teacher)
     provenance = {
-        "method": run.method.name, "method_config": run.method.config(),
-        # The artifact format's keys: teacher, teacher_arch for the robust teacher, natural_teacher, ... for others.
-        **{key: value for role, teacher in run.teachers.items()
-           for key, value in ((teacher_field(role), c.teachers[role]), (f"{teacher_field(role)}_arch",
-                                                                        _arch_name(teacher)))},
+        "method": run.method.name, "method_config": run.method.config(), **teachers,
         "dataset": c.data, "eps": c.eps, "eps_text": format_eps(c.eps), "seed": c.seed,
         "epochs": s.epochs, "epoch": epoch, "global_step": global_step, "recipe": c.recipe,
         "schedule": s.to_dict(), "swa": swa,

@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
@@ -78,10 +78,11 @@ class EpochTotals:
         self.steps += 1
         self.images += out.images
 
-    def read(self) -> list[float]:
-        """Wait for the steps added so far; returns the losses of those not read before."""
+    def read(self, combine: Callable[[list[float]], list[float]] = lambda losses: losses) -> list[float]:
+        """Wait for the steps added so far; returns the losses of those not read before, as `combine` makes them
+        (under torchrun: the mean over the ranks), and keeps them so."""
         values = torch.cat([self.step_losses[len(self.losses):self.steps], self.correct.to(torch.float64)]).tolist()
-        new, (self.clean, self.robust) = values[:-2], (round(v) for v in values[-2:])
+        new, (self.clean, self.robust) = combine(values[:-2]), (round(v) for v in values[-2:])
         self.losses.extend(new)
         return new
 
@@ -246,11 +247,11 @@ class Trainer:
     def _read(self, totals: EpochTotals, epoch: int, steps: int) -> None:
         """Read the steps since the last read; stop at the first non-finite loss among them, before anything of
         this epoch is saved (the steps after it ran on its garbage and are discarded with it)."""
-        losses = totals.read()
-        first_step = totals.steps - len(losses) + 1  # the epoch's 1-based step of losses[0]
-        # Under torchrun the ranks judge the mean over all of them (non-finite if any rank's is), so that all stop
+        # Under torchrun each step's loss is the mean over the ranks (non-finite if any rank's is), so that all stop
         # at the same step: a rank that went on alone would wait forever in the next gradient all-reduce.
-        for offset, loss in enumerate(self.parallel.mean_over_ranks(losses)):
+        losses = totals.read(self.parallel.mean_over_ranks)
+        first_step = totals.steps - len(losses) + 1  # the epoch's 1-based step of losses[0]
+        for offset, loss in enumerate(losses):
             if not math.isfinite(loss):
                 step = first_step + offset
                 raise self._non_finite(loss, epoch, step, steps, self.global_step - totals.steps + step, totals.lr)

@@ -143,16 +143,21 @@ def count_passes(method: Method, channels: int, classes: int, epochs: int) -> di
     (tinycnn, two 8x8 images) with forward hooks. The counts do not depend on the architecture. The step is one
     of the last epoch, past any warm-up.
     """
-    torch.manual_seed(0)
-    probes = {role: create_model("tinycnn", num_classes=classes, in_channels=channels)
-              for role in ("student", *method.teachers)}
-    counts = {role: [0, 0, 0] for role in probes}
+    with torch.random.fork_rng(devices=[]):  # the probes' random weights leave the caller's RNG as it was
+        probes = {role: create_model("tinycnn", num_classes=classes, in_channels=channels)
+                  for role in ("student", *method.teachers)}
+        x = torch.rand(2, channels, 8, 8)
+    counts = {role: {"forward": 0, "input_grad": 0, "weight_grad": 0} for role in probes}
     phase = {"update": False}
 
     def counter(role: str):
         def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            differentiated = torch.is_grad_enabled() and output.requires_grad
-            counts[role][0 if not differentiated else 2 if phase["update"] and role == "student" else 1] += 1
+            if not output.requires_grad:  # no_grad, or nothing upstream needs a gradient
+                counts[role]["forward"] += 1
+            elif phase["update"] and role == "student":
+                counts[role]["weight_grad"] += 1
+            else:
+                counts[role]["input_grad"] += 1
         return hook
 
     for role, probe in probes.items():
@@ -160,12 +165,12 @@ def count_passes(method: Method, channels: int, classes: int, epochs: int) -> di
         if role != "student":
             probe.eval().requires_grad_(False)
     student = probes["student"]
-    batch = Batch(torch.rand(2, channels, 8, 8), torch.arange(2) % classes, epochs, epochs,
+    batch = Batch(x, torch.arange(2) % classes, epochs, epochs,
                   {role: probes[role] for role in method.teachers}, torch.Generator().manual_seed(0))
     xa = attack_phase(student, method, batch)
     phase["update"] = True
     update_phase(student, method, batch, xa, torch.optim.SGD(student.parameters(), lr=0.0))
-    return {role: Passes(*c) for role, c in counts.items()}
+    return {role: Passes(**c) for role, c in counts.items()}
 
 
 def estimate_run(config: TrainConfig) -> RunEstimate:
