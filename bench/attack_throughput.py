@@ -6,7 +6,7 @@
 
 For each attack, on the same model and images:
   rdist fp32   `rdist.attacks.evaluate` (the honest protocol: one attack object per evaluation, inputs in the
-               model's layout: channels_last on CUDA)
+               model's layout: channels_last, as `rdist attack` loads it)
   rdist bf16   the same under bf16 autocast (`rdist attack --precision bf16`)
   direct       the plain way: pgd20 as a textbook PGD loop, AutoAttack as `pyautoattack.AutoAttack(...)
                .run_standard_evaluation` called directly, fp32, on an NCHW copy of the model
@@ -146,8 +146,7 @@ def main() -> None:
         parser.error("--precisions: fp32 (the reference of every ratio), optionally with bf16")
     model, x, y, what = load(args, device)
     plain = copy.deepcopy(model)  # NCHW fp32: the direct contender's own copy
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # as `rdist attack` loads a model
     batch = auto_batch_size(model, x, y) if args.batch_size == "auto" else int(args.batch_size)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"{what}, eps 8/255, batch {batch}, {name}, torch {torch.__version__}")

@@ -10,8 +10,9 @@ core is minutes per batch of 16. The student stays the issue's ResNet-18: on tin
 milliseconds of per-operation overhead, and the ratio says more about the machine's noise than about the step.
 
 rdist: the engine's own step functions (`attack_phase`, `update_phase`) on batches drawn and augmented on the
-device (`Batches`), bf16 autocast and channels_last on CUDA, the loss and accuracy left on the device and read
-once per block of steps, and optionally torch.compile.
+device (`Batches`), channels_last models and inputs (on the CPU too: oneDNN's convolutions are faster so), bf16
+autocast on CUDA, the loss and accuracy left on the device and read once per block of steps, and optionally
+torch.compile.
 reference: the plain way, as the official RSLAD and AdaAD scripts do it: fp32, NCHW, a torch DataLoader that
 crops and flips each image on the CPU, `.to(device)` per batch, the teacher in fp32, `loss.item()` every step,
 the outer loss computed term by term as its formula reads.
@@ -117,7 +118,7 @@ class Contender:
         teacher = create_model(args.teacher).to(device).eval().requires_grad_(False)
         schedule = Schedule(1, (1,), 0.1, 2e-4, args.batch, None)
         if name == "rdist":
-            student, teacher = channels_last(student, device), channels_last(teacher, device)
+            student, teacher = channels_last(student), channels_last(teacher)
             self.optimizer, _ = build_optimizer(student, schedule)
             compile_ = (lambda m: torch.compile(m, backend=args.compile_backend)) if args.compile else (lambda m: m)
             self.student, self.teacher = compile_(student), compile_(teacher)
@@ -208,7 +209,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"{args.student} student, {args.teacher} teacher, batch {args.batch}, {args.attack_steps}-step attack, "
           f"{name}, torch {torch.__version__}, compile {'on' if args.compile else 'off'}")
-    print(f"rdist: {'bf16 autocast, channels_last' if device.type == 'cuda' else 'fp32'}, data on the device, no "
+    print(f"rdist: {'bf16 autocast' if device.type == 'cuda' else 'fp32'}, channels_last, data on the device, no "
           f"sync per step; reference: fp32, NCHW, DataLoader ({args.workers} workers), .item() every step")
     figures = {"device": name, "torch": torch.__version__, "student": args.student, "teacher": args.teacher,
                "batch": args.batch, "attack_steps": args.attack_steps, "steps": args.steps, "rounds": args.rounds,

@@ -99,7 +99,7 @@ def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Pa
         parallel.check_batch(schedule.batch_size, len(train_y))
     eval_n = min(config.eval_n or (1000 if device.type == "cuda" else 500), len(eval_y))
     for model in (student, *teachers.values()):
-        channels_last(model, device)
+        channels_last(model)
     directory = RunDirectory(config.resume or config.out) if config.resume or config.out else \
         RunDirectory.default(config)
     return Run(config, method, schedule, parallel, device, dataset, train_x, train_y, eval_x[:eval_n], eval_y[:eval_n],

@@ -113,6 +113,33 @@ def test_teachers_stay_frozen_through_a_run(tmp_path):
         assert all(torch.equal(v, state[k]) for k, v in teacher.state_dict().items())
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def test_student_and_teacher_run_channels_last_on_the_cpu(tmp_path):
+    """oneDNN's CPU convolutions, like cuDNN's, are faster channels-last: the engine converts the models and
+    feeds its batches so. Every convolution past the first (whose one input channel makes the two layouts one)
+    must see a channels-last input, in the attack, the update and the evaluation alike."""
+    torch.manual_seed(1)
+    teacher = rdist.save_model(rdist.create_model("smallcnn", num_classes=10, in_channels=1),
+                               tmp_path / "teacher.safetensors", dataset="digits", input_shape=[1, 8, 8])
+    run = build_run(TrainConfig(method="rslad", student="tinycnn", data="digits", teachers={"robust": str(teacher)},
+                                epochs=1, max_steps=2, batch_size=64, attack_steps=2, eval_n=16,
+                                out=str(tmp_path / "run")).with_absolute_paths())
+    inputs: dict[str, list[bool]] = {"student": [], "teacher": []}
+    for role, model in (("student", run.student), ("teacher", run.teachers["robust"])):
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1]
+        assert convs and all(_channels_last(conv.weight) for conv in convs), role
+        for conv in convs:
+            conv.register_forward_pre_hook(lambda m, args, seen=inputs[role]: seen.append(_channels_last(args[0])))
+
+    Trainer(run, Callback()).fit()
+
+    assert inputs["student"] and all(inputs["student"])
+    assert inputs["teacher"] and all(inputs["teacher"])
+
+
 def test_compile_trains_on_one_batch_shape(tmp_path):
     """Under --compile the last partial batch of an epoch is dropped: a second shape would be compiled again."""
     run = build_run(TrainConfig(method="natural", student="tinycnn", data="digits", epochs=1, batch_size=64,
