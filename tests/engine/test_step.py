@@ -1,5 +1,5 @@
-"""The BN modes of one training step, seen from inside the student's forward passes, and the teacher kept
-frozen by a whole run.
+"""The BN modes of one training step, seen from inside the student's forward passes, the teacher kept
+frozen by a whole run, and the channels-last layout every convolution runs in.
 
 The spec's "BN mode" is the mode of the student's BN layers while the inner attack runs (eval for RSLAD,
 train for ARD); the outer loss always runs in train mode. The teacher is never trained: eval mode, no
@@ -125,9 +125,11 @@ def test_student_and_teacher_run_channels_last_on_the_cpu(tmp_path):
     teacher = rdist.save_model(rdist.create_model("smallcnn", num_classes=10, in_channels=1),
                                tmp_path / "teacher.safetensors", dataset="digits", input_shape=[1, 8, 8])
     run = build_run(TrainConfig(method="rslad", student="tinycnn", data="digits", teachers={"robust": str(teacher)},
-                                epochs=1, max_steps=2, batch_size=64, attack_steps=2, eval_n=16,
+                                epochs=1, batch_size=64, attack_steps=2, eval_n=16,
                                 out=str(tmp_path / "run")).with_absolute_paths())
     inputs: dict[str, list[bool]] = {"student": [], "teacher": []}
+    modes: list[bool] = []  # the student's training flag at each forward: the evaluation runs in eval mode
+    run.student.register_forward_pre_hook(lambda m, args: modes.append(m.training))
     for role, model in (("student", run.student), ("teacher", run.teachers["robust"])):
         convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1]
         assert convs and all(_channels_last(conv.weight) for conv in convs), role
@@ -138,6 +140,7 @@ def test_student_and_teacher_run_channels_last_on_the_cpu(tmp_path):
 
     assert inputs["student"] and all(inputs["student"])
     assert inputs["teacher"] and all(inputs["teacher"])
+    assert True in modes and modes[-1] is False, "the run must end with an evaluation for this test to mean it"
 
 
 def test_compile_trains_on_one_batch_shape(tmp_path):
