@@ -37,7 +37,7 @@ import torch.nn.functional as F
 import rdist
 from rdist.attacks import evaluate
 from rdist.attacks.evaluate import auto_batch_size
-from rdist.engine.step import cudnn_autotune
+from rdist.engine.step import channels_last, cudnn_autotune
 from rdist.teachers.convert import import_checkpoint
 
 EPS = 8 / 255
@@ -146,7 +146,7 @@ def main() -> None:
         parser.error("--precisions: fp32 (the reference of every ratio), optionally with bf16")
     model, x, y, what = load(args, device)
     plain = copy.deepcopy(model)  # NCHW fp32: the direct contender's own copy
-    model = model.to(memory_format=torch.channels_last)  # as `rdist attack` loads a model
+    model = channels_last(model)  # as `rdist attack` loads a model
     batch = auto_batch_size(model, x, y) if args.batch_size == "auto" else int(args.batch_size)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"{what}, eps 8/255, batch {batch}, {name}, torch {torch.__version__}")

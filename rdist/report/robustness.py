@@ -7,13 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from rdist.artifact import record_results
 from rdist.attacks import resolve_attacks
 from rdist.attacks.evaluate import PRECISIONS, Progress
 from rdist.data import load_dataset, npz_file
 from rdist.engine.distributed import Parallel
+from rdist.engine.step import channels_last
 from rdist.errors import RdistError
 from rdist.export.runtime import check_surrogate, is_onnx_path, onnx_target
 from rdist.resolve import check_recordable, resolve_model
@@ -60,8 +59,8 @@ def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: 
             net, surrogate = onnx_target(path, names, data=data, surrogate=surrogate, record=record, device=dev)
         else:
             source = resolve_model(model, data)
-            # channels_last: faster convolutions on GPUs and CPUs; evaluate feeds the inputs in the same layout.
-            path, net = source.path, source.load(dev).to(memory_format=torch.channels_last)
+            # The training engine's layout (faster convolutions); evaluate feeds the inputs in the same one.
+            path, net = source.path, channels_last(source.load(dev))
         meta = net.rdist_meta
         data = data or meta.get("dataset")
         if not data:
@@ -75,7 +74,7 @@ def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: 
     if surrogate:
         check_surrogate(surrogate)
         with parallel.main_first():
-            surrogate_net = resolve_model(surrogate, data).load(dev).to(memory_format=torch.channels_last)
+            surrogate_net = channels_last(resolve_model(surrogate, data).load(dev))
         classes = (surrogate_net.rdist_meta["arch"]["num_classes"], meta["arch"]["num_classes"])
         if classes[0] != classes[1]:
             raise RdistError(f"--surrogate {surrogate} has {classes[0]} classes but {path.name} has {classes[1]}; "
