@@ -2,7 +2,7 @@
 
 The catalogues (zoo.yaml, and every other non-hidden *.yaml at the repository root) are edited where the
 README documents them, at the root. A wheel installs only the package, so this copies them into
-rdist/catalogues/ of the build; `rdist.utils.catalogue_path` reads that copy when it exists (an installed
+rdist/catalogues/ of the build; `rdist.catalogues.catalogue_path` reads that copy when it exists (an installed
 wheel) and the root file otherwise (a source checkout or an editable install). A copy at build time, not
 a symlink: symlinks do not survive every checkout, sdist and wheel.
 """

@@ -5,7 +5,7 @@
         [--json FILE]
 
 For each attack, on the same model and images:
-  rdist fp32   `rdist.attacks.evaluate` (the honest protocol: one attack object per evaluation, inputs in the
+  rdist fp32   `rdist.attacks.evaluator` (the honest protocol: one attack object per evaluation, inputs in the
                model's layout: channels_last, as `rdist attack` loads it)
   rdist bf16   the same under bf16 autocast (`rdist attack --precision bf16`)
   direct       the plain way: pgd20 as a textbook PGD loop, AutoAttack as `pyautoattack.AutoAttack(...)
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 import rdist
 from rdist.attacks import evaluate
-from rdist.attacks.evaluate import auto_batch_size
+from rdist.attacks.evaluator import auto_batch_size
 from rdist.engine.step import channels_last, cudnn_autotune
 from rdist.teachers.convert import import_checkpoint
 

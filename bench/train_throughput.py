@@ -39,7 +39,7 @@ from rdist.data import Batches
 from rdist.engine.schedule import Schedule, build_optimizer
 from rdist.engine.step import attack_phase, channels_last, cudnn_autotune, input_layout, update_phase
 from rdist.engine.trainer import EpochTotals
-from rdist.methods import Batch, create_method
+from rdist.methods import Step, create_method
 from rdist.models import create_model
 
 EPOCH_IMAGES = 50_000
@@ -139,7 +139,7 @@ class Contender:
             rdist_method = create_method(method, eps=EPS, step_size=STEP_SIZE, steps=self.args.attack_steps)
             totals = EpochTotals(0.1, steps, self.device)
             for (x, y), _ in zip(self.batches, range(steps)):
-                batch = Batch(input_layout(x), y, 1, 1, {"robust": self.teacher}, self.generator)
+                batch = Step(input_layout(x), y, 1, 1, {"robust": self.teacher}, self.generator)
                 xa = attack_phase(self.student, rdist_method, batch)
                 totals.add(update_phase(self.student, rdist_method, batch, xa, self.optimizer))
             totals.read()  # the one wait of the block, as the trainer reads once every report_every steps

@@ -21,7 +21,8 @@ from torch import nn
 
 import rdist.schema as schema
 from rdist.errors import RdistError
-from rdist.utils import atomic_path, unknown
+from rdist.files import atomic_path
+from rdist.utils import unknown
 
 FORMAT = "rdist-model"
 FORMAT_VERSION = 1
@@ -121,7 +122,7 @@ def validate_metadata(meta: Any, source: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+def load_artifact(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild the model an artifact describes, load its weights, and return it in eval mode.
 
     The metadata stays available as `model.rdist_meta`.

@@ -8,7 +8,7 @@ A model is named by
 
 `rdist attack`, `rdist compare`, `--teacher`, `--natural-teacher`, `--surrogate` and `rdist zoo push` all
 go through `resolve_model`, so a name that works in one works in all. The lower layers (artifact, zoo,
-teachers) only ever see the resulting file: `rdist.artifact.load_model` stays path-only.
+teachers) only ever see the resulting file: `rdist.artifact.load_artifact` stays path-only.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from rdist.artifact import load_model as load_artifact
+from rdist.artifact import load_artifact
 from rdist.artifact import read_metadata
 from rdist.errors import RdistError
 from rdist.export.runtime import load_onnx, read_onnx_metadata

@@ -16,6 +16,7 @@ PACKAGE = Path(rdist.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     ("rdist.errors",),
     ("rdist.utils",),
+    ("rdist.files", "rdist.catalogues"),  # files rdist writes; the YAML catalogues it reads
     ("rdist.schema",),  # the one checker of what rdist reads: metadata, checkpoints
     ("rdist.models", "rdist.data"),
     ("rdist.artifact", "rdist.export.runtime"),  # model files on disk (safetensors, ONNX); knows the models

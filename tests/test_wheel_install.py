@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECK = """
 import json, rdist, rdist.utils
 from rdist.zoo import load_zoo
-from rdist.utils import catalogue_path
+from rdist.catalogues import catalogue_path
 PROJECT_ZOO, PROJECT_REPRODUCTIONS = catalogue_path("zoo.yaml"), catalogue_path("reproductions.yaml")
 print(json.dumps({"rdist": rdist.__file__, "zoo": str(PROJECT_ZOO), "students": len(load_zoo()),
                   "reproductions": str(PROJECT_REPRODUCTIONS),

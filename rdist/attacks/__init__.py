@@ -3,7 +3,7 @@
 from rdist.attacks.autoattack import AutoAttack, Square
 from rdist.attacks.base import Attack, check_adversarial
 from rdist.attacks.cw import CW, margin_loss
-from rdist.attacks.evaluate import EvalResult, evaluate
+from rdist.attacks.evaluator import EvalResult, evaluate
 from rdist.attacks.pgd import FGSM, PGD, pgd
 from rdist.attacks.registry import ATTACK_HELP, SUITES, attack_names, create_attack, resolve_attacks
 from rdist.attacks.transfer import Transfer

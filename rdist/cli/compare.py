@@ -58,7 +58,7 @@ def compare(
     from rdist.report.compare import compare_models, training_logs
     from rdist.report.plots import write_plots
     from rdist.report.render import to_csv, to_markdown
-    from rdist.utils import atomic_path, check_output
+    from rdist.files import atomic_path, check_output
 
     to_stdout = [name for name, on in (("--json", json_out), ("--csv -", csv_out == "-"), ("--md -", md_out == "-"))
                  if on]

@@ -121,7 +121,7 @@ def generated_files() -> dict[Path, str]:
 
 
 def write_generated(root: Path = ROOT) -> list[Path]:
-    from rdist.utils import atomic_path
+    from rdist.files import atomic_path
 
     written = []
     for relative, text in generated_files().items():

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from rdist.errors import RdistError
-from rdist.utils import cache_dir, first_line, unknown
+from rdist.files import cache_dir
+from rdist.utils import first_line, unknown
 
 
 @dataclass

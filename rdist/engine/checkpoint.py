@@ -19,7 +19,8 @@ import rdist.schema as schema
 from rdist.engine.config import LEGACY_TEACHER_FIELDS, TrainConfig, legacy_teachers
 from rdist.engine.rundir import CHECKPOINT, RunDirectory
 from rdist.errors import RdistError
-from rdist.utils import atomic_path, first_line
+from rdist.files import atomic_path
+from rdist.utils import first_line
 
 FORMAT = "rdist-checkpoint"
 FORMAT_VERSION = 1

@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from rdist.attacks.evaluate import EvalResult, Progress, correct_per_example, resolve_batch_size, summarize
+from rdist.attacks.evaluator import EvalResult, Progress, correct_per_example, resolve_batch_size, summarize
 from rdist.attacks.pgd import Noise, ShardNoise
 from rdist.data import Batches
 from rdist.errors import RdistError

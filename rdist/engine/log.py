@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from rdist.utils import atomic_path
+from rdist.files import atomic_path
 
 
 @dataclass(frozen=True)

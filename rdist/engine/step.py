@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rdist.methods import Batch, Method
+from rdist.methods import Step, Method
 
 
 def autocast(device: torch.device):
@@ -59,7 +59,7 @@ def input_layout(x: torch.Tensor) -> torch.Tensor:
 
 class LogitRecorder:
     """The student as the outer loss sees it: it forwards every call and keeps, detached, the logits of the
-    first call on exactly `batch.x` (clean) and on exactly `xa` (adversarial).
+    first call on exactly `step.x` (clean) and on exactly `xa` (adversarial).
 
     This is how training accuracy comes from the forwards the method runs anyway, with no change to any
     method: the engine hands the loss this wrapper instead of the module. A method whose loss never runs
@@ -91,22 +91,22 @@ class StepOutput:
     """What one update leaves on the device: reading any of it is the caller's choice of when to wait."""
 
     loss: torch.Tensor  # 0-dim fp32, detached; may be non-finite (the update then ran on garbage)
-    clean_correct: torch.Tensor | None  # 0-dim int64; None when the loss never ran S(batch.x)
+    clean_correct: torch.Tensor | None  # 0-dim int64; None when the loss never ran S(step.x)
     robust_correct: torch.Tensor | None  # ... S(xa); None also for methods without an attack
     images: int
 
 
-def attack_phase(student: nn.Module, method: Method, batch: Batch) -> torch.Tensor | None:
+def attack_phase(student: nn.Module, method: Method, step: Step) -> torch.Tensor | None:
     """The method's inner maximisation, with the student's BN layers in the method's mode.
 
     `student` is the module to run (under DDP, the unwrapped one: the attack must not synchronise gradients).
     """
     student.train(method.bn_mode == "train")
-    with autocast(batch.x.device):
-        return method.perturb(student, batch)
+    with autocast(step.x.device):
+        return method.perturb(student, step)
 
 
-def update_phase(student: nn.Module, method: Method, batch: Batch, xa: torch.Tensor | None,
+def update_phase(student: nn.Module, method: Method, step: Step, xa: torch.Tensor | None,
                  optimizer: torch.optim.Optimizer) -> StepOutput:
     """Outer loss, backward and SGD step in train mode, without waiting for the device.
 
@@ -114,15 +114,15 @@ def update_phase(student: nn.Module, method: Method, batch: Batch, xa: torch.Ten
     trainer reads the losses every few steps and stops at the first non-finite one, before anything is saved.
     """
     student.train()
-    recorder = LogitRecorder(student, batch.x, xa)
-    with autocast(batch.x.device):
-        loss = method.loss(recorder, batch, xa)
+    recorder = LogitRecorder(student, step.x, xa)
+    with autocast(step.x.device):
+        loss = method.loss(recorder, step, xa)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
 
     def correct(logits: torch.Tensor | None) -> torch.Tensor | None:
-        return (logits.argmax(1) == batch.y).sum() if logits is not None else None
+        return (logits.argmax(1) == step.y).sum() if logits is not None else None
 
     return StepOutput(loss.detach().float(), correct(recorder.clean_logits), correct(recorder.adversarial_logits),
-                      len(batch.y))
+                      len(step.y))

@@ -30,7 +30,7 @@ from rdist.engine.rundir import BEST, CHECKPOINT, LAST
 from rdist.engine.schedule import build_optimizer
 from rdist.engine.step import StepOutput, attack_phase, cudnn_autotune, input_layout, update_phase
 from rdist.errors import RdistError
-from rdist.methods import Batch
+from rdist.methods import Step
 from rdist.utils import first_line
 
 
@@ -235,7 +235,7 @@ class Trainer:
         generator = torch.Generator(device=self.device).manual_seed(attack_seed(self.config.seed, epoch))
         totals = EpochTotals(self.optimizer.param_groups[0]["lr"], steps, self.device)
         for step, (x, y) in enumerate(itertools.islice(self.batches, steps), 1):
-            batch = Batch(input_layout(x), y, epoch, self.schedule.epochs, self.teachers,
+            batch = Step(input_layout(x), y, epoch, self.schedule.epochs, self.teachers,
                           self.parallel.batch_noise(generator, self.batches, step - 1))
             xa = attack_phase(self.model, self.run.method, batch)
             totals.add(update_phase(self.update_model, self.run.method, batch, xa, self.optimizer))

@@ -20,13 +20,13 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from rdist.artifact import load_model
+from rdist.artifact import load_artifact
 from rdist.data import load_dataset
 from rdist.errors import RdistError
 from rdist.export.runtime import (META_KEY, ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_SUFFIX, create_session,
                                   is_onnx_path)
 from rdist.resolve import resolve_model
-from rdist.utils import atomic_path, check_output, sha256_file
+from rdist.files import atomic_path, check_output, sha256_file
 
 MIN_OPSET = 18  # the lowest opset torch.onnx's dynamo exporter implements
 DEFAULT_OPSET = 18  # the lowest it writes: the widest choice of runtimes on small devices
@@ -163,7 +163,7 @@ def export_model(model: str, out: str | Path, *, int8: bool = False, calibration
         raise RdistError(f"--check-n must be a positive number of test images, got {check_n}")
     source = resolve_model(model, data).path
     out = check_onnx_output(out, source)
-    net = load_model(source, "cpu")
+    net = load_artifact(source, "cpu")
     meta = net.rdist_meta
     data = data or meta.get("dataset")
     if int8 and not data:

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from rdist.attacks.pgd import pgd
-from rdist.methods.base import ROBUST, About, Batch, Method, Recipe
-from rdist.methods.losses import kl_bm, kl_per_sample
+from rdist.methods.base import ROBUST, About, Step, Method, Recipe
+from rdist.methods.losses import kl_batchmean, kl_per_sample
 
 
 class AdaAD(Method):
@@ -35,24 +35,24 @@ class AdaAD(Method):
     def paper_preset(cls, dataset: str, arch: str) -> tuple[Recipe, dict[str, float]]:
         return cls.recipe, {"kl_scale": 1.0 if dataset == "cifar100" else 0.1}
 
-    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
+    def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
         # No no_grad around the teacher: its gradient is half of what steers xa.
-        teacher = batch.teachers[ROBUST]
-        return pgd(lambda xa: kl_per_sample(teacher(xa), student(xa)).sum(), batch.x, eps=self.eps,
-                   step_size=self.step_size, steps=self.steps, start="normal", generator=batch.generator,
+        teacher = step.teachers[ROBUST]
+        return pgd(lambda xa: kl_per_sample(teacher(xa), student(xa)).sum(), step.x, eps=self.eps,
+                   step_size=self.step_size, steps=self.steps, start="normal", generator=step.generator,
                    clamp_start=False)
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor) -> torch.Tensor:
         # S(x) runs first even at alpha 1, where its term has weight 0 (then without a graph): in train mode it
         # feeds the clean batch into BN's running statistics before the adversarial one, as the official loop.
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.alpha != 1):
-            student_clean = student(batch.x)
-        teacher = batch.teachers[ROBUST]
+            student_clean = student(step.x)
+        teacher = step.teachers[ROBUST]
         with torch.no_grad():
             teacher_adv = teacher(xa)
-        loss = self.alpha * kl_bm(teacher_adv, student(xa))
+        loss = self.alpha * kl_batchmean(teacher_adv, student(xa))
         if self.alpha != 1:  # the clean teacher forward is only needed when its term counts
             with torch.no_grad():
-                teacher_clean = teacher(batch.x)
-            loss = loss + (1 - self.alpha) * kl_bm(teacher_clean, student_clean)
+                teacher_clean = teacher(step.x)
+            loss = loss + (1 - self.alpha) * kl_batchmean(teacher_clean, student_clean)
         return self.kl_scale * loss

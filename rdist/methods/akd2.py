@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import NATURAL, ROBUST, About, Batch, Method, Recipe
-from rdist.methods.losses import kl_bm
+from rdist.methods.base import NATURAL, ROBUST, About, Step, Method, Recipe
+from rdist.methods.losses import kl_batchmean
 
 
 class AKD2(Method):
@@ -36,13 +36,13 @@ class AKD2(Method):
     natural_weight: float = 0.1
     adv_weight: float = 0.6
 
-    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
-        return self.ce_pgd(student, batch, start="uniform")
+    def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
+        return self.ce_pgd(student, step, start="uniform")
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():
-            robust_teacher, natural_teacher = batch.teachers[ROBUST](xa), batch.teachers[NATURAL](xa)
+            robust_teacher, natural_teacher = step.teachers[ROBUST](xa), step.teachers[NATURAL](xa)
         adversarial = student(xa)
-        return (self.ce_weight * F.cross_entropy(adversarial, batch.y)
-                + self.natural_weight * self.tau ** 2 * kl_bm(natural_teacher, adversarial, self.tau)
-                + self.adv_weight * self.tau ** 2 * kl_bm(robust_teacher, adversarial, self.tau))
+        return (self.ce_weight * F.cross_entropy(adversarial, step.y)
+                + self.natural_weight * self.tau ** 2 * kl_batchmean(natural_teacher, adversarial, self.tau)
+                + self.adv_weight * self.tau ** 2 * kl_batchmean(robust_teacher, adversarial, self.tau))

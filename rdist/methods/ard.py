@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import ROBUST, About, Batch, Method, Recipe
-from rdist.methods.losses import kl_bm
+from rdist.methods.base import ROBUST, About, Step, Method, Recipe
+from rdist.methods.losses import kl_batchmean
 
 
 class ARD(Method):
@@ -32,20 +32,20 @@ class ARD(Method):
     tau: float = 30.0
     kl_scale: float | None = None  # None: 1/C, the official element mean over C classes
 
-    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
-        return self.ce_pgd(student, batch, start="uniform")
+    def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
+        return self.ce_pgd(student, step, start="uniform")
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
         adversarial = student(xa)
         # S(x) runs even when alpha = 1 (weight 0): in train mode it feeds clean statistics into the
         # BN running averages, exactly as the official code's forward does.
-        return self.distil(batch, adversarial, student(batch.x))
+        return self.distil(step, adversarial, student(step.x))
 
-    def distil(self, batch: Batch, adversarial: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    def distil(self, step: Step, adversarial: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         """The loss from the student's logits on the adversarial and the clean batch (IGDM's own ARD passes
         those of its forward probe as the adversarial ones)."""
         with torch.no_grad():
-            teacher = batch.teachers[ROBUST](batch.x)
+            teacher = step.teachers[ROBUST](step.x)
         kl_scale = self.kl_scale if self.kl_scale is not None else 1.0 / adversarial.shape[1]
-        return (self.alpha * self.tau ** 2 * kl_scale * kl_bm(teacher, adversarial, self.tau)
-                + (1 - self.alpha) * F.cross_entropy(clean, batch.y))
+        return (self.alpha * self.tau ** 2 * kl_scale * kl_batchmean(teacher, adversarial, self.tau)
+                + (1 - self.alpha) * F.cross_entropy(clean, step.y))

@@ -1,11 +1,11 @@
 """What every training method is: an inner attack (`perturb`) and an outer loss (`loss`).
 
 The engine calls, for each batch:
-    student.train(method.bn_mode == "train"); xa = method.perturb(student, batch)
-    student.train();                            loss = method.loss(student, batch, xa)
+    student.train(method.bn_mode == "train"); xa = method.perturb(student, step)
+    student.train();                            loss = method.loss(student, step, xa)
 and knows nothing else about the method. A method declares what it needs:
 - `teachers`, the roles of the frozen models it distils from (`("robust",)`, `("robust", "natural")`); the run
-  loads one model per role and hands them over in `batch.teachers[role]`. A method with a new kind of model
+  loads one model per role and hands them over in `step.teachers[role]`. A method with a new kind of model
   (a peer network, a third teacher) names a new role: nothing in the engine changes.
 - its hyper-parameters, as typed dataclass fields whose defaults are the paper's values (every Method subclass is
   a keyword-only dataclass; `hyperparameters()` lists them);
@@ -66,8 +66,8 @@ class About:
 
 
 @dataclass
-class Batch:
-    """One training batch and what a method may need to know about where training stands."""
+class Step:
+    """What a method gets for one training step: the batch, and where training stands."""
 
     x: torch.Tensor  # clean inputs in [0, 1]
     y: torch.Tensor
@@ -141,19 +141,19 @@ class Method:
         """
         return cls.recipe, {}
 
-    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor | None:
+    def perturb(self, student: nn.Module, step: Step) -> torch.Tensor | None:
         """The inner maximisation; None for methods that train on clean inputs only."""
         return None
 
-    def ce_pgd(self, student: nn.Module, batch: Batch, start: str, clamp_start: bool = False) -> torch.Tensor:
+    def ce_pgd(self, student: nn.Module, step: Step, start: str, clamp_start: bool = False) -> torch.Tensor:
         """xa = argmax CE(S(xa), y) by this method's PGD (eps, step size, steps): Madry's inner attack,
         shared by SAT, MART, ARD, AKD2 and IAD. It starts unclamped, as those official codes do
         (`random_start`), unless `clamp_start` (SAT: IAD's AT.py clamps, as Madry's code)."""
-        return pgd(lambda xa: F.cross_entropy(student(xa), batch.y, reduction="sum"), batch.x, eps=self.eps,
-                   step_size=self.step_size, steps=self.steps, start=start, generator=batch.generator,
+        return pgd(lambda xa: F.cross_entropy(student(xa), step.y, reduction="sum"), step.x, eps=self.eps,
+                   step_size=self.step_size, steps=self.steps, start=start, generator=step.generator,
                    clamp_start=clamp_start)
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:

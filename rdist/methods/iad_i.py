@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import ROBUST, About, Batch, Method, Recipe
-from rdist.methods.losses import kl_bm, kl_per_sample
+from rdist.methods.base import ROBUST, About, Step, Method, Recipe
+from rdist.methods.losses import kl_batchmean, kl_per_sample
 
 
 def trust_weight(teacher_adv_logits: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
@@ -27,13 +27,13 @@ def trust_weight(teacher_adv_logits: torch.Tensor, y: torch.Tensor, beta: float)
     return p_true.pow(beta)
 
 
-def warming_up(batch: Batch, warmup_epoch: float) -> bool:
+def warming_up(step: Step, warmup_epoch: float) -> bool:
     """Whether the run is still in its plain-distillation warm-up (w = 1).
 
     The official scripts count epochs from 0 and introspect `if epoch >= begin`; with rdist's 1-based
-    `batch.epoch` that is `batch.epoch > warmup_epoch`, so the first `warmup_epoch` epochs are warm-up.
+    `step.epoch` that is `step.epoch > warmup_epoch`, so the first `warmup_epoch` epochs are warm-up.
     """
-    return batch.epoch <= warmup_epoch
+    return step.epoch <= warmup_epoch
 
 
 class IADI(Method):
@@ -50,25 +50,25 @@ class IADI(Method):
     warmup_epoch: float = 60.0  # epochs of plain distillation before the introspection term
     kl_scale: float = 1.0
 
-    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
-        return self.ce_pgd(student, batch, start="uniform")
+    def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
+        return self.ce_pgd(student, step, start="uniform")
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
-        teacher = batch.teachers[ROBUST]
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor) -> torch.Tensor:
+        teacher = step.teachers[ROBUST]
         with torch.no_grad():
-            teacher_clean = teacher(batch.x)
+            teacher_clean = teacher(step.x)
         # BN's running statistics see what the official loop's train-mode forwards show them: S(xa) twice (its
         # unused `basicop`), then S(x) once in warm-up (a weight-0 CE) and twice after (the live KL target and
         # that CE). The unused forwards run without a graph.
         student_adv = student(xa)
         with torch.no_grad():
             student(xa)
-        student_clean = student(batch.x)
-        distill = kl_bm(teacher_clean, student_adv)
-        if warming_up(batch, self.warmup_epoch):
+        student_clean = student(step.x)
+        distill = kl_batchmean(teacher_clean, student_adv)
+        if warming_up(step, self.warmup_epoch):
             return self.kl_scale * distill
         with torch.no_grad():
-            student(batch.x)
-            w = trust_weight(teacher(xa), batch.y, self.beta)
+            student(step.x)
+            w = trust_weight(teacher(xa), step.y, self.beta)
         introspect = ((1 - w) * kl_per_sample(student_clean, student_adv)).mean()
         return self.kl_scale * (distill + introspect)

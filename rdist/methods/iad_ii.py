@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import NATURAL, ROBUST, About, Batch, Method, Recipe
+from rdist.methods.base import NATURAL, ROBUST, About, Step, Method, Recipe
 from rdist.methods.iad_i import trust_weight, warming_up
-from rdist.methods.losses import kl_bm, kl_per_sample
+from rdist.methods.losses import kl_batchmean, kl_per_sample
 
 CE_WEIGHT, ADV_TEACHER_WEIGHT, STD_TEACHER_WEIGHT = 0.25, 0.5, 0.25
 
@@ -37,19 +37,19 @@ class IADII(Method):
     warmup_epoch: float = 40.0  # epochs before the introspection term
     kl_scale: float = 1.0
 
-    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
-        return self.ce_pgd(student, batch, start="uniform")
+    def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
+        return self.ce_pgd(student, step, start="uniform")
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            adv_teacher, std_teacher = batch.teachers[ROBUST](xa), batch.teachers[NATURAL](xa)
+            adv_teacher, std_teacher = step.teachers[ROBUST](xa), step.teachers[NATURAL](xa)
         student_adv = student(xa)
-        if warming_up(batch, self.warmup_epoch):
-            adv_term = kl_bm(adv_teacher, student_adv)
+        if warming_up(step, self.warmup_epoch):
+            adv_term = kl_batchmean(adv_teacher, student_adv)
         else:
-            w = trust_weight(adv_teacher, batch.y, self.beta)
+            w = trust_weight(adv_teacher, step.y, self.beta)
             adv_term = (w * kl_per_sample(adv_teacher, student_adv)
-                        + (1 - w) * kl_per_sample(student(batch.x), student_adv)).mean()
-        std_term = kl_bm(std_teacher, student_adv)
-        return (CE_WEIGHT * F.cross_entropy(student_adv, batch.y)
+                        + (1 - w) * kl_per_sample(student(step.x), student_adv)).mean()
+        std_term = kl_batchmean(std_teacher, student_adv)
+        return (CE_WEIGHT * F.cross_entropy(student_adv, step.y)
                 + self.kl_scale * (ADV_TEACHER_WEIGHT * adv_term + STD_TEACHER_WEIGHT * std_term))

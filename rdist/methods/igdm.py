@@ -26,8 +26,8 @@ from torch import nn
 
 from rdist.errors import RdistError
 from rdist.methods.ard import ARD
-from rdist.methods.base import ROBUST, About, Batch, Method, Recipe
-from rdist.methods.losses import kl_bm
+from rdist.methods.base import ROBUST, About, Step, Method, Recipe
+from rdist.methods.losses import kl_batchmean
 
 # `--recipe paper` per base: the IGDM code's recipe (lr 0.1, batch 128, its argparse weight decay 2e-4) and the
 # settings its script gives the base.
@@ -77,29 +77,29 @@ class IGDM(Method):
         recipe, code_settings = CODE_PRESETS[base.name]
         return recipe, {**base_hparams, **code_settings}
 
-    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor | None:
+    def perturb(self, student: nn.Module, step: Step) -> torch.Tensor | None:
         if self.igdm_code_ard:  # ard_IGDM_cifar100.py's PGD: BN eval (bn_mode), its uniform start clamped to [0, 1]
-            return self.base.ce_pgd(student, batch, start="uniform", clamp_start=True)
-        return self.base.perturb(student, batch)
+            return self.base.ce_pgd(student, step, start="uniform", clamp_start=True)
+        return self.base.perturb(student, step)
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
-        d = xa - batch.x
-        ahead, behind = batch.x + self.igdm_beta * d, batch.x - self.igdm_gamma * d
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor) -> torch.Tensor:
+        d = xa - step.x
+        ahead, behind = step.x + self.igdm_beta * d, step.x - self.igdm_gamma * d
         # Differences of nearby logits: taken in fp32, since a bf16 (autocast) result would round them.
-        teacher = batch.teachers[ROBUST]
+        teacher = step.teachers[ROBUST]
         with torch.no_grad():
             teacher_slope = teacher(ahead).float() - teacher(behind).float()
         if self.igdm_code_ard:
             # The IGDM code's forwards, in its order: S(x + b d) serves the base term and the slope; S(x) is its
             # weight-0 CE at alpha 1.
             student_ahead = student(ahead)
-            base_loss = self.base.distil(batch, student_ahead, student(batch.x))
+            base_loss = self.base.distil(step, student_ahead, student(step.x))
             student_slope = student_ahead.float() - student(behind).float()
         else:
             student_slope = student(ahead).float() - student(behind).float()
-            base_loss = self.base.loss(student, batch, xa)
-        ramp = batch.epoch / batch.epochs
-        return base_loss + self.igdm_alpha * ramp * kl_bm(teacher_slope, student_slope)
+            base_loss = self.base.loss(student, step, xa)
+        ramp = step.epoch / step.epochs
+        return base_loss + self.igdm_alpha * ramp * kl_batchmean(teacher_slope, student_slope)
 
     def config(self) -> dict[str, Any]:
         # igdm_code_ard only when set, so the identity of a composition run stays what earlier versions stored.

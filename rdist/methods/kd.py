@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import ROBUST, About, Batch, Method, Recipe
-from rdist.methods.losses import kl_bm
+from rdist.methods.base import ROBUST, About, Step, Method, Recipe
+from rdist.methods.losses import kl_batchmean
 
 
 class KD(Method):
@@ -28,9 +28,9 @@ class KD(Method):
     alpha: float = 0.9
     tau: float = 4.0
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():
-            teacher = batch.teachers[ROBUST](batch.x)
-        student_logits = student(batch.x)
-        return (self.alpha * self.tau ** 2 * kl_bm(teacher, student_logits, self.tau)
-                + (1 - self.alpha) * F.cross_entropy(student_logits, batch.y))
+            teacher = step.teachers[ROBUST](step.x)
+        student_logits = student(step.x)
+        return (self.alpha * self.tau ** 2 * kl_batchmean(teacher, student_logits, self.tau)
+                + (1 - self.alpha) * F.cross_entropy(student_logits, step.y))

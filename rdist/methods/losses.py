@@ -17,6 +17,6 @@ def kl_per_sample(target_logits: torch.Tensor, input_logits: torch.Tensor, tau: 
     return (target_log_p.exp() * (target_log_p - input_log_p)).sum(1)
 
 
-def kl_bm(target_logits: torch.Tensor, input_logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+def kl_batchmean(target_logits: torch.Tensor, input_logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     """KLbm: `kl_per_sample` averaged over the batch (PyTorch's reduction='batchmean')."""
     return kl_per_sample(target_logits, input_logits, tau).mean()

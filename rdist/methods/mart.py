@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.base import Step, Method, Recipe
 from rdist.methods.losses import kl_per_sample
 
 
@@ -40,12 +40,12 @@ class MART(Method):
             return cls.wide_recipe, {"beta": 6.0}
         return cls.recipe, {"beta": 5.0}
 
-    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
-        return self.ce_pgd(student, batch, start="normal")
+    def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
+        return self.ce_pgd(student, step, start="normal")
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
-        y = batch.y
-        clean, adversarial = student(batch.x), student(xa)
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
+        y = step.y
+        clean, adversarial = student(step.x), student(xa)
         adv_probs = F.softmax(adversarial.float(), dim=1)
         wrong_class = adv_probs.detach().scatter(1, y[:, None], -1.0).argmax(1)
         boosted_ce = F.cross_entropy(adversarial, y) + F.nll_loss(torch.log(1.0001 - adv_probs), wrong_class)

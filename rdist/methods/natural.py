@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.base import Step, Method, Recipe
 
 
 class Natural(Method):
@@ -22,5 +22,5 @@ class Natural(Method):
     select_metric = "clean"
     recipe = Recipe(epochs=100, milestones=(75, 90), weight_decay=5e-4)
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
-        return F.cross_entropy(student(batch.x), batch.y)
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
+        return F.cross_entropy(student(step.x), step.y)

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from rdist.attacks.pgd import pgd
-from rdist.methods.base import ROBUST, About, Batch, Method, Recipe
-from rdist.methods.losses import kl_bm, kl_per_sample
+from rdist.methods.base import ROBUST, About, Step, Method, Recipe
+from rdist.methods.losses import kl_batchmean, kl_per_sample
 
 
 class RSLAD(Method):
@@ -31,23 +31,23 @@ class RSLAD(Method):
     paper_teachers = {ROBUST: {"cifar10": "Zhang2019Theoretically", "cifar100": "Gowal2020Uncovering_extra"}}
 
     kl_scale: float = 0.1
-    _soft_labels: tuple[Batch, torch.Tensor] | None = field(default=None, init=False, repr=False)
+    _soft_labels: tuple[Step, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
-    def soft_labels(self, batch: Batch) -> torch.Tensor:
+    def soft_labels(self, step: Step) -> torch.Tensor:
         """T(x), computed once per batch: the attack and the loss share it, and one forward of a large
         teacher costs about as much as ten of the student."""
-        if self._soft_labels is None or self._soft_labels[0] is not batch:
+        if self._soft_labels is None or self._soft_labels[0] is not step:
             with torch.no_grad():
-                self._soft_labels = (batch, batch.teachers[ROBUST](batch.x))
+                self._soft_labels = (step, step.teachers[ROBUST](step.x))
         return self._soft_labels[1]
 
-    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
-        teacher_clean = self.soft_labels(batch)
-        return pgd(lambda xa: kl_per_sample(teacher_clean, student(xa)).sum(), batch.x, eps=self.eps,
-                   step_size=self.step_size, steps=self.steps, start="normal", generator=batch.generator,
+    def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
+        teacher_clean = self.soft_labels(step)
+        return pgd(lambda xa: kl_per_sample(teacher_clean, student(xa)).sum(), step.x, eps=self.eps,
+                   step_size=self.step_size, steps=self.steps, start="normal", generator=step.generator,
                    clamp_start=False)
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
-        teacher_clean = self.soft_labels(batch)
-        return self.kl_scale * (5 / 6 * kl_bm(teacher_clean, student(xa))
-                                + 1 / 6 * kl_bm(teacher_clean, student(batch.x)))
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor) -> torch.Tensor:
+        teacher_clean = self.soft_labels(step)
+        return self.kl_scale * (5 / 6 * kl_batchmean(teacher_clean, student(xa))
+                                + 1 / 6 * kl_batchmean(teacher_clean, student(step.x)))

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import Batch, Method, Recipe
+from rdist.methods.base import Step, Method, Recipe
 
 
 class SAT(Method):
@@ -20,10 +20,10 @@ class SAT(Method):
     # IAD's PyTorch teacher recipe.
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
 
-    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
+    def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
         # The one training attack whose start is clamped to [0, 1]: IAD's AT.py (the teacher recipe) and
         # Madry's code clamp x + U(-eps, eps) before the first step.
-        return self.ce_pgd(student, batch, start="uniform", clamp_start=True)
+        return self.ce_pgd(student, step, start="uniform", clamp_start=True)
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
-        return F.cross_entropy(student(xa), batch.y)
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
+        return F.cross_entropy(student(xa), step.y)

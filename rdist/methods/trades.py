@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdist.attacks.pgd import pgd
-from rdist.methods.base import Batch, Method, Recipe
-from rdist.methods.losses import kl_bm, kl_per_sample
+from rdist.methods.base import Step, Method, Recipe
+from rdist.methods.losses import kl_batchmean, kl_per_sample
 
 
 class TRADES(Method):
@@ -28,13 +28,13 @@ class TRADES(Method):
 
     beta: float = 6.0  # weight of the robustness (KL) term
 
-    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
+    def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
         with torch.no_grad():
-            clean = student(batch.x)
-        return pgd(lambda xa: kl_per_sample(clean, student(xa)).sum(), batch.x, eps=self.eps,
-                   step_size=self.step_size, steps=self.steps, start="normal", generator=batch.generator,
+            clean = student(step.x)
+        return pgd(lambda xa: kl_per_sample(clean, student(xa)).sum(), step.x, eps=self.eps,
+                   step_size=self.step_size, steps=self.steps, start="normal", generator=step.generator,
                    clamp_start=False)
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor | None) -> torch.Tensor:
-        clean, adversarial = student(batch.x), student(xa)
-        return F.cross_entropy(clean, batch.y) + self.beta * kl_bm(clean, adversarial)
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
+        clean, adversarial = student(step.x), student(xa)
+        return F.cross_entropy(clean, step.y) + self.beta * kl_batchmean(clean, adversarial)

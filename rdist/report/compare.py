@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rdist.attacks import resolve_attacks
-from rdist.attacks.evaluate import Progress
+from rdist.attacks.evaluator import Progress
 from rdist.data import load_dataset
 from rdist.engine import EpochRecord, RunDirectory, group_seed_dirs, read_log
 from rdist.errors import RdistError

@@ -17,7 +17,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 from rdist.engine import EpochRecord
 from rdist.engine.log import epoch_records
 from rdist.report.profile import format_count
-from rdist.utils import atomic_path, check_output, format_eps
+from rdist.files import atomic_path, check_output
+from rdist.utils import format_eps
 
 DPI = 150
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",

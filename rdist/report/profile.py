@@ -20,7 +20,7 @@ from rdist.engine.build import resolve_method, validation_size
 from rdist.engine.schedule import resolve_schedule
 from rdist.engine.step import attack_phase, update_phase
 from rdist.export import runtime as onnx_runtime
-from rdist.methods import Batch, Method
+from rdist.methods import Step, Method
 from rdist.models import create_model
 from rdist.teachers.catalogue import TEACHERS, teacher_dataset
 from rdist.utils import default_device
@@ -165,7 +165,7 @@ def count_passes(method: Method, channels: int, classes: int, epochs: int) -> di
         if role != "student":
             probe.eval().requires_grad_(False)
     student = probes["student"]
-    batch = Batch(x, torch.arange(2) % classes, epochs, epochs,
+    batch = Step(x, torch.arange(2) % classes, epochs, epochs,
                   {role: probes[role] for role in method.teachers}, torch.Generator().manual_seed(0))
     xa = attack_phase(student, method, batch)
     phase["update"] = True

@@ -9,14 +9,15 @@ from typing import Any
 
 from rdist.artifact import record_results
 from rdist.attacks import resolve_attacks
-from rdist.attacks.evaluate import PRECISIONS, Progress
+from rdist.attacks.evaluator import PRECISIONS, Progress
 from rdist.data import load_dataset, npz_file
 from rdist.engine.distributed import Parallel
 from rdist.engine.step import channels_last
 from rdist.errors import RdistError
 from rdist.export.runtime import check_surrogate, is_onnx_path, onnx_target
 from rdist.resolve import check_recordable, resolve_model
-from rdist.utils import atomic_path, check_output, parse_eps
+from rdist.files import atomic_path, check_output
+from rdist.utils import parse_eps
 
 
 def parse_batch_size(text: str | int) -> int | str:

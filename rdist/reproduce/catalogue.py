@@ -17,7 +17,8 @@ from typing import Any
 from rdist.engine import TrainConfig
 from rdist.engine.config import SELECT_ON
 from rdist.errors import RdistError
-from rdist.utils import catalogue_file, load_catalogue, parse_eps, suggest
+from rdist.catalogues import catalogue_file, load_catalogue
+from rdist.utils import parse_eps, suggest
 
 METRICS = ("clean", "pgd20", "aa")
 NAME = re.compile(r"[\w.+-]+")

@@ -25,7 +25,7 @@ from rdist.engine.seeds import seed_dir, train_in, train_seed
 from rdist.errors import RdistError
 from rdist.methods import ROBUST
 from rdist.reproduce.catalogue import METRICS, Reproduction, TeacherStage
-from rdist.utils import atomic_path
+from rdist.files import atomic_path
 
 REPRODUCTION_FILE = "reproduction.json"
 EVAL_FILE = "eval.json"

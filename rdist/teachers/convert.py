@@ -11,7 +11,8 @@ from rdist.artifact import load_weights, read_metadata, save_model
 from rdist.data import dataset_shape
 from rdist.errors import RdistError
 from rdist.models import create_model
-from rdist.utils import check_output, first_line
+from rdist.files import check_output
+from rdist.utils import first_line
 
 # Prefixes that wrappers add to every key: DataParallel/DDP ("module."), torch.compile ("_orig_mod.").
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")

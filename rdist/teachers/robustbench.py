@@ -33,7 +33,8 @@ from rdist.models import create_model
 from rdist.models.wide_resnet import drop_unused_keys
 from rdist.teachers.catalogue import DATASET_LABELS, TEACHERS, Catalogue, TeacherEntry, find_teacher
 from rdist.teachers.convert import read_state_dict
-from rdist.utils import cache_dir, first_line, sha256_file
+from rdist.files import cache_dir, sha256_file
+from rdist.utils import first_line
 
 Log = Callable[[str], None]
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 
 from rdist.errors import RdistError
-from rdist.utils import catalogue_file, load_catalogue, suggest
+from rdist.catalogues import catalogue_file, load_catalogue
+from rdist.utils import suggest
 
 METRICS = ("clean", "pgd20", "aa")
 FIELDS = ("name", "repo", "file", "revision", "sha256", "arch", "dataset", "method", "teacher", "results", "command")

@@ -18,7 +18,8 @@ from typing import Any
 
 from rdist.artifact import read_metadata
 from rdist.errors import RdistError
-from rdist.utils import first_line, format_eps, sha256_file
+from rdist.files import sha256_file
+from rdist.utils import first_line, format_eps
 from rdist.zoo.card import config_json, model_card
 from rdist.zoo.catalogue import FIELD_PATTERNS, METRICS, ZooEntry
 

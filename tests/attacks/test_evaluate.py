@@ -3,18 +3,15 @@ a fresh attack per batch drew, bf16 is opt-in and stays inside the eps-ball, and
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
 from rdist.attacks import create_attack, evaluate
-from rdist.attacks.evaluate import auto_batch_size, model_layout
+from rdist.attacks import evaluator
+from rdist.attacks.evaluator import auto_batch_size, model_layout
 from rdist.errors import RdistError
 
 EPS = 32 / 255
-# The module, not the function rdist.attacks re-exports under the same name.
-evaluate_module = importlib.import_module("rdist.attacks.evaluate")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +24,7 @@ def test_one_attack_per_evaluation_draws_what_one_attack_per_batch_drew(name, di
                                                                         monkeypatch):
     x, y = test_batch[0][:60], test_batch[1][:60]
     built = []
-    monkeypatch.setattr(evaluate_module, "create_attack",
+    monkeypatch.setattr(evaluator, "create_attack",
                         lambda *args, **kwargs: built.append(args[0]) or create_attack(*args, **kwargs))
     result = evaluate(digits_model, x, y, ["clean", name], eps=EPS, batch_size=24, seed=5)
     assert built == [name]  # three batches (24, 24, 12), one attack object

@@ -23,7 +23,7 @@ import rdist
 from rdist.artifact import ARCH_FIELDS
 from rdist.cli.app import app
 from rdist.errors import RdistError
-from rdist.utils import atomic_path
+from rdist.files import atomic_path
 from tests.helpers import assert_one_line_error, one_thread
 
 runner = CliRunner()

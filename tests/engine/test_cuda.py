@@ -20,12 +20,12 @@ from torch import nn
 
 import rdist
 from rdist.attacks import create_attack, evaluate
-from rdist.attacks.evaluate import AUTO_MAX_BATCH, auto_batch_size
+from rdist.attacks.evaluator import AUTO_MAX_BATCH, auto_batch_size
 from rdist.data import Batches
 from rdist.engine import LAST, LOG, Callback, TrainConfig, read_log, resume_config, train
 from rdist.engine.build import build_run
 from rdist.engine.trainer import Trainer
-from rdist.methods import Batch, create_method, list_methods, method_class
+from rdist.methods import Step, create_method, list_methods, method_class
 
 ON_CPU = os.environ.get("RDIST_CUDA_TESTS_ON_CPU") == "1"
 pytestmark = [
@@ -80,10 +80,10 @@ def test_every_method_steps_under_autocast_and_channels_last(method, compiled, t
         assert set(dtypes) == {torch.float32 if ON_CPU else torch.bfloat16}
 
 
-def _batch(device: torch.device, teachers) -> Batch:
+def _batch(device: torch.device, teachers) -> Step:
     digits = rdist.load_dataset("digits", device=device)
     x, y = next(iter(Batches(digits.x_train, digits.y_train, 64, shuffle=True, seed=0)))
-    return Batch(x, y, epoch=5, epochs=10, teachers={role: rdist.load_model(path, device)
+    return Step(x, y, epoch=5, epochs=10, teachers={role: rdist.load_model(path, device)
                                                      for role, path in teachers.items()},
                  generator=torch.Generator(device=device).manual_seed(0))
 

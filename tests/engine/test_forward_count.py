@@ -19,7 +19,7 @@ from rdist.engine import Callback, TrainConfig
 from rdist.engine.build import build_run
 from rdist.engine.step import update_phase
 from rdist.engine.trainer import Trainer
-from rdist.methods import Batch, create_method, list_methods, method_class
+from rdist.methods import Step, create_method, list_methods, method_class
 
 ATTACK_STEPS, BATCH, STEPS = 2, 32, 3
 
@@ -57,7 +57,7 @@ def _direct_forwards(method_name: str, student: nn.Module, teachers: dict[str, n
     teachers = {role: copy.deepcopy(teacher) for role, teacher in teachers.items()}
     students, teacher_calls = ForwardCounter(student), ForwardCounter(*teachers.values())
     method = create_method(method_name, steps=ATTACK_STEPS)
-    batch = Batch(x, y, epoch=1, epochs=10, teachers=teachers, generator=torch.Generator().manual_seed(0))
+    batch = Step(x, y, epoch=1, epochs=10, teachers=teachers, generator=torch.Generator().manual_seed(0))
     student.train(method.bn_mode == "train")
     xa = method.perturb(student, batch)
     student.train()
@@ -82,10 +82,10 @@ def test_an_engine_step_forwards_only_what_the_method_needs(method, teacher_file
     assert expected[0] >= ATTACK_STEPS * (method not in ("natural", "kd")) + 1
 
 
-def _batch(teacher: nn.Module) -> Batch:
+def _batch(teacher: nn.Module) -> Step:
     digits = rdist.load_dataset("digits")
     x, y = next(iter(Batches(digits.x_train, digits.y_train, 64, shuffle=True, seed=0)))
-    return Batch(x, y, epoch=1, epochs=10, teachers={"robust": teacher}, generator=torch.Generator().manual_seed(0))
+    return Step(x, y, epoch=1, epochs=10, teachers={"robust": teacher}, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("method_name, has_clean", [("rslad", True), ("sat", False)])

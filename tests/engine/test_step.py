@@ -18,7 +18,7 @@ from rdist.engine import Callback, TrainConfig
 from rdist.engine.build import build_run
 from rdist.engine.step import attack_phase, update_phase
 from rdist.engine.trainer import Trainer
-from rdist.methods import Batch, create_method
+from rdist.methods import Step, create_method
 
 
 class ModeRecorder:
@@ -33,10 +33,10 @@ class ModeRecorder:
         return modes
 
 
-def _batch(teacher: nn.Module) -> Batch:
+def _batch(teacher: nn.Module) -> Step:
     digits = rdist.load_dataset("digits")
     x, y = next(iter(Batches(digits.x_train, digits.y_train, 32, shuffle=True, seed=0)))
-    return Batch(x, y, epoch=1, epochs=10, teachers={"robust": teacher}, generator=torch.Generator().manual_seed(0))
+    return Step(x, y, epoch=1, epochs=10, teachers={"robust": teacher}, generator=torch.Generator().manual_seed(0))
 
 
 def _frozen_teacher() -> nn.Module:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from rdist.methods.base import Batch
+from rdist.methods.base import Step
 
 NUM_CLASSES = 5
 INPUT_SHAPE = (2, 3, 3)
@@ -69,11 +69,11 @@ def natural_teacher() -> nn.Module:
 
 @pytest.fixture
 def make_batch(inputs, teacher, natural_teacher):
-    """Batch factory: `make_batch(seed=0, epoch=1, epochs=10)`; the seed drives the attack's random start."""
+    """Step factory: `make_batch(seed=0, epoch=1, epochs=10)`; the seed drives the attack's random start."""
 
-    def make(seed: int = 0, epoch: int = 1, epochs: int = 10) -> Batch:
+    def make(seed: int = 0, epoch: int = 1, epochs: int = 10) -> Step:
         x, y = inputs
-        return Batch(x=x, y=y, epoch=epoch, epochs=epochs, teachers={"robust": teacher, "natural": natural_teacher},
+        return Step(x=x, y=y, epoch=epoch, epochs=epochs, teachers={"robust": teacher, "natural": natural_teacher},
                      generator=torch.Generator().manual_seed(seed))
 
     return make
@@ -147,7 +147,7 @@ class Reference:
         return (torch.exp(log_p) * (log_p - log_q)).sum(dim=1)
 
     @classmethod
-    def kl_bm(cls, target_logits: torch.Tensor, input_logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    def kl_batchmean(cls, target_logits: torch.Tensor, input_logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
         return cls.kl(target_logits, input_logits, tau).mean()
 
     @classmethod

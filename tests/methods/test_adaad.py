@@ -24,7 +24,7 @@ def reference_loss(reference, student, teacher, batch, xa, alpha, kl_scale):
     """The spec's loss and the error float32 may honestly leave in it."""
     logits = {"adversarial": (teacher(xa), student(xa)), "clean": (teacher(batch.x), student(batch.x))}
     weights = {"adversarial": kl_scale * alpha, "clean": kl_scale * (1 - alpha)}
-    loss = sum(weights[k] * reference.kl_bm(*logits[k]) for k in logits)
+    loss = sum(weights[k] * reference.kl_batchmean(*logits[k]) for k in logits)
     return loss, sum(reference.float32_error(weights[k], *logits[k]) for k in logits)
 
 

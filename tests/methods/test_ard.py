@@ -11,7 +11,7 @@ def reference_loss(reference, student, teacher, batch, xa, alpha, tau, kl_scale)
     """The spec's loss and the error float32 may honestly leave in it (tau^2 multiplies the KL's rounding too)."""
     teacher_clean, adversarial, clean = teacher(batch.x), student(xa), student(batch.x)
     weight = alpha * tau ** 2 * kl_scale
-    loss = weight * reference.kl_bm(teacher_clean, adversarial, tau) + (1 - alpha) * reference.ce(clean, batch.y)
+    loss = weight * reference.kl_batchmean(teacher_clean, adversarial, tau) + (1 - alpha) * reference.ce(clean, batch.y)
     error = (reference.float32_error(weight, teacher_clean, adversarial, tau=tau)
              + reference.float32_error(1 - alpha, clean))
     return loss, error

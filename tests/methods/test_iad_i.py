@@ -23,7 +23,7 @@ def reference_weights(reference, teacher_adv_logits, y, beta):
 
 def reference_loss(reference, student, teacher, batch, xa, *, beta=0.1, kl_scale=1.0, warm, detach_clean=False):
     student_adv = student(xa)
-    loss = reference.kl_bm(teacher(batch.x), student_adv)
+    loss = reference.kl_batchmean(teacher(batch.x), student_adv)
     if not warm:
         w = reference_weights(reference, teacher(xa), batch.y, beta)
         clean = student(batch.x)

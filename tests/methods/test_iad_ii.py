@@ -16,13 +16,13 @@ def perturbed(x: torch.Tensor, size: float = 0.25) -> torch.Tensor:
 def reference_loss(reference, student, adv_teacher, std_teacher, batch, xa, *, beta=0.1, kl_scale=1.0, warm):
     student_adv, adv_logits = student(xa), adv_teacher(xa)
     if warm:
-        adv_term = reference.kl_bm(adv_logits, student_adv)
+        adv_term = reference.kl_batchmean(adv_logits, student_adv)
     else:
         p = reference.softmax(adv_logits)
         w = torch.stack([p[i, int(batch.y[i])] ** beta for i in range(len(batch.y))])
         adv_term = (w * reference.kl(adv_logits, student_adv)
                     + (1 - w) * reference.kl(student(batch.x), student_adv)).mean()
-    std_term = reference.kl_bm(std_teacher(xa), student_adv)
+    std_term = reference.kl_batchmean(std_teacher(xa), student_adv)
     return 0.25 * reference.ce(student_adv, batch.y) + kl_scale * (0.5 * adv_term + 0.25 * std_term)
 
 

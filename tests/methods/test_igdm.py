@@ -18,14 +18,14 @@ def base_reference(reference, name, student, teacher, batch, xa):
     if name == "ard":  # alpha 1, tau 30, kl_scale 1/C
         soft_labels, adversarial = teacher(batch.x), student(xa)
         weight = 30.0 ** 2 / soft_labels.shape[1]
-        return (weight * reference.kl_bm(soft_labels, adversarial, tau=30.0),
+        return (weight * reference.kl_batchmean(soft_labels, adversarial, tau=30.0),
                 reference.float32_error(weight, soft_labels, adversarial, tau=30.0))
     if name == "rslad":
         soft_labels, adversarial, clean = teacher(batch.x), student(xa), student(batch.x)
-        return (0.1 * (5 / 6 * reference.kl_bm(soft_labels, adversarial) + 1 / 6 * reference.kl_bm(soft_labels, clean)),
+        return (0.1 * (5 / 6 * reference.kl_batchmean(soft_labels, adversarial) + 1 / 6 * reference.kl_batchmean(soft_labels, clean)),
                 reference.float32_error(0.1, soft_labels, adversarial, clean))
     teacher_adv, adversarial = teacher(xa), student(xa)
-    return 0.1 * reference.kl_bm(teacher_adv, adversarial), reference.float32_error(0.1, teacher_adv, adversarial)
+    return 0.1 * reference.kl_batchmean(teacher_adv, adversarial), reference.float32_error(0.1, teacher_adv, adversarial)
 
 
 def igdm_reference(reference, student, teacher, batch, xa, alpha, beta, gamma):
@@ -37,7 +37,7 @@ def igdm_reference(reference, student, teacher, batch, xa, alpha, beta, gamma):
     weight = alpha * (batch.epoch / batch.epochs)
     with torch.no_grad():
         error = reference.float32_error(weight, teacher_slope, student_slope, *teachers, *students)
-    return weight * reference.kl_bm(teacher_slope, student_slope), error
+    return weight * reference.kl_batchmean(teacher_slope, student_slope), error
 
 
 BASES = {"ard": ARD, "rslad": RSLAD, "adaad": AdaAD}
@@ -76,7 +76,7 @@ def slopes_term(reference, student, teacher, batch, xa, round_to_bf16: bool):
         return difference.double()
 
     with torch.no_grad():
-        return 20.0 * (batch.epoch / batch.epochs) * reference.kl_bm(slope(teacher), slope(student))
+        return 20.0 * (batch.epoch / batch.epochs) * reference.kl_batchmean(slope(teacher), slope(student))
 
 
 def slopes_error(reference, student, teacher, batch, xa, base_loss):
@@ -163,11 +163,11 @@ def test_the_igdm_codes_ard_distils_the_clean_teacher_on_the_forward_probe(stude
     student64, teacher64 = float64_logits(student), float64_logits(teacher)
     term, term_error = igdm_reference(reference, student64, teacher64, batch, xa, 20.0, beta, gamma)
     soft_labels, ahead = teacher64(batch.x), student64(batch.x.double() + beta * (xa - batch.x).double())
-    base, base_error = reference.kl_bm(soft_labels, ahead), reference.float32_error(1.0, soft_labels, ahead)
+    base, base_error = reference.kl_batchmean(soft_labels, ahead), reference.float32_error(1.0, soft_labels, ahead)
     method = IGDM(ARD(alpha=1.0, tau=1.0, kl_scale=1.0), igdm_beta=beta, igdm_gamma=gamma, igdm_code_ard=True)
     close(method.loss(student, batch, xa), base + term, base_error + term_error)
     if beta != 1:  # on S(x + b d), not S(xa)
-        on_xa = reference.kl_bm(soft_labels, student64(xa)) + term
+        on_xa = reference.kl_batchmean(soft_labels, student64(xa)) + term
         assert (on_xa - base - term).abs() > 10 * (base_error + term_error)
 
 

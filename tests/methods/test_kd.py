@@ -10,7 +10,7 @@ def test_loss_is_hinton_kd_on_clean_inputs(student, teacher, make_batch, referen
     alpha, tau = method.alpha, method.tau
     batch = make_batch()
     s, t = float64_logits(student)(batch.x), float64_logits(teacher)(batch.x)
-    expected = alpha * tau ** 2 * reference.kl_bm(t, s, tau) + (1 - alpha) * reference.ce(s, batch.y)
+    expected = alpha * tau ** 2 * reference.kl_batchmean(t, s, tau) + (1 - alpha) * reference.ce(s, batch.y)
     error = reference.float32_error(alpha * tau ** 2, t, s, tau=tau) + reference.float32_error(1 - alpha, s)
     close(method.loss(student, batch, None), expected, error)
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from rdist.methods.base import Batch, Recipe
+from rdist.methods.base import Step, Recipe
 from rdist.methods.mart import MART
 
 EPS = 8 / 255
@@ -55,7 +55,7 @@ def test_wrong_class_term_uses_the_most_likely_wrong_class(reference, close):
     # Class 0 is right in both rows; the most likely wrong class is 1 in row 0 and 2 in row 1.
     logits = torch.tensor([[0.0, 3.0, 1.0], [4.0, -1.0, 2.0]])
     x, y = torch.zeros(2, 1), torch.zeros(2, dtype=torch.long)
-    batch = Batch(x=x, y=y, epoch=1, epochs=1)
+    batch = Step(x=x, y=y, epoch=1, epochs=1)
     probs = reference.softmax(logits)
     wrong = torch.stack([probs[0, 1], probs[1, 2]])
     expected = reference.ce(logits, y) - torch.log(1.0001 - wrong).mean()

@@ -18,7 +18,7 @@ import rdist
 from rdist.cli.app import app
 from rdist.engine import TrainConfig, load_checkpoint, resume_config, train
 from rdist.errors import RdistError
-from rdist.methods import METHODS, ROBUST, About, Batch, Method, Recipe, create_method, kl_bm
+from rdist.methods import METHODS, ROBUST, About, Step, Method, Recipe, create_method, kl_batchmean
 
 PEER = "peer"
 
@@ -31,14 +31,14 @@ class TwoTeachers(Method):
 
     peer_weight: float = 0.5  # the peer's share of the soft labels
 
-    def perturb(self, student: nn.Module, batch: Batch) -> torch.Tensor:
+    def perturb(self, student: nn.Module, batch: Step) -> torch.Tensor:
         return self.ce_pgd(student, batch, start="uniform")
 
-    def loss(self, student: nn.Module, batch: Batch, xa: torch.Tensor) -> torch.Tensor:
+    def loss(self, student: nn.Module, batch: Step, xa: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             p = ((1 - self.peer_weight) * batch.teachers[ROBUST](batch.x).softmax(1)
                  + self.peer_weight * batch.teachers[PEER](batch.x).softmax(1))
-        return kl_bm(p.log(), student(xa))  # log-probabilities are logits of the same softmax
+        return kl_batchmean(p.log(), student(xa))  # log-probabilities are logits of the same softmax
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_its_loss_is_the_kl_to_the_averaged_teachers(make_batch, student, teache
     p = 0.75 * reference.softmax(float64_logits(teacher)(x64)) + 0.25 * reference.softmax(
         float64_logits(natural_teacher)(x64))
     adversarial = float64_logits(student)(xa64)
-    expected = reference.kl_bm(p.log(), adversarial)
+    expected = reference.kl_batchmean(p.log(), adversarial)
     close(method.loss(student, batch, xa), expected, reference.float32_error(1.0, p.log(), adversarial))
     assert method.teachers == (ROBUST, PEER) and TwoTeachers.hyperparameters() == {"peer_weight": 0.5}
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from rdist.methods.base import Batch, Recipe
+from rdist.methods.base import Step, Recipe
 from rdist.methods.rslad import RSLAD
 
 EPS = 8 / 255
@@ -22,8 +22,8 @@ class Recording(nn.Module):
 
 def reference_loss(reference, student, teacher, batch, xa, kl_scale):
     soft_labels = teacher(batch.x)
-    return kl_scale * (5 / 6 * reference.kl_bm(soft_labels, student(xa))
-                       + 1 / 6 * reference.kl_bm(soft_labels, student(batch.x)))
+    return kl_scale * (5 / 6 * reference.kl_batchmean(soft_labels, student(xa))
+                       + 1 / 6 * reference.kl_batchmean(soft_labels, student(batch.x)))
 
 
 def float32_error(reference, student, teacher, batch, xa, kl_scale):
@@ -69,13 +69,13 @@ def test_attack_increases_kl_from_the_clean_soft_labels(student, make_batch, ref
 def test_teacher_sees_the_clean_batch_once_for_attack_and_loss(student, teacher, inputs):
     x, y = inputs
     recording = Recording(teacher)
-    batch = Batch(x=x, y=y, epoch=1, epochs=10, teachers={"robust": recording},
+    batch = Step(x=x, y=y, epoch=1, epochs=10, teachers={"robust": recording},
                   generator=torch.Generator().manual_seed(0))
     method = RSLAD()
     xa = method.perturb(student, batch)
     method.loss(student, batch, xa)
     assert len(recording.seen) == 1 and torch.equal(recording.seen[0], x)
-    method.loss(student, Batch(x=x.flip(0), y=y, epoch=1, epochs=10, teachers={"robust": recording}), xa)
+    method.loss(student, Step(x=x.flip(0), y=y, epoch=1, epochs=10, teachers={"robust": recording}), xa)
     assert len(recording.seen) == 2  # a new batch gets its own soft labels
 
 

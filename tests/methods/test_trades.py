@@ -10,7 +10,7 @@ EPS = 8 / 255
 def reference_loss(reference, model, batch, xa, beta, detach_clean=False):
     clean, adversarial = model(batch.x), model(xa)
     target = clean.detach() if detach_clean else clean
-    return reference.ce(clean, batch.y) + beta * reference.kl_bm(target, adversarial)
+    return reference.ce(clean, batch.y) + beta * reference.kl_batchmean(target, adversarial)
 
 
 def float32_error(reference, model, batch, xa, beta):

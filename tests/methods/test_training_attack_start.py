@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rdist.attacks.pgd import PGD, random_start
-from rdist.methods.base import Batch
+from rdist.methods.base import Step
 from rdist.methods.registry import create_method
 
 EPS = 8 / 255
@@ -18,7 +18,7 @@ def edge_batch(inputs, teacher, natural_teacher):
     x, y = inputs
     x = x.clone()
     x.view(-1)[::3] = (torch.arange(x.numel())[::3] % 2).float()
-    return Batch(x=x, y=y, epoch=1, epochs=10, teachers={"robust": teacher, "natural": natural_teacher},
+    return Step(x=x, y=y, epoch=1, epochs=10, teachers={"robust": teacher, "natural": natural_teacher},
                  generator=torch.Generator().manual_seed(0))
 
 

@@ -9,7 +9,7 @@ from rdist.engine import EpochRecord
 from rdist.engine.log import epoch_records
 from rdist.errors import RdistError
 from rdist.report.plots import eps_sweep_figure, size_figure, training_figure, write_plots
-from rdist.utils import check_output
+from rdist.files import check_output
 
 COMPARISON = {
     "dataset": "digits", "n": 100, "eps": 8 / 255, "eps_text": "8/255", "attacks": ["clean", "pgd20"],

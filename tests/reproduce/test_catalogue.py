@@ -11,7 +11,7 @@ from rdist.errors import RdistError
 from rdist.methods import method_class
 from rdist.reproduce import TeacherStage, check_entry, find_reproduction, load_reproductions
 from rdist.teachers.catalogue import TEACHERS
-from rdist.utils import catalogue_path
+from rdist.catalogues import catalogue_path
 from tests.helpers import assert_one_line_error
 
 PROJECT_REPRODUCTIONS = catalogue_path("reproductions.yaml")  # the project's own catalogue

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from rdist.cli.app import app
 from rdist.reproduce import find_reproduction, load_reproductions
 from rdist.reproduce.runner import claim_out
-from rdist.utils import catalogue_path
+from rdist.catalogues import catalogue_path
 from tests.helpers import assert_one_line_error, one_thread
 
 PROJECT_REPRODUCTIONS = catalogue_path("reproductions.yaml")  # the project's own catalogue

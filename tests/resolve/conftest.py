@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from rdist.teachers.robustbench import pull_teacher
-from rdist.utils import sha256_file
+from rdist.files import sha256_file
 from tests.teachers.conftest import offline_cache, tiny_teacher  # noqa: F401  (fixtures used below)
 from tests.zoo.conftest import hub  # noqa: F401
 

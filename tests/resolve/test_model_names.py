@@ -16,14 +16,14 @@ import yaml
 from typer.testing import CliRunner
 
 import rdist
-from rdist.artifact import load_model as load_artifact
+from rdist.artifact import load_artifact
 from rdist.artifact import read_metadata, record_results
 from rdist.cli.app import app
 from rdist.cli.common import MODEL_HELP
 from rdist.data import load_dataset
 from rdist.resolve import model_kind
 from rdist.teachers.robustbench import artifact_path
-from rdist.utils import sha256_file
+from rdist.files import sha256_file
 from tests.helpers import CIFAR_SUBSET, assert_one_line_error, one_thread, requires_cifar_subset
 from tests.resolve.conftest import REPO
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from rdist.cli.app import app
 from rdist.errors import RdistError
-from rdist.utils import catalogue_path
+from rdist.catalogues import catalogue_path
 from rdist.zoo import load_zoo
 
 PROJECT_ZOO = catalogue_path("zoo.yaml")  # the project's own catalogue

@@ -17,7 +17,7 @@ from rdist.artifact import read_metadata
 from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.resolve import resolve_model, resolve_teacher
-from rdist.utils import sha256_file
+from rdist.files import sha256_file
 from rdist.zoo import load_zoo, pull_model
 from tests.helpers import assert_one_line_error
 from tests.zoo.conftest import TOKEN
