@@ -12,6 +12,7 @@ import typer
 from rdist.cli.common import attack_progress, console, err_console, print_json, progress_bar, user_errors
 from rdist.cli.training import EpochProgress
 from rdist.engine import Callback
+from rdist.reproduce.quickstart import STUDENTS, TEACHER
 
 
 class StagedProgress(Callback):
@@ -49,7 +50,8 @@ def quickstart(
                              "\\[default: runs/quickstart-<timestamp>]"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1"),
     seed: int = typer.Option(0, "--seed", help="seed of every run and attack"),
-    epochs: int = typer.Option(None, "--epochs", help="epochs of each of the three runs \\[default: 10]"),
+    epochs: int = typer.Option(None, "--epochs", help="epochs of each of the three runs \\[default: "
+                               f"{TEACHER.epochs} for the teacher, {STUDENTS[0].epochs} for each student]"),
     n: int = typer.Option(None, "--n", help="digits test images each model is attacked on (the first n) "
                           "\\[default: 359, the whole test set]"),
     json_out: bool = typer.Option(False, "--json", help="print the comparison as JSON"),
@@ -61,7 +63,7 @@ def quickstart(
     Takes a few minutes on two CPU cores and needs no download.
     """
     from rdist.cli.compare import print_table
-    from rdist.pipelines.quickstart import TEST_IMAGES, check_n, compare_quickstart, train_quickstart
+    from rdist.reproduce.quickstart import TEST_IMAGES, check_n, compare_quickstart, train_quickstart
 
     n = TEST_IMAGES if n is None else n
     check_n(n)
