@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rdist.data import num_classes
 from rdist.errors import RdistError
 from rdist.utils import suggest
 
@@ -39,7 +40,7 @@ class TeacherEntry:
 
     @property
     def num_classes(self) -> int:
-        return {"cifar10": 10, "cifar100": 100}[self.dataset]
+        return num_classes(self.dataset)
 
     def leaderboard(self) -> dict:
         """What an artifact records about where the numbers come from."""
