@@ -117,7 +117,7 @@ def _print_list(entries, json_out: bool) -> None:
     from rich import box
     from rich.table import Table
 
-    from rdist.reproduce.cost import ASSUMED_TFLOPS
+    from rdist.engine.cost import ASSUMED_TFLOPS
     from rdist.reproduce.runner import estimated_gpu_hours
 
     rows = [{"name": e.name, "teacher": e.teacher_label, "method": e.method, "student": e.student,

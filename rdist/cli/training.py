@@ -21,8 +21,9 @@ from rdist.engine.seeds import group_dir
 from rdist.errors import RdistError
 from rdist.methods import METHODS, Recipe, canonical_method, check_kind
 from rdist.methods.igdm import IGDM
-from rdist.report.profile import RunEstimate, estimate_run, format_count, format_duration
-from rdist.utils import parse_eps
+from rdist.engine.cost import RunCost, format_duration, matmul_flops_per_s, run_cost
+from rdist.report.profile import format_count
+from rdist.utils import default_device, parse_eps
 
 
 def paper_defaults(hparam: str, kind: str) -> str:
@@ -135,10 +136,12 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
     if defaults and ranks.is_main:
         header = "paper defaults: " + "; ".join(map(str, defaults))
         if any(d.option == "--recipe" for d in defaults):
-            estimate = estimate_run(config)
+            estimate = run_cost(config)
+            device = default_device(config.device)
+            rate = matmul_flops_per_s(device)
             header += (f"; {plural(estimate.steps, 'step')} of {format_count(estimate.flops_per_step)}FLOP: at least "
-                       f"{format_duration(estimate.seconds)} on {estimate.device} at its measured "
-                       f"{format_count(estimate.flops_per_s)}FLOP/s")
+                       f"{format_duration(estimate.train_flops / rate)} on {device} at its measured "
+                       f"{format_count(rate)}FLOP/s")
         err_console.print(header, highlight=False, soft_wrap=True, markup=False)
     note = sync_bn_note(ranks.world_size) if config.sync_bn else None
     if note:
@@ -179,7 +182,7 @@ class EpochProgress(Callback):
     # After this many steps (or fewer in a shorter run), a run on the paper's recipe reports its measured pace.
     PACE_STEPS = 11
 
-    def __init__(self, stack: contextlib.ExitStack, estimate: RunEstimate | None = None):
+    def __init__(self, stack: contextlib.ExitStack, estimate: RunCost | None = None):
         self.stack, self.bar, self.task, self.epochs = stack, None, None, 0
         self.estimate, self.step_times = estimate, []
 
