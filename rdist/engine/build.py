@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rdist.artifact import check_fits
 from rdist.data import Dataset, dataset_shape, load_dataset
 from rdist.engine.config import TrainConfig, teacher_noun, teacher_option
 from rdist.engine.defaults import missing_teacher_hint, resolve_defaults
@@ -87,8 +88,7 @@ def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Pa
     student = create_model(config.student, num_classes=classes, in_channels=channels)
     student = parallel.convert_sync_bn(student).to(device)
     with parallel.main_first():  # teachers and data may be downloaded: once, by rank 0
-        teachers = {role: _load_teacher(config.teachers[role], role, device, config.data, channels, classes, size)
-                    for role in method.teachers}
+        teachers = {role: _load_teacher(config.teachers[role], role, device, config.data) for role in method.teachers}
         dataset = load_dataset(config.data, device=device)
     if config.select_on == "test":  # the papers' protocol: all training data trains, the test set selects
         train_x, train_y, eval_x, eval_y = dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test
@@ -157,19 +157,9 @@ def _check_teachers_wanted(method: Method, config: TrainConfig) -> None:
                          f"{', '.join(method.teachers)})")
 
 
-def _load_teacher(spec: str, role: str, device: torch.device, data: str, channels: int, classes: int,
-                  size: int) -> nn.Module:
+def _load_teacher(spec: str, role: str, device: torch.device, data: str) -> nn.Module:
     """The frozen `role` teacher `spec` names, refused when it was built for other classes or another input shape."""
-    role = teacher_noun(role)
+    noun = teacher_noun(role)
     teacher = resolve_teacher(spec, device, dataset=data)
-    meta = getattr(teacher, "rdist_meta", {})
-    teacher_classes = meta.get("arch", {}).get("num_classes")
-    if teacher_classes is not None and teacher_classes != classes:
-        raise RdistError(f"{role} {spec} has {teacher_classes} classes but dataset {data} has {classes}; "
-                         f"pass a {role} trained on {data} (or --data {meta.get('dataset', 'its dataset')})")
-    shape = meta.get("input_shape") or [meta.get("arch", {}).get("in_channels", channels), size, size]
-    if list(shape) != [channels, size, size]:
-        raise RdistError(f"{role} {spec} takes inputs of shape {tuple(shape)} but dataset {data} has "
-                         f"{(channels, size, size)}; pass a {role} trained on {data} "
-                         f"(or --data {meta.get('dataset', 'its dataset')})")
+    check_fits(getattr(teacher, "rdist_meta", {}), data, f"{noun} {spec}", instead=f"a {noun}")
     return teacher
