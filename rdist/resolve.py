@@ -26,7 +26,7 @@ from rdist.errors import RdistError
 from rdist.export.runtime import load_onnx, read_onnx_metadata
 from rdist.teachers.catalogue import TEACHERS, teacher_dataset
 from rdist.teachers.robustbench import pull_teacher
-from rdist.zoo import ZOO_PREFIX, load_zoo, pull_model
+from rdist.zoo import ZOO, ZOO_PREFIX, pull_model
 from rdist.utils import suggest
 from rdist.zoo.hub import HF_HUB_PREFIX, pull_repo
 
@@ -163,7 +163,7 @@ def _close_names(spec: str) -> str:
     """' (did you mean: ...?)' over the RobustBench teachers and the zoo's students, or ''."""
     names = {name for name, _ in TEACHERS}
     try:
-        names |= {f"{ZOO_PREFIX}{e.name}" for e in load_zoo()}
+        names |= {f"{ZOO_PREFIX}{e.name}" for e in ZOO.load()}
     except RdistError:
         pass  # an unreadable zoo.yaml has its own error when it is used; here it only lends names
     # Model names share long runs (2019, _WRN34_10, cifar10): 0.6 keeps the near-misses and drops the look-alikes.

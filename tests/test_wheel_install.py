@@ -15,12 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHECK = """
 import json, rdist, rdist.utils
-from rdist.zoo import load_zoo
+from rdist.zoo import ZOO
 from rdist.catalogues import catalogue_path
 PROJECT_ZOO, PROJECT_REPRODUCTIONS = catalogue_path("zoo.yaml"), catalogue_path("reproductions.yaml")
-print(json.dumps({"rdist": rdist.__file__, "zoo": str(PROJECT_ZOO), "students": len(load_zoo()),
+print(json.dumps({"rdist": rdist.__file__, "zoo": str(PROJECT_ZOO), "students": len(ZOO.load()),
                   "reproductions": str(PROJECT_REPRODUCTIONS),
-                  "catalogues": sorted(p.name for p in (PROJECT_ZOO.parent).glob("*.yaml"))}))
+                  "catalogues": sorted(p.name for p in (PROJECT_ZOO.parent).glob("*.yaml")),
+                  "schemas": sorted(p.name for p in (PROJECT_ZOO.parent).glob("*.schema.json"))}))
 """
 
 
@@ -49,3 +50,5 @@ def test_a_wheel_install_finds_the_catalogues(tmp_path):
     assert Path(found["reproductions"]) == site / "rdist" / "catalogues" / "reproductions.yaml"
     root_catalogues = sorted(p.name for p in ROOT.glob("*.yaml") if not p.name.startswith("."))
     assert found["catalogues"] == root_catalogues
+    assert found["schemas"] == sorted(p.name for p in (ROOT / "rdist" / "catalogues").glob("*.schema.json"))
+    assert found["schemas"], "the catalogues' JSON Schemas ship for editors"

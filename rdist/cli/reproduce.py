@@ -37,15 +37,15 @@ def reproduce(
     Example: rdist reproduce digits-rslad --seeds 0,1,2   (on a CPU, in minutes)
     """
     from rdist.engine import parse_seeds
-    from rdist.reproduce import check_entry, find_reproduction, load_reproductions
+    from rdist.reproduce import REPRODUCTIONS, check_entry
 
-    entries = load_reproductions(catalogue)
+    entries = REPRODUCTIONS.load(catalogue)
     if list_:
         _print_list(entries, json_out)
         return
     if name is None:
         raise RdistError("give the NAME of a reproduction (`rdist reproduce --list` shows them), or --list")
-    entry = find_reproduction(entries, name)
+    entry = REPRODUCTIONS.find(name, entries)
     check_entry(entry)
     seed_list = parse_seeds(seeds)
     if select_on is not None and select_on not in ("val", "test"):
