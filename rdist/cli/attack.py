@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from rdist.cli import common
-from rdist.cli.common import attack_progress, console, print_json, progress_bar, user_errors
+from rdist.cli.common import console, print_json, user_errors
+from rdist.cli.progress import attack_progress, progress_bar
 from rdist.engine.distributed import ranks_from_env
 from rdist.errors import RdistError
 from rdist.resolve import MODEL_NAMES

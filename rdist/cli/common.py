@@ -1,19 +1,17 @@
-"""What every command shares: consoles, one-line errors, progress on stderr, JSON output."""
+"""What every command shares: consoles, one-line errors, JSON output, common options (progress: cli/progress.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import sys
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import typer
 import typer.core
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from rdist.errors import RdistError
 from rdist.resolve import MODEL_NAMES
@@ -100,32 +98,6 @@ def usage_error(exc: click_errors.ClickException) -> int:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
-@contextlib.contextmanager
-def progress_bar(quiet: bool) -> Iterator[Progress | None]:
-    """A rich progress bar on stderr, or None with --quiet."""
-    if quiet:
-        yield None
-        return
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-               TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=err_console, transient=False) as bar:
-        yield bar
-
-
-def attack_progress(bar: Progress | None, prefix: str = "") -> Callable[[str, int, int, str], None] | None:
-    """The `progress` callback of the attack functions: one bar row per attack, or None without a bar."""
-    if bar is None:
-        return None
-    tasks: dict[str, int] = {}
-
-    def on_attack(name: str, done: int, total: int, note: str) -> None:
-        if name not in tasks:
-            tasks[name] = bar.add_task(f"{prefix}{name}", total=total, note="")
-        bar.update(tasks[name], completed=done, note=note)
-
-    return on_attack
 
 
 # What every argument and option that takes a model accepts (see rdist.resolve).

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 
 from rdist.cli import common
-from rdist.cli.common import attack_progress, console, err_console, print_json, progress_bar, user_errors
+from rdist.cli.common import console, err_console, print_json, user_errors
+from rdist.cli.progress import attack_progress, progress_bar
 from rdist.errors import RdistError
 
 DEFAULT_SWEEP = "0:16/255:2/255"  # the x axis of the robust-accuracy plot: 0 to 16/255 in steps of 2/255

@@ -2,46 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from datetime import datetime
 from pathlib import Path
 
 import typer
 
-from rdist.cli.common import attack_progress, console, err_console, print_json, progress_bar, user_errors
-from rdist.cli.training import EpochProgress
-from rdist.engine import Callback
+from rdist.cli.common import console, err_console, print_json, user_errors
+from rdist.cli.progress import EpochProgress, attack_progress, progress_bar
 from rdist.reproduce.quickstart import STUDENTS, TEACHER
-
-
-class StagedProgress(Callback):
-    """A fresh EpochProgress for each training run, the previous one closed first (rich shows one live
-    display at a time)."""
-
-    def __init__(self):
-        self.stack = contextlib.ExitStack()
-        self.inner = EpochProgress(self.stack)
-
-    def on_run_start(self, *args) -> None:
-        self.close()
-        self.inner = EpochProgress(self.stack)
-        self.inner.on_run_start(*args)
-
-    def on_epoch_start(self, *args) -> None:
-        self.inner.on_epoch_start(*args)
-
-    def on_step(self, info) -> None:
-        self.inner.on_step(info)
-
-    def on_eval(self, *args) -> None:
-        self.inner.on_eval(*args)
-
-    def on_epoch_end(self, record) -> None:
-        self.inner.on_epoch_end(record)
-
-    def close(self) -> None:
-        self.stack.close()
 
 
 @user_errors
@@ -76,13 +45,8 @@ def quickstart(
         if show:
             err_console.print(f"[bold]{stage.name}[/]: {stage.method} on {stage.arch}, {stage.epochs} epochs")
 
-    progress = StagedProgress() if show else None
-    try:
-        models = train_quickstart(out, device=device, seed=seed, epochs=epochs, callback=progress,
-                                  on_stage=on_stage)
-    finally:
-        if progress:
-            progress.close()
+    models = train_quickstart(out, device=device, seed=seed, epochs=epochs,
+                              callback=EpochProgress() if show else None, on_stage=on_stage)
     with progress_bar(not show) as bar:
         comparison = compare_quickstart(models, device=device, seed=seed, n=n,
                                         progress=attack_progress(bar, "attack "))

@@ -55,17 +55,11 @@ def reproduce(
     if push is not None:
         check_push(entry, push)
     show = not (quiet or json_out)
-    from rdist.cli.quickstart import StagedProgress
+    from rdist.cli.progress import EpochProgress
 
-    progress = StagedProgress() if show else None
-    try:
-        # Attacks get no bar: rich shows one live display at a time, and the training bars own it.
-        result = run(entry, seed_list, out, select_on=select_on, device=device, callback=progress,
-                     on_stage=(lambda m: err_console.print(m, highlight=False, soft_wrap=True)) if show
-                     else (lambda m: None))
-    finally:
-        if progress:
-            progress.close()
+    result = run(entry, seed_list, out, select_on=select_on, device=device, callback=EpochProgress() if show else None,
+                 on_stage=(lambda m: err_console.print(m, highlight=False, soft_wrap=True)) if show
+                 else (lambda m: None))
     pushed = push_best(result, push, private=private) if push is not None else None
     if json_out:
         print_json({**result.to_dict(), **({"zoo_entry": pushed.to_dict()} if pushed else {})})

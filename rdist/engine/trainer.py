@@ -163,12 +163,17 @@ class Trainer:
     def fit(self) -> RunResult:
         self.callback.on_run_start(self.run.run_dir, self.epoch + 1, self.schedule.epochs, len(self.batches),
                                    bool(self.config.resume))
-        with cudnn_autotune(self.device):
-            for epoch in range(self.epoch + 1, self.schedule.epochs + 1):
-                if self._steps_left() == 0:
-                    break
-                self._epoch(epoch)
-        return self._result("epochs" if self.epoch == self.schedule.epochs else "max_steps")
+        result = None
+        try:
+            with cudnn_autotune(self.device):
+                for epoch in range(self.epoch + 1, self.schedule.epochs + 1):
+                    if self._steps_left() == 0:
+                        break
+                    self._epoch(epoch)
+            result = self._result("epochs" if self.epoch == self.schedule.epochs else "max_steps")
+        finally:
+            self.callback.on_run_end(result)
+        return result
 
     def _steps_left(self) -> int | None:
         return None if self.config.max_steps is None else max(0, self.config.max_steps - self.global_step)
