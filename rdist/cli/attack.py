@@ -23,8 +23,7 @@ def attack(
     suite: str = common.SUITE,
     attacks: str = common.ATTACKS,
     eps: str = common.EPS,
-    data: str = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
-                             "\\[default: the dataset recorded in the model]"),
+    data: str = common.DATA,
     n: int = common.N_IMAGES,
     batch_size: str = common.BATCH_SIZE,
     surrogate: str = typer.Option(None, "--surrogate", help=f"model to craft transfer attacks on: "

@@ -23,8 +23,7 @@ def compare(
     suite: str = common.SUITE,
     attacks: str = common.ATTACKS,
     eps: str = common.EPS,
-    data: str = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
-                             "\\[default: the dataset the models record]"),
+    data: str = common.DATA,
     n: int = common.N_IMAGES,
     batch_size: str = common.BATCH_SIZE,
     seed: int = typer.Option(0, "--seed", help="seed of the attacks' random starts"),

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from rdist.cli.common import console, err_console, print_json
+from rdist.cli.common import console, data_option, err_console, print_json
 from rdist.cli.progress import EpochProgress, plural
 from rdist.engine import (BEST, CHECKPOINT, LAST, LOG, RunResult, TrainConfig, parse_seeds, resume_config, train,
                           train_seeds)
@@ -59,8 +59,7 @@ def attack_option(flag: str, kind: str):
 
 # Options both commands take. None means "not given": a resumed run keeps its own value, a new run the default.
 # "\\[" keeps rich markup from swallowing the bracketed default notes.
-DATA = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
-                    "\\[default: cifar10]")
+DATA = data_option("cifar10")
 EPOCHS = typer.Option(None, "--epochs", help="epochs to train; lr x0.1 at 50% and 75% of them "
                       "\\[default with --recipe paper: the paper's]")
 MAX_STEPS = typer.Option(None, "--max-steps", help="stop after this many optimiser steps in all (a short run); "
