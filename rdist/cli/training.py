@@ -14,7 +14,7 @@ from rdist.engine import (BEST, CHECKPOINT, LAST, LOG, RunResult, TrainConfig, p
                           train_seeds)
 from rdist.engine.defaults import resolve_defaults
 from rdist.engine.distributed import ranks_from_env, sync_bn_note
-from rdist.engine.outputs import check_run_dir
+from rdist.engine.rundir import check_run_dir
 from rdist.errors import RdistError
 from rdist.methods import METHODS, Recipe, canonical_method, check_kind
 from rdist.methods.igdm import IGDM

@@ -25,8 +25,7 @@ from rdist.engine.callbacks import Callback, StepInfo
 from rdist.engine.checkpoint import check_same_run, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from rdist.engine.config import TrainConfig
 from rdist.engine.log import EpochLog, EpochRecord, read_log
-from rdist.engine.outputs import EVAL_ATTACKS, check_run_dir, eval_report, save_artifact
-from rdist.engine.rundir import BEST, CHECKPOINT, LAST
+from rdist.engine.rundir import BEST, CHECKPOINT, EVAL_ATTACKS, LAST, check_run_dir, eval_report, save_artifact
 from rdist.engine.schedule import build_optimizer
 from rdist.engine.step import StepOutput, attack_phase, cudnn_autotune, input_layout, update_phase
 from rdist.errors import RdistError
