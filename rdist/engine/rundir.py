@@ -5,21 +5,23 @@ writes them.
     last.safetensors   the latest epoch's model, written at the end of every epoch (and of a --max-steps cut)
     log.jsonl          one `EpochRecord` per epoch, written as the run starts and appended to after each epoch
     checkpoint.pt      everything a resume needs, written at the end of every finished epoch
+    .rdist.lock        while a process writes here: its hold (`files.hold_directory`; under torchrun rank 0 holds it)
 
 `rdist distill`, `rdist teacher train`, `--resume`, `rdist compare --runs` and the seed groups of `--seeds`
 all go through `RunDirectory`. The reading side (the file names and `RunDirectory`) needs nothing of the
-engine; the writing side (`check_run_dir`, `save_artifact`: self-describing artifacts that say how they were made
+engine; the writing side (`check_run_dir`, `hold_run_dir`, `save_artifact`: self-describing artifacts that say how they were made
 and how they did) follows it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from torch import nn
 
@@ -28,7 +30,7 @@ from rdist.attacks import EvalResult
 from rdist.data import npz_file
 from rdist.engine.config import TrainConfig, teacher_field, teacher_noun
 from rdist.errors import RdistError
-from rdist.files import check_output
+from rdist.files import check_output, hold_directory, sweep_temp_files
 from rdist.utils import format_eps
 
 if TYPE_CHECKING:
@@ -105,6 +107,32 @@ def check_run_dir(config: TrainConfig) -> None:
               ("the dataset", npz_file(config.data))]
     check_output(config.resume or config.out or "runs", "--resume" if config.resume else "--out", directory=True,
                  files=FILES, inputs=inputs)
+
+
+@contextlib.contextmanager
+def hold_run_dir(run: Run) -> Iterator[None]:
+    """The run directory, held for this run alone while the block runs (`files.hold_directory`), with what atomic
+    writes of a killed run left there swept; refused at once, in one line naming the holder, when another process
+    holds it.
+
+    Under torchrun rank 0 holds it for the job and the other ranks never touch it: rank 0's verdict reaches every
+    rank (`Parallel.share`) before anything else is exchanged, so that all of them stop together rather than wait
+    for a rank that left.
+    """
+    with contextlib.ExitStack() as stack:
+        refusal = None
+        if run.ranks.is_main:
+            resuming = run.config.resume is not None
+            fix = "wait for it to end, then resume it" if resuming else "wait for it or pass another --out"
+            try:
+                stack.enter_context(hold_directory(run.run_dir, fix))
+                sweep_temp_files(run.run_dir)
+            except RdistError as exc:
+                refusal = str(exc)
+        refusal = run.parallel.share(refusal)
+        if refusal is not None:
+            raise RdistError(refusal)
+        yield
 
 
 def _arch_name(model: nn.Module) -> str | None:
