@@ -31,8 +31,9 @@ def _field_validator(annotation: Any) -> schema.Validator:
     any other type is left unchecked (TrainConfig.validate still sees the value)."""
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        return schema.optional(_field_validator(inner[0]))
+        inner = [_field_validator(a) for a in args if a is not type(None)]
+        either = inner[0] if len(inner) == 1 else schema.any_of(*inner)
+        return schema.optional(either) if type(None) in args else either
     if annotation is bool:
         return schema.kind(lambda v: isinstance(v, bool), "true or false")
     if annotation is int:

@@ -45,7 +45,7 @@ class TrainConfig:
     eps: float | None = None  # L-inf budget of the training attack and of the evaluation
     step_size: float | None = None
     attack_steps: int | None = None
-    hparams: dict[str, float | None] = field(default_factory=dict)  # alpha, beta, tau, kl_scale, igdm_alpha, ...
+    hparams: dict[str, float | int | bool | None] = field(default_factory=dict)  # alpha, beta, tau, kl_scale, igdm_alpha, ...
     seed: int = 0
     device: str | None = None
     compile: bool = False

@@ -103,6 +103,22 @@ def test_resume_refuses_a_run_of_another_method_or_config(short_run, tmp_path):
         train(resume_config(tmp_path, seed=3))
 
 
+def test_a_run_given_a_switch_resumes(short_run, tmp_path):
+    """--hparam igdm_code_ard=true gives a bool: the checkpoint holds it as given and a resume accepts it."""
+    given = {"igdm_code_ard": True, "alpha": 1.0, "tau": 1.0, "kl_scale": 1.0, "igdm_alpha": 5}
+    train(short_run(tmp_path, method="ard+igdm", epochs=2, max_steps=18, hparams=given))  # stops after epoch 1
+    assert load_checkpoint(tmp_path)["config"]["hparams"] == given
+    result = train(resume_config(tmp_path))
+    assert result.epochs_done == 2 and result.stopped_by == "epochs"
+    assert read_metadata(tmp_path / LAST)["provenance"]["method_config"]["igdm_code_ard"] is True
+    state = load_checkpoint(tmp_path)
+    state["config"]["hparams"]["igdm_code_ard"] = "yes"  # what no option gives: still refused as altered
+    torch.save(state, tmp_path / CHECKPOINT)
+    with pytest.raises(RdistError, match=r"'config.hparams.igdm_code_ard' must be a number or an integer or true or "
+                                         r"false, got 'yes'; the file was altered"):
+        resume_config(tmp_path)
+
+
 def test_a_new_run_does_not_overwrite_an_existing_one(short_run, tmp_path):
     train(short_run(tmp_path, epochs=1))
     with pytest.raises(RdistError, match="already holds a run.*--resume"):
