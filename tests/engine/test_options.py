@@ -1,13 +1,10 @@
-"""What the CLI's repeatable options become: teachers by role and hyper-parameters by name, and the configs and
-identities of runs written before teachers had roles."""
+"""What the CLI's repeatable options become: teachers by role and hyper-parameters by name."""
 
 from __future__ import annotations
 
 import pytest
 
-from rdist.engine import TrainConfig
-from rdist.engine.checkpoint import check_same_run
-from rdist.engine.config import parse_hparams, parse_teachers
+from rdist.cli.options import parse_hparams, parse_teachers
 from rdist.errors import RdistError
 
 
@@ -30,15 +27,3 @@ def test_hparam_options_are_typed_values_and_given_once():
     with pytest.raises(RdistError, match=r"'tau=high': the value must be a number, true or false"):
         parse_hparams(["tau=high"])
 
-
-def test_a_config_and_identity_written_before_roles_still_resume():
-    stored = {"method": "akd2", "student": "tinycnn", "teacher": "/r.safetensors", "natural_teacher": "/n.safetensors"}
-    assert TrainConfig.from_dict(stored).teachers == {"robust": "/r.safetensors", "natural": "/n.safetensors"}
-    old_identity = {"method": {"method": "akd2"}, "teacher": "/r.safetensors", "natural_teacher": "/n.safetensors",
-                    "seed": 0}
-    new_identity = {"method": {"method": "akd2"}, "teachers": {"robust": "/r.safetensors",
-                                                               "natural": "/n.safetensors"}, "seed": 0}
-    check_same_run("run", old_identity, new_identity)  # the same run: no error
-    with pytest.raises(RdistError, match=r"teachers.natural '/n.safetensors' \(run\) vs '/m.safetensors' \(now\)"):
-        check_same_run("run", old_identity, {**new_identity, "teachers": {"robust": "/r.safetensors",
-                                                                          "natural": "/m.safetensors"}})

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import rdist
 from rdist.cli.app import app
 from rdist.engine import TrainConfig
-from rdist.engine.defaults import resolve_defaults
+from rdist.engine.config import fill_paper_defaults
 from rdist.teachers.catalogue import TEACHERS
 from rdist.teachers.robustbench import artifact_path, import_robustbench
 from tests.helpers import assert_one_line_error, one_thread
@@ -110,7 +110,7 @@ def test_igdm_trains_adaad_with_igdm(cifar10_cache, tmp_path):
     ({"teachers": {"natural": "n.safetensors"}}, "--natural-teacher"),
 ])
 def test_an_explicit_option_wins_over_each_default(given, option):
-    config, defaults = resolve_defaults(TrainConfig(method="iad-ii", student="resnet18", **given))
+    config, defaults = fill_paper_defaults(TrainConfig(method="iad-ii", student="resnet18", **given))
     for field, value in given.items():
         if field == "teachers":
             assert config.teachers.items() >= value.items()
@@ -130,11 +130,11 @@ def test_paper_teachers_follow_the_dataset():
     for method, data, teacher in [("adaad", "cifar10", "Chen2021LTD_WRN34_20"), ("adaad", "cifar100",
                                   "Chen2021LTD_WRN34_10"), ("rslad", "cifar100", "Gowal2020Uncovering_extra"),
                                   ("rslad+igdm", "cifar100", "Wang2023Better_WRN-28-10")]:
-        config, _ = resolve_defaults(TrainConfig(method=method, student="resnet18", data=data))
+        config, _ = fill_paper_defaults(TrainConfig(method=method, student="resnet18", data=data))
         assert config.teachers == {"robust": teacher} and (teacher, data) in TEACHERS
-    config, _ = resolve_defaults(TrainConfig(method="rslad", student="tinycnn", data="digits"))
+    config, _ = fill_paper_defaults(TrainConfig(method="rslad", student="tinycnn", data="digits"))
     assert config.teachers == {}, "no RobustBench teacher for digits: the run asks for one"
-    config, defaults = resolve_defaults(TrainConfig(method="trades", student="resnet18"))
+    config, defaults = fill_paper_defaults(TrainConfig(method="trades", student="resnet18"))
     assert (config.recipe, config.epochs, defaults) == (None, None, []), "teacher training asks for --epochs"
 
 
