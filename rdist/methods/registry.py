@@ -110,8 +110,9 @@ def create_method(name: str, **values: Any) -> Method:
     cls = method_class(name)
     values = {k: v for k, v in values.items() if v is not None}
     extra = sorted(set(values) - set(cls.defaults()) - set(ATTACK_FIELDS))
-    terms = [term for term, term_cls in TERMS.items() if set(extra) & set(term_cls.defaults())]
-    if terms and isinstance(cls, type):
+    terms = [term for term, term_cls in TERMS.items()
+             if set(extra) & set(term_cls.defaults()) and isinstance(cls, type) and term_cls.accepts(cls)]
+    if terms:
         raise RdistError(f"{extra} only apply to +{terms[0]} methods; use --method {cls.name}+{terms[0]}")
     if extra:
         raise RdistError(f"method {cls.name} has no hyper-parameter(s) {extra}; "
