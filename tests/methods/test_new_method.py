@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import rdist
 from rdist.cli.app import app
+from rdist.cli.options import hparam_help
 from rdist.engine import TrainConfig, load_checkpoint, resume_config, train
 from rdist.errors import RdistError
 from rdist.methods import ROBUST, About, Method, Recipe, Step, create_method, register_method
@@ -105,6 +106,9 @@ def test_the_cli_takes_a_new_role_and_its_hyper_parameter(registered, teacher_fi
     assert json.loads(result.stdout)["global_step"] == 2
     provenance = rdist.load_model(str(tmp_path / "cli" / "last.safetensors")).rdist_meta["provenance"]
     assert provenance["peer_teacher"] == teacher_files[PEER] and provenance["method_config"]["peer_weight"] == 0.25
+    # Its field's comment is the help of its hyper-parameter.
+    assert hparam_help("peer_weight").startswith("the peer's share of the soft labels \\[default: the method's paper "
+                                                 "value: two-teachers 0.5]")
     missing = CliRunner().invoke(app, [*common, "--teacher", teacher_files[ROBUST], "--out", str(tmp_path / "m")])
     assert missing.exit_code == 1 and "needs a peer teacher" in missing.output
     assert "--teacher peer=MODEL" in missing.output

@@ -171,6 +171,13 @@ def test_list_names_each_method_with_its_paper_attack_loss_teacher_and_recipe():
     by_name = {row["method"]: row for row in cifar100}
     assert by_name["adaad"]["teacher"] == "Chen2021LTD_WRN34_10" and by_name["iad-i"]["teacher"] is None
     assert by_name["iad-i"]["aliases"] == "iad" and by_name["adaad+igdm"]["aliases"] == "igdm"
+    # The paper and the official code of each, from the method's `About` (a composition: its term's paper).
+    assert (by_name["iad-i"]["url"], by_name["iad-i"]["code"]) == ("https://openreview.net/forum?id=u6TRGdzhfip",
+                                                                   "https://github.com/ZFancy/IAD")
+    assert by_name["rslad+igdm"]["url"] == "https://arxiv.org/abs/2312.03286" and by_name["kd"]["code"] is None
+    links = {line.split(":")[0]: line for line in result.output.splitlines() if "  code " in line}
+    assert links["rslad"] == "rslad: paper https://arxiv.org/abs/2108.07969  code https://github.com/zibojia/RSLAD"
+    assert links["kd"].endswith("code - (none published)") and set(links) == set(by_name)
 
 
 def test_help_lists_the_aliases():
