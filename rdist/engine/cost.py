@@ -29,8 +29,7 @@ from rdist.artifact import read_metadata
 from rdist.attacks.autoattack import AA_COMPONENTS, AA_STANDARD
 from rdist.data import dataset_shape, train_size
 from rdist.engine.build import resolve_method, validation_size
-from rdist.engine.config import TrainConfig
-from rdist.engine.defaults import resolve_defaults
+from rdist.engine.config import TrainConfig, fill_paper_defaults
 from rdist.engine.schedule import resolve_schedule
 from rdist.engine.step import attack_phase, update_phase
 from rdist.methods import Method, Step
@@ -150,7 +149,7 @@ def run_cost(config: TrainConfig, teachers: dict[str, str] | None = None) -> Run
     A teacher's MACs come from `teachers` (role -> architecture, for one not trained yet), else from the model
     `config.teachers` names (`teacher_macs`); a teacher known by neither counts as free.
     """
-    config, _ = resolve_defaults(config)
+    config, _ = fill_paper_defaults(config)
     method, recipe = resolve_method(config)
     schedule = resolve_schedule(config, recipe)
     channels, classes, _ = dataset_shape(config.data)
