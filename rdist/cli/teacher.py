@@ -34,8 +34,9 @@ def pull(
         print_json({"path": str(path), **meta})
         return
     board = meta["leaderboard"]
-    err_console.print(f"{name}: {meta['arch']['name']}, {data}; RobustBench Linf eps {board['eps']}: "
-                      f"clean {board['clean']:.2f}%, AutoAttack {board['autoattack']:.2f}%", highlight=False)
+    numbers = (f"RobustBench Linf eps {board['eps']}: clean {board['clean']:.2f}%, AutoAttack "
+               f"{board['autoattack']:.2f}%" if board.get("clean") is not None else "RobustBench published no numbers")
+    err_console.print(f"{name}: {meta['arch']['name']}, {data}; {numbers}", highlight=False)
     console.print(str(path), highlight=False, soft_wrap=True)
 
 

@@ -1,6 +1,10 @@
 """DeepMind's WideResNet with SiLU (Gowal et al. 2020), `dm-wrn-D-W`: the architecture of many RobustBench leaders.
 
-Wang2023Better_WRN-28-10, Cui2023Decoupled_WRN-28-10 and Gowal2020Uncovering (WRN-70-16) use it.
+29 of RobustBench's Linf CIFAR entries use it, from WRN-28-10 (Wang2023Better_WRN-28-10,
+Gowal2021Improving_28_10_ddpm_100m) to WRN-106-16 (Rebuffi2021Fixing_106_16_cutmix_ddpm) and WRN-94-16
+(Bartoldson2024Adversarial_WRN-94-16). RobustBench builds them with its own `Swish` or with nn.SiLU, the
+same function x * sigmoid(x); none of its Linf CIFAR entries uses the class's default ReLU or input padding,
+so rdist has neither.
 Module names match RobustBench's `DMWideResNet` (init_conv, layer.G.block.B.{batchnorm_0, conv_0,
 batchnorm_1, conv_1, shortcut}, batchnorm, logits), so their checkpoints load with strict=True.
 

@@ -81,10 +81,11 @@ def load_entries(path: Path = DATA_FILE) -> tuple[dict, list[TeacherEntry]]:
         raise RdistError(f"{path} has format {data.get('format')}, this rdist reads {FORMAT}; reinstall rdist or "
                          "regenerate it with `python -m rdist.teachers.leaderboard`")
     header = {k: v for k, v in data.items() if k != "teachers"}
-    return header, [_entry(record, header["model_info_commit"]) for record in data["teachers"]]
+    return header, [entry_from_record(record, header["model_info_commit"]) for record in data["teachers"]]
 
 
-def _entry(record: dict, commit: str) -> TeacherEntry:
+def entry_from_record(record: dict, commit: str) -> TeacherEntry:
+    """The entry of one record of leaderboard.json (see `rdist.teachers.leaderboard`); `commit`: its model_info."""
     board = record["leaderboard"] or {}
     checkpoint = record.get("checkpoint") or {}
     return TeacherEntry(

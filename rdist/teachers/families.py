@@ -79,18 +79,24 @@ _SILU = {f"{_ARCH}.dm_wide_resnet.Swish", "torch.nn.modules.activation.SiLU"}
 # mean and std) keep their values and can be read.
 _ALLOCATORS = (torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.randint,
                torch.empty_strided, torch.eye)
+# In-place initialisers: on a meta tensor they have nothing to write, and torch's meta path for the random
+# ones is a slow Python decomposition (a millisecond per call, thousands of calls per zoo scan).
+_INITIALISERS = (torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_)
 
 
 class _MetaParameters(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
+        if func in _INITIALISERS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return args[0]
         if func in _ALLOCATORS and kwargs.get("device") is None:
             kwargs["device"] = "meta"
         return func(*args, **kwargs)
 
 
 def build_on_meta(builder: Callable[[], nn.Module]) -> nn.Module:
-    """RobustBench's module from `builder`, its weights on the meta device (no memory), its constants real."""
+    """The module `builder` returns, its weights on the meta device (no memory, no values), its constants
+    (torch.tensor(data)) real."""
     with _MetaParameters():
         return builder()
 

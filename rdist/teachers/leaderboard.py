@@ -21,6 +21,7 @@ import (`rdist.teachers.catalogue`): importing robustbench itself takes seconds.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -33,7 +34,7 @@ import torch
 from rdist.errors import RdistError
 from rdist.files import atomic_path
 from rdist.models import create_model
-from rdist.teachers.families import REASONS, Unbuildable, build_on_meta, describe, qualified_name
+from rdist.teachers.families import REASONS, Unbuildable, build_on_meta, describe, qualified_name, weights
 from rdist.utils import first_line
 
 FORMAT = 1
@@ -53,27 +54,32 @@ LOADED_NON_STRICT = frozenset({
 # Checkpoints RobustBench unwraps before its usual "state_dict" (utils.load_model takes checkpoint['last']).
 CONTAINERS = {"Andriushchenko2020Understanding": ["last", "state_dict"]}
 
+@functools.lru_cache(maxsize=None)
 def count_parameters(arch: str, num_classes: int) -> int:
-    with torch.device("meta"):
-        model = create_model(arch, num_classes=num_classes)
-    return sum(p.numel() for p in model.parameters())
+    """Parameters of rdist architecture `arch`, built on the meta device."""
+    return sum(p.numel() for p in build_on_meta(lambda: create_model(arch, num_classes=num_classes)).parameters())
 
 
 def scan_zoo(zoo: Any) -> list[dict]:
     """One record per Linf CIFAR entry of the installed model zoo (`import_robustbench()`): architecture or
     reason, normalisation, size, and how its checkpoint loads. No numbers: see `read_model_info`."""
-    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-
     records = []
     for dataset in DATASETS:
         num_classes = {"cifar10": 10, "cifar100": 100}[dataset]
-        for name, spec in zoo.model_dicts[BenchmarkDataset(dataset)][ThreatModel(THREAT_MODEL)].items():
+        for name, spec in _linf_models(zoo, dataset).items():
             records.append({"name": name, "dataset": dataset, "threat_model": THREAT_MODEL,
-                            **_describe_entry(name, spec, num_classes)})
+                            **describe_entry(name, spec, num_classes)})
     return records
 
 
-def _describe_entry(name: str, spec: dict, num_classes: int) -> dict:
+def _linf_models(zoo: Any, dataset: str) -> dict:
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    return zoo.model_dicts[BenchmarkDataset(dataset)][ThreatModel(THREAT_MODEL)]
+
+
+def describe_entry(name: str, spec: dict, num_classes: int) -> dict:
+    """The record of zoo entry `name` (its `spec`: builder and Google Drive id): arch or reason, and so on."""
     record: dict[str, Any] = {"arch": None, "mean": None, "std": None, "params": None, "robustbench_class": None}
     gdrive = spec.get("gdrive_id")
     if gdrive is None:
@@ -96,6 +102,10 @@ def _describe_entry(name: str, spec: dict, num_classes: int) -> dict:
     if out.out_features != num_classes:
         return {**record, "reason": f"has {out.out_features} outputs for {num_classes} classes"}
     params = count_parameters(layout.arch, num_classes)
+    own = dict(module.named_parameters())
+    if params != sum(p.numel() for key, p in weights(module).items() if key in own):
+        raise RdistError(f"rdist's {layout.arch} has {params} parameters, RobustBench's {name} a different number: "
+                         "a bug in rdist.teachers.families")
     return {**record, "arch": layout.arch, "mean": layout.mean and list(layout.mean),
             "std": layout.std and list(layout.std), "params": params, "reason": None,
             "checkpoint": {"containers": CONTAINERS.get(name, ["state_dict"]), "strict": name not in LOADED_NON_STRICT}}
@@ -141,8 +151,10 @@ def build(model_info: Path, commit: str, zoo: Any) -> dict:
                          "cifar100/Linf in it); pass --from CHECKOUT/model_info")
     if not re.fullmatch(r"[0-9a-f]{40}", commit):
         raise RdistError(f"--commit takes the 40-hex-digit commit of the checkout, got '{commit}'")
-    teachers = [{**record, "leaderboard": read_model_info(model_info, record["dataset"], record["name"])}
-                for record in scan_zoo(zoo)]
+    # The records first: a bad one fails before the seconds the scan takes.
+    boards = {(dataset, name): read_model_info(model_info, dataset, name)
+              for dataset in DATASETS for name in _linf_models(zoo, dataset)}
+    teachers = [{**record, "leaderboard": boards[(record["dataset"], record["name"])]} for record in scan_zoo(zoo)]
     return {"format": FORMAT, "source": SOURCE, "robustbench_version": version("robustbench"),
             "model_info_commit": commit, "teachers": teachers}
 
