@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from rdist.data import dataset_shape
 from rdist.errors import RdistError
 from rdist.teachers.leaderboard import DATA_FILE, FORMAT
 from rdist.utils import suggest
@@ -55,7 +56,7 @@ class TeacherEntry:
 
     @property
     def num_classes(self) -> int:
-        return {"cifar10": 10, "cifar100": 100}[self.dataset]
+        return dataset_shape(self.dataset)[1]
 
     @property
     def buildable(self) -> bool:

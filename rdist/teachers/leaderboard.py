@@ -29,8 +29,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
+from rdist.data import dataset_shape
 from rdist.errors import RdistError
 from rdist.files import atomic_path
 from rdist.models import create_model
@@ -54,6 +53,7 @@ LOADED_NON_STRICT = frozenset({
 # Checkpoints RobustBench unwraps before its usual "state_dict" (utils.load_model takes checkpoint['last']).
 CONTAINERS = {"Andriushchenko2020Understanding": ["last", "state_dict"]}
 
+
 @functools.lru_cache(maxsize=None)
 def count_parameters(arch: str, num_classes: int) -> int:
     """Parameters of rdist architecture `arch`, built on the meta device."""
@@ -65,7 +65,7 @@ def scan_zoo(zoo: Any) -> list[dict]:
     reason, normalisation, size, and how its checkpoint loads. No numbers: see `read_model_info`."""
     records = []
     for dataset in DATASETS:
-        num_classes = {"cifar10": 10, "cifar100": 100}[dataset]
+        num_classes = dataset_shape(dataset)[1]
         for name, spec in _linf_models(zoo, dataset).items():
             records.append({"name": name, "dataset": dataset, "threat_model": THREAT_MODEL,
                             **describe_entry(name, spec, num_classes)})

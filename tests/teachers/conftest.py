@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from rdist.data import dataset_shape
 from rdist.teachers.catalogue import TEACHERS, TeacherEntry, entry_from_record
 from rdist.teachers.leaderboard import describe_entry
 from rdist.teachers.robustbench import checkpoint_path, import_robustbench
@@ -90,7 +91,7 @@ def zoo_teacher(offline_cache, monkeypatch) -> Callable[..., TinyTeacher]:
 
     def register(name: str, dataset: str, build: Callable[[], nn.Module], checkpoint: dict | None = None):
         spec = {"model": build, "gdrive_id": f"{name}-test-id"}
-        described = describe_entry(name, spec, num_classes=10 if dataset == "cifar10" else 100)
+        described = describe_entry(name, spec, num_classes=dataset_shape(dataset)[1])
         assert described["reason"] is None, described["reason"]
         record = {"name": name, "dataset": dataset, "threat_model": "Linf", **described, "leaderboard": None}
         record["checkpoint"] = {**record["checkpoint"], **(checkpoint or {})}

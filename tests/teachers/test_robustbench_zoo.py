@@ -127,7 +127,8 @@ def test_teacher_list_sorts_and_shows_the_unbuildable_only_when_asked():
     everything = names("--all")
     assert len(everything) == len(ROBUSTBENCH) > len(by_params) == len(TEACHERS)
     mixed = next(r for r in everything if r["model"] == "Bai2024MixedNUTS" and r["dataset"] == "cifar10")
-    assert (mixed["buildable"], mixed["arch"], mixed["pulled"]) == (False, None, False) and "checkpoints" in mixed["reason"]
+    assert (mixed["buildable"], mixed["arch"], mixed["pulled"]) == (False, None, False)
+    assert "checkpoints" in mixed["reason"]
 
     table = runner.invoke(app, ["teacher", "list", "--all", "--data", "cifar10"])
     assert table.exit_code == 0, table.output
@@ -271,7 +272,8 @@ def test_an_entry_without_model_info_has_no_numbers_and_the_list_says_so(zoo_tea
 # RobustBench's record of TRADES, as model_info/cifar10/Linf/Zhang2019Theoretically.json holds it.
 TRADES_INFO = {"link": "https://arxiv.org/abs/1901.08573",
                "name": "Theoretically Principled Trade-off between Robustness and Accuracy",
-               "authors": "Hongyang Zhang, Yaodong Yu, Jiantao Jiao, Eric P. Xing, Laurent El Ghaoui, Michael I. Jordan",
+               "authors": "Hongyang Zhang, Yaodong Yu, Jiantao Jiao, Eric P. Xing, Laurent El Ghaoui, "
+                          "Michael I. Jordan",
                "additional_data": False, "number_forward_passes": 1, "dataset": "cifar10", "venue": "ICML 2019",
                "architecture": "WideResNet-34-10", "eps": "0.031", "clean_acc": "84.92", "reported": "56.43",
                "footnote": "Uses \\(\\ell_{\\infty} \\) = 0.031 \u2248 7.9/255 instead of 8/255.",
