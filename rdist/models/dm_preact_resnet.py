@@ -19,15 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rdist.models.dm_wide_resnet import same_padding
 from rdist.models.registry import register_pattern
 from rdist.utils import unknown
 
 _BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
-
-
-def _same_padding(stride: int) -> tuple[int, int, int, int]:
-    """TensorFlow's "SAME" for a 3x3 kernel: symmetric at stride 1, only right/bottom at stride 2."""
-    return (1, 1, 1, 1) if stride == 1 else (0, 1, 0, 1)
 
 
 class _Block(nn.Module):
@@ -42,7 +38,7 @@ class _Block(nn.Module):
         self.has_shortcut = stride != 1 or in_planes != out_planes
         self.shortcut = (nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=0, bias=False)
                          if self.has_shortcut else None)
-        self._pad = _same_padding(stride)
+        self._pad = same_padding(stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu_0(self.batchnorm_0(x))

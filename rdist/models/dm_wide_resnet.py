@@ -25,6 +25,12 @@ from rdist.errors import RdistError
 from rdist.models.registry import register_pattern
 
 
+def same_padding(stride: int) -> tuple[int, int, int, int]:
+    """TensorFlow's "SAME" for a 3x3 kernel, as DeepMind's models pad: symmetric at stride 1, only right and
+    bottom at stride 2."""
+    return (1, 1, 1, 1) if stride == 1 else (0, 1, 0, 1)
+
+
 class _Block(nn.Module):
     def __init__(self, in_planes: int, out_planes: int, stride: int):
         super().__init__()
@@ -36,7 +42,7 @@ class _Block(nn.Module):
         self.conv_1 = nn.Conv2d(out_planes, out_planes, 3, stride=1, padding=1, bias=False)
         self.has_shortcut = in_planes != out_planes
         self.shortcut = nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False) if self.has_shortcut else None
-        self._pad = (1, 1, 1, 1) if stride == 1 else (0, 1, 0, 1)
+        self._pad = same_padding(stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = self.relu_0(self.batchnorm_0(x))

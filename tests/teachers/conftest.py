@@ -15,6 +15,7 @@ from rdist.data import dataset_shape
 from rdist.teachers.catalogue import TEACHERS, TeacherEntry, entry_from_record
 from rdist.teachers.leaderboard import describe_entry
 from rdist.teachers.robustbench import checkpoint_path, import_robustbench
+from tests.helpers import randomise_batchnorm
 
 # A port nothing listens on: any download attempt fails at once instead of reaching the internet.
 REFUSING_PROXY = "http://127.0.0.1:9"
@@ -30,17 +31,6 @@ def offline_cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
     return cache
-
-
-def randomise_batchnorm(model: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics and affine weights, so that eval-mode outputs test them too."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.3, 0.3)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-    return model
 
 
 @dataclass
