@@ -148,6 +148,15 @@ class Parallel:
                 raise RdistError(f"the processes of this job differ: {'; '.join(differences)}; start every "
                                  "process with the same rdist install and the same command")
 
+    def share(self, value: Any) -> Any:
+        """Rank 0's `value` (any picklable object) on every rank: what rank 0 alone decided, such as whether it could
+        hold the run directory. `value` itself in one process."""
+        if not self.distributed:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0, device=self.comm_device)
+        return box[0]
+
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
         """Rank 0 runs the block first (downloads, cache writes), the others after it, from its cache."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from torch import nn
 
@@ -14,7 +15,8 @@ from rdist.data import npz_file
 from rdist.engine.build import Run
 from rdist.engine.config import TrainConfig, teacher_field, teacher_noun
 from rdist.engine.rundir import BEST, FILES, LAST
-from rdist.files import check_output
+from rdist.errors import RdistError
+from rdist.files import check_output, hold_directory, sweep_temp_files
 from rdist.utils import format_eps
 
 EVAL_ATTACKS = ["clean", "pgd20"]
@@ -27,6 +29,32 @@ def check_run_dir(config: TrainConfig) -> None:
               ("the dataset", npz_file(config.data))]
     check_output(config.resume or config.out or "runs", "--resume" if config.resume else "--out", directory=True,
                  files=FILES, inputs=inputs)
+
+
+@contextlib.contextmanager
+def hold_run_dir(run: Run) -> Iterator[None]:
+    """The run directory, held for this run alone while the block runs (`files.hold_directory`), with what atomic
+    writes of a killed run left there swept; refused at once, in one line naming the holder, when another process
+    holds it.
+
+    Under torchrun rank 0 holds it for the job and the other ranks never touch it: rank 0's verdict reaches every
+    rank (`Parallel.share`) before anything else is exchanged, so that all of them stop together rather than wait
+    for a rank that left.
+    """
+    with contextlib.ExitStack() as stack:
+        refusal = None
+        if run.ranks.is_main:
+            resuming = run.config.resume is not None
+            fix = "wait for it to end, then resume it" if resuming else "wait for it or pass another --out"
+            try:
+                stack.enter_context(hold_directory(run.run_dir, fix))
+                sweep_temp_files(run.run_dir)
+            except RdistError as exc:
+                refusal = str(exc)
+        refusal = run.parallel.share(refusal)
+        if refusal is not None:
+            raise RdistError(refusal)
+        yield
 
 
 def _arch_name(model: nn.Module) -> str | None:

@@ -4,6 +4,7 @@
     last.safetensors   the latest epoch's model, written at the end of every epoch (and of a --max-steps cut)
     log.jsonl          one `EpochRecord` per epoch, written as the run starts and appended to after each epoch
     checkpoint.pt      everything a resume needs, written at the end of every finished epoch
+    .rdist.lock        while a process writes here: its hold (`files.hold_directory`; under torchrun rank 0 holds it)
 
 `rdist distill`, `rdist teacher train`, `--resume`, `rdist compare --runs` and the seed groups of `--seeds`
 all go through `RunDirectory`.

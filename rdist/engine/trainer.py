@@ -25,7 +25,7 @@ from rdist.engine.callbacks import Callback, StepInfo
 from rdist.engine.checkpoint import check_same_run, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from rdist.engine.config import TrainConfig
 from rdist.engine.log import EpochLog, EpochRecord, read_log
-from rdist.engine.outputs import EVAL_ATTACKS, check_run_dir, eval_report, save_artifact
+from rdist.engine.outputs import EVAL_ATTACKS, check_run_dir, eval_report, hold_run_dir, save_artifact
 from rdist.engine.rundir import BEST, CHECKPOINT, LAST
 from rdist.engine.schedule import build_optimizer
 from rdist.engine.step import StepOutput, attack_phase, cudnn_autotune, input_layout, update_phase
@@ -104,7 +104,8 @@ def train(config: TrainConfig, callback: Callback | None = None) -> RunResult:
     config = config.with_absolute_paths()
     check_run_dir(config)
     run = build_run(config)
-    with run.parallel.session(run.run_dir):
+    # Held before anything is written there, and before the checkpoint that a resume continues is read.
+    with hold_run_dir(run), run.parallel.session(run.run_dir):
         return Trainer(run, callback or Callback()).fit()
 
 
