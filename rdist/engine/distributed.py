@@ -1,7 +1,7 @@
 """Data-parallel training and evaluation over the processes `torchrun` starts: torch.distributed and
 DistributedDataParallel (DDP), one process per GPU (nccl) or per CPU process (gloo).
 
-    torchrun --nproc-per-node 4 -m rdist distill --method rslad ... --batch-size 128
+    torchrun --nproc-per-node 4 -m rdist distill --method METHOD ... --batch-size 128
 
 `--batch-size` is the GLOBAL batch. What makes N processes compute what one process computes:
 

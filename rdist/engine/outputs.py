@@ -13,10 +13,11 @@ from rdist.artifact import results_key, save_model
 from rdist.attacks import EvalResult
 from rdist.data import npz_file
 from rdist.engine.build import Run
-from rdist.engine.config import TrainConfig, teacher_field, teacher_noun
+from rdist.engine.config import TrainConfig
 from rdist.engine.rundir import BEST, FILES, LAST
 from rdist.errors import RdistError
 from rdist.files import check_output, hold_directory, sweep_temp_files
+from rdist.methods import role
 from rdist.utils import format_eps
 
 EVAL_ATTACKS = ["clean", "pgd20"]
@@ -25,7 +26,7 @@ EVAL_ATTACKS = ["clean", "pgd20"]
 def check_run_dir(config: TrainConfig) -> None:
     """Refuse, before anything is built, a run directory that cannot be written or whose files would
     overwrite one of the run's inputs (a teacher saved as best.safetensors there, say)."""
-    inputs = [*((f"the {teacher_noun(role)}", spec) for role, spec in config.teachers.items()),
+    inputs = [*((f"the {role(name).noun}", spec) for name, spec in config.teachers.items()),
               ("the dataset", npz_file(config.data))]
     check_output(config.resume or config.out or "runs", "--resume" if config.resume else "--out", directory=True,
                  files=FILES, inputs=inputs)
@@ -73,11 +74,11 @@ def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_s
     """Write `model` as run_dir/name with the run's provenance and, when evaluated, its results; `swa` says
     whether `model` is the weight average."""
     c, s = run.config, run.schedule
-    # The artifact format's keys: teacher, teacher_arch for the robust teacher, natural_teacher, ... for others.
+    # The artifact format's keys: each role's own (`Role.field`) and <key>_arch.
     teachers = {}
-    for role, teacher in run.teachers.items():
-        key = teacher_field(role)
-        teachers[key], teachers[f"{key}_arch"] = c.teachers[role], _arch_name(teacher)
+    for role_name, teacher in run.teachers.items():
+        key = role(role_name).field
+        teachers[key], teachers[f"{key}_arch"] = c.teachers[role_name], _arch_name(teacher)
     provenance = {
         "method": run.method.name, "method_config": run.method.config(), **teachers,
         "dataset": c.data, "eps": c.eps, "eps_text": format_eps(c.eps), "seed": c.seed,
