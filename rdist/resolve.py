@@ -24,7 +24,7 @@ from torch import nn
 from rdist.artifact import load_artifact, read_metadata
 from rdist.errors import RdistError
 from rdist.export.runtime import load_onnx, read_onnx_metadata
-from rdist.teachers.catalogue import TEACHERS, teacher_dataset
+from rdist.teachers.catalogue import TEACHERS, is_teacher_name, teacher_dataset
 from rdist.teachers.robustbench import pull_teacher
 from rdist.zoo import ZOO, ZOO_PREFIX, pull_model
 from rdist.utils import suggest
@@ -109,7 +109,7 @@ def resolve_model(spec: str | Path, dataset: str | None = None) -> ModelSource:
         if path.is_dir():
             raise RdistError(f"{spec} is a directory, not a model: name the file inside it, e.g. "
                              f"{path / 'best.safetensors'}")
-    elif any(name == spec for name, _ in TEACHERS):
+    elif is_teacher_name(spec):
         path = pull_teacher(spec, teacher_dataset(spec, dataset))
     else:
         raise RdistError(f"'{spec}' is not a file, so it was read as a RobustBench teacher name, and rdist knows "
