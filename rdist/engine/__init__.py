@@ -7,7 +7,7 @@
 The engine knows nothing else of any method: what a method is lives in `rdist.methods`.
 """
 
-from rdist.engine.callbacks import Callback, StepInfo
+from rdist.engine.callbacks import Callback, Callbacks, StepInfo
 from rdist.engine.checkpoint import load_checkpoint, resume_config
 from rdist.engine.config import TrainConfig
 from rdist.engine.log import EpochRecord, read_log
@@ -16,6 +16,6 @@ from rdist.engine.schedule import Schedule, resolve_schedule
 from rdist.engine.seeds import group_seed_dirs, parse_seeds, seed_dir, train_seed, train_seeds
 from rdist.engine.trainer import RunResult, train
 
-__all__ = ["BEST", "CHECKPOINT", "Callback", "EpochRecord", "LAST", "LOG", "RunDirectory", "RunResult", "Schedule",
+__all__ = ["BEST", "CHECKPOINT", "Callback", "Callbacks", "EpochRecord", "LAST", "LOG", "RunDirectory", "RunResult", "Schedule",
            "StepInfo", "TrainConfig", "group_seed_dirs", "load_checkpoint", "parse_seeds", "read_log",
            "resolve_schedule", "resume_config", "seed_dir", "train", "train_seed", "train_seeds"]

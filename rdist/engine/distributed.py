@@ -126,7 +126,7 @@ class Parallel:
         if not dist.is_initialized():
             if dev.type == "cuda":
                 torch.cuda.set_device(dev)
-            dist.init_process_group(backend, device_id=dev if backend == "nccl" else None)
+            _join_group(backend, dev if backend == "nccl" else None)
             # One group for the process's life: a process that trains or attacks more than once (--seeds, the
             # models of `rdist compare`) joins it again, since a second init after a destroy can hang under
             # torchrun's rendezvous store.
@@ -325,6 +325,19 @@ class Parallel:
         batches = -(-n // batch_size)
         first, last = rank * batches // self.ranks.world_size, (rank + 1) * batches // self.ranks.world_size
         return slice(min(first * batch_size, n), min(last * batch_size, n))
+
+
+def _join_group(backend: str, device_id: torch.device | None) -> None:
+    """init_process_group from torchrun's environment, reading only this attempt's keys in torchrun's store.
+
+    The store outlives a restart (`--max-restarts`: torchrun shares one TCPStore across its attempts), and the
+    process group's keys carry no attempt: a restarted process could read the address a dead process of the last
+    attempt left there, and fail to connect to it (or wait forever). A prefix with torchrun's restart count keeps
+    each attempt's keys apart."""
+    store, rank, world_size = next(dist.rendezvous("env://"))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend, store=dist.PrefixStore(f"rdist/attempt-{attempt}", store), rank=rank,
+                            world_size=world_size, device_id=device_id)
 
 
 def _close_group() -> None:

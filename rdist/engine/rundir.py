@@ -5,6 +5,7 @@ writes them.
     last.safetensors   the latest epoch's model, written at the end of every epoch (and of a --max-steps cut)
     log.jsonl          one `EpochRecord` per epoch, written as the run starts and appended to after each epoch
     checkpoint.pt      everything a resume needs, written at the end of every finished epoch
+    config.yaml        the run's resolved configuration, keyed as the options (`engine.config_file`), written as it starts
     .rdist.lock        while a process writes here: its hold (`files.hold_directory`; under torchrun rank 0 holds it)
 
 `rdist distill`, `rdist teacher train`, `--resume`, `rdist compare --runs` and the seed groups of `--seeds`
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from rdist.engine.build import Run
 
 BEST, LAST, LOG, CHECKPOINT = "best.safetensors", "last.safetensors", "log.jsonl", "checkpoint.pt"
-FILES = (BEST, LAST, LOG, CHECKPOINT)
+CONFIG = "config.yaml"
+FILES = (BEST, LAST, LOG, CHECKPOINT, CONFIG)
 
 
 @dataclass(frozen=True)
