@@ -6,6 +6,7 @@ training and attacks never copy from host memory on the hot path.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ class Dataset:
         return self.x_train[train], self.y_train[train], self.x_train[val], self.y_train[val]
 
 
+DATA_DIR_ENV = "RDIST_DATA_DIR"  # a shared dataset folder (torchvision's root), as --data-dir names one
+
 # Labels beyond this are a corrupted file, not a task: the model would get that many outputs.
 MAX_CLASSES = 100_000
 SPLITS = ("x_train", "y_train", "x_test", "y_test")
@@ -90,7 +93,7 @@ def _from_numpy(name, x_train, y_train, x_test, y_test, num_classes=None) -> Dat
                    num_classes or high + 1)
 
 
-def _digits(root: Path, classes: int) -> Dataset:
+def _digits(folder: Path, classes: int) -> Dataset:
     """scikit-learn's 1797 8x8 digits, 17 grey levels (0-16) scaled to 0-255; a fixed 80/20 split."""
     from sklearn.datasets import load_digits
 
@@ -103,17 +106,17 @@ def _digits(root: Path, classes: int) -> Dataset:
 
 
 def _torchvision(name: str, cls_name: str, split_kw: Callable[[bool], dict]):
-    def load(root: Path, classes: int) -> Dataset:
+    def load(folder: Path, classes: int) -> Dataset:
         import torchvision
 
-        folder = root / name
         cls = getattr(torchvision.datasets, cls_name)
         try:
             train, test = (cls(str(folder), download=True, **split_kw(is_train)) for is_train in (True, False))
         except Exception as exc:  # torchvision raises URLError, RuntimeError or OSError when offline
             raise RdistError(
                 f"could not download {name} into {folder} ({type(exc).__name__}: {exc}); offline, place the "
-                f"official archive files in {folder} (or set RDIST_CACHE) and run again"
+                f"official archive files in {folder} (or point --data-dir, RDIST_DATA_DIR or RDIST_CACHE elsewhere) "
+                "and run again"
             ) from None
         arrays = []
         for split in (train, test):
@@ -168,7 +171,7 @@ class DatasetFacts:
     classes: int
     size: int  # images are size x size
     train_images: int  # images in the training split (before rdist holds out a validation split)
-    load: Callable[[Path, int], Dataset]  # (cache directory, classes) -> the dataset
+    load: Callable[[Path, int], Dataset]  # (folder of its files, classes) -> the dataset
 
 
 # Every named dataset: one entry here is all a new dataset needs.
@@ -210,13 +213,22 @@ def list_datasets() -> list[str]:
     return [*DATASETS, "npz:PATH"]
 
 
+def data_folder(name: str, root: str | Path | None = None) -> Path:
+    """Where named dataset `name`'s files are read from and downloaded to: `root` (--data-dir), else
+    $RDIST_DATA_DIR, each a folder as torchvision lays it out, shared by every dataset (its `root`: CIFAR-10 in
+    ROOT/cifar-10-batches-py, as a cluster's shared copy already is); else rdist's cache, one folder per dataset."""
+    root = root or os.environ.get(DATA_DIR_ENV)
+    return Path(root).expanduser() if root else cache_dir() / "data" / name
+
+
 def load_dataset(name: str, root: str | Path | None = None, device: torch.device | str = "cpu") -> Dataset:
-    """Load a dataset by name (`cifar10`, `cifar100`, `svhn`, `digits`, `npz:PATH`) onto `device`."""
+    """Load a dataset by name (`cifar10`, `cifar100`, `svhn`, `digits`, `npz:PATH`) onto `device`; `root` is
+    torchvision's root folder to read (or download) a named dataset in (see `data_folder`)."""
     if name.startswith("npz:"):
         dataset = _npz(name[4:])
     elif name in DATASETS:
         facts = DATASETS[name]
-        dataset = facts.load(Path(root) if root else cache_dir() / "data", facts.classes)
+        dataset = facts.load(data_folder(name, root), facts.classes)
     else:
         raise unknown("dataset", name, list_datasets())
     return dataset.to(device)
