@@ -1,4 +1,4 @@
-"""Dataset registry: torchvision sets (cached downloads), scikit-learn digits, and `npz:PATH` files.
+"""Dataset registry: torchvision sets (cached downloads), Tiny-ImageNet, scikit-learn digits, and `npz:PATH` files.
 
 Every dataset becomes uint8 NCHW images and int64 labels, moved to the compute device once, so that
 training and attacks never copy from host memory on the hot path.
@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from rdist.data.tiny_imagenet import tiny_imagenet_arrays
 from rdist.errors import RdistError
 from rdist.files import cache_dir
 from rdist.utils import first_line, unknown
@@ -164,17 +165,20 @@ DATASETS: dict[str, Callable[[Path], Dataset]] = {
     "cifar10": _torchvision("cifar10", "CIFAR10", 10, lambda train: {"train": train}),
     "cifar100": _torchvision("cifar100", "CIFAR100", 100, lambda train: {"train": train}),
     "svhn": _torchvision("svhn", "SVHN", 10, lambda train: {"split": "train" if train else "test"}),
+    "tiny-imagenet": lambda root: _from_numpy("tiny-imagenet", *tiny_imagenet_arrays(root)),
     "digits": _digits,
 }
 
 
 # (channels, classes, image size) of each named dataset, known without loading it.
 DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
-    "cifar10": (3, 10, 32), "cifar100": (3, 100, 32), "svhn": (3, 10, 32), "digits": (1, 10, 8)}
+    "cifar10": (3, 10, 32), "cifar100": (3, 100, 32), "svhn": (3, 10, 32), "tiny-imagenet": (3, 200, 64),
+    "digits": (1, 10, 8)}
 
 
 # Training images of each named dataset, known without loading it (digits: its fixed 80% split).
-TRAIN_SIZES: dict[str, int] = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "digits": 1438}
+TRAIN_SIZES: dict[str, int] = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "tiny-imagenet": 100_000,
+                               "digits": 1438}
 
 
 def train_size(name: str) -> int:
@@ -201,7 +205,7 @@ def list_datasets() -> list[str]:
 
 
 def load_dataset(name: str, root: str | Path | None = None, device: torch.device | str = "cpu") -> Dataset:
-    """Load a dataset by name (`cifar10`, `cifar100`, `svhn`, `digits`, `npz:PATH`) onto `device`."""
+    """Load a dataset by name (`cifar10`, `cifar100`, `svhn`, `tiny-imagenet`, `digits`, `npz:PATH`) onto `device`."""
     if name.startswith("npz:"):
         dataset = _npz(name[4:])
     elif name in DATASETS:

@@ -110,9 +110,13 @@ def _check_images(path: Path, name: str, member: Member, layout: str, image_shap
     letters = " x ".join(layout[1:])
     shape = f"{member.dtype} {member.shape}"
     if member.dtype != np.uint8 or len(member.shape) != 4 or member.shape[1:] != want:
+        other = ("NCHW", "'x_train'/'y_train'") if layout == "NHWC" else ("NHWC", "'image'/'label'")
+        fix = (f"these look like {other[0]} images: store them as {other[1]}" if member.shape[1:] == (
+            (c, h, w) if layout == "NHWC" else (h, w, c)) and member.shape[1:] != want else
+            f"save 0-255 uint8 images of the real dataset's size in the {layout} layout")
         raise RdistError(f"extra data {path}: array '{name}' must be uint8 images N x {letters} = N x "
                          f"{' x '.join(map(str, want))} (the real data's {c} channels and {h}x{w} size), got "
-                         f"{shape}; save 0-255 uint8 images of the real dataset's size in the {layout} layout")
+                         f"{shape}; {fix}")
     if member.shape[0] == 0:
         raise RdistError(f"extra data {path}: array '{name}' holds no images; give a file with generated images")
 
@@ -145,7 +149,11 @@ def _pread(fd: int, out: np.ndarray, offset: int, path: Path) -> None:
     view = memoryview(out).cast("B")
     done = 0
     while done < len(view):
-        n = os.preadv(fd, [view[done:]], offset + done)
+        try:
+            n = os.preadv(fd, [view[done:]], offset + done)
+        except OSError as exc:
+            raise RdistError(f"cannot read extra data {path} ({exc.strerror or first_line(exc)}); is the file or its "
+                             "disk still there?") from None
         if n <= 0:
             raise RdistError(f"extra data {path} ended early at byte {offset + done}: is the file truncated?")
         done += n
