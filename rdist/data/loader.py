@@ -34,7 +34,7 @@ def crop_flip(images: torch.Tensor, padding: int, dy: torch.Tensor, dx: torch.Te
     cols = dx[:, None] + torch.arange(w, device=dev)[None]  # (n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     index = (rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
-    return padded.reshape(n, c, -1).gather(2, index).reshape(n, c, h, w)
+    return padded.reshape(n, c, (h + 2 * padding) * (w + 2 * padding)).gather(2, index).reshape(n, c, h, w)
 
 
 def shard_rows(total: int, rank: int, world_size: int) -> slice:

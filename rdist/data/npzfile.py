@@ -5,14 +5,13 @@ fixed offset of the file: the member's local zip header, then the `.npy` header,
 finds that offset from the zip's central directory and the two headers, and `map_npz` puts an `np.memmap`
 there: opening a 61 GB file reads a few kilobytes. Members compressed by `np.savez_compressed` have no such
 offset; they are refused with the one-time conversion (`convert_npz`, on the command line
-`python -m rdist.data.npzfile SRC DST`), which streams each member into an uncompressed copy in bounded memory.
+`python -m rdist.data.convert SRC DST`), which streams each member into an uncompressed copy in bounded memory.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from rdist.errors import RdistError
 from rdist.files import atomic_path
 from rdist.utils import first_line
 
-CONVERT_COMMAND = "python -m rdist.data.npzfile {src} {dst}"
+CONVERT_COMMAND = "python -m rdist.data.convert {src} {dst}"  # rdist/data/convert.py
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # the zip local file header, before its name and extra field
 _COPY_CHUNK = 16 << 20
 
@@ -190,22 +189,3 @@ def convert_npz(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
                     _read_npy_header(member, src, filename[:-4])  # skip to the data
                     out.add(filename[:-4], dtype, shape, _stream(member))
     return dst
-
-
-def main(argv: list[str]) -> int:
-    """`python -m rdist.data.npzfile SRC DST`: the one-time conversion of a compressed npz."""
-    if len(argv) != 2:
-        print("usage: python -m rdist.data.npzfile SRC.npz DST.npz  (an uncompressed copy that rdist can "
-              "memory-map)", file=sys.stderr)
-        return 2
-    try:
-        out = convert_npz(*argv)
-    except RdistError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {out} ({out.stat().st_size / 2**30:.2f} GiB, uncompressed)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -5,6 +5,7 @@ that names the array and the fix."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from rdist.data import ExtraData, convert_npz, map_npz, open_extra_data
-from rdist.data.npzfile import main as convert_main
+from rdist.data.convert import main as convert_main
 from rdist.errors import RdistError
 from tests.zoo.conftest import hub  # noqa: F401  (the Hub stand-in fixture)
 
@@ -204,10 +205,17 @@ def test_compressed_members_are_refused_and_the_named_conversion_fixes_them(tmp_
     arrays = edm_arrays()
     packed = tmp_path / "packed.npz"
     np.savez_compressed(packed, **arrays)
-    message = refused(packed, "array 'image' is compressed", "python -m rdist.data.npzfile")
+    message = refused(packed, "array 'image' is compressed", "python -m rdist.data.convert")
     converted = tmp_path / "packed-uncompressed.npz"
-    assert f"{packed} {converted}" in message, "the command names the file and its converted copy"
-    assert convert_main([str(packed), str(converted)]) == 0 and "uncompressed" in capsys.readouterr().out
+    command = f"python -m rdist.data.convert {packed} {converted}"
+    assert command in message, "the command names the file and its converted copy"
+    # The command as the message writes it, in a fresh interpreter: it works and says nothing on stderr.
+    done = subprocess.run([sys.executable, *command.split()[1:]], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0 and done.stderr == "" and "uncompressed" in done.stdout, done
+    assert convert_main([str(tmp_path / "absent.npz"), str(tmp_path / "out.npz")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1 and "absent.npz" in error
     with zipfile.ZipFile(converted) as archive:
         assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}
     with open_extra_data(str(converted), **CIFAR) as extra:
