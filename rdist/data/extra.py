@@ -110,10 +110,11 @@ def _check_images(path: Path, name: str, member: Member, layout: str, image_shap
     letters = " x ".join(layout[1:])
     shape = f"{member.dtype} {member.shape}"
     if member.dtype != np.uint8 or len(member.shape) != 4 or member.shape[1:] != want:
-        other = ("NCHW", "'x_train'/'y_train'") if layout == "NHWC" else ("NHWC", "'image'/'label'")
-        fix = (f"these look like {other[0]} images: store them as {other[1]}" if member.shape[1:] == (
-            (c, h, w) if layout == "NHWC" else (h, w, c)) and member.shape[1:] != want else
-            f"save 0-255 uint8 images of the real dataset's size in the {layout} layout")
+        other, arrays, transposed = (("NCHW", "'x_train'/'y_train'", (c, h, w)) if layout == "NHWC" else
+                                     ("NHWC", "'image'/'label'", (h, w, c)))
+        fix = f"save 0-255 uint8 images of the real dataset's size in the {layout} layout"
+        if member.shape[1:] == transposed != want:
+            fix = f"these look like {other} images: store them as {arrays}"
         raise RdistError(f"extra data {path}: array '{name}' must be uint8 images N x {letters} = N x "
                          f"{' x '.join(map(str, want))} (the real data's {c} channels and {h}x{w} size), got "
                          f"{shape}; {fix}")

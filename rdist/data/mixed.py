@@ -111,10 +111,9 @@ class MixedBatches:
         """This rank's rows of global batch `i`, and the runs of the batch's real list and of its sorted generated
         list that they hold (contiguous, since the rows are)."""
         real, generated = self._counts(i)
-        total = real + generated
-        rows = self.rows(i)
-        gen_before = lambda p: p * generated // total  # noqa: E731  generated rows before canonical row p
-        gen = slice(gen_before(rows.start), gen_before(rows.stop))
+        total, rows = real + generated, self.rows(i)
+        # floor(p g / T) generated rows come before canonical row p (`generated_positions`)
+        gen = slice(rows.start * generated // total, rows.stop * generated // total)
         return rows, slice(rows.start - gen.start, rows.stop - gen.stop), gen
 
     def _local_positions(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
