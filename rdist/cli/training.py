@@ -1,112 +1,28 @@
-"""What `rdist distill` and `rdist teacher train` share: their options, the progress display and the summary."""
+"""What `rdist distill` and `rdist teacher train` share: running the training and the summary (their options are in
+`rdist.cli.options`, the progress display in `rdist.cli.progress`)."""
 
 from __future__ import annotations
 
-import contextlib
-import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import typer
-
-from rdist.cli.common import console, err_console, print_json, progress_bar
-from rdist.engine import (BEST, CHECKPOINT, LAST, LOG, Callback, EpochRecord, RunResult, StepInfo, TrainConfig,
-                          parse_seeds, resume_config, train, train_seeds)
-from rdist.engine.defaults import resolve_defaults
+from rdist.cli.common import console, err_console, print_json
+from rdist.cli.progress import EpochProgress, plural
+from rdist.engine import (BEST, CHECKPOINT, LAST, LOG, RunResult, TrainConfig, parse_seeds, resume_config, train,
+                          train_seeds)
+from rdist.engine.config import fill_paper_defaults
 from rdist.engine.distributed import ranks_from_env, sync_bn_note
-from rdist.engine.outputs import check_run_dir
-from rdist.engine.seeds import group_dir
+from rdist.engine.cost import format_duration, matmul_flops_per_s, run_cost
+from rdist.engine.rundir import check_run_dir
 from rdist.errors import RdistError
-from rdist.methods import METHODS, Recipe, canonical_method, check_kind
-from rdist.methods.igdm import IGDM
-from rdist.report.profile import RunEstimate, estimate_run, format_count, format_duration
-from rdist.utils import parse_eps
-
-
-def paper_defaults(hparam: str, kind: str) -> str:
-    """'ard 30, kd 4': the paper value of `hparam` for each method of `kind` that has it."""
-    if hparam.startswith("igdm_"):
-        return f"{IGDM.hyperparameters()[hparam]:g}"
-    # ARD's kl_scale default is None, meaning 1/C (the official code's element mean over C classes).
-    values = {name: cls.hyperparameters() for name, cls in METHODS.items() if cls.kind == kind}
-    return ", ".join(f"{name} {'1/C' if hparams[hparam] is None else format(hparams[hparam], 'g')}"
-                     for name, hparams in values.items() if hparam in hparams)
-
-
-def hparam_help(what: str, hparam: str, kind: str = "distill") -> str:
-    return f"{what} \\[default: the method's paper value: {paper_defaults(hparam, kind)}]"
-
-
-# The training attack's options: flag -> (Recipe field, default, help).
-ATTACK_OPTIONS = {
-    "--eps": ("eps", "8/255", "L-inf budget of the training attack and the evaluation, in [0,1] pixel units: "
-              "8/255 or 0.031"),
-    "--step-size": ("step_size", "2/255", "step of the training attack"),
-    "--steps": ("attack_steps", "10", "iterations of the training attack"),
-}
-
-
-def attack_option(flag: str, kind: str):
-    """The option `flag` of the training attack; its help names the methods of `kind` whose paper recipe
-    (`--recipe paper`) sets another value than the default."""
-    field, default, what = ATTACK_OPTIONS[flag]
-    standard = getattr(Recipe, field)  # the dataclass field's default
-    papers = [f"{name} {getattr(cls.recipe, field):g}" for name, cls in METHODS.items()
-              if cls.kind == kind and getattr(cls.recipe, field) != standard]
-    note = f"; with --recipe paper: {', '.join(papers)}" if papers else ""
-    return typer.Option(None, flag, help=f"{what} \\[default: {default}{note}]")
-
-
-# Options both commands take. None means "not given": a resumed run keeps its own value, a new run the default.
-# "\\[" keeps rich markup from swallowing the bracketed default notes.
-DATA = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
-                    "\\[default: cifar10]")
-EPOCHS = typer.Option(None, "--epochs", help="epochs to train; lr x0.1 at 50% and 75% of them "
-                      "\\[default with --recipe paper: the paper's]")
-MAX_STEPS = typer.Option(None, "--max-steps", help="stop after this many optimiser steps in all (a short run); "
-                         "last.safetensors is still written, best.safetensors once an epoch has finished")
-RECIPE = typer.Option(None, "--recipe", help="'paper': the method's paper recipe (epochs, lr milestones, weight "
-                      "decay, lr, batch size, SWA, attack eps and step); options given explicitly override it")
-LR = typer.Option(None, "--lr", help="initial SGD learning rate \\[default: the method's paper value, 0.1 "
-                  "except MART's ResNet-18 recipe, 0.01]")
-WEIGHT_DECAY = typer.Option(None, "--weight-decay",
-                            help="SGD weight decay \\[default: the method's paper value]")
-BATCH_SIZE = typer.Option(None, "--batch-size", help="training batch size \\[default: 128]")
-OUT = typer.Option(None, "--out", "-o", help="run directory for best/last.safetensors, log.jsonl and checkpoint.pt "
-                   "\\[default: runs/<method>-<arch>-<data>-<timestamp>]")
-RESUME = typer.Option(None, "--resume", help="continue the run in this directory from its last finished epoch "
-                      "(other options may be left out; given ones must match the run)")
-SEED = typer.Option(None, "--seed", help="seed of the initialisation, data order and attacks \\[default: 0]")
-SEEDS = typer.Option(None, "--seeds", help="several seeds, e.g. 0,1,2: one run directory per seed (seed-N) under "
-                     "--out, a group directory that `rdist compare --runs` shows as one row, mean +- std; the same "
-                     "command again continues the group")
-DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1 \\[default: cuda if available]")
-COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile the models (faster long runs on CUDA); "
-                       "drops each epoch's last partial batch, so that no batch shape is compiled twice")
-SYNC_BN = typer.Option(None, "--sync-bn/--no-sync-bn", help="under torchrun: BatchNorm normalises with the "
-                       "statistics of the whole global batch (SyncBatchNorm; the same numbers as one process with "
-                       "that batch, at one all-reduce per BN layer). Off: each process's BN sees its own shard, as "
-                       "the official single-GPU codes' BN sees per-GPU batches, and the running statistics are "
-                       "rank 0's \\[default: off]")
-DIST_BACKEND = typer.Option(None, "--dist-backend", help="under torchrun: nccl or gloo \\[default: nccl on CUDA, "
-                            "gloo on the CPU]")
-SELECT_ON = typer.Option(None, "--select-on", help="'val' (a held-out split of the training data) or 'test' "
-                         "(the papers' protocol; it leaks the test set) for best.safetensors \\[default: val]")
-EVAL_EVERY = typer.Option(None, "--eval-every", help="evaluate clean and PGD-20 accuracy every N epochs "
-                          "\\[default: 1]")
-EVAL_N = typer.Option(None, "--eval-n", help="images of the selection split to evaluate on "
-                      "\\[default: 1000 on CUDA, 500 on the CPU]")
-HPARAM = typer.Option(None, "--hparam", metavar="NAME=VALUE", help="any hyper-parameter the method declares, by "
-                      "its field name (the options above are the common ones): e.g. --hparam kl_scale=0.5; "
-                      "repeatable")
-QUIET = typer.Option(False, "--quiet", "-q", help="no progress bar")
-JSON_OUT = typer.Option(False, "--json", help="print the run's result (paths, best epoch, per-epoch log) as JSON")
+from rdist.methods import canonical_method, check_kind
+from rdist.report.profile import format_count
+from rdist.utils import default_device, parse_eps
 
 
 def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool, method: str | None,
-                 arch: str | None, eps: str | None, step_size: str | None, hparams: dict[str, float | None],
+                 arch: str | None, eps: str | None, step_size: str | None, method_args: dict[str, Any],
                  seeds: str | None = None, **options: Any) -> None:
     """Build the TrainConfig from the given options (or the resumed run's), train, and print the result;
     with `seeds`, one run per seed in a group directory."""
@@ -117,8 +33,8 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
         raise RdistError("--seeds trains a group of runs: continue it by running the same command with its --out "
                          "again, not --resume")
     given = {"method": method, "student": arch, "eps": parse_eps(eps) if eps is not None else None,
-             "step_size": parse_eps(step_size, "--step-size") if step_size is not None else None, "hparams": hparams,
-             **options}
+             "step_size": parse_eps(step_size, "--step-size") if step_size is not None else None,
+             "method_args": method_args, **options}
     if resume is not None:
         config = resume_config(resume, **{**given, "method": canonical_method(method) if method else None})
     else:
@@ -128,17 +44,19 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     check_kind(config.method, kind, str(resume) if resume is not None else None)
     ranks = ranks_from_env()
-    config, defaults = resolve_defaults(config)
+    config, defaults = fill_paper_defaults(config)
     # An output that cannot be written is refused before the header announces (and measures) a long run.
     check_run_dir(config.with_absolute_paths())
     estimate = None
     if defaults and ranks.is_main:
         header = "paper defaults: " + "; ".join(map(str, defaults))
         if any(d.option == "--recipe" for d in defaults):
-            estimate = estimate_run(config)
+            estimate = run_cost(config)
+            device = default_device(config.device)
+            rate = matmul_flops_per_s(device)
             header += (f"; {plural(estimate.steps, 'step')} of {format_count(estimate.flops_per_step)}FLOP: at least "
-                       f"{format_duration(estimate.seconds)} on {estimate.device} at its measured "
-                       f"{format_count(estimate.flops_per_s)}FLOP/s")
+                       f"{format_duration(estimate.train_flops / rate)} on {device} at its measured "
+                       f"{format_count(rate)}FLOP/s")
         err_console.print(header, highlight=False, soft_wrap=True, markup=False)
     note = sync_bn_note(ranks.world_size) if config.sync_bn else None
     if note:
@@ -147,15 +65,8 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
     show_progress = not (quiet or json_out or not ranks.is_main)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="--sync-bn has no effect")  # said above, once
-        if seed_list is not None:
-            config = replace(config, out=str(group_dir(config)))  # one group directory for every seed
-            results = []
-            for seed in seed_list:  # a fresh progress display per seed: rich shows one live display at a time
-                with contextlib.ExitStack() as stack:
-                    results += train_seeds(config, [seed], EpochProgress(stack, estimate) if show_progress else None)
-        else:
-            with contextlib.ExitStack() as stack:
-                results = [train(config, EpochProgress(stack, estimate) if show_progress else None)]
+        progress = EpochProgress(estimate) if show_progress else None
+        results = train_seeds(config, seed_list, progress) if seed_list is not None else [train(config, progress)]
     if not ranks.is_main:
         return
     if json_out:
@@ -163,72 +74,6 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
         return
     for result in results:
         print_summary(result)
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'s' * (n != 1)}"
-
-
-class EpochProgress(Callback):
-    """A rich progress bar for the running epoch with the live loss and training accuracies; each finished
-    epoch becomes a line with its validation results.
-
-    The bars open when training starts, so that errors found while building the run stay alone on their line.
-    """
-
-    # After this many steps (or fewer in a shorter run), a run on the paper's recipe reports its measured pace.
-    PACE_STEPS = 11
-
-    def __init__(self, stack: contextlib.ExitStack, estimate: RunEstimate | None = None):
-        self.stack, self.bar, self.task, self.epochs = stack, None, None, 0
-        self.estimate, self.step_times = estimate, []
-
-    def on_run_start(self, run_dir, start_epoch, epochs, steps_per_epoch, resumed) -> None:
-        self.bar = self.stack.enter_context(progress_bar(quiet=False))
-        self.run_started = time.perf_counter()
-        if start_epoch > epochs:
-            err_console.print(f"{run_dir} has finished its {epochs} epochs already", highlight=False, soft_wrap=True)
-            return
-        action = f"resuming at epoch {start_epoch}" if resumed else "training"
-        err_console.print(f"{action}: {epochs} epoch{'s' * (epochs != 1)} of {steps_per_epoch} steps, run directory "
-                          f"{run_dir}", highlight=False, soft_wrap=True)
-
-    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
-        self.epochs = epochs
-        self.task = self.bar.add_task(f"epoch {epoch}/{epochs}", total=steps, note="")
-
-    def on_step(self, info: StepInfo) -> None:
-        if self.estimate is not None:
-            self._report_pace()
-        clean = f"  clean {info.clean_acc:.1%}" if info.clean_acc is not None else ""
-        robust = f"  robust {info.robust_acc:.1%}" if info.robust_acc is not None else ""
-        self.bar.update(self.task, completed=info.step, note=f"loss {info.mean_loss:.4f}{clean}{robust}")
-
-    def _report_pace(self) -> None:
-        """Once, after the first steps: the measured seconds per step and what the whole run takes at that pace.
-        The first step (warm-up: allocation, cuDNN autotuning, compilation) is left out when others follow."""
-        self.step_times.append(time.perf_counter())
-        if len(self.step_times) < min(self.PACE_STEPS, self.estimate.steps):
-            return
-        times = [self.run_started, *self.step_times]
-        per_step = (times[-1] - times[1]) / (len(times) - 2) if len(times) > 2 else times[1] - times[0]
-        self.bar.console.print(f"first {plural(len(self.step_times), 'step')}: {per_step:.3g} s/step, so the run "
-                               f"({plural(self.estimate.steps, 'step')}) takes about "
-                               f"{format_duration(per_step * self.estimate.steps)}; --epochs N for a short run",
-                               highlight=False, soft_wrap=True)
-        self.estimate = None
-
-    def on_eval(self, epoch: int, attack: str, done: int, total: int) -> None:
-        self.bar.update(self.task, note=f"evaluating {attack} {done}/{total}")
-
-    def on_epoch_end(self, record: EpochRecord) -> None:
-        """Replace the finished epoch's bar by one log line, so a long run keeps a single live bar on screen."""
-        line = f"epoch {record.epoch}/{self.epochs}  loss {record.train_loss:.4f}"
-        if record.clean_acc is not None:
-            line += f"  {record.split} clean {record.clean_acc:.1%}  pgd20 {record.pgd20_acc:.1%}"
-        line += f"  ({record.seconds:.1f} s, {record.images_per_s:.0f} images/s)"
-        self.bar.remove_task(self.task)
-        self.bar.console.print(line, highlight=False)
 
 
 def print_summary(result: RunResult) -> None:

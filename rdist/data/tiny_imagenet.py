@@ -101,8 +101,8 @@ def parse_archive(path: Path) -> dict[str, np.ndarray]:
 
 
 def tiny_imagenet_arrays(root: Path, url: str | None = None) -> tuple[np.ndarray, ...]:
-    """(x_train, y_train, x_test, y_test, number of classes): from the cache under `root`, else parsed from the
-    archive, which is downloaded from `url` (default: the official one) if it is not there."""
+    """(x_train, y_train, x_test, y_test): from the cache under `root`, else parsed from the archive, which is
+    downloaded from `url` (default: the official one) if it is not there."""
     folder = root / "tiny-imagenet"
     cache = folder / CACHE
     if not cache.is_file():
@@ -119,4 +119,4 @@ def tiny_imagenet_arrays(root: Path, url: str | None = None) -> tuple[np.ndarray
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise RdistError(f"the Tiny-ImageNet cache {cache} is unreadable ({first_line(exc)}); delete it and run "
                          "again to parse the archive anew") from None
-    return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], len(arrays["classes"])
+    return arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]

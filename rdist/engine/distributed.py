@@ -1,7 +1,7 @@
 """Data-parallel training and evaluation over the processes `torchrun` starts: torch.distributed and
 DistributedDataParallel (DDP), one process per GPU (nccl) or per CPU process (gloo).
 
-    torchrun --nproc-per-node 4 -m rdist distill --method rslad ... --batch-size 128
+    torchrun --nproc-per-node 4 -m rdist distill --method METHOD ... --batch-size 128
 
 `--batch-size` is the GLOBAL batch. What makes N processes compute what one process computes:
 
@@ -46,7 +46,7 @@ from rdist.attacks.evaluator import EvalResult, Progress, correct_per_example, r
 from rdist.attacks.pgd import Noise, ShardNoise
 from rdist.data import Batches
 from rdist.errors import RdistError
-from rdist.utils import default_device
+from rdist.utils import default_device, first_line
 
 BACKENDS = ("nccl", "gloo")
 # How gloo and NCCL report a peer that died: a RuntimeError, not always a torch.distributed.DistError.
@@ -148,6 +148,15 @@ class Parallel:
                 raise RdistError(f"the processes of this job differ: {'; '.join(differences)}; start every "
                                  "process with the same rdist install and the same command")
 
+    def share(self, value: Any) -> Any:
+        """Rank 0's `value` (any picklable object) on every rank: what rank 0 alone decided, such as whether it could
+        hold the run directory. `value` itself in one process."""
+        if not self.distributed:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0, device=self.comm_device)
+        return box[0]
+
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
         """Rank 0 runs the block first (downloads, cache writes), the others after it, from its cache."""
@@ -176,7 +185,7 @@ class Parallel:
                 raise
             # Our message is on its way out: torchrun's SIGTERM to the survivors must not cut it short.
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            cause = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).splitlines()[0]).split(". ")[0]  # no source path
+            cause = re.sub(r"^\[[^\]]*\]\s*", "", first_line(exc)).split(". ")[0]  # no source path
             raise RankError(f"rank {self.ranks.rank} lost contact with the other processes (one was killed or "
                             f"failed: {cause}); {resume}") from None
         else:

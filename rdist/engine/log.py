@@ -47,13 +47,11 @@ class EpochRecord:
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> "EpochRecord":
-        """A record as written by this or an earlier rdist (which named train_loss `loss`); unknown keys are
-        ignored."""
+        """A record as `to_json` writes it; unknown keys are ignored."""
         split = next((key.removesuffix("_clean_acc") for key in values
                       if key.endswith("_clean_acc") and key != "train_clean_acc"), "val")
-        known = {f.name for f in fields(cls)} - {"split", "clean_acc", "pgd20_acc", "train_loss"}
+        known = {f.name for f in fields(cls)} - {"split", "clean_acc", "pgd20_acc"}
         return cls(**{k: v for k, v in values.items() if k in known}, split=split,
-                   train_loss=values.get("train_loss", values.get("loss")),
                    clean_acc=values.get(f"{split}_clean_acc"), pgd20_acc=values.get(f"{split}_pgd20_acc"))
 
 

@@ -46,7 +46,7 @@ def cudnn_autotune(device: torch.device):
 
 def channels_last(model: nn.Module) -> nn.Module:
     """Weights in channels-last (NHWC) layout, on every device: cuDNN's bf16 convolutions and oneDNN's fp32
-    CPU convolutions both run faster in it (on a 2-core CPU, bench/train_throughput.py's RSLAD step reads
+    CPU convolutions both run faster in it (on a 2-core CPU, bench/train_throughput.py's distillation step reads
     0.97x-0.98x of the NCHW reference without it, 1.17x-1.27x with it). Convolution outputs follow their
     weights' layout, so the whole network then runs channels-last."""
     return model.to(memory_format=torch.channels_last)
@@ -63,9 +63,9 @@ class LogitRecorder:
 
     This is how training accuracy comes from the forwards the method runs anyway, with no change to any
     method: the engine hands the loss this wrapper instead of the module. A method whose loss never runs
-    S(x) (SAT, AKD2, AdaAD at alpha 1) reports no clean accuracy; one that forwards another tensor (a
-    concatenation of x and xa, say) reports nothing for it. The logits are those of train mode, the mode
-    the loss runs in.
+    S(x) (one that trains on adversarial inputs only) reports no clean accuracy; one that forwards another
+    tensor (a concatenation of x and xa, say) reports nothing for it. The logits are those of train mode, the
+    mode the loss runs in.
     """
 
     def __init__(self, module: nn.Module, clean: torch.Tensor, adversarial: torch.Tensor | None):

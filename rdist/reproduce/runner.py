@@ -50,7 +50,7 @@ def teacher_config(entry: Reproduction, *, select_on: str, device: str | None) -
     if not isinstance(stage, TeacherStage):
         return None
     # The entry's options reach the teacher stage too (eps, batch size, ...), but not its method's hyper-parameters.
-    shared = {k: v for k, v in entry.options.items() if k != "hparams"}
+    shared = {k: v for k, v in entry.options.items() if k != "method_args"}
     return TrainConfig(method=stage.method, student=stage.arch, data=entry.dataset, select_on=select_on,
                        device=device, seed=TEACHER_SEED, **{**shared, **stage.options})
 
@@ -205,19 +205,19 @@ def _stage(name: str, run: Callable[[], Any]) -> Any:
 
 def estimated_gpu_hours(entry: Reproduction) -> float:
     """GPU hours of one seed (training and evaluation) plus a trained teacher stage, at the assumed throughput
-    (see rdist.reproduce.cost)."""
-    from rdist.reproduce.cost import evaluation_flops, gpu_hours, training_flops
+    (see rdist.engine.cost)."""
+    from rdist.engine.cost import evaluation_flops, gpu_hours, run_cost
     from rdist.teachers.catalogue import TEACHERS
 
-    teacher_arch = None
+    teachers = {}
     flops = 0.0
     if isinstance(entry.teacher, TeacherStage):
-        teacher_arch = entry.teacher.arch
-        flops += training_flops(teacher_config(entry, select_on=entry.select_on, device=None), None)
+        teachers[ROBUST] = entry.teacher.arch
+        flops += run_cost(teacher_config(entry, select_on=entry.select_on, device=None)).flops
     elif entry.teacher is not None:
-        teacher_arch = TEACHERS[(entry.teacher, entry.dataset)].arch
+        teachers[ROBUST] = TEACHERS[(entry.teacher, entry.dataset)].arch
     config = student_config(entry, select_on=entry.select_on, device=None, teacher=None)
-    flops += training_flops(config, teacher_arch)
+    flops += run_cost(config, teachers).flops
     evaluation = entry.evaluation
     flops += evaluation_flops(entry.student, entry.dataset, evaluation.n, evaluation.aa, entry.published["aa"] / 100)
     return gpu_hours(flops)

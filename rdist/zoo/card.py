@@ -10,7 +10,8 @@ import json
 
 from rdist.zoo.catalogue import ZooEntry
 
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN", "digits": "digits (scikit-learn)"}
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN", "tiny-imagenet": "Tiny-ImageNet",
+                 "digits": "digits (scikit-learn)"}
 # metric -> (model-index name, config); all three are accuracies in percent on the test set.
 _METRICS = {"clean": ("Clean accuracy", "clean"), "pgd20": ("PGD-20 accuracy", "pgd20"),
             "aa": ("AutoAttack accuracy", "autoattack")}
@@ -21,7 +22,7 @@ def config_json(entry: ZooEntry, meta: dict, eps_text: str, reproduction: dict |
     config = {"library": "rdist", "name": entry.name, "format": meta["format"],
               "format_version": meta["format_version"], "arch": meta["arch"], "dataset": entry.dataset,
               "input_shape": meta.get("input_shape"),
-              # The teacher as the zoo names it: the artifact may record a path on the publisher's machine.
+              # `meta` as published (rdist.zoo.public); the teacher as the entry names it (--teacher may rename it).
               "provenance": {**meta.get("provenance", {}), "teacher": entry.teacher},
               "results": {**entry.results, "eps": eps_text, "unit": "percent"}, "command": entry.command}
     if reproduction is not None:
