@@ -1,4 +1,4 @@
-"""Dataset registry: torchvision sets (cached downloads), scikit-learn digits, and `npz:PATH` files.
+"""Dataset registry: torchvision sets (cached downloads), Tiny-ImageNet, scikit-learn digits, and `npz:PATH` files.
 
 Every dataset becomes uint8 NCHW images and int64 labels, moved to the compute device once, so that
 training and attacks never copy from host memory on the hot path.
@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from rdist.data.tiny_imagenet import tiny_imagenet_arrays
 from rdist.errors import RdistError
 from rdist.files import cache_dir
 from rdist.utils import first_line, unknown
@@ -127,6 +128,10 @@ def _torchvision(name: str, cls_name: str, split_kw: Callable[[bool], dict]):
     return load
 
 
+def _tiny_imagenet(root: Path, classes: int) -> Dataset:
+    return _from_numpy("tiny-imagenet", *tiny_imagenet_arrays(root), num_classes=classes)
+
+
 def _npz(path: str) -> Dataset:
     file = Path(path).expanduser()
     if not file.is_file():
@@ -177,6 +182,7 @@ DATASETS: dict[str, DatasetFacts] = {
     "cifar100": DatasetFacts(3, 100, 32, 50_000, _torchvision("cifar100", "CIFAR100", lambda train: {"train": train})),
     "svhn": DatasetFacts(3, 10, 32, 73_257,
                          _torchvision("svhn", "SVHN", lambda train: {"split": "train" if train else "test"})),
+    "tiny-imagenet": DatasetFacts(3, 200, 64, 100_000, _tiny_imagenet),  # validation split as the test split
     "digits": DatasetFacts(1, 10, 8, 1438, _digits),  # its fixed 80% split of 1797
 }
 
@@ -211,7 +217,7 @@ def list_datasets() -> list[str]:
 
 
 def load_dataset(name: str, root: str | Path | None = None, device: torch.device | str = "cpu") -> Dataset:
-    """Load a dataset by name (`cifar10`, `cifar100`, `svhn`, `digits`, `npz:PATH`) onto `device`."""
+    """Load a dataset by name (`cifar10`, `cifar100`, `svhn`, `tiny-imagenet`, `digits`, `npz:PATH`) onto `device`."""
     if name.startswith("npz:"):
         dataset = _npz(name[4:])
     elif name in DATASETS:
