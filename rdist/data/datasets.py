@@ -1,4 +1,4 @@
-"""Dataset registry: torchvision sets (cached downloads), scikit-learn digits, and `npz:PATH` files.
+"""Dataset registry: torchvision sets (cached downloads), Tiny-ImageNet, scikit-learn digits, and `npz:PATH` files.
 
 Every dataset becomes uint8 NCHW images and int64 labels, moved to the compute device once, so that
 training and attacks never copy from host memory on the hot path.
@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from rdist.data.tiny_imagenet import tiny_imagenet_arrays
 from rdist.errors import RdistError
 from rdist.files import cache_dir
 from rdist.utils import first_line, unknown
@@ -93,7 +94,7 @@ def _from_numpy(name, x_train, y_train, x_test, y_test, num_classes=None) -> Dat
                    num_classes or high + 1)
 
 
-def _digits(folder: Path, classes: int) -> Dataset:
+def _digits(root: Path, classes: int) -> Dataset:
     """scikit-learn's 1797 8x8 digits, 17 grey levels (0-16) scaled to 0-255; a fixed 80/20 split."""
     from sklearn.datasets import load_digits
 
@@ -106,10 +107,17 @@ def _digits(folder: Path, classes: int) -> Dataset:
 
 
 def _torchvision(name: str, cls_name: str, split_kw: Callable[[bool], dict]):
-    def load(folder: Path, classes: int) -> Dataset:
+    def load(root: Path, classes: int) -> Dataset:
         import torchvision
 
         cls = getattr(torchvision.datasets, cls_name)
+        try:  # a folder laid out as torchvision's root (ROOT/cifar-10-batches-py: timm's --data-dir, a cluster's copy)
+            train, test = (cls(str(root), download=False, **split_kw(is_train)) for is_train in (True, False))
+        except RuntimeError:  # "Dataset not found or corrupted": rdist's own layout, ROOT/<name>, downloaded once
+            pass
+        else:
+            return _torchvision_arrays(name, train, test, classes)
+        folder = root / name
         try:
             train, test = (cls(str(folder), download=True, **split_kw(is_train)) for is_train in (True, False))
         except Exception as exc:  # torchvision raises URLError, RuntimeError or OSError when offline
@@ -118,16 +126,24 @@ def _torchvision(name: str, cls_name: str, split_kw: Callable[[bool], dict]):
                 f"official archive files in {folder} (or point --data-dir, RDIST_DATA_DIR or RDIST_CACHE elsewhere) "
                 "and run again"
             ) from None
-        arrays = []
-        for split in (train, test):
-            images = np.asarray(split.data)
-            if images.ndim == 4 and images.shape[-1] == 3:  # CIFAR stores NHWC
-                images = images.transpose(0, 3, 1, 2)
-            labels = np.asarray(getattr(split, "targets", None) if hasattr(split, "targets") else split.labels)
-            arrays += [images, labels]
-        return _from_numpy(name, *arrays, num_classes=classes)
+        return _torchvision_arrays(name, train, test, classes)
 
     return load
+
+
+def _torchvision_arrays(name: str, train, test, classes: int) -> Dataset:
+    arrays = []
+    for split in (train, test):
+        images = np.asarray(split.data)
+        if images.ndim == 4 and images.shape[-1] == 3:  # CIFAR stores NHWC
+            images = images.transpose(0, 3, 1, 2)
+        labels = np.asarray(getattr(split, "targets", None) if hasattr(split, "targets") else split.labels)
+        arrays += [images, labels]
+    return _from_numpy(name, *arrays, num_classes=classes)
+
+
+def _tiny_imagenet(root: Path, classes: int) -> Dataset:
+    return _from_numpy("tiny-imagenet", *tiny_imagenet_arrays(root), num_classes=classes)
 
 
 def _npz(path: str) -> Dataset:
@@ -171,7 +187,7 @@ class DatasetFacts:
     classes: int
     size: int  # images are size x size
     train_images: int  # images in the training split (before rdist holds out a validation split)
-    load: Callable[[Path, int], Dataset]  # (folder of its files, classes) -> the dataset
+    load: Callable[[Path, int], Dataset]  # (root of the datasets: `data_root`, classes) -> the dataset
 
 
 # Every named dataset: one entry here is all a new dataset needs.
@@ -180,6 +196,7 @@ DATASETS: dict[str, DatasetFacts] = {
     "cifar100": DatasetFacts(3, 100, 32, 50_000, _torchvision("cifar100", "CIFAR100", lambda train: {"train": train})),
     "svhn": DatasetFacts(3, 10, 32, 73_257,
                          _torchvision("svhn", "SVHN", lambda train: {"split": "train" if train else "test"})),
+    "tiny-imagenet": DatasetFacts(3, 200, 64, 100_000, _tiny_imagenet),  # validation split as the test split
     "digits": DatasetFacts(1, 10, 8, 1438, _digits),  # its fixed 80% split of 1797
 }
 
@@ -213,22 +230,22 @@ def list_datasets() -> list[str]:
     return [*DATASETS, "npz:PATH"]
 
 
-def data_folder(name: str, root: str | Path | None = None) -> Path:
-    """Where named dataset `name`'s files are read from and downloaded to: `root` (--data-dir), else
-    $RDIST_DATA_DIR, each a folder as torchvision lays it out, shared by every dataset (its `root`: CIFAR-10 in
-    ROOT/cifar-10-batches-py, as a cluster's shared copy already is); else rdist's cache, one folder per dataset."""
+def data_root(root: str | Path | None = None) -> Path:
+    """The folder named datasets are read from and downloaded to: `root` (--data-dir), else $RDIST_DATA_DIR, else
+    rdist's cache. A dataset lies in ROOT/<name> (ROOT/cifar10/cifar-10-batches-py), where it is downloaded; a
+    torchvision set is also found where torchvision's own root puts it (ROOT/cifar-10-batches-py)."""
     root = root or os.environ.get(DATA_DIR_ENV)
-    return Path(root).expanduser() if root else cache_dir() / "data" / name
+    return Path(root).expanduser() if root else cache_dir() / "data"
 
 
 def load_dataset(name: str, root: str | Path | None = None, device: torch.device | str = "cpu") -> Dataset:
-    """Load a dataset by name (`cifar10`, `cifar100`, `svhn`, `digits`, `npz:PATH`) onto `device`; `root` is
-    torchvision's root folder to read (or download) a named dataset in (see `data_folder`)."""
+    """Load a dataset by name (`cifar10`, `cifar100`, `svhn`, `tiny-imagenet`, `digits`, `npz:PATH`) onto `device`;
+    `root` is the folder of datasets to read (or download) a named one in (see `data_root`)."""
     if name.startswith("npz:"):
         dataset = _npz(name[4:])
     elif name in DATASETS:
         facts = DATASETS[name]
-        dataset = facts.load(data_folder(name, root), facts.classes)
+        dataset = facts.load(data_root(root), facts.classes)
     else:
         raise unknown("dataset", name, list_datasets())
     return dataset.to(device)

@@ -34,8 +34,8 @@ class TrainConfig:
     # initialisation: fine-tuning. Its architecture must be `student`'s, its classes and input those of `data`.
     initial_weights: str | None = None
     data: str | None = None  # [default: cifar10]
-    # The folder the named datasets are read from and downloaded to, as torchvision lays them out (its `root`)
-    # [default: $RDIST_DATA_DIR, else the cache]; where the data lies is no part of what the run is.
+    # The folder the named datasets are read from and downloaded to (`rdist.data.data_root`) [default:
+    # $RDIST_DATA_DIR, else the cache]; where the data lies is no part of what the run is.
     data_dir: str | None = None
     # role -> any model name: a path, zoo:NAME, a RobustBench name, hf-hub:ORG/REPO[@REV]
     teachers: dict[str, str] = field(default_factory=dict)

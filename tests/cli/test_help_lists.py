@@ -25,7 +25,8 @@ def test_every_data_option_lists_the_data_registry():
 
 def test_a_dataset_added_to_the_registry_shows_in_the_help(monkeypatch):
     monkeypatch.setitem(DATASETS, "tiny", DatasetFacts(3, 200, 64, 100_000, lambda root, classes: None))
-    assert common.data_option("cifar10").help == "cifar10, cifar100, svhn, digits, tiny or npz:PATH \\[default: cifar10]"
+    assert common.data_option("cifar10").help == \
+        "cifar10, cifar100, svhn, tiny-imagenet, digits, tiny or npz:PATH \\[default: cifar10]"
 
 
 def test_the_suite_help_is_the_registry_s_suites(monkeypatch):

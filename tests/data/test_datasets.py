@@ -21,7 +21,8 @@ def test_the_facts_known_without_loading_are_those_of_the_loaded_data(digits):
     assert dataset_shape("digits") == (digits.input_shape[0], digits.num_classes, digits.input_shape[-1])
     assert train_size("digits") == len(digits.y_train) and num_classes("digits") == digits.num_classes
     assert {name: (f.channels, f.classes, f.size, f.train_images) for name, f in DATASETS.items() if name != "digits"} \
-        == {"cifar10": (3, 10, 32, 50_000), "cifar100": (3, 100, 32, 50_000), "svhn": (3, 10, 32, 73_257)}
+        == {"cifar10": (3, 10, 32, 50_000), "cifar100": (3, 100, 32, 50_000), "svhn": (3, 10, 32, 73_257),
+            "tiny-imagenet": (3, 200, 64, 100_000)}
 
 
 @requires_cifar_subset()
