@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from rdist.cli.common import data_option
+from rdist.cli.common import MODEL_HELP, data_option
 from rdist.errors import RdistError
 from rdist.methods import NATURAL, ROBUST, Recipe, list_methods, method_class, preset_notes
 from rdist.utils import suggest
@@ -144,8 +144,8 @@ EVAL_N = typer.Option(None, "--eval-n", rich_help_panel=DATA_PANEL, help="images
                       "on \\[default: 1000 on CUDA, 500 on the CPU]")
 INITIAL_WEIGHTS = typer.Option(None, "--initial-weights", metavar="MODEL", rich_help_panel=METHOD_PANEL,
                                help="start from this model's weights instead of a random initialisation (fine-tune "
-                               "a published student): any model name (a file, zoo:NAME, hf://ORG/REPO, ...) of the "
-                               "student's architecture, for --data's classes; recorded in the provenance")
+                               f"a published student): {MODEL_HELP}, of the student's architecture and --data's "
+                               "classes; recorded in the provenance")
 HPARAM = typer.Option(None, "--hparam", metavar="NAME=VALUE", rich_help_panel=METHOD_PANEL,
                       help="any hyper-parameter the method declares, by its field name (the options above are the "
                       "common ones): e.g. --hparam kl_scale=0.5; repeatable")
@@ -287,7 +287,7 @@ def read_config_file(ctx: typer.Context, value: Path | None) -> Path | None:
         if key not in options:
             known = [k for k in options if k not in _NOT_IN_FILES]
             raise typer.BadParameter(f"{where}: unknown key '{raw}'{suggest(key, known)}; the keys are the options "
-                                     f"of `{ctx.command_path}` (--help)")
+                                     f"of `{ctx.command_path}`")
         param = options[key]
         if key == "hparam" or param.name in hyper:
             given = _file_hparams(item, where) if key == "hparam" else {param.name: item}

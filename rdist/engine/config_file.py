@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def _eps_text(value: float) -> str | float:
     """8/255 where that reads back as exactly the same number, else the number itself."""
     text = format_eps(value)
-    return text if parse_eps(text) == value else value
+    return text if "/" in text and parse_eps(text) == value else value
 
 
 def resolved_options(run: Run) -> dict[str, Any]:

@@ -46,6 +46,7 @@ def pull_student(entry: ZooEntry, *, cache_dir: str | Path | None = None, endpoi
         _remove_from_cache(local)
         raise RdistError(f"zoo model '{entry.name}': the downloaded {entry.file} has sha256 {actual}, but zoo.yaml "
                          f"records {entry.sha256}; rdist deleted it from the cache and will not use it")
+    _count_download(entry.repo, entry.revision, cache_dir, endpoint)
     return local
 
 
@@ -61,26 +62,30 @@ def pull_repo(repo: str, revision: str | None = None, file: str = HUB_FILE, *, c
         forms = (f"{HF_URI_PREFIX}ORG/REPO[@REV][/FILE]" if prefix == HF_URI_PREFIX
                  else f"{HF_HUB_PREFIX}ORG/REPO or {HF_HUB_PREFIX}ORG/REPO@REV")
         raise RdistError(f"{prefix}{repo} does not name a Hub repo: write {forms} ({meaning})")
-    return _download(repo, file, revision, cache_dir, endpoint,
-                     f"{file} of {prefix}{repo} at {revision or 'main'}")
+    local = _download(repo, file, revision, cache_dir, endpoint, f"{file} of {prefix}{repo} at {revision or 'main'}")
+    _count_download(repo, revision, cache_dir, endpoint)
+    return local
 
 
 def _download(repo: str, file: str, revision: str | None, cache_dir: str | Path | None, endpoint: str | None,
               what: str) -> Path:
     from huggingface_hub import hf_hub_download
 
-    where = {"revision": revision, "cache_dir": cache_dir or os.environ.get("HF_HUB_CACHE"),
-             "endpoint": endpoint or os.environ.get("HF_ENDPOINT")}
     try:
-        path = Path(hf_hub_download(repo, file, **where))
+        return Path(hf_hub_download(repo, file, revision=revision,
+                                    cache_dir=cache_dir or os.environ.get("HF_HUB_CACHE"),
+                                    endpoint=endpoint or os.environ.get("HF_ENDPOINT")))
     except _hub_errors() as exc:
         raise RdistError(f"cannot download {what}: {first_line(exc)}") from None
-    if file != CONFIG_FILE:
-        try:  # counted by the Hub (see the module docstring); nothing rdist needs, so its absence is no error
-            hf_hub_download(repo, CONFIG_FILE, **where)
-        except _hub_errors():
-            pass
-    return path
+
+
+def _count_download(repo: str, revision: str | None, cache_dir: str | Path | None, endpoint: str | None) -> None:
+    """Ask for the repo's config.json, by which the Hub counts downloads (see the module docstring), once the model
+    itself was downloaded (and verified); rdist needs nothing of it, so a repo without one is no error."""
+    try:
+        _download(repo, CONFIG_FILE, revision, cache_dir, endpoint, CONFIG_FILE)
+    except RdistError:
+        pass
 
 
 def push_student(model: str | Path, repo: str, *, name: str | None = None, method: str | None = None,
