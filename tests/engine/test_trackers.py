@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -77,8 +78,9 @@ def test_wandb_offline_writes_its_run_and_a_resume_goes_on_in_the_same_run(tmp_p
     resumed = rdist_cli("teacher", "train", "--resume", out, "--log", "wandb", "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert load_checkpoint(out)["callbacks"]["wandb"] == {"id": run_id, "global_step": 2 * STEPS_PER_EPOCH}
-    runs = sorted((tmp_path / "wandb-dir" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and all(r.name.endswith(f"-{run_id}") for r in runs), "one W&B run, resumed by its id"
+    runs = sorted((tmp_path / "wandb-dir" / "wandb").glob("offline-run-*"))  # by start time (a second's runs: -1)
+    assert len(runs) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", r.name) for r in runs), \
+        "one W&B run, resumed by its id"
     # W&B writes each value as JSON text into the run's record file: each epoch's loss, exactly as log.jsonl has it,
     # is in the file of the process that trained that epoch, under rdist's keys.
     records = read_log(out / LOG)
