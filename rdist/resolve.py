@@ -25,7 +25,7 @@ from torch import nn
 from rdist.artifact import load_artifact
 from rdist.artifact import read_metadata
 from rdist.errors import RdistError
-from rdist.export.runtime import load_onnx, read_onnx_metadata
+from rdist.onnx import load_onnx, read_onnx_metadata
 from rdist.teachers.catalogue import TEACHERS, teacher_dataset
 from rdist.teachers.robustbench import pull_teacher
 from rdist.zoo import ZOO_PREFIX, load_zoo, pull_model

@@ -18,15 +18,18 @@ LAYERS: list[tuple[str, ...]] = [
     ("rdist.utils",),
     ("rdist.files", "rdist.catalogues"),  # files rdist writes; the YAML catalogues it reads
     ("rdist.schema",),  # the one checker of what rdist reads: metadata, checkpoints
+    # Where models run (device, precision, layout) and the processes of a torchrun job: evaluation and training.
+    ("rdist.device", "rdist.parallel"),
     ("rdist.models", "rdist.data"),
-    ("rdist.artifact", "rdist.export.runtime"),  # model files on disk (safetensors, ONNX); knows the models
+    # Files on disk: model files (safetensors, ONNX; knows the models), the run-directory format.
+    ("rdist.artifact", "rdist.onnx", "rdist.runs"),
     ("rdist.attacks",),
     ("rdist.methods",),
     ("rdist.teachers", "rdist.zoo"),  # where models come from: RobustBench, the Hub
     ("rdist.resolve",),  # the one resolver of model names, over files, zoo and teachers
     ("rdist.export",),  # writing ONNX files from any model name
+    ("rdist.report",),  # evaluation (`rdist attack`, `rdist compare`), profiles, plots: nothing of training
     ("rdist.engine",),
-    ("rdist.report",),
     ("rdist",),
     ("rdist.pipelines", "rdist.reproduce"),  # whole workflows: the quickstart, a paper's table row
     ("rdist.cli", "rdist.__main__"),

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from rdist.attacks.base import Attack
+from rdist.device import model_device
 
 # pyautoattack logs "<attack> - <batch>/<batches> - ..." at debug level after each batch.
 _BATCH_LINE = re.compile(r"^(?P<attack>[\w-]+) - (?P<done>\d+)/(?P<total>\d+) - ")
@@ -38,7 +39,7 @@ class AutoAttack(Attack):
         from pyautoattack import AutoAttack as _AutoAttack
 
         self.name = name
-        device = next(model.parameters()).device
+        device = model_device(model)
         kwargs = {"attacks": components, "version": "custom"} if components else {"version": version}
         self.adversary = _AutoAttack(model, eps=eps, norm="Linf", seed=seed, device=device, **kwargs)
         self.on_stage = on_stage

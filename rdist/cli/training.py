@@ -15,12 +15,13 @@ from rdist.cli.common import console, err_console, print_json, progress_bar
 from rdist.engine import (BEST, CHECKPOINT, LAST, LOG, Callback, EpochRecord, RunResult, StepInfo, TrainConfig,
                           parse_seeds, resume_config, train, train_seeds)
 from rdist.engine.defaults import resolve_defaults
-from rdist.engine.distributed import ranks_from_env, sync_bn_note
 from rdist.engine.outputs import check_run_dir
 from rdist.engine.seeds import group_dir
+from rdist.engine.sync_bn import sync_bn_note
 from rdist.errors import RdistError
 from rdist.methods import METHODS, Recipe, canonical_method, check_kind
 from rdist.methods.igdm import IGDM
+from rdist.parallel import ranks_from_env
 from rdist.report.profile import RunEstimate, estimate_run, format_count, format_duration
 from rdist.utils import parse_eps
 

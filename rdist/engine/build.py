@@ -14,16 +14,18 @@ import torch
 from torch import nn
 
 from rdist.data import Dataset, dataset_shape, load_dataset
+from rdist.device import channels_last
 from rdist.engine.config import TrainConfig, teacher_noun, teacher_option
 from rdist.engine.defaults import missing_teacher_hint, resolve_defaults
-from rdist.engine.distributed import Parallel, Ranks
-from rdist.engine.rundir import RunDirectory
+from rdist.engine.ddp import DataParallel
+from rdist.engine.rundir import default_run_dir
 from rdist.engine.schedule import Schedule, resolve_schedule
-from rdist.engine.step import channels_last
 from rdist.errors import RdistError
 from rdist.methods import NATURAL, ROBUST, Method, Recipe, create_method, paper_preset
 from rdist.models import create_model
+from rdist.parallel import Ranks
 from rdist.resolve import resolve_teacher
+from rdist.runs import RunDirectory
 
 MIN_VAL_IMAGES = 500  # a validation split smaller than this makes PGD accuracy too noisy to select on
 
@@ -33,7 +35,7 @@ class Run:
     config: TrainConfig
     method: Method
     schedule: Schedule
-    parallel: Parallel  # this process's part in a torchrun job (one process: rank 0 of 1)
+    parallel: DataParallel  # this process's part in a torchrun job (one process: rank 0 of 1)
     device: torch.device
     dataset: Dataset
     train_x: torch.Tensor
@@ -50,7 +52,7 @@ class Run:
 
     @property
     def ranks(self) -> Ranks:
-        return self.parallel.ranks
+        return self.parallel.group.ranks
 
     @property
     def eval_split(self) -> str:
@@ -75,18 +77,19 @@ def build_run(config: TrainConfig) -> Run:
     config = replace(config, eps=method.eps, step_size=method.step_size, attack_steps=method.steps)
     schedule = resolve_schedule(config, recipe)
     _check_teachers_wanted(method, config)
-    parallel = Parallel.start(config.device, config.dist_backend, config.sync_bn)  # checks the device exists
+    parallel = DataParallel.start(config.device, config.dist_backend, config.sync_bn)  # checks the device exists
     return _build(config, method, schedule, parallel)
 
 
-def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Parallel) -> Run:
-    parallel.check_same(config=config.to_dict())
+def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: DataParallel) -> Run:
+    group = parallel.group
+    group.check_same(config=config.to_dict())
     channels, classes, size = dataset_shape(config.data)
-    device = parallel.device
+    device = group.device
     torch.manual_seed(config.seed)
     student = create_model(config.student, num_classes=classes, in_channels=channels)
     student = parallel.convert_sync_bn(student).to(device)
-    with parallel.main_first():  # teachers and data may be downloaded: once, by rank 0
+    with group.main_first():  # teachers and data may be downloaded: once, by rank 0
         teachers = {role: _load_teacher(config.teachers[role], role, device, config.data, channels, classes, size)
                     for role in method.teachers}
         dataset = load_dataset(config.data, device=device)
@@ -101,7 +104,7 @@ def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Pa
     for model in (student, *teachers.values()):
         channels_last(model)
     directory = RunDirectory(config.resume or config.out) if config.resume or config.out else \
-        RunDirectory.default(config)
+        default_run_dir(config)
     return Run(config, method, schedule, parallel, device, dataset, train_x, train_y, eval_x[:eval_n], eval_y[:eval_n],
                student, teachers, directory)
 

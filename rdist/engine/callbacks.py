@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rdist.engine.log import EpochRecord
+from rdist.runs import EpochRecord
 
 
 @dataclass

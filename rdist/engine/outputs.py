@@ -13,8 +13,8 @@ from rdist.attacks import EvalResult
 from rdist.data import npz_file
 from rdist.engine.build import Run
 from rdist.engine.config import TrainConfig, teacher_field, teacher_noun
-from rdist.engine.rundir import BEST, FILES, LAST
 from rdist.files import check_output
+from rdist.runs import BEST, FILES, LAST
 from rdist.utils import format_eps
 
 EVAL_ATTACKS = ["clean", "pgd20"]

@@ -14,16 +14,16 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from rdist.artifact import read_metadata
+from rdist import onnx as onnx_runtime
 from rdist.data import dataset_shape, train_size
+from rdist.device import default_device, model_device
 from rdist.engine import TrainConfig
 from rdist.engine.build import resolve_method, validation_size
 from rdist.engine.schedule import resolve_schedule
 from rdist.engine.step import attack_phase, update_phase
-from rdist.export import runtime as onnx_runtime
 from rdist.methods import Step, Method
 from rdist.models import create_model
 from rdist.teachers.catalogue import TEACHERS, teacher_dataset
-from rdist.utils import default_device
 
 WARMUP_RUNS = 3
 TIMED_RUNS = 10
@@ -50,7 +50,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     FlopCounterMode counts the matrix products and convolutions, at 2 FLOPs per multiply-accumulate;
     element-wise layers (BN, ReLU, pooling) are not counted, as is usual for MACs.
     """
-    x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
+    x = torch.zeros(1, *input_shape, device=model_device(model))
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(x)
