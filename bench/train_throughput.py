@@ -137,7 +137,7 @@ class Contender:
         synchronize(self.device)
         start, cpu_start = time.perf_counter(), time.process_time()
         if self.name == "rdist":
-            rdist_method = create_method(method, eps=EPS, step_size=STEP_SIZE, steps=self.args.attack_steps)
+            rdist_method = create_method(method, eps=EPS, step_size=STEP_SIZE, attack_steps=self.args.attack_steps)
             totals = EpochTotals(0.1, steps, self.device)
             for (x, y), _ in zip(self.batches, range(steps)):
                 batch = Step(input_layout(x), y, 1, 1, {"robust": self.teacher}, self.generator)

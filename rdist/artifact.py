@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save, save_file
 from torch import nn
 
 import rdist.schema as schema
@@ -169,6 +169,13 @@ def update_metadata(path: str | Path, **changes: Any) -> dict[str, Any]:
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={_KEY: json.dumps(meta)})
     return meta
+
+
+def with_metadata(path: str | Path, meta: dict[str, Any]) -> bytes:
+    """The artifact `path` with metadata `meta` instead of its own, as the bytes of a safetensors file: the same
+    tensors, byte for byte, under a new header (what `rdist zoo push` uploads)."""
+    validate_metadata(meta, path)
+    return save(load_file(str(path)), metadata={_KEY: json.dumps(meta)})
 
 
 def results_key(attacks: list[str], dataset: str, eps: float, n: int) -> str:

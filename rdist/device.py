@@ -78,7 +78,7 @@ def cudnn_autotune(device: torch.device) -> Iterator[None]:
 
 def channels_last(model: nn.Module) -> nn.Module:
     """Weights in channels-last (NHWC) layout, on every device: cuDNN's bf16 convolutions and oneDNN's fp32
-    CPU convolutions both run faster in it (on a 2-core CPU, bench/train_throughput.py's RSLAD step reads
+    CPU convolutions both run faster in it (on a 2-core CPU, bench/train_throughput.py's distillation step reads
     0.97x-0.98x of the NCHW reference without it, 1.17x-1.27x with it). Convolution outputs follow their
     weights' layout, so the whole network then runs channels-last."""
     return model.to(memory_format=torch.channels_last)

@@ -123,6 +123,16 @@ class Group:
                 raise RdistError(f"the processes of this job differ: {'; '.join(differences)}; start every "
                                  "process with the same rdist install and the same command")
 
+    def share(self, value: Any) -> Any:
+        """Rank 0's `value` (any picklable object) on every rank: what rank 0 alone decided, such as whether it could
+        hold the run directory. `value` itself in one process."""
+        if not self.distributed:
+            return value
+        data = pickle.dumps(value) if self.ranks.is_main else b""
+        size = int(broadcast_from_main(torch.tensor([len(data)], dtype=torch.int64)).item())
+        buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(size, dtype=torch.uint8)
+        return pickle.loads(broadcast_from_main(buffer).numpy().tobytes())
+
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
         """Rank 0 runs the block first (downloads, cache writes), the others after it, from its cache."""

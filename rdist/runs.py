@@ -4,6 +4,7 @@
     last.safetensors   the latest epoch's model, written at the end of every epoch (and of a --max-steps cut)
     log.jsonl          one `EpochRecord` per epoch, written as the run starts and appended to after each epoch
     checkpoint.pt      everything a resume needs, written at the end of every finished epoch
+    .rdist.lock        while a process writes here: its hold (`files.hold_directory`; under torchrun rank 0 holds it)
 
 Several seeds of one run (`--seeds`) are run directories `seed-N` under one group directory.
 
@@ -109,13 +110,11 @@ class EpochRecord:
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> "EpochRecord":
-        """A record as written by this or an earlier rdist (which named train_loss `loss`); unknown keys are
-        ignored."""
+        """A record as `to_json` writes it; unknown keys are ignored."""
         split = next((key.removesuffix("_clean_acc") for key in values
                       if key.endswith("_clean_acc") and key != "train_clean_acc"), "val")
-        known = {f.name for f in fields(cls)} - {"split", "clean_acc", "pgd20_acc", "train_loss"}
+        known = {f.name for f in fields(cls)} - {"split", "clean_acc", "pgd20_acc"}
         return cls(**{k: v for k, v in values.items() if k in known}, split=split,
-                   train_loss=values.get("train_loss", values.get("loss")),
                    clean_acc=values.get(f"{split}_clean_acc"), pgd20_acc=values.get(f"{split}_pgd20_acc"))
 
 

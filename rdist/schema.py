@@ -17,8 +17,9 @@ Validator = Callable[[Any, str], None]
 
 
 class Invalid(Exception):
-    def __init__(self, field: str, problem: str):
+    def __init__(self, field: str, problem: str, expected: str | None = None):
         super().__init__(f"field '{field}' {problem}")
+        self.expected = expected or problem  # what would have fitted: 'an integer >= 1'
 
 
 def validate(value: Any, schema: Validator, where: str, fix: str) -> None:
@@ -43,7 +44,7 @@ def kind(test: Callable[[Any], bool], expected: str) -> Validator:
 
     def check(value: Any, field: str) -> None:
         if not test(value):
-            raise Invalid(field, f"must be {expected}, got {_shown(value)}")
+            raise Invalid(field, f"must be {expected}, got {_shown(value)}", expected)
 
     return check
 
@@ -76,6 +77,21 @@ def anything() -> Validator:
 def optional(inner: Validator) -> Validator:
     """`inner`, or None (JSON null)."""
     return lambda value, field: None if value is None else inner(value, field)
+
+
+def any_of(*validators: Validator) -> Validator:
+    """A value that fits one of `validators`; a value that fits none is refused naming every alternative."""
+
+    def check(value: Any, field: str) -> None:
+        problems = []
+        for validator in validators:
+            try:
+                return validator(value, field)
+            except Invalid as exc:
+                problems.append(exc.expected)
+        raise Invalid(field, f"must be {' or '.join(problems)}, got {_shown(value)}")
+
+    return check
 
 
 def list_of(item: Validator, length: int | None = None) -> Validator:

@@ -4,6 +4,7 @@ ones, counting every import statement (inside functions too, read with ast, neve
 from __future__ import annotations
 
 import ast
+import re
 from importlib.metadata import version
 from pathlib import Path
 
@@ -119,3 +120,43 @@ def test_the_check_sees_imports_inside_functions_relative_ones_and_the_root_pack
 def test_the_installed_version_is_the_package_version():
     # Artifacts record version("rdist") from the installed metadata; it must agree with rdist.__version__.
     assert version("rdist") == rdist.__version__
+
+
+def engine_modules() -> list[tuple[str, Path]]:
+    return [(name, path) for name, path in modules() if name == "rdist.engine" or name.startswith("rdist.engine.")]
+
+
+def test_the_engine_imports_only_the_methods_package_api():
+    """The engine sees methods through `rdist.methods` (its __init__), never a method's or the registry's module."""
+    offenders = [f"{name} imports {target} at line {line}" for name, path in engine_modules()
+                 for target, line in imported_modules(path.read_text(), name, path.name == "__init__.py")
+                 if target.startswith("rdist.methods.")]
+    assert offenders == []
+    assert imported_modules("from rdist.methods.igdm import IGDM\nfrom rdist.methods import registry\n",
+                            "rdist.engine.build") == [("rdist.methods.igdm", 1), ("rdist.methods.registry", 2)], \
+        "the check sees a submodule imported either way"
+
+
+def method_lore(source: str) -> list[str]:
+    """What in `source` (code, strings, comments) names a method, a term, an alias or a role: the registered
+    names as words, a role's constant (ROBUST) or its name as a literal ("robust") or a teacher ("natural
+    teacher"). "robust" alone is a word of the engine (robust accuracy), not a role."""
+    from rdist.methods import aliases, list_methods
+    from rdist.methods.roles import ROLES
+
+    names = {part for name in [*list_methods(), *aliases()] for part in name.split("+")}
+    patterns = [re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])", re.IGNORECASE) for name in names]
+    for name in ROLES:
+        patterns += [re.compile(rf"\b{name.upper()}\b"), re.compile(rf"[\"']{name}[\"']|\b{name}[ _]teacher", re.I)]
+    return [f"line {number}: {match.group(0)!r} in {line.strip()!r}"
+            for number, line in enumerate(source.splitlines(), 1) for pattern in patterns
+            for match in pattern.finditer(line)]
+
+
+def test_the_engine_names_no_method_and_no_role():
+    offenders = [f"{name}: {hit}" for name, path in engine_modules() for hit in method_lore(path.read_text())]
+    assert offenders == []
+    # The check does see lore: a method's name in a comment, a role's constant, literal and teacher.
+    found = method_lore("# as RSLAD does\nteachers[ROBUST]\nrole = 'robust'\nthe robust teacher")
+    assert [hit.split(":")[0] for hit in found] == ["line 1", "line 2", "line 3", "line 4"]
+    assert method_lore("robust_acc = clean and robust accuracy; kd_tree, sat-solver, iads") == []

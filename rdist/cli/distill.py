@@ -6,11 +6,10 @@ from pathlib import Path
 
 import typer
 
-from rdist.cli import training as opt
+from rdist.cli import options as opt
 from rdist.cli.common import MODEL_HELP, console, print_json, user_errors
-from rdist.engine.config import parse_hparams, parse_teachers
-from rdist.engine.defaults import method_rows
-from rdist.methods import list_aliases, list_methods
+from rdist.cli.training import run_training
+from rdist.methods import NATURAL, list_aliases, list_methods, method_rows, methods_taking, role
 
 
 @user_errors
@@ -23,29 +22,23 @@ def distill(
     teacher: list[str] = typer.Option(None, "--teacher", "-t", metavar="[ROLE=]MODEL",
                                       help=f"the robust teacher: {MODEL_HELP}; a RobustBench name is pulled on first "
                                       "use. ROLE=MODEL names the teacher of another role a method declares "
-                                      "(natural=MODEL is --natural-teacher); repeatable "
+                                      f"(natural=MODEL is {role(NATURAL).option}); repeatable "
                                       "\\[default: the method's paper teacher for --data, see --list]"),
-    natural_teacher: str = typer.Option(None, "--natural-teacher", help="the naturally trained teacher of akd2 "
-                                        f"and iad-ii (`rdist teacher train --method natural`): {MODEL_HELP} "
-                                        "\\[default on cifar10: RobustBench's Standard WRN-28-10]"),
-    alpha: float = typer.Option(None, "--alpha", help=opt.hparam_help("weight of the distillation term", "alpha")),
-    beta: float = typer.Option(None, "--beta", help=opt.hparam_help("exponent of IAD's trust weight", "beta")),
-    tau: float = typer.Option(None, "--tau", help=opt.hparam_help(
-        "distillation temperature; with --recipe paper ard+igdm takes 1 (the IGDM code's ARD)", "tau")),
-    kl_scale: float = typer.Option(None, "--kl-scale", help=opt.hparam_help(
-        "scale of the KL terms (KLbm units); with --recipe paper adaad takes 1 on cifar100, ard+igdm 1",
-        "kl_scale")),
-    warmup_epoch: float = typer.Option(None, "--warmup-epoch", help=opt.hparam_help("epochs of plain distillation "
-                                       "before IAD's introspection starts", "warmup_epoch")),
-    igdm_alpha: float = typer.Option(None, "--igdm-alpha", help=opt.hparam_help("weight of the IGDM term (+igdm)",
-                                                                                "igdm_alpha")),
-    igdm_beta: float = typer.Option(None, "--igdm-beta", help=opt.hparam_help("IGDM forward probe x + b d",
-                                                                              "igdm_beta")),
-    igdm_gamma: float = typer.Option(None, "--igdm-gamma", help=opt.hparam_help("IGDM backward probe x - g d",
-                                                                                "igdm_gamma")),
+    natural_teacher: str = typer.Option(None, role(NATURAL).option, help=f"the {role(NATURAL).adjective} teacher of "
+                                        f"{', '.join(methods_taking(NATURAL))} "
+                                        f"({role(NATURAL).how_to_get.format(data='DATA')}): {MODEL_HELP} "
+                                        "\\[default: the method's paper choice for --data, see --list]"),
+    alpha: float = typer.Option(None, "--alpha", help=opt.hparam_help("alpha")),
+    beta: float = typer.Option(None, "--beta", help=opt.hparam_help("beta")),
+    tau: float = typer.Option(None, "--tau", help=opt.hparam_help("tau")),
+    kl_scale: float = typer.Option(None, "--kl-scale", help=opt.hparam_help("kl_scale")),
+    warmup_epoch: float = typer.Option(None, "--warmup-epoch", help=opt.hparam_help("warmup_epoch")),
+    igdm_alpha: float = typer.Option(None, "--igdm-alpha", help=opt.hparam_help("igdm_alpha")),
+    igdm_beta: float = typer.Option(None, "--igdm-beta", help=opt.hparam_help("igdm_beta")),
+    igdm_gamma: float = typer.Option(None, "--igdm-gamma", help=opt.hparam_help("igdm_gamma")),
     hparam: list[str] = opt.HPARAM, data: str = opt.DATA, epochs: int = opt.EPOCHS, max_steps: int = opt.MAX_STEPS,
     recipe: str = opt.RECIPE,
-    lr: float = opt.LR, weight_decay: float = opt.WEIGHT_DECAY, batch_size: int = opt.BATCH_SIZE,
+    lr: float = opt.lr_option("distill"), weight_decay: float = opt.WEIGHT_DECAY, batch_size: int = opt.BATCH_SIZE,
     eps: str = opt.attack_option("--eps", "distill"), step_size: str = opt.attack_option("--step-size", "distill"),
     steps: int = opt.attack_option("--steps", "distill"), out: str = opt.OUT,
     resume: Path = opt.RESUME, seed: int = opt.SEED, seeds: str = opt.SEEDS,
@@ -54,7 +47,7 @@ def distill(
     select_on: str = opt.SELECT_ON, eval_every: int = opt.EVAL_EVERY, eval_n: int = opt.EVAL_N,
     quiet: bool = opt.QUIET, json_out: bool = opt.JSON_OUT,
     list_: bool = typer.Option(False, "--list", help="list the methods (paper, inner attack, outer loss, default "
-                               "teacher and recipe for --data) and exit"),
+                               "teacher and recipe for --data, links to the paper and the official code) and exit"),
 ) -> None:
     """Distil a robust student from a robust teacher with any method of the spec.
 
@@ -66,16 +59,16 @@ def distill(
     if list_:
         print_method_table(data or "cifar10", json_out)
         return
-    hparams = parse_hparams(hparam, {"alpha": alpha, "beta": beta, "tau": tau, "kl_scale": kl_scale,
-                                     "warmup_epoch": warmup_epoch, "igdm_alpha": igdm_alpha, "igdm_beta": igdm_beta,
-                                     "igdm_gamma": igdm_gamma})
-    opt.run_training(kind="distill", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=student,
-                     eps=eps, step_size=step_size, hparams=hparams,
-                     teachers=parse_teachers(teacher, natural_teacher) or None,
-                     data=data, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
-                     batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds,
-                     device=device, compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,
-                     select_on=select_on, eval_every=eval_every, eval_n=eval_n)
+    method_args = opt.parse_hparams(hparam, {"alpha": alpha, "beta": beta, "tau": tau, "kl_scale": kl_scale,
+                                             "warmup_epoch": warmup_epoch, "igdm_alpha": igdm_alpha,
+                                             "igdm_beta": igdm_beta, "igdm_gamma": igdm_gamma})
+    run_training(kind="distill", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=student,
+                 eps=eps, step_size=step_size, method_args=method_args,
+                 teachers=opt.parse_teachers(teacher, natural_teacher) or None,
+                 data=data, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
+                 batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds,
+                 device=device, compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,
+                 select_on=select_on, eval_every=eval_every, eval_n=eval_n)
 
 
 def print_method_table(data: str, json_out: bool) -> None:
@@ -96,5 +89,9 @@ def print_method_table(data: str, json_out: bool) -> None:
         table.add_row(name, row["paper"], row["attack"], row["loss"], row["teacher"] or "- (give --teacher)",
                       row["recipe"])
     # Six columns of formulas, at their natural width (about 230 characters): a narrow terminal wraps the lines,
-    # which reads better than columns squeezed to a few letters.
-    Console(width=1000, soft_wrap=True).print(table)
+    # which reads better than columns squeezed to a few letters. The links follow, one method a line.
+    out = Console(width=1000, soft_wrap=True, highlight=False)
+    out.print(table)
+    for row in rows:
+        if row["url"] or row["code"]:
+            out.print(f"{row['method']}: paper {row['url'] or '-'}  code {row['code'] or '- (none published)'}")

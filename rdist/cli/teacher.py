@@ -6,10 +6,13 @@ from pathlib import Path
 
 import typer
 
-from rdist.cli import training
+from rdist.cli import options
 from rdist.cli.common import console, err_console, print_json, user_errors
-from rdist.engine.config import parse_hparams
+from rdist.cli.training import run_training
 from rdist.errors import RdistError
+from rdist.methods import list_methods
+
+TEACHER_METHODS = ", ".join(list_methods("teacher"))
 
 app = typer.Typer(help="Get, train or convert the robust teacher a student learns from.", no_args_is_help=True)
 
@@ -73,38 +76,34 @@ def list_(
     console.print(table)
 
 
-@app.command("train")
+@app.command("train", help=f"Train a teacher ({TEACHER_METHODS}); its best.safetensors is ready for --teacher.\n\n"
+             "Example: rdist teacher train --method trades --arch wrn-34-10 --recipe paper")
 @user_errors
 def train(
-    method: str = typer.Option(None, "--method", "-m", help="teacher training method: natural, sat, trades, mart"),
+    method: str = typer.Option(None, "--method", "-m", help=f"teacher training method: {TEACHER_METHODS}"),
     arch: str = typer.Option(None, "--arch", help="architecture: wrn-34-10, resnet18, preactresnet18, smallcnn, ..."),
-    beta: float = typer.Option(None, "--beta", help="weight of the robustness term \\[default: the method's paper "
-                               "value: trades 6, mart 6 (WRN); with --recipe paper mart takes 5 on other "
-                               "architectures]"),
-    hparam: list[str] = training.HPARAM, data: str = training.DATA, epochs: int = training.EPOCHS,
-    max_steps: int = training.MAX_STEPS,
-    recipe: str = training.RECIPE, lr: float = training.LR, weight_decay: float = training.WEIGHT_DECAY,
-    batch_size: int = training.BATCH_SIZE, eps: str = training.attack_option("--eps", "teacher"),
-    step_size: str = training.attack_option("--step-size", "teacher"),
-    steps: int = training.attack_option("--steps", "teacher"), out: str = training.OUT,
-    resume: Path = training.RESUME, seed: int = training.SEED,
-    seeds: str = training.SEEDS,
-    device: str = training.DEVICE, compile: bool = training.COMPILE,
-    sync_bn: bool = training.SYNC_BN, dist_backend: str = training.DIST_BACKEND, select_on: str = training.SELECT_ON,
-    eval_every: int = training.EVAL_EVERY, eval_n: int = training.EVAL_N, quiet: bool = training.QUIET,
-    json_out: bool = training.JSON_OUT,
+    beta: float = typer.Option(None, "--beta", help=options.hparam_help("beta", "teacher")),
+    hparam: list[str] = options.HPARAM, data: str = options.DATA, epochs: int = options.EPOCHS,
+    max_steps: int = options.MAX_STEPS,
+    recipe: str = options.RECIPE, lr: float = options.lr_option("teacher"),
+    weight_decay: float = options.WEIGHT_DECAY,
+    batch_size: int = options.BATCH_SIZE, eps: str = options.attack_option("--eps", "teacher"),
+    step_size: str = options.attack_option("--step-size", "teacher"),
+    steps: int = options.attack_option("--steps", "teacher"), out: str = options.OUT,
+    resume: Path = options.RESUME, seed: int = options.SEED,
+    seeds: str = options.SEEDS,
+    device: str = options.DEVICE, compile: bool = options.COMPILE,
+    sync_bn: bool = options.SYNC_BN, dist_backend: str = options.DIST_BACKEND, select_on: str = options.SELECT_ON,
+    eval_every: int = options.EVAL_EVERY, eval_n: int = options.EVAL_N, quiet: bool = options.QUIET,
+    json_out: bool = options.JSON_OUT,
 ) -> None:
-    """Train a teacher (natural, sat, trades, mart); its best.safetensors is ready for --teacher.
-
-    Example: rdist teacher train --method trades --arch wrn-34-10 --recipe paper
-    """
-    training.run_training(kind="teacher", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=arch,
-                          eps=eps, step_size=step_size, hparams=parse_hparams(hparam, {"beta": beta}), data=data,
-                          epochs=epochs,
-                          max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
-                          batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds, device=device,
-                          compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,
-                          select_on=select_on, eval_every=eval_every, eval_n=eval_n)
+    run_training(kind="teacher", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=arch,
+                 eps=eps, step_size=step_size, method_args=options.parse_hparams(hparam, {"beta": beta}), data=data,
+                 epochs=epochs,
+                 max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
+                 batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds, device=device,
+                 compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,
+                 select_on=select_on, eval_every=eval_every, eval_n=eval_n)
 
 
 @app.command("import")

@@ -1,8 +1,10 @@
 """The training engine: one loop for every method, with evaluation, artifacts, a JSONL log and exact resume.
 
     from rdist.engine import TrainConfig, train
-    result = train(TrainConfig(method="rslad", student="resnet18", teachers={"robust": "teacher.safetensors"},
-                               epochs=10))
+    result = train(TrainConfig(method=name, student="resnet18", teachers={role: "teacher.safetensors"}, epochs=10))
+
+`name` is any of `rdist.methods.list_methods()`, with one model for each role its `Method.teachers` declares.
+The engine knows nothing else of any method: what a method is lives in `rdist.methods`.
 """
 
 from rdist.engine.callbacks import Callback, StepInfo

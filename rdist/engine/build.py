@@ -15,13 +15,12 @@ from torch import nn
 
 from rdist.data import Dataset, dataset_shape, load_dataset
 from rdist.device import channels_last
-from rdist.engine.config import TrainConfig, teacher_noun, teacher_option
-from rdist.engine.defaults import missing_teacher_hint, resolve_defaults
+from rdist.engine.config import TrainConfig, fill_paper_defaults
 from rdist.engine.ddp import DataParallel
 from rdist.engine.rundir import default_run_dir
 from rdist.engine.schedule import Schedule, resolve_schedule
 from rdist.errors import RdistError
-from rdist.methods import NATURAL, ROBUST, Method, Recipe, create_method, paper_preset
+from rdist.methods import Method, Recipe, create_method, method_class, methods_taking, missing_teacher_hint, role
 from rdist.models import create_model
 from rdist.parallel import Ranks
 from rdist.resolve import resolve_teacher
@@ -68,13 +67,13 @@ class Run:
 
 def build_run(config: TrainConfig) -> Run:
     """The run `config` describes; under torchrun this joins the job (the process group) first."""
-    config, _ = resolve_defaults(config)
+    config, _ = fill_paper_defaults(config)
     config.validate()
     method, recipe = resolve_method(config)
     # The attack the method resolved (the recipe's unless given) is what the run evaluates at, stores in its
-    # checkpoint (a resume then finds concrete values, as in checkpoints written before they could be None)
-    # and writes into the artifacts' provenance.
-    config = replace(config, eps=method.eps, step_size=method.step_size, attack_steps=method.steps)
+    # checkpoint (a resume then finds concrete values, not a recipe's that may change) and writes into the
+    # artifacts' provenance.
+    config = replace(config, eps=method.eps, step_size=method.step_size, attack_steps=method.attack_steps)
     schedule = resolve_schedule(config, recipe)
     _check_teachers_wanted(method, config)
     parallel = DataParallel.start(config.device, config.dist_backend, config.sync_bn)  # checks the device exists
@@ -90,8 +89,8 @@ def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Da
     student = create_model(config.student, num_classes=classes, in_channels=channels)
     student = parallel.convert_sync_bn(student).to(device)
     with group.main_first():  # teachers and data may be downloaded: once, by rank 0
-        teachers = {role: _load_teacher(config.teachers[role], role, device, config.data, channels, classes, size)
-                    for role in method.teachers}
+        teachers = {name: _load_teacher(config.teachers[name], name, device, config.data, channels, classes, size)
+                    for name in method.teachers}
         dataset = load_dataset(config.data, device=device)
     if config.select_on == "test":  # the papers' protocol: all training data trains, the test set selects
         train_x, train_y, eval_x, eval_y = dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test
@@ -118,61 +117,53 @@ def resolve_method(config: TrainConfig) -> tuple[Method, Recipe]:
     """The method `config` asks for, and the recipe its schedule follows.
 
     With `--recipe paper`, the paper's recipe, attack and hyper-parameters for this dataset and student
-    architecture (e.g. MART on a WideResNet, TRADES's eps 0.031, AdaAD on CIFAR-100); values the user gave still
-    win. Without it, the method's class defaults and the default attack.
+    architecture (a paper may set them per dataset or architecture); values the user gave still win. Without it,
+    the method's class defaults and the default attack.
     """
-    hparams = {k: v for k, v in config.hparams.items() if v is not None}
-    attack = {"eps": config.eps, "step_size": config.step_size, "steps": config.attack_steps}
+    values = {k: v for k, v in config.method_args.items() if v is not None}
+    attack = {"eps": config.eps, "step_size": config.step_size, "attack_steps": config.attack_steps}
     recipe = None
     if config.recipe == "paper":
-        recipe, preset = paper_preset(config.method, config.data, config.student)
-        hparams = {**preset, **hparams}
-        attack = {"eps": recipe.eps, "step_size": recipe.step_size, "steps": recipe.attack_steps,
+        recipe, preset = method_class(config.method).paper_preset(config.data, config.student)
+        values = {**preset, **values}
+        attack = {"eps": recipe.eps, "step_size": recipe.step_size, "attack_steps": recipe.attack_steps,
                   **{k: v for k, v in attack.items() if v is not None}}
-    method = create_method(config.method, **attack, **hparams)  # None: the method's default attack
+    method = create_method(config.method, **attack, **values)  # None: the method's default attack
     return method, recipe or method.recipe
 
 
 def _check_teachers_wanted(method: Method, config: TrainConfig) -> None:
     """One model for each teacher role the method declares, and none for a role it does not."""
-    for role in method.teachers:
-        if config.teachers.get(role):
+    for name in method.teachers:
+        if config.teachers.get(name):
             continue
-        hint = missing_teacher_hint(method.name, config.data, role)
-        if role == ROBUST:
-            raise RdistError(f"{method.name} distils from a robust teacher and {hint}: pass --teacher PATH (an "
-                             ".safetensors artifact from `rdist teacher train`, `rdist teacher pull` or `rdist teacher "
-                             "import`) or a RobustBench name (`rdist teacher list`)")
-        if role == NATURAL:
-            raise RdistError(f"{method.name} needs a naturally trained teacher as well and {hint}: pass "
-                             f"--natural-teacher PATH (train one with `rdist teacher train --method natural --data "
-                             f"{config.data}`)")
-        raise RdistError(f"{method.name} needs a {role} teacher and {hint}: pass {teacher_option(role)}")
-    for role in config.teachers:
-        if role in method.teachers:
+        wanted, hint = role(name), missing_teacher_hint(method.name, config.data, name)
+        how = f" ({wanted.how_to_get.format(data=config.data)})" if wanted.how_to_get else ""
+        raise RdistError(f"{method.name} needs {wanted.wanted} and {hint}: pass {wanted.usage}{how}")
+    for name in config.teachers:
+        if name in method.teachers:
             continue
+        given = role(name)
         if not method.teachers:
-            raise RdistError(f"{method.name} trains without a teacher: drop {teacher_option(role)}")
-        if role == NATURAL:
-            raise RdistError(f"{method.name} uses no natural teacher: drop --natural-teacher "
-                             "(akd2 and iad-ii take one)")
-        raise RdistError(f"{method.name} takes no {role} teacher: drop {teacher_option(role)} (its teachers: "
-                         f"{', '.join(method.teachers)})")
+            raise RdistError(f"{method.name} trains without a teacher: drop {given.usage}")
+        takers = methods_taking(name)
+        raise RdistError(f"{method.name} takes no {given.noun}: drop {given.usage} (its teachers: "
+                         f"{', '.join(method.teachers)}{'; ' + ', '.join(takers) + ' take one' if takers else ''})")
 
 
-def _load_teacher(spec: str, role: str, device: torch.device, data: str, channels: int, classes: int,
+def _load_teacher(spec: str, role_name: str, device: torch.device, data: str, channels: int, classes: int,
                   size: int) -> nn.Module:
-    """The frozen `role` teacher `spec` names, refused when it was built for other classes or another input shape."""
-    role = teacher_noun(role)
+    """The frozen teacher `spec` of role `role_name`, refused when built for other classes or another input shape."""
+    noun = role(role_name).noun
     teacher = resolve_teacher(spec, device, dataset=data)
     meta = getattr(teacher, "rdist_meta", {})
     teacher_classes = meta.get("arch", {}).get("num_classes")
     if teacher_classes is not None and teacher_classes != classes:
-        raise RdistError(f"{role} {spec} has {teacher_classes} classes but dataset {data} has {classes}; "
-                         f"pass a {role} trained on {data} (or --data {meta.get('dataset', 'its dataset')})")
+        raise RdistError(f"{noun} {spec} has {teacher_classes} classes but dataset {data} has {classes}; "
+                         f"pass a {noun} trained on {data} (or --data {meta.get('dataset', 'its dataset')})")
     shape = meta.get("input_shape") or [meta.get("arch", {}).get("in_channels", channels), size, size]
     if list(shape) != [channels, size, size]:
-        raise RdistError(f"{role} {spec} takes inputs of shape {tuple(shape)} but dataset {data} has "
-                         f"{(channels, size, size)}; pass a {role} trained on {data} "
+        raise RdistError(f"{noun} {spec} takes inputs of shape {tuple(shape)} but dataset {data} has "
+                         f"{(channels, size, size)}; pass a {noun} trained on {data} "
                          f"(or --data {meta.get('dataset', 'its dataset')})")
     return teacher

@@ -16,14 +16,16 @@ from typing import Any
 import torch
 
 import rdist.schema as schema
-from rdist.engine.config import LEGACY_TEACHER_FIELDS, TrainConfig, legacy_teachers
+from rdist.engine.config import TrainConfig
 from rdist.errors import RdistError
 from rdist.files import atomic_path
 from rdist.runs import CHECKPOINT, RunDirectory
 from rdist.utils import first_line
 
 FORMAT = "rdist-checkpoint"
-FORMAT_VERSION = 1
+# 2: TrainConfig.hparams became method_args, the methods' steps attack_steps (in the identity), and a composition's
+# identity holds every hyper-parameter of its term.
+FORMAT_VERSION = 2
 
 
 def _field_validator(annotation: Any) -> schema.Validator:
@@ -31,8 +33,9 @@ def _field_validator(annotation: Any) -> schema.Validator:
     any other type is left unchecked (TrainConfig.validate still sees the value)."""
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        return schema.optional(_field_validator(inner[0]))
+        inner = [_field_validator(a) for a in args if a is not type(None)]
+        either = inner[0] if len(inner) == 1 else schema.any_of(*inner)
+        return schema.optional(either) if type(None) in args else either
     if annotation is bool:
         return schema.kind(lambda v: isinstance(v, bool), "true or false")
     if annotation is int:
@@ -116,9 +119,10 @@ def resume_config(run_dir: str | Path, **given: Any) -> TrainConfig:
         raise _other_method(run_dir, stored.method, given["method"])
     # max_steps bounds one invocation, not the run: a run stopped by it continues unless it is given again.
     values = {**stored.to_dict(), "max_steps": None, **{k: v for k, v in given.items() if v is not None}}
-    hparams = {**stored.hparams, **{k: v for k, v in (given.get("hparams") or {}).items() if v is not None}}
+    method_args = {**stored.method_args,
+                   **{k: v for k, v in (given.get("method_args") or {}).items() if v is not None}}
     teachers = {**stored.teachers, **(given.get("teachers") or {})}
-    return TrainConfig.from_dict({**values, "hparams": hparams, "teachers": teachers, "resume": str(run_dir),
+    return TrainConfig.from_dict({**values, "method_args": method_args, "teachers": teachers, "resume": str(run_dir),
                                   "out": None})
 
 
@@ -127,9 +131,6 @@ def check_same_run(run_dir: Path, stored: dict[str, Any], current: dict[str, Any
     stored_method, current_method = stored["method"]["method"], current["method"]["method"]
     if stored_method != current_method:
         raise _other_method(run_dir, stored_method, current_method)
-    if "teachers" not in stored:  # written before teachers had roles
-        stored = {**{k: v for k, v in stored.items() if k not in LEGACY_TEACHER_FIELDS},
-                  "teachers": legacy_teachers(stored)}
     differences = [f"{key} {stored_value!r} (run) vs {current_value!r} (now)"
                    for key, stored_value, current_value in _differences(stored, current)]
     if differences:

@@ -1,7 +1,7 @@
 """Data-parallel training over the processes of a `rdist.parallel.Group`: DistributedDataParallel (DDP) with
 a GLOBAL `--batch-size`, computing what one process computes.
 
-    torchrun --nproc-per-node 4 -m rdist distill --method rslad ... --batch-size 128
+    torchrun --nproc-per-node 4 -m rdist distill --method METHOD ... --batch-size 128
 
 - data: every rank draws the same seeded permutation and augmentation and keeps its rows of each global
   batch (`Batches(rank=, world_size=)`); the attack's random starts are drawn for the whole global batch and

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from torch import nn
 
@@ -12,8 +13,10 @@ from rdist.artifact import results_key, save_model
 from rdist.attacks import EvalResult
 from rdist.data import npz_file
 from rdist.engine.build import Run
-from rdist.engine.config import TrainConfig, teacher_field, teacher_noun
-from rdist.files import check_output
+from rdist.engine.config import TrainConfig
+from rdist.errors import RdistError
+from rdist.files import check_output, hold_directory, sweep_temp_files
+from rdist.methods import role
 from rdist.runs import BEST, FILES, LAST
 from rdist.utils import format_eps
 
@@ -23,10 +26,36 @@ EVAL_ATTACKS = ["clean", "pgd20"]
 def check_run_dir(config: TrainConfig) -> None:
     """Refuse, before anything is built, a run directory that cannot be written or whose files would
     overwrite one of the run's inputs (a teacher saved as best.safetensors there, say)."""
-    inputs = [*((f"the {teacher_noun(role)}", spec) for role, spec in config.teachers.items()),
+    inputs = [*((f"the {role(name).noun}", spec) for name, spec in config.teachers.items()),
               ("the dataset", npz_file(config.data))]
     check_output(config.resume or config.out or "runs", "--resume" if config.resume else "--out", directory=True,
                  files=FILES, inputs=inputs)
+
+
+@contextlib.contextmanager
+def hold_run_dir(run: Run) -> Iterator[None]:
+    """The run directory, held for this run alone while the block runs (`files.hold_directory`), with what atomic
+    writes of a killed run left there swept; refused at once, in one line naming the holder, when another process
+    holds it.
+
+    Under torchrun rank 0 holds it for the job and the other ranks never touch it: rank 0's verdict reaches every
+    rank (`Group.share`) before anything else is exchanged, so that all of them stop together rather than wait
+    for a rank that left.
+    """
+    with contextlib.ExitStack() as stack:
+        refusal = None
+        if run.ranks.is_main:
+            resuming = run.config.resume is not None
+            fix = "wait for it to end, then resume it" if resuming else "wait for it or pass another --out"
+            try:
+                stack.enter_context(hold_directory(run.run_dir, fix))
+                sweep_temp_files(run.run_dir)
+            except RdistError as exc:
+                refusal = str(exc)
+        refusal = run.parallel.group.share(refusal)
+        if refusal is not None:
+            raise RdistError(refusal)
+        yield
 
 
 def _arch_name(model: nn.Module) -> str | None:
@@ -45,11 +74,11 @@ def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_s
     """Write `model` as run_dir/name with the run's provenance and, when evaluated, its results; `swa` says
     whether `model` is the weight average."""
     c, s = run.config, run.schedule
-    # The artifact format's keys: teacher, teacher_arch for the robust teacher, natural_teacher, ... for others.
+    # The artifact format's keys: each role's own (`Role.field`) and <key>_arch.
     teachers = {}
-    for role, teacher in run.teachers.items():
-        key = teacher_field(role)
-        teachers[key], teachers[f"{key}_arch"] = c.teachers[role], _arch_name(teacher)
+    for role_name, teacher in run.teachers.items():
+        key = role(role_name).field
+        teachers[key], teachers[f"{key}_arch"] = c.teachers[role_name], _arch_name(teacher)
     provenance = {
         "method": run.method.name, "method_config": run.method.config(), **teachers,
         "dataset": c.data, "eps": c.eps, "eps_text": format_eps(c.eps), "seed": c.seed,

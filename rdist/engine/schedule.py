@@ -49,7 +49,7 @@ def resolve_schedule(config: TrainConfig, recipe: Recipe) -> Schedule:
         epochs = config.epochs
         milestones = config.milestones or _scaled((0.5, 0.75), epochs)
         swa_start = config.swa_start
-        # The recipe's lr goes with its weight decay (MART's ResNet-18 recipe pairs lr 0.01 with 3.5e-3).
+        # The recipe's lr goes with its weight decay (a recipe may pair a small lr with a large weight decay).
         lr, batch_size = config.lr or recipe.lr, config.batch_size or DEFAULT_BATCH_SIZE
     weight_decay = recipe.weight_decay if config.weight_decay is None else config.weight_decay
     if any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones)):

@@ -25,9 +25,9 @@ class LogitRecorder:
 
     This is how training accuracy comes from the forwards the method runs anyway, with no change to any
     method: the engine hands the loss this wrapper instead of the module. A method whose loss never runs
-    S(x) (SAT, AKD2, AdaAD at alpha 1) reports no clean accuracy; one that forwards another tensor (a
-    concatenation of x and xa, say) reports nothing for it. The logits are those of train mode, the mode
-    the loss runs in.
+    S(x) (one that trains on adversarial inputs only) reports no clean accuracy; one that forwards another
+    tensor (a concatenation of x and xa, say) reports nothing for it. The logits are those of train mode, the
+    mode the loss runs in.
     """
 
     def __init__(self, module: nn.Module, clean: torch.Tensor, adversarial: torch.Tensor | None):

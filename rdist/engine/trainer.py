@@ -27,7 +27,7 @@ from rdist.engine.callbacks import Callback, StepInfo
 from rdist.engine.checkpoint import check_same_run, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from rdist.engine.config import TrainConfig
 from rdist.engine.log import EpochLog
-from rdist.engine.outputs import EVAL_ATTACKS, check_run_dir, eval_report, save_artifact
+from rdist.engine.outputs import EVAL_ATTACKS, check_run_dir, eval_report, hold_run_dir, save_artifact
 from rdist.engine.schedule import build_optimizer
 from rdist.engine.step import attack_phase, update_phase
 from rdist.engine.totals import EpochTotals
@@ -60,7 +60,8 @@ def train(config: TrainConfig, callback: Callback | None = None) -> RunResult:
     config = config.with_absolute_paths()
     check_run_dir(config)
     run = build_run(config)
-    with run.parallel.group.session(resume_advice(run.run_dir)):
+    # Held before anything is written there, and before the checkpoint that a resume continues is read.
+    with hold_run_dir(run), run.parallel.group.session(resume_advice(run.run_dir)):
         return Trainer(run, callback or Callback()).fit()
 
 

@@ -1,5 +1,8 @@
 """AKD2, adversarial knowledge distillation with two teachers (Chen et al., ICLR 2021).
 
+Paper: https://openreview.net/forum?id=qZzy5urZw9
+Official code: https://github.com/VITA-Group/Alleviate-Robust-Overfitting
+
     xa   = argmax CE(S(xa), y)                     uniform start; BN in train mode
     loss = ce_weight * CE(S(xa), y)
          + natural_weight * tau^2 * KLbm(Tstd(xa)/tau || S(xa)/tau)
@@ -16,25 +19,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import NATURAL, ROBUST, About, Step, Method, Recipe
+from rdist.methods.base import About, Method, Recipe, Step
 from rdist.methods.losses import kl_batchmean
+from rdist.methods.registry import register_method
+from rdist.methods.roles import NATURAL, ROBUST
 
 
+@register_method
 class AKD2(Method):
     name = "akd2"
     teachers = (ROBUST, NATURAL)
     bn_mode = "train"
     recipe = Recipe(epochs=200, milestones=(50, 150), weight_decay=5e-4, swa_start=56)
     about = About("Chen et al., ICLR 2021", "PGD-10 on CE(S(xa), y), uniform start",
-                  "0.3 CE + 0.1 KL(Tstd(xa)) + 0.6 KL(Tadv(xa)), tau 2, SWA")
+                  "0.3 CE + 0.1 KL(Tstd(xa)) + 0.6 KL(Tadv(xa)), tau 2, SWA",
+                  url="https://openreview.net/forum?id=qZzy5urZw9",
+                  code="https://github.com/VITA-Group/Alleviate-Robust-Overfitting")
     # The paper trains its own teachers, which RobustBench does not hold: the closest there are the TRADES
     # WRN-34-10 that the other methods of the family distil from, and its naturally trained WRN-28-10.
     paper_teachers = {ROBUST: {"cifar10": "Zhang2019Theoretically"}, NATURAL: {"cifar10": "Standard"}}
 
-    tau: float = 2.0
-    ce_weight: float = 0.3
-    natural_weight: float = 0.1
-    adv_weight: float = 0.6
+    tau: float = 2.0  # distillation temperature
+    ce_weight: float = 0.3  # weight of CE(S(xa), y)
+    natural_weight: float = 0.1  # weight of the natural teacher's term
+    adv_weight: float = 0.6  # weight of the robust teacher's term
 
     def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
         return self.ce_pgd(student, step, start="uniform")

@@ -1,5 +1,8 @@
 """ARD, adversarially robust distillation (Goldblum et al., AAAI 2020).
 
+Paper: https://arxiv.org/abs/1905.09747
+Official code: https://github.com/goldblum/AdversariallyRobustDistillation
+
     xa   = argmax CE(S(xa), y)                     uniform start; BN in TRAIN mode (as the official code)
     loss = alpha * tau^2 * kl_scale * KLbm(T(x)/tau || S(xa)/tau) + (1 - alpha) * CE(S(x), y)
 
@@ -13,24 +16,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import ROBUST, About, Step, Method, Recipe
+from rdist.methods.base import About, Method, Recipe, Step
 from rdist.methods.losses import kl_batchmean
+from rdist.methods.registry import register_method
+from rdist.methods.roles import ROBUST
 
 
+@register_method
 class ARD(Method):
     name = "ard"
     teachers = (ROBUST,)
-    supports_igdm = True
     bn_mode = "train"
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
     about = About("Goldblum et al., AAAI 2020", "PGD-10 on CE(S(xa), y), uniform start",
-                  "tau^2 KL(T(x)/tau || S(xa)/tau), tau 30")
+                  "tau^2 KL(T(x)/tau || S(xa)/tau), tau 30", url="https://arxiv.org/abs/1905.09747",
+                  code="https://github.com/goldblum/AdversariallyRobustDistillation")
     # The TRADES WRN-34-10, the CIFAR-10 teacher of ARD in its paper and in the RSLAD and IAD comparisons.
     paper_teachers = {ROBUST: {"cifar10": "Zhang2019Theoretically"}}
 
     alpha: float = 1.0  # weight of the distillation term
-    tau: float = 30.0
-    kl_scale: float | None = None  # None: 1/C, the official element mean over C classes
+    tau: float = 30.0  # distillation temperature
+    kl_scale: float | None = None  # scale of the KL terms (KLbm units); None: 1/C, the official element mean
 
     def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
         return self.ce_pgd(student, step, start="uniform")

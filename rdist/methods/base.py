@@ -4,20 +4,28 @@ The engine calls, for each batch:
     student.train(method.bn_mode == "train"); xa = method.perturb(student, step)
     student.train();                            loss = method.loss(student, step, xa)
 and knows nothing else about the method. A method declares what it needs:
-- `teachers`, the roles of the frozen models it distils from (`("robust",)`, `("robust", "natural")`); the run
-  loads one model per role and hands them over in `step.teachers[role]`. A method with a new kind of model
-  (a peer network, a third teacher) names a new role: nothing in the engine changes.
-- its hyper-parameters, as typed dataclass fields whose defaults are the paper's values (every Method subclass is
-  a keyword-only dataclass; `hyperparameters()` lists them);
+- `teachers`, the roles of the frozen models it distils from (`rdist.methods.roles`); the run loads one model per
+  role and hands them over in `step.teachers[role]`. A method with a new kind of model (a peer network, a third
+  teacher) names a new role: nothing in the engine changes.
+- its hyper-parameters, as typed dataclass fields whose defaults are the paper's values, each with a comment that
+  says what it does (the CLI's help is made from it): every Method subclass is a keyword-only dataclass;
+  `defaults()` lists them, `values()` gives an instance's;
 - `recipe`, the paper's full training recipe, applied by `--recipe paper` through `paper_preset`, which also
   gives the hyper-parameters a paper sets per dataset or architecture;
-- for a distillation method, what it is (`about`, for `rdist distill --list`) and which RobustBench teachers its
-  paper distils from, per role and dataset (`paper_teachers`, the default of `--teacher`).
+- for a distillation method, what it is and where it comes from (`about`, for `rdist distill --list`) and which
+  RobustBench teachers its paper distils from, per role and dataset (`paper_teachers`, the default of `--teacher`).
+A method registers itself with `@register_method` (`rdist.methods.registry`): adding one is one file.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
+import io
+import textwrap
+import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,10 +38,7 @@ from torch import nn
 from rdist.attacks.pgd import Noise, pgd
 from rdist.errors import RdistError
 
-# Teacher roles the methods of the spec use: the adversarially robust teacher every distillation method has, and
-# the naturally trained one of AKD2 and IAD-II.
-ROBUST, NATURAL = "robust", "natural"
-ATTACK_FIELDS = ("eps", "step_size", "steps")  # the inner attack's settings, every method's first fields
+ATTACK_FIELDS = ("eps", "step_size", "attack_steps")  # the inner attack's settings, every method's first fields
 
 # The training attack everywhere but where a paper recipe sets its own (`--recipe paper`): 10 steps of 2/255
 # within 8/255, which is also the budget checkpoints are evaluated at.
@@ -60,9 +65,11 @@ class Recipe:
 class About:
     """One row of `rdist distill --list`: where the method comes from and what it does, in a few words."""
 
-    paper: str
+    paper: str  # "Zi et al., ICCV 2021"
     attack: str
     loss: str
+    url: str | None = None  # the paper
+    code: str | None = None  # the official code's repository; None where there is none
 
 
 @dataclass
@@ -89,7 +96,7 @@ class Method:
     # aim at it (a natural teacher for AKD2 and IAD-II should be its most accurate epoch).
     select_metric: ClassVar[str] = "pgd20"
     teachers: ClassVar[tuple[str, ...]] = ()  # the roles of the frozen models it distils from
-    supports_igdm: ClassVar[bool] = False
+    aliases: ClassVar[tuple[str, ...]] = ()  # other names it goes by (the name its paper gives it)
     recipe: ClassVar[Recipe]
     about: ClassVar[About | None] = None
     # The paper's teachers: role -> dataset -> RobustBench name.
@@ -97,7 +104,7 @@ class Method:
 
     eps: float = DEFAULT_EPS
     step_size: float = DEFAULT_STEP_SIZE
-    steps: int = DEFAULT_ATTACK_STEPS
+    attack_steps: int = DEFAULT_ATTACK_STEPS
 
     def __init_subclass__(cls, **kwargs: Any):
         # Every method a keyword-only dataclass, without a decorator in each file; eq=False keeps identity
@@ -122,15 +129,23 @@ class Method:
                                  f"{' or '.join(_TYPE_WORDS.get(t, t.__name__) for t in allowed)}, got {value!r}")
 
     @classmethod
-    def hyperparameters(cls) -> dict[str, Any]:
+    def defaults(cls) -> dict[str, Any]:
         """The method's own hyper-parameters (the attack settings aside) and their paper values."""
         return {f.name: f.default for f in dataclasses.fields(cls) if f.init and f.name not in ATTACK_FIELDS
                 and f.default is not dataclasses.MISSING}
 
-    @property
-    def hparams(self) -> dict[str, Any]:
+    @classmethod
+    def described(cls) -> dict[str, str]:
+        """What each hyper-parameter does, from the comment beside its field (a subclass's comment wins)."""
+        comments = {}
+        for klass in reversed(cls.__mro__):
+            if isinstance(klass, type) and issubclass(klass, Method):
+                comments.update(_field_comments(klass))
+        return {name: comments.get(name, "") for name in cls.defaults()}
+
+    def values(self) -> dict[str, Any]:
         """This method's hyper-parameter values."""
-        return {key: getattr(self, key) for key in self.hyperparameters()}
+        return {key: getattr(self, key) for key in self.defaults()}
 
     @classmethod
     def paper_preset(cls, dataset: str, arch: str) -> tuple[Recipe, dict[str, float]]:
@@ -150,7 +165,7 @@ class Method:
         shared by SAT, MART, ARD, AKD2 and IAD. It starts unclamped, as those official codes do
         (`random_start`), unless `clamp_start` (SAT: IAD's AT.py clamps, as Madry's code)."""
         return pgd(lambda xa: F.cross_entropy(student(xa), step.y, reduction="sum"), step.x, eps=self.eps,
-                   step_size=self.step_size, steps=self.steps, start=start, generator=step.generator,
+                   step_size=self.step_size, steps=self.attack_steps, start=start, generator=step.generator,
                    clamp_start=clamp_start)
 
     def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
@@ -158,8 +173,8 @@ class Method:
 
     def config(self) -> dict[str, Any]:
         """Everything that defines this run's method, for provenance and for refusing a mismatched resume."""
-        return {"method": self.name, "eps": self.eps, "step_size": self.step_size, "steps": self.steps,
-                **self.hparams}
+        return {"method": self.name, "eps": self.eps, "step_size": self.step_size, "attack_steps": self.attack_steps,
+                **self.values()}
 
 
 _TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "text", type(None): "unset (None)"}
@@ -171,3 +186,17 @@ def _allowed_types(annotation: Any) -> tuple[type, ...] | None:
     args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
         else (annotation,)
     return tuple(args) if all(isinstance(a, type) for a in args) else None
+
+
+@functools.cache
+def _field_comments(cls: type) -> dict[str, str]:
+    """field name -> the comment at the end of its line, for the fields `cls` itself declares ({} without source)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments = {token.start[0]: token.string.lstrip("#").strip()
+                for token in tokenize.generate_tokens(io.StringIO(source).readline) if token.type == tokenize.COMMENT}
+    (node,) = ast.parse(source).body
+    return {field.target.id: comments[field.end_lineno] for field in node.body
+            if isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name) and field.end_lineno in comments}

@@ -1,5 +1,8 @@
 """IAD-I (Zhu et al., ICLR 2022): ARD whose student learns to distrust the teacher where the teacher is wrong.
 
+Paper: https://openreview.net/forum?id=u6TRGdzhfip
+Official code: https://github.com/ZFancy/IAD
+
 Inner attack as ARD: maximise CE(S(xa), y) from a uniform start, student BN in train mode.
 Outer loss, in KLbm units (the official code's `(1/B) * sum`, so kl_scale 1 reproduces it):
     warm-up (epochs 1..warmup_epoch):  KLbm(T(x) || S(xa))                       (ARD with a=1, tau=1)
@@ -14,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import ROBUST, About, Step, Method, Recipe
+from rdist.methods.base import About, Method, Recipe, Step
 from rdist.methods.losses import kl_batchmean, kl_per_sample
+from rdist.methods.registry import register_method
+from rdist.methods.roles import ROBUST
 
 
 def trust_weight(teacher_adv_logits: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
@@ -36,19 +41,22 @@ def warming_up(step: Step, warmup_epoch: float) -> bool:
     return step.epoch <= warmup_epoch
 
 
+@register_method
 class IADI(Method):
     name = "iad-i"
     bn_mode = "train"
     teachers = (ROBUST,)
+    aliases = ("iad",)  # the IAD paper's method (IAD-II stays explicit)
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
     about = About("Zhu et al., ICLR 2022", "PGD-10 on CE(S(xa), y), uniform start",
-                  "KL(T(x) || S(xa)) + (1 - w) KL(S(x) || S(xa)), w the teacher's trust")
+                  "KL(T(x) || S(xa)) + (1 - w) KL(S(x) || S(xa)), w the teacher's trust",
+                  url="https://openreview.net/forum?id=u6TRGdzhfip", code="https://github.com/ZFancy/IAD")
     # The IAD paper's CIFAR-10 teacher, the TRADES WRN-34-10.
     paper_teachers = {ROBUST: {"cifar10": "Zhang2019Theoretically"}}
 
-    beta: float = 0.1  # exponent of the trust weight
-    warmup_epoch: float = 60.0  # epochs of plain distillation before the introspection term
-    kl_scale: float = 1.0
+    beta: float = 0.1  # exponent of IAD's trust weight
+    warmup_epoch: float = 60.0  # epochs of plain distillation before IAD's introspection term
+    kl_scale: float = 1.0  # scale of the KL terms (KLbm units)
 
     def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
         return self.ce_pgd(student, step, start="uniform")

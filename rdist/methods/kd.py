@@ -1,5 +1,8 @@
 """Hinton knowledge distillation on clean inputs (Hinton et al., 2015), the non-robust baseline.
 
+Paper: https://arxiv.org/abs/1503.02531
+Official code: none.
+
     loss = alpha * tau^2 * KLbm(T(x)/tau || S(x)/tau) + (1 - alpha) * CE(S(x), y)
 
 alpha 0.9 and tau 4 are the customary Hinton-KD choices for CIFAR (no single paper preset exists);
@@ -12,10 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import ROBUST, About, Step, Method, Recipe
+from rdist.methods.base import About, Method, Recipe, Step
 from rdist.methods.losses import kl_batchmean
+from rdist.methods.registry import register_method
+from rdist.methods.roles import ROBUST
 
 
+@register_method
 class KD(Method):
     name = "kd"
     teachers = (ROBUST,)
@@ -23,10 +29,11 @@ class KD(Method):
     bn_mode = "train"
     select_metric = "clean"
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=5e-4)
-    about = About("Hinton et al., 2015", "none (clean inputs)", "a tau^2 KL(T(x)/tau || S(x)/tau) + (1 - a) CE")
+    about = About("Hinton et al., 2015", "none (clean inputs)", "a tau^2 KL(T(x)/tau || S(x)/tau) + (1 - a) CE",
+                  url="https://arxiv.org/abs/1503.02531")
 
-    alpha: float = 0.9
-    tau: float = 4.0
+    alpha: float = 0.9  # weight of the distillation term
+    tau: float = 4.0  # distillation temperature
 
     def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():

@@ -1,5 +1,8 @@
 """MART, misclassification-aware adversarial training (Wang et al., ICLR 2020).
 
+Paper: https://openreview.net/forum?id=rklOg6EFwS
+Official code: https://github.com/YisenWang/MART
+
     xa   = argmax CE(S(xa), y)                              start x + 0.001 N(0, 1); BN eval
     loss = CE(S(xa), y) + NLL(log(1.0001 - p(S(xa))), y')   y' the most likely wrong class of S(xa)
          + beta * mean_i[ KL_i(S(x) || S(xa)) * (1 - p(S(x_i))_{y_i}) ]
@@ -19,10 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import Step, Method, Recipe
+from rdist.methods.base import Method, Recipe, Step
 from rdist.methods.losses import kl_per_sample
+from rdist.methods.registry import register_method
 
 
+@register_method
 class MART(Method):
     name = "mart"
     kind = "teacher"

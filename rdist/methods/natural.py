@@ -1,5 +1,7 @@
 """Natural training: plain cross-entropy on clean inputs, no inner attack.
 
+Paper: none (standard training). Official code: none.
+
     loss = CE(S(x), y)
 
 Trains the naturally trained teacher `Tstd` that AKD2 and IAD-II need.
@@ -11,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import Step, Method, Recipe
+from rdist.methods.base import Method, Recipe, Step
+from rdist.methods.registry import register_method
 
 
+@register_method
 class Natural(Method):
     name = "natural"
     kind = "teacher"

@@ -1,5 +1,9 @@
 """SAT, Madry et al. PGD adversarial training (ICLR 2018).
 
+Paper: https://arxiv.org/abs/1706.06083
+Official code: https://github.com/MadryLab/cifar10_challenge (TensorFlow); the recipe and the clamped start follow
+the PyTorch teacher script of IAD, https://github.com/ZFancy/IAD (pre_train/AT.py).
+
     xa   = argmax_{|xa - x|_inf <= eps} CE(S(xa), y)     uniform start U(-eps, eps) clamped to [0, 1], BN eval
     loss = CE(S(xa), y)
 """
@@ -10,9 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rdist.methods.base import Step, Method, Recipe
+from rdist.methods.base import Method, Recipe, Step
+from rdist.methods.registry import register_method
 
 
+@register_method
 class SAT(Method):
     name = "sat"
     kind = "teacher"

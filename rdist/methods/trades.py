@@ -1,5 +1,8 @@
 """TRADES (Zhang et al., ICML 2019).
 
+Paper: https://arxiv.org/abs/1901.08573
+Official code: https://github.com/yaodongyu/TRADES
+
     xa   = argmax KL(p(S(x)) || p(S(xa)))     S(x) fixed during the attack; start x + 0.001 N(0, 1); BN eval
     loss = CE(S(x), y) + beta * KLbm(S(x) || S(xa))
 
@@ -15,10 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdist.attacks.pgd import pgd
-from rdist.methods.base import Step, Method, Recipe
+from rdist.methods.base import Method, Recipe, Step
 from rdist.methods.losses import kl_batchmean, kl_per_sample
+from rdist.methods.registry import register_method
 
 
+@register_method
 class TRADES(Method):
     name = "trades"
     kind = "teacher"
@@ -32,7 +37,7 @@ class TRADES(Method):
         with torch.no_grad():
             clean = student(step.x)
         return pgd(lambda xa: kl_per_sample(clean, student(xa)).sum(), step.x, eps=self.eps,
-                   step_size=self.step_size, steps=self.steps, start="normal", generator=step.generator,
+                   step_size=self.step_size, steps=self.attack_steps, start="normal", generator=step.generator,
                    clamp_start=False)
 
     def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:

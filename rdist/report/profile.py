@@ -174,7 +174,7 @@ def count_passes(method: Method, channels: int, classes: int, epochs: int) -> di
 
 
 def estimate_run(config: TrainConfig) -> RunEstimate:
-    """The cost of the run `config` describes (after `resolve_defaults`), without loading a weight or an image.
+    """The cost of the run `config` describes (after `fill_paper_defaults`), without loading a weight or an image.
 
     Per image and step: each pass of the student and the teachers the method makes (`count_passes`) times that
     model's MACs (`Passes.flops`). A teacher named neither by RobustBench name nor by artifact file counts as free.

@@ -16,7 +16,7 @@ import torch
 from rdist.data import dataset_shape
 from rdist.engine import TrainConfig
 from rdist.engine.build import resolve_method
-from rdist.engine.defaults import resolve_defaults
+from rdist.engine.config import fill_paper_defaults
 from rdist.engine.schedule import resolve_schedule
 from rdist.methods import ROBUST
 from rdist.models import create_model
@@ -43,7 +43,7 @@ def model_macs(arch: str, data: str) -> int:
 
 def training_flops(config: TrainConfig, teacher_arch: str | None) -> float:
     """FLOPs of a whole training run of `config`: every step, and the evaluation of every epoch."""
-    config, _ = resolve_defaults(config)  # the dataset (and recipe) a config leaves to the paper
+    config, _ = fill_paper_defaults(config)  # the dataset (and recipe) a config leaves to the paper
     method, recipe = resolve_method(config)
     schedule = resolve_schedule(config, recipe)
     channels, classes, _ = dataset_shape(config.data)

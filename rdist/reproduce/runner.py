@@ -53,7 +53,7 @@ def teacher_config(entry: Reproduction, *, select_on: str, device: str | None) -
     if not isinstance(stage, TeacherStage):
         return None
     # The entry's options reach the teacher stage too (eps, batch size, ...), but not its method's hyper-parameters.
-    shared = {k: v for k, v in entry.options.items() if k != "hparams"}
+    shared = {k: v for k, v in entry.options.items() if k != "method_args"}
     return TrainConfig(method=stage.method, student=stage.arch, data=entry.dataset, select_on=select_on,
                        device=device, seed=TEACHER_SEED, **{**shared, **stage.options})
 

@@ -21,7 +21,7 @@ def config_json(entry: ZooEntry, meta: dict, eps_text: str, reproduction: dict |
     config = {"library": "rdist", "name": entry.name, "format": meta["format"],
               "format_version": meta["format_version"], "arch": meta["arch"], "dataset": entry.dataset,
               "input_shape": meta.get("input_shape"),
-              # The teacher as the zoo names it: the artifact may record a path on the publisher's machine.
+              # `meta` as published (rdist.zoo.public); the teacher as the entry names it (--teacher may rename it).
               "provenance": {**meta.get("provenance", {}), "teacher": entry.teacher},
               "results": {**entry.results, "eps": eps_text, "unit": "percent"}, "command": entry.command}
     if reproduction is not None:

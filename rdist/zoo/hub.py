@@ -12,16 +12,18 @@ again at each call and passes them on, so a process that imported it early still
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
-from rdist.artifact import read_metadata
+from rdist.artifact import read_metadata, with_metadata
 from rdist.errors import RdistError
 from rdist.files import sha256_file
 from rdist.utils import first_line, format_eps
 from rdist.zoo.card import config_json, model_card
 from rdist.zoo.catalogue import FIELD_PATTERNS, METRICS, ZooEntry
+from rdist.zoo.public import public_metadata, public_reproduction, teacher_name
 
 HUB_FILE = "model.safetensors"
 HF_HUB_PREFIX = "hf-hub:"  # hf-hub:ORG/REPO[@REV], any repo holding HUB_FILE
@@ -70,11 +72,15 @@ def push_student(model: str | Path, repo: str, *, name: str | None = None, metho
                  reproduction: dict | None = None) -> ZooEntry:
     """Publish artifact `model` to Hub repo `repo` in one commit; returns the zoo.yaml entry that lists it.
 
-    `reproduction` (`rdist reproduce`'s result as a dict) adds its seeds and the published numbers to the card."""
+    `reproduction` (`rdist reproduce`'s result as a dict) adds its seeds and the published numbers to the card.
+    Nothing uploaded names a path of this machine (`rdist.zoo.public`): where the artifact's metadata does, the
+    file uploaded is a copy with the public metadata (the same weights), and the entry records that copy's sha256.
+    """
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
     model = Path(model)
-    meta = read_metadata(model)
+    local = read_metadata(model)
+    meta = public_metadata(local)
     name = name or repo.split("/")[-1]
     for option, field, value in (("--repo", "repo", repo), ("--name", "name", name)):
         pattern, meaning = FIELD_PATTERNS[field]
@@ -85,10 +91,11 @@ def push_student(model: str | Path, repo: str, *, name: str | None = None, metho
     method = method or provenance.get("method")
     if not method:
         raise RdistError(f"{model} records no training method; pass --method (e.g. rslad)")
-    teacher = teacher or _teacher_name(provenance.get("teacher"))
+    teacher = teacher_name(teacher or provenance.get("teacher"))
     eps_text = format_eps(report["eps"])
+    content = model.read_bytes() if meta == local else with_metadata(model, meta)
     # The revision is known only once the commit exists; the card and config do not show it.
-    entry = ZooEntry(name=name, repo=repo, file=HUB_FILE, revision="", sha256=sha256_file(model),
+    entry = ZooEntry(name=name, repo=repo, file=HUB_FILE, revision="", sha256=hashlib.sha256(content).hexdigest(),
                      arch=meta["arch"]["name"], dataset=meta.get("dataset") or report["dataset"], method=method,
                      teacher=teacher, results={m: round(100 * report["accuracy"][m], 2) for m in METRICS},
                      command=_attack_command(name, report))
@@ -97,7 +104,9 @@ def push_student(model: str | Path, repo: str, *, name: str | None = None, metho
         raise RdistError("no Hugging Face token found: run `hf auth login` or set HF_TOKEN to a token with write "
                          "access, then push again")
     api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
-    operations = [CommitOperationAdd(HUB_FILE, str(model)),
+    if reproduction is not None:
+        reproduction = public_reproduction(reproduction)
+    operations = [CommitOperationAdd(HUB_FILE, content),
                   CommitOperationAdd("config.json", config_json(entry, meta, eps_text, reproduction)),
                   CommitOperationAdd("README.md", model_card(entry, eps_text, reproduction).encode())]
     try:
@@ -122,16 +131,6 @@ def measured_report(meta: dict, source: Path) -> dict[str, Any]:
 def _attack_command(name: str, report: dict) -> str:
     return (f"rdist attack zoo:{name} --attacks {','.join(report['attacks'])} --data {report['dataset']} "
             f"--n {report['n']} --eps {format_eps(report['eps'])} --seed {report.get('seed', 0)}")
-
-
-def _teacher_name(teacher: Any) -> str:
-    """A teacher as the zoo shows it: a name, never a path on the publisher's machine."""
-    if not teacher:
-        return "none"
-    text = str(teacher)
-    if text.startswith(("zoo:", HF_HUB_PREFIX)):
-        return text
-    return Path(text).stem if text.endswith(".safetensors") or "/" in text else text
 
 
 def _remove_from_cache(local: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from rdist.engine import LOG, TrainConfig, load_checkpoint, read_log, resume_con
 from rdist.attacks.evaluator import eval_shard
 from rdist.engine.ddp import DataParallel
 from rdist.errors import RdistError
+from rdist.files import LOCK_FILE, hold_directory
 from rdist.parallel import Group, Ranks
 from tests.helpers import one_thread
 
@@ -38,6 +40,7 @@ from rdist.engine import Callback, TrainConfig
 from rdist.engine.build import build_run
 from rdist.engine.trainer import Trainer, resume_advice
 from rdist.errors import RdistError
+from rdist.files import LOCK_FILE, hold_directory
 
 configs, kill_at, nan_run = [TrainConfig.from_dict(c) for c in json.loads(sys.argv[1])], int(sys.argv[2]), \
     int(sys.argv[3])
@@ -213,6 +216,22 @@ def test_torchrun_refuses_a_batch_that_does_not_split_over_the_processes(tmp_pat
     assert 1 <= len(errors) <= 2 and all("--batch-size 63 (the global batch) does not divide by the 2 processes" in e
                           and "e.g. 62 or 64" in e for e in errors), process.stderr[-3000:]
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_torchrun_is_refused_a_run_directory_another_process_holds(tmp_path):
+    """Rank 0 alone tries the run directory's lock and every rank hears its verdict: the whole job stops at once, with
+    the one line naming the holder (here this test's process), having written nothing."""
+    out = tmp_path / "run"
+    with hold_directory(out, "wait for it or pass another --out"):
+        process = torchrun("-m", "rdist", "teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data",
+                           "digits", "--epochs", "1", "--batch-size", "64", "--out", str(out), timeout=180)
+        assert process.returncode != 0
+        refusal = (f"{out} is being written by process {os.getpid()} on host {socket.gethostname()}; wait for it or "
+                   "pass another --out")
+        errors = [line for line in process.stderr.splitlines() if line.startswith("error:")]
+        assert errors in ([f"error: {refusal}"], [f"error: {refusal}", f"error: rank 1: {refusal}"],
+                          [f"error: rank 1: {refusal}", f"error: {refusal}"]), process.stderr[-3000:]
+        assert [p.name for p in out.iterdir()] == [LOCK_FILE]
 
 
 def test_each_rank_draws_the_global_batch_noise_and_keeps_its_rows():

@@ -56,7 +56,7 @@ def _direct_forwards(method_name: str, student: nn.Module, teachers: dict[str, n
     student = copy.deepcopy(student)
     teachers = {role: copy.deepcopy(teacher) for role, teacher in teachers.items()}
     students, teacher_calls = ForwardCounter(student), ForwardCounter(*teachers.values())
-    method = create_method(method_name, steps=ATTACK_STEPS)
+    method = create_method(method_name, attack_steps=ATTACK_STEPS)
     batch = Step(x, y, epoch=1, epochs=10, teachers=teachers, generator=torch.Generator().manual_seed(0))
     student.train(method.bn_mode == "train")
     xa = method.perturb(student, batch)
@@ -94,7 +94,7 @@ def test_training_accuracy_counts_the_loss_logits_of_train_mode(method_name, has
     torch.manual_seed(0)
     teacher = rdist.create_model("smallcnn", num_classes=10, in_channels=1).eval().requires_grad_(False)
     student = rdist.create_model("tinycnn", num_classes=10, in_channels=1)
-    method = create_method(method_name, steps=2)
+    method = create_method(method_name, attack_steps=2)
     batch = _batch(teacher)
     student.eval()
     xa = method.perturb(student, batch)

@@ -1,13 +1,11 @@
-"""What the CLI's repeatable options become: teachers by role and hyper-parameters by name, and the configs and
-identities of runs written before teachers had roles."""
+"""What the CLI's repeatable options become (teachers by role, hyper-parameters by name), and the help of the
+hyper-parameters' options, made from the methods."""
 
 from __future__ import annotations
 
 import pytest
 
-from rdist.engine import TrainConfig
-from rdist.engine.checkpoint import check_same_run
-from rdist.engine.config import parse_hparams, parse_teachers
+from rdist.cli.options import hparam_help, parse_hparams, parse_teachers
 from rdist.errors import RdistError
 
 
@@ -31,14 +29,12 @@ def test_hparam_options_are_typed_values_and_given_once():
         parse_hparams(["tau=high"])
 
 
-def test_a_config_and_identity_written_before_roles_still_resume():
-    stored = {"method": "akd2", "student": "tinycnn", "teacher": "/r.safetensors", "natural_teacher": "/n.safetensors"}
-    assert TrainConfig.from_dict(stored).teachers == {"robust": "/r.safetensors", "natural": "/n.safetensors"}
-    old_identity = {"method": {"method": "akd2"}, "teacher": "/r.safetensors", "natural_teacher": "/n.safetensors",
-                    "seed": 0}
-    new_identity = {"method": {"method": "akd2"}, "teachers": {"robust": "/r.safetensors",
-                                                               "natural": "/n.safetensors"}, "seed": 0}
-    check_same_run("run", old_identity, new_identity)  # the same run: no error
-    with pytest.raises(RdistError, match=r"teachers.natural '/n.safetensors' \(run\) vs '/m.safetensors' \(now\)"):
-        check_same_run("run", old_identity, {**new_identity, "teachers": {"robust": "/r.safetensors",
-                                                                          "natural": "/m.safetensors"}})
+
+def test_hyper_parameter_help_is_made_from_each_methods_field_comment_and_presets():
+    alpha = hparam_help("alpha")
+    assert alpha.startswith("kd, ard: weight of the distillation term; adaad: weight of the adversarial term against "
+                            "the clean one \\[default: the method's paper value: kd 0.9, ard 1, adaad 1]")
+    kl_scale = hparam_help("kl_scale")
+    assert "ard 1/C, iad-i 1" in kl_scale and "with --recipe paper: adaad 1 on cifar100, ard+igdm 1" in kl_scale
+    assert hparam_help("igdm_alpha").endswith("\\[default: the method's paper value: +igdm 20]")
+    assert hparam_help("beta", "teacher").endswith("trades 6, mart 6; with --recipe paper: mart 5 except on wrn-34-10]")

@@ -96,11 +96,27 @@ def test_resume_refuses_a_run_of_another_method_or_config(short_run, tmp_path):
     with pytest.raises(RdistError, match="it is a run of method rslad, not ard"):
         resume_config(tmp_path, method="ard")
     with pytest.raises(RdistError, match="it is a run of method rslad, not ard"):
-        train(short_run(tmp_path, method="ard", hparams={}, resume=str(tmp_path)))
+        train(short_run(tmp_path, method="ard", method_args={}, resume=str(tmp_path)))
     with pytest.raises(RdistError, match=r"configuration differs: method.kl_scale 0.1 \(run\) vs 0.5 \(now\)"):
-        train(resume_config(tmp_path, hparams={"kl_scale": 0.5}))
+        train(resume_config(tmp_path, method_args={"kl_scale": 0.5}))
     with pytest.raises(RdistError, match=r"configuration differs: seed 0 \(run\) vs 3 \(now\)"):
         train(resume_config(tmp_path, seed=3))
+
+
+def test_a_run_given_a_switch_resumes(short_run, tmp_path):
+    """--hparam igdm_code_ard=true gives a bool: the checkpoint holds it as given and a resume accepts it."""
+    given = {"igdm_code_ard": True, "alpha": 1.0, "tau": 1.0, "kl_scale": 1.0, "igdm_alpha": 5}
+    train(short_run(tmp_path, method="ard+igdm", epochs=2, max_steps=18, method_args=given))  # stops after epoch 1
+    assert load_checkpoint(tmp_path)["config"]["method_args"] == given
+    result = train(resume_config(tmp_path))
+    assert result.epochs_done == 2 and result.stopped_by == "epochs"
+    assert read_metadata(tmp_path / LAST)["provenance"]["method_config"]["igdm_code_ard"] is True
+    state = load_checkpoint(tmp_path)
+    state["config"]["method_args"]["igdm_code_ard"] = "yes"  # what no option gives: still refused as altered
+    torch.save(state, tmp_path / CHECKPOINT)
+    with pytest.raises(RdistError, match=r"'config.method_args.igdm_code_ard' must be a number or an integer or "
+                                         r"true or false, got 'yes'; the file was altered"):
+        resume_config(tmp_path)
 
 
 def test_a_new_run_does_not_overwrite_an_existing_one(short_run, tmp_path):
@@ -109,9 +125,9 @@ def test_a_new_run_does_not_overwrite_an_existing_one(short_run, tmp_path):
         train(short_run(tmp_path, epochs=1))
 
 
-def test_a_paper_run_stores_its_resolved_attack_and_an_old_style_checkpoint_resumes(tmp_path):
-    """Checkpoints hold concrete eps/step values, as those written when TrainConfig defaulted to 8/255 did:
-    a TRADES --recipe paper run of that time (8/255, 2/255) resumes at its own values, not the recipe's 0.031."""
+def test_a_paper_run_stores_its_resolved_attack(tmp_path):
+    """Checkpoints hold concrete eps/step values: a TRADES --recipe paper run stores and resumes at the 0.031 and
+    0.007 its recipe resolved to."""
     config = TrainConfig(method="trades", student="tinycnn", data="digits", recipe="paper", epochs=2, batch_size=64,
                          attack_steps=2, eval_n=32, max_steps=18, out=str(tmp_path))  # stops after epoch 1
     train(config)
@@ -119,15 +135,3 @@ def test_a_paper_run_stores_its_resolved_attack_and_an_old_style_checkpoint_resu
     assert (state["config"]["eps"], state["config"]["step_size"], state["config"]["attack_steps"]) == (0.031, 0.007, 2)
     assert read_metadata(tmp_path / LAST)["provenance"]["eps"] == 0.031
     assert resume_config(tmp_path).eps == 0.031
-
-    # The same checkpoint as the earlier rdist wrote it: the default attack in the config and the identity.
-    old_attack = {"eps": 8 / 255, "step_size": 2 / 255}
-    state["config"].update(old_attack)
-    state["identity"]["method"].update(old_attack)
-    torch.save(state, tmp_path / CHECKPOINT)
-    result = train(resume_config(tmp_path))
-    assert result.epochs_done == 2 and result.stopped_by == "epochs"
-    provenance = read_metadata(tmp_path / LAST)["provenance"]
-    assert provenance["eps"] == 8 / 255 and provenance["method_config"]["step_size"] == 2 / 255
-    with pytest.raises(RdistError, match=r"configuration differs: method.eps 0.0313.* \(run\) vs 0.031 \(now\)"):
-        train(resume_config(tmp_path, eps=0.031))

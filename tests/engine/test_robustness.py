@@ -36,7 +36,7 @@ def test_trades_teacher_and_rslad_student_are_robust(tmp_path):
     # kl_scale 1: RSLAD's 0.1 matches the official code's element-mean KL on CIFAR; at a tenth of the step size
     # the student would need far more epochs than a test can give it.
     student = _train(tmp_path / "student", "rslad", "tinycnn", epochs=15, teachers={"robust": str(teacher)}, lr=0.1,
-                     hparams={"kl_scale": 1.0})
+                     method_args={"kl_scale": 1.0})
     natural_teacher = _train(tmp_path / "natural-smallcnn", "natural", "smallcnn", epochs=10)
     natural_student = _train(tmp_path / "natural-tinycnn", "natural", "tinycnn", epochs=10)
 

@@ -56,10 +56,10 @@ def test_paper_recipe_follows_the_dataset_through_igdm_too():
 
 
 def test_hyper_parameters_the_user_gave_win_over_the_paper_preset():
-    mart, schedule = paper_run("mart", student="wrn-34-10", hparams={"beta": 4.0}, weight_decay=1e-4)
+    mart, schedule = paper_run("mart", student="wrn-34-10", method_args={"beta": 4.0}, weight_decay=1e-4)
     assert (mart.beta, schedule.weight_decay) == (4.0, 1e-4)
-    assert paper_run("adaad", data="cifar100", hparams={"kl_scale": 0.5})[0].kl_scale == 0.5
-    assert paper_run("adaad", data="cifar100", hparams={"kl_scale": None})[0].kl_scale == 1.0  # None: not given
+    assert paper_run("adaad", data="cifar100", method_args={"kl_scale": 0.5})[0].kl_scale == 0.5
+    assert paper_run("adaad", data="cifar100", method_args={"kl_scale": None})[0].kl_scale == 1.0  # None: not given
 
 
 def test_without_the_paper_recipe_the_class_defaults_hold():
@@ -95,14 +95,14 @@ def test_lr_falls_tenfold_after_each_milestone_epoch():
 def test_paper_recipe_attacks_like_the_official_trades_and_mart_scripts():
     for method, student in (("trades", "wrn-34-10"), ("mart", "resnet18"), ("mart", "wrn-34-10")):
         built, _ = paper_run(method, student=student)
-        assert (built.eps, built.step_size, built.steps) == (0.031, 0.007, 10), (method, student)
+        assert (built.eps, built.step_size, built.attack_steps) == (0.031, 0.007, 10), (method, student)
     rslad, _ = paper_run("rslad")
-    assert (rslad.eps, rslad.step_size, rslad.steps) == (8 / 255, 2 / 255, 10)
+    assert (rslad.eps, rslad.step_size, rslad.attack_steps) == (8 / 255, 2 / 255, 10)
 
 
 def test_attack_options_the_user_gave_win_over_the_paper_recipe():
     trades, _ = paper_run("trades", eps=8 / 255, attack_steps=5)
-    assert (trades.eps, trades.step_size, trades.steps) == (8 / 255, 0.007, 5)
+    assert (trades.eps, trades.step_size, trades.attack_steps) == (8 / 255, 0.007, 5)
     mart, _ = paper_run("mart", step_size=0.003)
     assert (mart.eps, mart.step_size) == (0.031, 0.003)
 
@@ -110,7 +110,7 @@ def test_attack_options_the_user_gave_win_over_the_paper_recipe():
 def test_without_the_paper_recipe_trades_and_mart_attack_at_the_defaults():
     for method in ("trades", "mart"):
         built, _ = resolve_method(TrainConfig(method=method, student="resnet18", epochs=4))
-        assert (built.eps, built.step_size, built.steps) == (8 / 255, 2 / 255, 10)
+        assert (built.eps, built.step_size, built.attack_steps) == (8 / 255, 2 / 255, 10)
 
 
 def test_the_run_evaluates_at_and_stores_the_resolved_attack(tmp_path):
@@ -130,12 +130,12 @@ def test_paper_recipe_of_each_igdm_method_is_the_igdm_codes():
     assert rslad.base.kl_scale == 0.1 and (rslad_schedule.epochs, rslad_schedule.weight_decay) == (300, 2e-4)
     assert paper_run("rslad+igdm", epochs=200)[1].milestones == (140, 172, 190)  # the code's int(0.7 * 200), ...
     for igdm in (ard, rslad):
-        assert (igdm.eps, igdm.step_size, igdm.steps, igdm.igdm_alpha) == (8 / 255, 2 / 255, 10, 20.0)
+        assert (igdm.eps, igdm.step_size, igdm.attack_steps, igdm.igdm_alpha) == (8 / 255, 2 / 255, 10, 20.0)
 
 
 def test_without_the_paper_recipe_ard_igdm_composes_with_rdists_ard_and_given_values_win():
     composition, _ = resolve_method(TrainConfig(method="ard+igdm", student="resnet18", epochs=4))
     assert not composition.igdm_code_ard and composition.bn_mode == "train" and composition.base.tau == 30.0
-    assert "igdm_code_ard" not in composition.config()  # identities of earlier composition runs are unchanged
-    given, _ = paper_run("ard+igdm", hparams={"tau": 30.0, "igdm_gamma": 0.5})
+    assert composition.config()["igdm_code_ard"] is False  # every hyper-parameter of the term is in the identity
+    given, _ = paper_run("ard+igdm", method_args={"tau": 30.0, "igdm_gamma": 0.5})
     assert given.igdm_code_ard and given.base.tau == 30.0 and given.igdm_gamma == 0.5

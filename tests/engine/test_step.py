@@ -47,7 +47,7 @@ def _frozen_teacher() -> nn.Module:
 
 @pytest.mark.parametrize("method_name, attack_in_train_mode", [("rslad", False), ("ard", True)])
 def test_student_bn_mode_in_attack_and_update(method_name, attack_in_train_mode):
-    method = create_method(method_name, steps=3)
+    method = create_method(method_name, attack_steps=3)
     assert method.bn_mode == ("train" if attack_in_train_mode else "eval")
     torch.manual_seed(0)
     student = rdist.create_model("tinycnn", num_classes=10, in_channels=1)
@@ -62,7 +62,7 @@ def test_student_bn_mode_in_attack_and_update(method_name, attack_in_train_mode)
     running_mean = bn.running_mean.clone()
     xa = attack_phase(student, method, batch)
     attack_modes = recorder.take()
-    assert len(attack_modes) >= method.steps  # one forward per PGD step at least
+    assert len(attack_modes) >= method.attack_steps  # one forward per PGD step at least
     assert set(attack_modes) == {attack_in_train_mode}
     # Eval-mode BN leaves the running statistics alone during the attack; train mode moves them.
     assert torch.equal(bn.running_mean, running_mean) != attack_in_train_mode

@@ -39,7 +39,7 @@ def test_run_writes_log_best_and_last_with_provenance(short_run, robust_teacher,
     assert provenance["teacher"] == str(robust_teacher.resolve()) and provenance["teacher_arch"] == "smallcnn"
     assert provenance["selection"]["on"] == "val" and provenance["selection"]["n"] == 64
     assert provenance["rdist_version"] == rdist.__version__
-    assert provenance["method_config"] == {"method": "rslad", "eps": 8 / 255, "step_size": 2 / 255, "steps": 3,
+    assert provenance["method_config"] == {"method": "rslad", "eps": 8 / 255, "step_size": 2 / 255, "attack_steps": 3,
                                            "kl_scale": 0.1}
     assert best["dataset"] == "digits" and best["input_shape"] == [1, 8, 8]
     (report,) = best["results"].values()

@@ -4,6 +4,7 @@ from torch import nn
 
 from rdist.methods.adaad import AdaAD
 from rdist.methods.base import Recipe
+from rdist.methods.igdm import IGDM
 
 EPS = 8 / 255
 
@@ -46,7 +47,7 @@ def test_loss_gives_the_teacher_no_gradient(student, teacher, make_batch):
 
 
 def test_attack_increases_the_teacher_student_disagreement_at_xa(student, make_batch, reference, check_in_ball):
-    start = AdaAD(steps=0).perturb(student, make_batch(seed=5))
+    start = AdaAD(attack_steps=0).perturb(student, make_batch(seed=5))
     xa = AdaAD().perturb(student, make_batch(seed=5))
     batch = make_batch()
     check_in_ball(xa, batch.x, EPS)
@@ -59,7 +60,7 @@ def test_attack_increases_the_teacher_student_disagreement_at_xa(student, make_b
 def test_attack_gradient_flows_through_the_teacher(make_batch, check_in_ball):
     batch = make_batch()
     flat = Flat(num_classes=batch.teachers["robust"](batch.x).shape[1])
-    start = AdaAD(steps=0).perturb(flat, make_batch())
+    start = AdaAD(attack_steps=0).perturb(flat, make_batch())
     xa = AdaAD().perturb(flat, make_batch())
     check_in_ball(xa, batch.x, EPS)
     # with the teacher held fixed the gradient would be zero and xa would stay at its start
@@ -74,6 +75,6 @@ def test_paper_preset_scales_the_kl_as_the_official_code_of_each_dataset(dataset
 
 def test_flags_defaults_and_recipe():
     assert AdaAD.name == "adaad" and AdaAD.kind == "distill" and AdaAD.bn_mode == "eval"
-    assert AdaAD.teachers == ("robust",) and AdaAD.supports_igdm
-    assert AdaAD.hyperparameters() == {"alpha": 1.0, "kl_scale": 0.1}
+    assert AdaAD.teachers == ("robust",) and IGDM.accepts(AdaAD)
+    assert AdaAD.defaults() == {"alpha": 1.0, "kl_scale": 0.1}
     assert AdaAD.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=5e-4)

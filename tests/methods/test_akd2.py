@@ -3,6 +3,7 @@ import torch
 
 from rdist.methods.akd2 import AKD2
 from rdist.methods.base import Recipe
+from rdist.methods.igdm import IGDM
 
 EPS = 8 / 255
 
@@ -34,13 +35,13 @@ def test_attack_increases_cross_entropy_with_bn_in_train_mode(bn_student, make_b
 
 def test_attack_starts_uniformly_in_the_ball(student, make_batch):
     batch = make_batch()
-    start = AKD2(steps=0).perturb(student, batch)
+    start = AKD2(attack_steps=0).perturb(student, batch)
     # U(-eps, eps) around x, not clamped to [0, 1] (test_training_attack_start.py)
     assert EPS / 2 < (start - batch.x).abs().amax() <= EPS + 1e-6
 
 
 def test_flags_defaults_and_recipe():
     assert AKD2.name == "akd2" and AKD2.kind == "distill" and AKD2.bn_mode == "train"
-    assert AKD2.teachers == ("robust", "natural") and not AKD2.supports_igdm
-    assert AKD2.hyperparameters() == {"tau": 2.0, "ce_weight": 0.3, "natural_weight": 0.1, "adv_weight": 0.6}
+    assert AKD2.teachers == ("robust", "natural") and not IGDM.accepts(AKD2)
+    assert AKD2.defaults() == {"tau": 2.0, "ce_weight": 0.3, "natural_weight": 0.1, "adv_weight": 0.6}
     assert AKD2.recipe == Recipe(epochs=200, milestones=(50, 150), weight_decay=5e-4, swa_start=56)  # official 0-based 55

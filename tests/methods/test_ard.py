@@ -3,6 +3,7 @@ import torch
 
 from rdist.methods.ard import ARD
 from rdist.methods.base import Recipe
+from rdist.methods.igdm import IGDM
 
 EPS = 8 / 255
 
@@ -56,7 +57,7 @@ def test_attack_increases_cross_entropy_with_bn_in_train_mode(bn_student, make_b
 
 def test_attack_starts_uniformly_in_the_ball(student, make_batch):
     batch = make_batch()
-    start = ARD(steps=0).perturb(student, batch)
+    start = ARD(attack_steps=0).perturb(student, batch)
     # U(-eps, eps) around x, not clamped to [0, 1] (test_training_attack_start.py)
     assert EPS / 2 < (start - batch.x).abs().amax() <= EPS + 1e-6
 
@@ -68,6 +69,6 @@ def test_kl_scale_none_keeps_the_paper_default(value):
 
 def test_flags_defaults_and_recipe():
     assert ARD.name == "ard" and ARD.kind == "distill" and ARD.bn_mode == "train"
-    assert ARD.teachers == ("robust",) and ARD.supports_igdm
-    assert ARD.hyperparameters() == {"alpha": 1.0, "tau": 30.0, "kl_scale": None}
+    assert ARD.teachers == ("robust",) and IGDM.accepts(ARD)
+    assert ARD.defaults() == {"alpha": 1.0, "tau": 30.0, "kl_scale": None}
     assert ARD.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)

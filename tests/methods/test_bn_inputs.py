@@ -51,8 +51,8 @@ class Recording(nn.Module):
 def train_mode_inputs(name: str, student, batch, **hparams) -> list[str]:
     """One engine step of method `name` (attack in the method's BN mode, loss in train mode), its train-mode
     student inputs named: x, xa, the IGDM probes, or an attack iterate."""
-    method = create_method(name, steps=STEPS, igdm_beta=0.5, igdm_gamma=2.0, **hparams) if name.endswith("+igdm") \
-        else create_method(name, steps=STEPS)
+    method = create_method(name, attack_steps=STEPS, igdm_beta=0.5, igdm_gamma=2.0, **hparams) \
+        if name.endswith("+igdm") else create_method(name, attack_steps=STEPS)
     recording = Recording(student)
     recording.train(method.bn_mode == "train")
     xa = method.perturb(recording, batch)

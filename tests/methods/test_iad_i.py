@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from rdist.methods.base import Recipe
 from rdist.methods.iad_i import IADI, trust_weight, warming_up
+from rdist.methods.igdm import IGDM
 
 EPS = 8 / 255
 
@@ -113,7 +114,7 @@ def test_trust_weight_is_one_where_the_teacher_is_sure_and_right():
 def test_attack_is_ard_pgd_on_cross_entropy_from_a_uniform_start(bn_student, make_batch, reference, check_in_ball):
     method = IADI()
     bn_student.train(method.bn_mode == "train")
-    start = IADI(steps=0).perturb(bn_student, make_batch(seed=3))
+    start = IADI(attack_steps=0).perturb(bn_student, make_batch(seed=3))
     xa = method.perturb(bn_student, make_batch(seed=3))
     batch = make_batch()
     check_in_ball(xa, batch.x, EPS)
@@ -124,6 +125,6 @@ def test_attack_is_ard_pgd_on_cross_entropy_from_a_uniform_start(bn_student, mak
 
 def test_flags_defaults_and_recipe():
     assert IADI.name == "iad-i" and IADI.kind == "distill" and IADI.bn_mode == "train"
-    assert IADI.teachers == ("robust",) and not IADI.supports_igdm
-    assert IADI.hyperparameters() == {"beta": 0.1, "warmup_epoch": 60, "kl_scale": 1.0}
+    assert IADI.teachers == ("robust",) and not IGDM.accepts(IADI)
+    assert IADI.defaults() == {"beta": 0.1, "warmup_epoch": 60, "kl_scale": 1.0}
     assert IADI.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)

@@ -3,6 +3,7 @@ import torch
 
 from rdist.methods.base import Recipe
 from rdist.methods.iad_ii import IADII
+from rdist.methods.igdm import IGDM
 
 EPS = 8 / 255
 
@@ -63,7 +64,7 @@ def test_gradient_reaches_the_student_through_its_clean_target(bn_student, teach
 def test_attack_is_ard_pgd_on_cross_entropy_from_a_uniform_start(bn_student, make_batch, reference, check_in_ball):
     method = IADII()
     bn_student.train(method.bn_mode == "train")
-    start = IADII(steps=0).perturb(bn_student, make_batch(seed=3))
+    start = IADII(attack_steps=0).perturb(bn_student, make_batch(seed=3))
     xa = method.perturb(bn_student, make_batch(seed=3))
     batch = make_batch()
     check_in_ball(xa, batch.x, EPS)
@@ -74,6 +75,6 @@ def test_attack_is_ard_pgd_on_cross_entropy_from_a_uniform_start(bn_student, mak
 
 def test_flags_defaults_and_recipe():
     assert IADII.name == "iad-ii" and IADII.kind == "distill" and IADII.bn_mode == "train"
-    assert IADII.teachers == ("robust", "natural") and not IADII.supports_igdm
-    assert IADII.hyperparameters() == {"beta": 0.1, "warmup_epoch": 40, "kl_scale": 1.0}
+    assert IADII.teachers == ("robust", "natural") and not IGDM.accepts(IADII)
+    assert IADII.defaults() == {"beta": 0.1, "warmup_epoch": 40, "kl_scale": 1.0}
     assert IADII.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)

@@ -9,7 +9,7 @@ from rdist.methods.ard import ARD
 from rdist.methods.base import Recipe
 from rdist.methods.iad_i import IADI
 from rdist.methods.igdm import IGDM
-from rdist.methods.registry import create_method, paper_preset
+from rdist.methods.registry import create_method, method_class
 from rdist.methods.rslad import RSLAD
 
 
@@ -115,12 +115,12 @@ def test_teacher_gets_no_gradient(student, teacher, make_batch):
 
 @pytest.mark.parametrize("base", sorted(BASES))
 def test_attack_bn_mode_and_flags_are_the_base_methods(student, make_batch, base):
-    inner = BASES[base](steps=3)
+    inner = BASES[base](attack_steps=3)
     method = IGDM(inner)
     torch.testing.assert_close(method.perturb(student, make_batch(seed=9)), inner.perturb(student, make_batch(seed=9)))
     assert method.name == f"{base}+igdm" and method.kind == "distill"
     assert method.bn_mode == inner.bn_mode and method.teachers == ("robust",)
-    assert (method.eps, method.step_size, method.steps) == (inner.eps, inner.step_size, inner.steps)
+    assert (method.eps, method.step_size, method.attack_steps) == (inner.eps, inner.step_size, inner.attack_steps)
     assert method.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
 
 
@@ -133,25 +133,26 @@ def test_config_holds_base_and_igdm_hyper_parameters():
 
 def test_paper_preset_is_the_bases_hyper_parameters_under_the_igdm_codes_recipe():
     # adaad_IGDM_cifar100.py: 200 epochs, x0.1 at 100 and 150, its argparse weight decay 2e-4 (AdaAD's own: 5e-4)
-    assert paper_preset("adaad+igdm", "cifar100", "resnet18") == (IGDM.recipe, {"kl_scale": 1.0})
-    assert paper_preset("adaad+igdm", "cifar10", "resnet18")[1] == {"kl_scale": 0.1}  # the base's CIFAR-10 value
-    assert paper_preset("adaad", "cifar100", "resnet18") == (AdaAD.recipe, {"kl_scale": 1.0})
-    assert IGDM.recipe != AdaAD.recipe  # so the first line does tell the two recipes apart
+    assert method_class("adaad+igdm").paper_preset("cifar100", "resnet18") == (IGDM.term_recipe, {"kl_scale": 1.0})
+    # the base's CIFAR-10 value
+    assert method_class("adaad+igdm").paper_preset("cifar10", "resnet18")[1] == {"kl_scale": 0.1}
+    assert method_class("adaad").paper_preset("cifar100", "resnet18") == (AdaAD.recipe, {"kl_scale": 1.0})
+    assert IGDM.term_recipe != AdaAD.recipe  # so the first line does tell the two recipes apart
 
 
 def test_paper_preset_of_rslad_igdm_decays_at_0_7_0_86_0_95_of_300_epochs():
     # rslad_IGDM_cifar100.py: `epoch in [int(epochs*0.7), int(epochs*0.86), int(epochs*0.95)]`, ramp over 300
-    assert paper_preset("rslad+igdm", "cifar100", "resnet18") == (
+    assert method_class("rslad+igdm").paper_preset("cifar100", "resnet18") == (
         Recipe(epochs=300, milestones=(210, 258, 285), weight_decay=2e-4), {})
 
 
 def test_paper_preset_of_ard_igdm_is_the_igdm_codes_own_ard():
-    recipe, hparams = paper_preset("ard+igdm", "cifar10", "resnet18")
+    recipe, hparams = method_class("ard+igdm").paper_preset("cifar10", "resnet18")
     assert recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)  # int(0.5 E), int(0.75 E)
     assert hparams == {"alpha": 1.0, "tau": 1.0, "kl_scale": 1.0, "igdm_code_ard": True}
     method = create_method("ard+igdm", **hparams)
     assert method.bn_mode == "eval" and ARD.bn_mode == "train"  # its PGD runs with BN in eval mode
-    assert method.config()["igdm_code_ard"] is True and "igdm_code_ard" not in create_method("ard+igdm").config()
+    assert method.config()["igdm_code_ard"] is True and create_method("ard+igdm").config()["igdm_code_ard"] is False
 
 
 @pytest.mark.parametrize(("beta", "gamma"), [(1.0, 1.0), (0.5, 2.0)])
@@ -172,7 +173,7 @@ def test_the_igdm_codes_ard_distils_the_clean_teacher_on_the_forward_probe(stude
 
 
 def test_the_igdm_codes_ard_attacks_from_a_clamped_uniform_start(student, make_batch):
-    method = IGDM(ARD(steps=3), igdm_code_ard=True)
+    method = IGDM(ARD(attack_steps=3), igdm_code_ard=True)
     expected = pgd(lambda xa: F.cross_entropy(student(xa), make_batch(seed=9).y, reduction="sum"),
                    make_batch(seed=9).x, eps=8 / 255, step_size=2 / 255, steps=3, start="uniform",
                    generator=make_batch(seed=9).generator, clamp_start=True)

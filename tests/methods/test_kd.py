@@ -2,6 +2,7 @@ import pytest
 
 from rdist.methods.base import Recipe
 from rdist.methods.kd import KD
+from rdist.methods.igdm import IGDM
 
 
 @pytest.mark.parametrize("hparams", [{}, {"alpha": 0.3, "tau": 2.0}])
@@ -21,6 +22,6 @@ def test_trains_without_an_attack(student, make_batch):
 
 def test_flags_defaults_and_recipe():
     assert KD.name == "kd" and KD.kind == "distill"
-    assert KD.teachers == ("robust",) and not KD.supports_igdm
-    assert KD.hyperparameters() == {"alpha": 0.9, "tau": 4.0}
+    assert KD.teachers == ("robust",) and not IGDM.accepts(KD)
+    assert KD.defaults() == {"alpha": 0.9, "tau": 4.0}
     assert KD.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=5e-4)

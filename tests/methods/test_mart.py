@@ -4,6 +4,7 @@ from torch import nn
 
 from rdist.methods.base import Step, Recipe
 from rdist.methods.mart import MART
+from rdist.methods.igdm import IGDM
 
 EPS = 8 / 255
 
@@ -73,7 +74,7 @@ def test_attack_increases_cross_entropy_inside_the_ball(student, make_batch, ref
 
 def test_attack_starts_at_x_plus_small_gaussian_noise(student, make_batch):
     batch = make_batch()
-    distance = (MART(steps=0).perturb(student, batch) - batch.x).abs().amax()
+    distance = (MART(attack_steps=0).perturb(student, batch) - batch.x).abs().amax()
     assert 0 < distance < 0.01
 
 
@@ -91,8 +92,8 @@ def test_paper_preset_for_other_architectures_is_the_resnet18_one(arch):
 
 def test_flags_defaults_and_recipe():
     assert MART.name == "mart" and MART.kind == "teacher" and MART.bn_mode == "eval"
-    assert MART.teachers == () and not MART.supports_igdm
-    assert MART.hyperparameters() == {"beta": 6.0}
+    assert MART.teachers == () and not IGDM.accepts(MART)
+    assert MART.defaults() == {"beta": 6.0}
     # ResNet-18: the official train_resnet.py (lr 0.01, weight decay 3.5e-3, 120 epochs, x0.1 at 75, 90, 100)
     assert MART.recipe == Recipe(epochs=120, milestones=(75, 90, 100), weight_decay=3.5e-3, lr=0.01, eps=0.031,
                                  step_size=0.007, attack_steps=10)

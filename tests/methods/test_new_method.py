@@ -1,4 +1,4 @@
-"""A method with a third model is one new class and one registry line: nothing in rdist/engine changes.
+"""A method with a third model is one new class, registered by `@register_method`: nothing in rdist/engine changes.
 
 `TwoTeachers` distils from the average of two robust teachers' soft labels, a "robust" one and a "peer": a
 student, two teachers, and a role the engine has never heard of. It is trained through the public entry points
@@ -16,9 +16,12 @@ from typer.testing import CliRunner
 
 import rdist
 from rdist.cli.app import app
+from rdist.cli.options import hparam_help
 from rdist.engine import TrainConfig, load_checkpoint, resume_config, train
 from rdist.errors import RdistError
-from rdist.methods import METHODS, ROBUST, About, Step, Method, Recipe, create_method, kl_batchmean
+from rdist.methods import ROBUST, About, Method, Recipe, Step, create_method, register_method
+from rdist.methods import registry
+from rdist.methods.losses import kl_batchmean
 
 PEER = "peer"
 
@@ -43,7 +46,9 @@ class TwoTeachers(Method):
 
 @pytest.fixture
 def registered(monkeypatch):
-    monkeypatch.setitem(METHODS, TwoTeachers.name, TwoTeachers)  # the "one registry line"
+    """What `@register_method` above the class does in a method's own file, undone after the test."""
+    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))
+    register_method(TwoTeachers)
 
 
 def _teacher(path, seed: int) -> str:
@@ -75,12 +80,12 @@ def test_its_loss_is_the_kl_to_the_averaged_teachers(make_batch, student, teache
     adversarial = float64_logits(student)(xa64)
     expected = reference.kl_batchmean(p.log(), adversarial)
     close(method.loss(student, batch, xa), expected, reference.float32_error(1.0, p.log(), adversarial))
-    assert method.teachers == (ROBUST, PEER) and TwoTeachers.hyperparameters() == {"peer_weight": 0.5}
+    assert method.teachers == (ROBUST, PEER) and TwoTeachers.defaults() == {"peer_weight": 0.5}
 
 
 def test_it_trains_and_resumes_through_the_engine(registered, teacher_files, tmp_path):
     # 36 steps an epoch (1,150 training images, batch 32): 40 steps end one epoch and cut the second.
-    cut = train(_config(tmp_path / "run", teacher_files, max_steps=40, hparams={"peer_weight": 0.3}))
+    cut = train(_config(tmp_path / "run", teacher_files, max_steps=40, method_args={"peer_weight": 0.3}))
     assert (cut.epochs_done, cut.global_step, cut.stopped_by) == (1, 40, "max_steps")
     assert load_checkpoint(tmp_path / "run")["identity"]["teachers"] == teacher_files
     resumed = train(resume_config(tmp_path / "run"))  # the roles come back from the checkpoint
@@ -101,6 +106,9 @@ def test_the_cli_takes_a_new_role_and_its_hyper_parameter(registered, teacher_fi
     assert json.loads(result.stdout)["global_step"] == 2
     provenance = rdist.load_model(str(tmp_path / "cli" / "last.safetensors")).rdist_meta["provenance"]
     assert provenance["peer_teacher"] == teacher_files[PEER] and provenance["method_config"]["peer_weight"] == 0.25
+    # Its field's comment is the help of its hyper-parameter.
+    assert hparam_help("peer_weight").startswith("the peer's share of the soft labels \\[default: the method's paper "
+                                                 "value: two-teachers 0.5]")
     missing = CliRunner().invoke(app, [*common, "--teacher", teacher_files[ROBUST], "--out", str(tmp_path / "m")])
     assert missing.exit_code == 1 and "needs a peer teacher" in missing.output
     assert "--teacher peer=MODEL" in missing.output

@@ -4,6 +4,7 @@ from torch import nn
 
 from rdist.methods.base import Step, Recipe
 from rdist.methods.rslad import RSLAD
+from rdist.methods.igdm import IGDM
 
 EPS = 8 / 255
 
@@ -56,7 +57,7 @@ def test_gradient_reaches_the_student_only(student, teacher, make_batch, referen
 
 
 def test_attack_increases_kl_from_the_clean_soft_labels(student, make_batch, reference, check_in_ball):
-    start = RSLAD(steps=0).perturb(student, make_batch(seed=5))
+    start = RSLAD(attack_steps=0).perturb(student, make_batch(seed=5))
     xa = RSLAD().perturb(student, make_batch(seed=5))
     batch = make_batch()
     check_in_ball(xa, batch.x, EPS)
@@ -81,6 +82,6 @@ def test_teacher_sees_the_clean_batch_once_for_attack_and_loss(student, teacher,
 
 def test_flags_defaults_and_recipe():
     assert RSLAD.name == "rslad" and RSLAD.kind == "distill" and RSLAD.bn_mode == "eval"
-    assert RSLAD.teachers == ("robust",) and RSLAD.supports_igdm
-    assert RSLAD.hyperparameters() == {"kl_scale": 0.1}
+    assert RSLAD.teachers == ("robust",) and IGDM.accepts(RSLAD)
+    assert RSLAD.defaults() == {"kl_scale": 0.1}
     assert RSLAD.recipe == Recipe(epochs=300, milestones=(215, 260, 285), weight_decay=2e-4)

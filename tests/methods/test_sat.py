@@ -2,6 +2,7 @@ import torch
 
 from rdist.methods.base import Recipe
 from rdist.methods.sat import SAT
+from rdist.methods.igdm import IGDM
 
 EPS = 8 / 255
 
@@ -23,7 +24,7 @@ def test_attack_increases_cross_entropy_inside_the_ball(student, make_batch, ref
 
 
 def test_attack_starts_uniformly_in_the_ball_and_follows_the_generator(student, make_batch, check_in_ball):
-    start = SAT(steps=0).perturb(student, make_batch(seed=5))
+    start = SAT(attack_steps=0).perturb(student, make_batch(seed=5))
     check_in_ball(start, make_batch().x, EPS)
     assert (start - make_batch().x).abs().amax() > EPS / 2  # U(-eps, eps), not x + 0.001 N(0, 1)
     assert torch.equal(SAT().perturb(student, make_batch(seed=5)), SAT().perturb(student, make_batch(seed=5)))
@@ -32,6 +33,6 @@ def test_attack_starts_uniformly_in_the_ball_and_follows_the_generator(student, 
 
 def test_flags_defaults_and_recipe():
     assert SAT.name == "sat" and SAT.kind == "teacher" and SAT.bn_mode == "eval"
-    assert SAT.teachers == () and not SAT.supports_igdm
-    assert SAT.hyperparameters() == {}
+    assert SAT.teachers == () and not IGDM.accepts(SAT)
+    assert SAT.defaults() == {}
     assert SAT.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)

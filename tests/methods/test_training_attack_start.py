@@ -24,21 +24,21 @@ def edge_batch(inputs, teacher, natural_teacher):
 
 @pytest.mark.parametrize("name", UNCLAMPED)
 def test_training_attacks_start_outside_the_box_where_the_noise_takes_them(student, edge_batch, name):
-    start = create_method(name, steps=0).perturb(student, edge_batch)
+    start = create_method(name, attack_steps=0).perturb(student, edge_batch)
     assert start.min() < 0 and start.max() > 1  # saturated pixels pushed out by the noise, not clamped back
     assert (start - edge_batch.x).abs().amax() <= EPS + 1e-6
 
 
 @pytest.mark.parametrize("name", UNCLAMPED)
 def test_the_first_step_brings_every_training_attack_back_into_the_box(student, edge_batch, name, check_in_ball):
-    check_in_ball(create_method(name, steps=1).perturb(student, edge_batch), edge_batch.x, EPS)
+    check_in_ball(create_method(name, attack_steps=1).perturb(student, edge_batch), edge_batch.x, EPS)
 
 
 def test_sat_and_evaluation_pgd_clamp_the_start(student, edge_batch, check_in_ball):
-    check_in_ball(create_method("sat", steps=0).perturb(student, edge_batch), edge_batch.x, EPS)
+    check_in_ball(create_method("sat", attack_steps=0).perturb(student, edge_batch), edge_batch.x, EPS)
     # The IGDM code's own ARD (`--recipe paper` of ard+igdm): its PGD clamps the uniform start.
-    check_in_ball(create_method("ard+igdm", steps=0, igdm_code_ard=True).perturb(student, edge_batch), edge_batch.x,
-                  EPS)
+    check_in_ball(create_method("ard+igdm", attack_steps=0, igdm_code_ard=True).perturb(student, edge_batch),
+                  edge_batch.x, EPS)
     check_in_ball(PGD(student, EPS, steps=0, generator=torch.Generator().manual_seed(0))(edge_batch.x, edge_batch.y),
                   edge_batch.x, EPS)
 

@@ -11,15 +11,15 @@ from rdist.reproduce.cost import ASSUMED_TFLOPS, TRAIN_IMAGES, evaluation_flops,
 
 
 def test_passes_are_counted_from_the_method_step():
-    passes = count_passes(create_method("rslad", steps=10), 3, 10, epochs=1)
+    passes = count_passes(create_method("rslad", attack_steps=10), 3, 10, epochs=1)
     # Ten attack steps (the input's gradient) and S(xa), S(x) in the loss (the weights'); the clean teacher once,
     # without gradient.
     assert passes == {"student": Passes(input_grad=10, weight_grad=2), "robust": Passes(forward=1)}
-    passes = count_passes(create_method("adaad", steps=7), 3, 10, epochs=1)
+    passes = count_passes(create_method("adaad", attack_steps=7), 3, 10, epochs=1)
     assert passes["robust"].input_grad == 7, "AdaAD differentiates through the teacher at every attack step"
-    assert count_passes(create_method("akd2", steps=2), 3, 10, epochs=1) == {
+    assert count_passes(create_method("akd2", attack_steps=2), 3, 10, epochs=1) == {
         "student": Passes(input_grad=2, weight_grad=1), "robust": Passes(forward=1), "natural": Passes(forward=1)}
-    assert count_passes(create_method("sat", steps=3), 3, 10, epochs=1) == {"student": Passes(input_grad=3,
+    assert count_passes(create_method("sat", attack_steps=3), 3, 10, epochs=1) == {"student": Passes(input_grad=3,
                                                                                                 weight_grad=1)}
     assert Passes(forward=1, input_grad=1, weight_grad=1).flops(10) == 2 * 10 + 4 * 10 + 6 * 10
 

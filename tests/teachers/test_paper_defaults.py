@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import rdist
 from rdist.cli.app import app
 from rdist.engine import TrainConfig
-from rdist.engine.defaults import resolve_defaults
+from rdist.engine.config import fill_paper_defaults
 from rdist.teachers.catalogue import TEACHERS
 from rdist.teachers.robustbench import artifact_path, import_robustbench
 from tests.helpers import assert_one_line_error, one_thread
@@ -110,7 +110,7 @@ def test_igdm_trains_adaad_with_igdm(cifar10_cache, tmp_path):
     ({"teachers": {"natural": "n.safetensors"}}, "--natural-teacher"),
 ])
 def test_an_explicit_option_wins_over_each_default(given, option):
-    config, defaults = resolve_defaults(TrainConfig(method="iad-ii", student="resnet18", **given))
+    config, defaults = fill_paper_defaults(TrainConfig(method="iad-ii", student="resnet18", **given))
     for field, value in given.items():
         if field == "teachers":
             assert config.teachers.items() >= value.items()
@@ -130,11 +130,11 @@ def test_paper_teachers_follow_the_dataset():
     for method, data, teacher in [("adaad", "cifar10", "Chen2021LTD_WRN34_20"), ("adaad", "cifar100",
                                   "Chen2021LTD_WRN34_10"), ("rslad", "cifar100", "Gowal2020Uncovering_extra"),
                                   ("rslad+igdm", "cifar100", "Wang2023Better_WRN-28-10")]:
-        config, _ = resolve_defaults(TrainConfig(method=method, student="resnet18", data=data))
+        config, _ = fill_paper_defaults(TrainConfig(method=method, student="resnet18", data=data))
         assert config.teachers == {"robust": teacher} and (teacher, data) in TEACHERS
-    config, _ = resolve_defaults(TrainConfig(method="rslad", student="tinycnn", data="digits"))
+    config, _ = fill_paper_defaults(TrainConfig(method="rslad", student="tinycnn", data="digits"))
     assert config.teachers == {}, "no RobustBench teacher for digits: the run asks for one"
-    config, defaults = resolve_defaults(TrainConfig(method="trades", student="resnet18"))
+    config, defaults = fill_paper_defaults(TrainConfig(method="trades", student="resnet18"))
     assert (config.recipe, config.epochs, defaults) == (None, None, []), "teacher training asks for --epochs"
 
 
@@ -171,6 +171,13 @@ def test_list_names_each_method_with_its_paper_attack_loss_teacher_and_recipe():
     by_name = {row["method"]: row for row in cifar100}
     assert by_name["adaad"]["teacher"] == "Chen2021LTD_WRN34_10" and by_name["iad-i"]["teacher"] is None
     assert by_name["iad-i"]["aliases"] == "iad" and by_name["adaad+igdm"]["aliases"] == "igdm"
+    # The paper and the official code of each, from the method's `About` (a composition: its term's paper).
+    assert (by_name["iad-i"]["url"], by_name["iad-i"]["code"]) == ("https://openreview.net/forum?id=u6TRGdzhfip",
+                                                                   "https://github.com/ZFancy/IAD")
+    assert by_name["rslad+igdm"]["url"] == "https://arxiv.org/abs/2312.03286" and by_name["kd"]["code"] is None
+    links = {line.split(":")[0]: line for line in result.output.splitlines() if "  code " in line}
+    assert links["rslad"] == "rslad: paper https://arxiv.org/abs/2108.07969  code https://github.com/zibojia/RSLAD"
+    assert links["kd"].endswith("code - (none published)") and set(links) == set(by_name)
 
 
 def test_help_lists_the_aliases():

@@ -3,6 +3,11 @@ with recorded results, and zoo.yaml files written for one test."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import struct
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +59,54 @@ def write_zoo(tmp_path):
         return path
 
     return write
+
+
+def uploaded_files(hub, repo: str) -> dict[str, bytes]:
+    """What the Hub stand-in holds in `repo` at its main revision: {path: content}."""
+    return hub.state.files(repo, "main")[1]
+
+
+def safetensors_header(content: bytes) -> dict:
+    """The JSON header of a safetensors file (tensor offsets and the metadata), as stored."""
+    (length,) = struct.unpack("<Q", content[:8])
+    return json.loads(content[8:8 + length])
+
+
+# An absolute path where a value or word begins: /..., ~/..., C:\..., also after npz: or | (a results key); not the
+# // of a URL.
+_ABSOLUTE_PATH = re.compile(r"""(?:^|["'|:=\s(])(?:/|~/|[A-Za-z]:\\)(?![/\\])""")
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def assert_publishes_no_local_path(files: dict[str, bytes], *local: str | Path) -> None:
+    """No path of this machine in any uploaded file (config.json, the card, the safetensors header with its
+    metadata): none of `local`, $HOME, the working directory or the Python environment, and no absolute path at all
+    among the JSON values and the card's words."""
+    machine = {str(p) for p in local} | {str(Path(p).resolve()) for p in local}
+    machine |= {os.environ.get("HOME", ""), str(Path.home()), os.getcwd(), sys.prefix, sys.base_prefix}
+    assert {"model.safetensors", "config.json", "README.md"} <= set(files)
+    for name, content in files.items():
+        if name.endswith(".safetensors"):
+            header = safetensors_header(content)
+            text, values = json.dumps(header), list(_strings(json.loads(header["__metadata__"]["rdist"])))
+        elif name.endswith(".json"):
+            text = content.decode()
+            values = list(_strings(json.loads(text)))
+        else:
+            text = content.decode()
+            values = text.split()
+        for path in sorted(p for p in machine if len(p) > 1):
+            assert path not in text, f"{name} publishes {path}"
+        leaks = [v for v in values if _ABSOLUTE_PATH.search(v)]
+        assert not leaks, f"{name} publishes absolute paths: {leaks}"

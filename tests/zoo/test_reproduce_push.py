@@ -3,11 +3,14 @@ with the reproduction in its card; without a token nothing is trained."""
 
 from __future__ import annotations
 
+import json
+
 import yaml
 from typer.testing import CliRunner
 
 from rdist.cli.app import app
 from tests.helpers import assert_one_line_error, one_thread
+from tests.zoo.conftest import assert_publishes_no_local_path, uploaded_files
 
 # A row small enough for a test, evaluated with full AutoAttack as the zoo requires.
 TINY = {"name": "digits-tiny", "teacher": {"method": "sat", "arch": "tinycnn", "options": {"epochs": 1}},
@@ -51,3 +54,9 @@ def test_push_publishes_the_best_seed_with_the_reproduction_in_its_card(hub, tmp
     card = open(hf_hub_download(entry["repo"], "README.md", revision=entry["revision"], endpoint=hub.url)).read()
     assert "rdist reproduce digits-tiny --seeds 0,1" in card
     assert "| AutoAttack accuracy | 20.00% |" in card and "a test, none" in card
+    # The same push as `rdist zoo push`: nothing names this machine's paths (the teacher stage's file, the runs).
+    files = uploaded_files(hub, entry["repo"])
+    assert_publishes_no_local_path(files, tmp_path)
+    reproduction = json.loads(files["config.json"])["reproduction"]
+    assert reproduction["out"] == "out" and [(s["run_dir"], s["model"]) for s in reproduction["seeds"]] == [
+        ("seed-0", "seed-0/best.safetensors"), ("seed-1", "seed-1/best.safetensors")]

@@ -3,6 +3,7 @@ stand-in on 127.0.0.1: verified downloads, a model card with model-index results
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ from rdist.resolve import resolve_model, resolve_teacher
 from rdist.files import sha256_file
 from rdist.zoo import load_zoo, pull_model
 from tests.helpers import assert_one_line_error
-from tests.zoo.conftest import TOKEN
+from tests.zoo.conftest import TOKEN, uploaded_files
 
 runner = CliRunner()
 
@@ -36,11 +37,15 @@ def cached_files(hub_cache: Path) -> list[Path]:
 
 
 def test_push_then_pull_round_trip(hub, student, tmp_path, monkeypatch):
+    local = sha256_file(student)
     result = push(student, "rdist-zoo/tinycnn-digits")
     assert result.exit_code == 0, result.output
     (entry,) = yaml.safe_load(result.stdout)
     assert entry["repo"] == "rdist-zoo/tinycnn-digits" and entry["name"] == "tinycnn-digits"
-    assert entry["sha256"] == sha256_file(student) and len(entry["revision"]) == 40
+    # The student records its teacher's path: the Hub gets a copy with the public metadata, which the entry pins.
+    uploaded = uploaded_files(hub, entry["repo"])["model.safetensors"]
+    assert entry["sha256"] == hashlib.sha256(uploaded).hexdigest() != local and len(entry["revision"]) == 40
+    assert sha256_file(student) == local, "the local artifact is left as it was"
     assert (entry["arch"], entry["dataset"], entry["method"]) == ("tinycnn", "digits", "rslad")
     assert entry["teacher"] == "smallcnn", "a local teacher path is published as a name only"
     assert entry["results"] == {"clean": 88.12, "pgd20": 44.23, "aa": 42.01}, "the largest recorded n wins"
