@@ -8,6 +8,8 @@ import re
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+
 import rdist
 
 PACKAGE = Path(rdist.__file__).parent
@@ -160,3 +162,30 @@ def test_the_engine_names_no_method_and_no_role():
     found = method_lore("# as RSLAD does\nteachers[ROBUST]\nrole = 'robust'\nthe robust teacher")
     assert [hit.split(":")[0] for hit in found] == ["line 1", "line 2", "line 3", "line 4"]
     assert method_lore("robust_acc = clean and robust accuracy; kd_tree, sat-solver, iads") == []
+
+
+def imported_closure(start: str) -> set[str]:
+    """Every rdist module `start` depends on, statically (imports inside functions too), with the packages whose
+    __init__ importing a submodule runs. Not the root package: `rdist/__init__.py` is the public API, which gathers
+    every layer (training included) for `import rdist`, and no module depends on it."""
+    paths = dict(modules())
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in paths or name == "rdist":
+            continue
+        seen.add(name)
+        path = paths[name]
+        todo += [target for target, _ in imported_modules(path.read_text(), name, path.name == "__init__.py")]
+        todo.append(name.rpartition(".")[0])
+    return seen
+
+
+@pytest.mark.parametrize("command", ["rdist.cli.attack", "rdist.cli.compare"])
+def test_evaluating_models_needs_nothing_of_the_training_engine(command):
+    """`rdist attack` and `rdist compare` (--runs included) stand on the evaluation spine alone: devices, processes,
+    the attacks and evaluator, model files and run directories, never rdist.engine."""
+    closure = imported_closure(command)
+    assert {"rdist.attacks.evaluator", "rdist.parallel", "rdist.report.robustness"} <= closure
+    assert sorted(m for m in closure if m == "rdist.engine" or m.startswith("rdist.engine.")) == []
+    assert "rdist.engine.trainer" in imported_closure("rdist.cli.training"), "the closure follows imports"
