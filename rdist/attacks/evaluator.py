@@ -97,17 +97,19 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[s
     if ranks.distributed and not distributed():
         raise RdistError(f"evaluate(ranks=...) of {ranks.world_size} processes needs their process group: start it "
                          "with rdist.parallel.Group.start() under torchrun")
-    # Every rank shards alike: the smallest batch any rank's memory allows.
-    batch_size = min_over_ranks(resolve_batch_size(model, x, y, batch_size, precision))
+    batch_size = resolve_batch_size(model, x, y, batch_size, precision)
+    if ranks.distributed:  # every rank shards alike: the smallest batch any rank's memory allows
+        batch_size = min_over_ranks(batch_size)
     mine = eval_shard(len(x), batch_size, ranks)
     if mine.stop > mine.start:
         robust = correct_per_example(model, x[mine], y[mine], attacks, eps=eps, batch_size=batch_size, seed=seed,
                                      surrogate=surrogate, precision=precision, progress=progress, first=mine.start)
     else:  # fewer batches than ranks: this one has none
         robust = {name: torch.zeros(0, dtype=torch.bool, device=model_device(model)) for name in attacks}
-    # Per-example correctness is what is combined: one (images, attacks) table, the ranks' rows in rank order.
-    everyone = gather_rows(torch.stack([robust[name] for name in attacks], dim=1).to(torch.uint8)).bool()
-    return summarize(dict(zip(attacks, everyone.T)), eps, seed, precision, batch_size)
+    if ranks.distributed:  # per-example correctness is what is combined: the ranks' rows, in rank order
+        table = gather_rows(torch.stack([robust[name] for name in attacks], dim=1).to(torch.uint8)).bool()
+        robust = dict(zip(attacks, table.T))
+    return summarize(robust, eps, seed, precision, batch_size)
 
 
 def eval_shard(n: int, batch_size: int, ranks: Ranks) -> slice:
