@@ -10,6 +10,7 @@ from typing import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import rdist
 from rdist.data import Batches
@@ -76,3 +77,14 @@ def train_briefly(arch: str, dataset, steps: int = 300, seed: int = 0, attack: A
             if done == steps:
                 break
     return model.eval()
+
+
+def randomise_batchnorm(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine weights, so that eval-mode outputs test them too."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.3, 0.3)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+    return model

@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("rdist.report",),  # evaluation (`rdist attack`, `rdist compare`), profiles, plots: nothing of training
     ("rdist.engine",),
     ("rdist",),
-    ("rdist.pipelines", "rdist.reproduce"),  # whole workflows: the quickstart, a paper's table row
+    ("rdist.reproduce",),  # whole workflows: the quickstart, a paper's table row
     ("rdist.cli", "rdist.__main__"),
 ]
 

@@ -37,8 +37,9 @@ def pull(
         print_json({"path": str(path), **meta})
         return
     board = meta["leaderboard"]
-    err_console.print(f"{name}: {meta['arch']['name']}, {data}; RobustBench Linf eps {board['eps']}: "
-                      f"clean {board['clean']:.2f}%, AutoAttack {board['autoattack']:.2f}%", highlight=False)
+    numbers = (f"RobustBench Linf eps {board['eps']}: clean {board['clean']:.2f}%, AutoAttack "
+               f"{board['autoattack']:.2f}%" if board.get("clean") is not None else "RobustBench published no numbers")
+    err_console.print(f"{name}: {meta['arch']['name']}, {data}; {numbers}", highlight=False)
     console.print(str(path), highlight=False, soft_wrap=True)
 
 
@@ -46,34 +47,91 @@ def pull(
 @user_errors
 def list_(
     data: str = typer.Option(None, "--data", "-d", help="only the teachers for cifar10 or cifar100"),
+    sort: str = typer.Option("autoattack", "--sort", help="order: autoattack or clean (highest first), params "
+                             "(smallest first) or name"),
+    all_: bool = typer.Option(False, "--all", help="also RobustBench's models rdist cannot build, with the reason"),
     json_out: bool = typer.Option(False, "--json", help="print the catalogue as JSON"),
 ) -> None:
-    """List the RobustBench Linf teachers rdist can pull, with their leaderboard accuracies."""
-    from rich import box
-    from rich.table import Table
+    """List RobustBench's Linf teachers rdist can pull: architecture, size, leaderboard accuracies.
 
-    from rdist.teachers.catalogue import DATASET_LABELS, TEACHERS
+    Example: rdist teacher list --data cifar100 --sort params
+    """
+    from rich.console import Console
+
+    from rdist.teachers.catalogue import DATASET_LABELS, ROBUSTBENCH, SOURCE, TEACHERS
     from rdist.teachers.robustbench import artifact_path
     from rdist.utils import unknown
 
     if data is not None and data not in DATASET_LABELS:
         raise unknown("teacher dataset", data, DATASET_LABELS)
-    entries = [e for e in TEACHERS.values() if data in (None, e.dataset)]
+    if sort not in _SORTS:
+        raise unknown("--sort order", sort, _SORTS)
+    # TEACHERS as well: an entry added at run time (a test's) is listed too.
+    catalogue = {**ROBUSTBENCH, **TEACHERS} if all_ else TEACHERS
+    entries = sorted((e for e in catalogue.values() if data in (None, e.dataset)), key=_SORTS[sort])
     if json_out:
-        print_json([{**e.leaderboard(), "arch": e.arch, "paper": e.paper, "pulled": artifact_path(e).is_file()}
+        print_json([{**e.leaderboard(), "arch": e.arch, "params": e.params, "buildable": e.buildable,
+                     "reason": e.reason, "pulled": e.buildable and artifact_path(e).is_file(), "paper": e.paper,
+                     "venue": e.venue, "architecture": e.architecture, "additional_data": e.additional_data,
+                     "external": e.external, "unreliable": e.unreliable, "footnote": e.footnote}
                     for e in entries])
         return
+    buildable = [e for e in entries if e.buildable]
+    refused = [e for e in entries if not e.buildable]
+    title = "RobustBench Linf teachers: leaderboard accuracy (%), full test set, eps 8/255"
+    tables = [_teacher_table(title, buildable, data, artifact_path, SOURCE)]
+    if all_:
+        tables.append(_teacher_table(f"RobustBench models rdist cannot build ({len(refused)})", refused, data,
+                                     artifact_path, SOURCE))
+    # Piped (not a terminal), a table keeps its natural width instead of folding at 80 columns.
+    out = console if console.is_terminal else Console(width=1000)
+    for table in tables:
+        out.print(table)
+
+
+def _teacher_table(title: str, entries: list, data: str | None, artifact_path, source: dict):
+    """One table of catalogue entries: the buildable ones with their architecture, or the others with the
+    reason rdist cannot build them."""
+    from rich import box
+    from rich.table import Table
+
+    refused = bool(entries) and not entries[0].buildable
     other_eps = sorted({e.eps for e in entries} - {"8/255"})
-    table = Table(title="RobustBench Linf teachers: leaderboard accuracy (%), full test set, eps 8/255",
-                  caption=f"* evaluated at eps {', '.join(other_eps)}" if other_eps else None, box=box.SIMPLE,
-                  pad_edge=False)
-    for column in ("name", "data", "arch", "clean", "AA", "pulled"):
-        table.add_column(column, no_wrap=True, justify="right" if column in ("clean", "AA") else "left")
+    notes = [f"* evaluated at eps {', '.join(other_eps)}"] if other_eps else []
+    if any(e.unreliable for e in entries):
+        notes.append("? RobustBench marks the evaluation unreliable")
+    if any(e.clean is None for e in entries):
+        notes.append("- RobustBench published no numbers")
+    notes.append(f"RobustBench model_info {source['model_info_commit'][:12]}, robustbench "
+                 f"{source['robustbench_version']}")
+    table = Table(title=title, caption="; ".join(notes), box=box.SIMPLE, pad_edge=False)
+    columns = ["name", *(["data"] if data is None else []), *([] if refused else ["arch"]), "params", "clean",
+               "AA", *(["why rdist cannot build it"] if refused else ["pulled"])]
+    # Numbers keep their width; in a narrow terminal the names and reasons fold instead.
+    for column in columns:
+        number = column in ("params", "clean", "AA")
+        table.add_column(column, no_wrap=number, justify="right" if number else "left", overflow="fold",
+                         min_width={"params": 6, "clean": 5, "AA": 7}.get(column))
     for e in entries:
-        marked = "*" if e.eps != "8/255" else ""
-        table.add_row(e.name, e.dataset, e.arch, f"{e.clean:.2f}", f"{e.autoattack:.2f}{marked}",
-                      "yes" if artifact_path(e).is_file() else "")
-    console.print(table)
+        marks = ("*" if e.eps != "8/255" else "") + ("?" if e.unreliable else "")
+        last = e.reason if refused else "yes" if artifact_path(e).is_file() else ""
+        table.add_row(e.name, *([e.dataset] if data is None else []), *([] if refused else [e.arch]),
+                      _millions(e.params), "-" if e.clean is None else f"{e.clean:.2f}",
+                      "-" if e.autoattack is None else f"{e.autoattack:.2f}{marks}", last)
+    return table
+
+
+def _millions(params: int | None) -> str:
+    return "-" if params is None else f"{params / 1e6:.1f}M"
+
+
+# Sort keys; a missing number sorts last.
+_SORTS = {
+    "autoattack": lambda e: (e.autoattack is None, -(e.autoattack or 0), e.name, e.dataset),
+    "clean": lambda e: (e.clean is None, -(e.clean or 0), e.name, e.dataset),
+    "params": lambda e: (e.params is None, e.params or 0, e.name, e.dataset),
+    "name": lambda e: (e.name.lower(), e.dataset),
+}
 
 
 @app.command("train", help=f"Train a teacher ({TEACHER_METHODS}); its best.safetensors is ready for --teacher.\n\n"

@@ -41,14 +41,15 @@ from rdist.parallel import Group, broadcast_from_main
 
 
 @dataclass(frozen=True)
-class DataParallel:
+class DataParallelTraining:
     """This process's part in data-parallel training; in one process every method is the single-process way."""
 
     group: Group
     sync_bn: bool = False
 
     @classmethod
-    def start(cls, device: str | None = None, backend: str | None = None, sync_bn: bool = False) -> "DataParallel":
+    def start(cls, device: str | None = None, backend: str | None = None,
+              sync_bn: bool = False) -> "DataParallelTraining":
         """Join the job torchrun started (or stay one process) on this rank's device."""
         group = Group.start(device, backend)
         if sync_bn and not group.distributed:

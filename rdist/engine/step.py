@@ -63,8 +63,8 @@ def update_phase(student: nn.Module, method: Method, step: Step, xa: torch.Tenso
     """Outer loss, backward and SGD step in train mode, without waiting for the device.
 
     `grad_scale` weighs this process's gradient under DDP, which averages the ranks' gradients: a rank holding
-    more or fewer rows than the even share of an uneven batch (`DataParallel.shard`) scales its loss by its share,
-    so that the update is the mean over the global batch. The reported loss is the unscaled one.
+    more or fewer rows than the even share of an uneven batch (`DataParallelTraining.shard`) scales its loss by
+    its share, so that the update is the mean over the global batch. The reported loss is the unscaled one.
 
     The finiteness of the loss is not checked here (that would be a host sync before the backward): the
     trainer reads the losses every few steps and stops at the first non-finite one, before anything is saved.

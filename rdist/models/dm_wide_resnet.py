@@ -1,6 +1,10 @@
 """DeepMind's WideResNet with SiLU (Gowal et al. 2020), `dm-wrn-D-W`: the architecture of many RobustBench leaders.
 
-Wang2023Better_WRN-28-10, Cui2023Decoupled_WRN-28-10 and Gowal2020Uncovering (WRN-70-16) use it.
+29 of RobustBench's Linf CIFAR entries use it, from WRN-28-10 (Wang2023Better_WRN-28-10,
+Gowal2021Improving_28_10_ddpm_100m) to WRN-106-16 (Rebuffi2021Fixing_106_16_cutmix_ddpm) and WRN-94-16
+(Bartoldson2024Adversarial_WRN-94-16). RobustBench builds them with its own `Swish` or with nn.SiLU, the
+same function x * sigmoid(x); none of its Linf CIFAR entries uses the class's default ReLU or input padding,
+so rdist has neither.
 Module names match RobustBench's `DMWideResNet` (init_conv, layer.G.block.B.{batchnorm_0, conv_0,
 batchnorm_1, conv_1, shortcut}, batchnorm, logits), so their checkpoints load with strict=True.
 
@@ -21,6 +25,12 @@ from rdist.errors import RdistError
 from rdist.models.registry import register_pattern
 
 
+def same_padding(stride: int) -> tuple[int, int, int, int]:
+    """TensorFlow's "SAME" for a 3x3 kernel, as DeepMind's models pad: symmetric at stride 1, only right and
+    bottom at stride 2."""
+    return (1, 1, 1, 1) if stride == 1 else (0, 1, 0, 1)
+
+
 class _Block(nn.Module):
     def __init__(self, in_planes: int, out_planes: int, stride: int):
         super().__init__()
@@ -32,7 +42,7 @@ class _Block(nn.Module):
         self.conv_1 = nn.Conv2d(out_planes, out_planes, 3, stride=1, padding=1, bias=False)
         self.has_shortcut = in_planes != out_planes
         self.shortcut = nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False) if self.has_shortcut else None
-        self._pad = (1, 1, 1, 1) if stride == 1 else (0, 1, 0, 1)
+        self._pad = same_padding(stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = self.relu_0(self.batchnorm_0(x))

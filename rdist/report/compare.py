@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from rdist.artifact import check_fits
 from rdist.attacks import resolve_attacks
 from rdist.attacks.evaluator import Progress
 from rdist.data import load_dataset
@@ -20,7 +21,7 @@ from rdist.errors import RdistError
 from rdist.onnx import graph_precision, is_onnx_path, runs_on_onnx
 from rdist.report.config import EvalConfig
 from rdist.report.profile import profile_model, profile_onnx
-from rdist.report.robustness import Report, check_compatible, robustness_report
+from rdist.report.robustness import Report, robustness_report
 from rdist.resolve import ModelSource, model_label, resolve_model
 from rdist.runs import EpochRecord, RunDirectory, group_seed_dirs, read_log
 from rdist.utils import format_eps, parse_eps
@@ -168,7 +169,7 @@ class Evaluator:
                  progress: Progress | None = None):
         self.dataset = load_dataset(config.data, device="cpu")
         for entry in entries:
-            check_compatible(entry.meta, self.dataset, entry.label)
+            check_fits(entry.meta, self.dataset, entry.label)
         self.config = replace(config, n=min(config.n, len(self.dataset.y_test)))
         self.fresh, self.record, self.progress = fresh, record, progress
         self.computed: dict[str, list[Report]] = {e.label: [] for e in entries}

@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from rdist.artifact import record_results
+from rdist.artifact import check_fits, record_results
 from rdist.attacks.evaluator import EvalResult, Progress, evaluate
 from rdist.data import Dataset, load_dataset, npz_file
 from rdist.device import channels_last
@@ -134,27 +134,14 @@ def _load(model: str, config: EvalConfig, group: Group, out: str | Path | None, 
             check_output(out, "--out", inputs=[("the model", path), ("the surrogate", surrogate),
                                                ("the dataset", npz_file(data))])
         dataset = load_dataset(data, device=dev)
-    check_compatible(meta, dataset, str(path))
+    check_fits(meta, dataset, str(path))
     surrogate_net = None
     if surrogate:
         check_surrogate(surrogate)
         with group.main_first():
             surrogate_net = channels_last(resolve_model(surrogate, data).load(dev))
-        classes = (surrogate_net.rdist_meta["arch"]["num_classes"], meta["arch"]["num_classes"])
-        if classes[0] != classes[1]:
-            raise RdistError(f"--surrogate {surrogate} has {classes[0]} classes but {path.name} has {classes[1]}; "
-                             "craft transfer attacks on a model of the same task")
-        check_compatible(surrogate_net.rdist_meta, dataset, surrogate)
+        # The model fits the dataset, so a surrogate that fits it too is of the model's task.
+        check_fits(surrogate_net.rdist_meta, dataset, f"--surrogate {surrogate}", instead="a surrogate",
+                   data_option=False)
     return _Target(path, net, dataset, surrogate, surrogate_net)
 
-
-def check_compatible(meta: dict, dataset, source: str) -> None:
-    """Refuse data whose class count or image shape differs from what the model was built for."""
-    classes = meta["arch"]["num_classes"]
-    if dataset.num_classes != classes:
-        raise RdistError(f"{source} has {classes} classes but dataset {dataset.name} has {dataset.num_classes}; "
-                         "pass the --data the model was trained on")
-    shape = meta.get("input_shape")
-    if shape and list(dataset.input_shape) != list(shape):
-        raise RdistError(f"{source} expects inputs {tuple(shape)} but dataset {dataset.name} has "
-                         f"{tuple(dataset.input_shape)}; pass the --data the model was trained on")

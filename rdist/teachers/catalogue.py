@@ -1,8 +1,10 @@
-"""The RobustBench teachers rdist can pull by name, with their leaderboard numbers.
+"""RobustBench's Linf CIFAR-10/100 teachers: the ones rdist can pull by name, and the others with the reason.
 
-Every number is copied from RobustBench's own record of the model (model_info/<dataset>/Linf/<name>.json
-in github.com/RobustBench/robustbench): `clean_acc` and `autoattack_acc`, in percent, on the full
-test set at the budget `eps`. Nothing here is measured by rdist; `rdist attack` measures.
+The entries come from leaderboard.json, which `python -m rdist.teachers.leaderboard` writes from
+RobustBench's own sources (see there): the installed robustbench's model zoo says which models exist and
+rdist reads from each module which rdist architecture holds it exactly; RobustBench's published
+model_info records give `clean` and `autoattack`, in percent, on the full test set at the budget `eps`.
+Nothing here is measured by rdist; `rdist attack` measures.
 
 `arch` is the rdist architecture that holds the weights exactly (same keys, same forward);
 `mean`/`std` is the normalisation the RobustBench model applies to its [0,1] input itself.
@@ -10,9 +12,13 @@ test set at the budget `eps`. Nothing here is measured by rdist; `rdist attack` 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
+from rdist.data import dataset_shape
 from rdist.errors import RdistError
+from rdist.teachers.leaderboard import DATA_FILE, FORMAT
 from rdist.utils import suggest
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -27,67 +33,98 @@ DATASET_LABELS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 class TeacherEntry:
     name: str                         # RobustBench model ID
     dataset: str                      # cifar10 | cifar100
-    arch: str                         # rdist architecture
-    clean: float                      # leaderboard clean accuracy, %
-    autoattack: float                 # leaderboard AutoAttack accuracy, %
-    paper: str                        # short description shown by `rdist teacher list`
+    arch: str | None                  # rdist architecture; None: rdist cannot build it (see `reason`)
+    clean: float | None               # leaderboard clean accuracy, %; None: RobustBench published no model_info
+    autoattack: float | None          # leaderboard AutoAttack accuracy, %
+    paper: str                        # the paper's title
     link: str
     eps: str = "8/255"                # the leaderboard's evaluation budget
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     threat_model: str = "Linf"
+    params: int | None = None         # parameters of `arch` (of RobustBench's module when unbuildable)
+    reason: str | None = None         # why rdist cannot build it
+    architecture: str = ""            # RobustBench's own description, e.g. "WideResNet-70-16"
+    additional_data: bool | None = None
+    venue: str = ""
+    footnote: str = ""
+    external: float | None = None     # a lower robust accuracy a stronger attack found (model_info `external`)
+    unreliable: bool = False          # RobustBench flags the evaluation as unreliable
+    containers: tuple[str, ...] = ("state_dict",)  # wrappers of the weights in the checkpoint, outermost first
+    strict: bool = True               # False: RobustBench itself ignores keys the class does not have
+    model_info_commit: str | None = None
 
     @property
     def num_classes(self) -> int:
-        return {"cifar10": 10, "cifar100": 100}[self.dataset]
+        return dataset_shape(self.dataset)[1]
+
+    @property
+    def buildable(self) -> bool:
+        return self.arch is not None
 
     def leaderboard(self) -> dict:
         """What an artifact records about where the numbers come from."""
         return {"source": "RobustBench", "model": self.name, "dataset": self.dataset,
                 "threat_model": self.threat_model, "eps": self.eps, "clean": self.clean,
-                "autoattack": self.autoattack, "link": self.link}
+                "autoattack": self.autoattack, "link": self.link, "model_info_commit": self.model_info_commit}
 
-
-_TRADES = "https://arxiv.org/abs/1901.08573"
-_LTD = "https://arxiv.org/abs/2111.02331"
-_BETTER_DM = "https://arxiv.org/abs/2302.04638"
-_DKL = "https://arxiv.org/abs/2305.13948"
-_GOWAL = "https://arxiv.org/abs/2010.03593"
-_ROBUSTBENCH = "https://github.com/RobustBench/robustbench"
-
-_ENTRIES = [
-    # TRADES was evaluated at 0.031 (~7.9/255), the budget it was trained for.
-    # Not robust: the naturally trained teacher (Tstd) of AKD2 and IAD-II. RobustBench has none for CIFAR-100.
-    TeacherEntry("Standard", "cifar10", "wrn-28-10", 94.78, 0.0, "standard (natural) training, WRN-28-10",
-                 _ROBUSTBENCH),
-    TeacherEntry("Zhang2019Theoretically", "cifar10", "wrn-34-10", 84.92, 53.08, "TRADES, WRN-34-10", _TRADES,
-                 eps="0.031"),
-    TeacherEntry("Chen2021LTD_WRN34_10", "cifar10", "wrn-34-10", 85.21, 56.94, "LTD, WRN-34-10", _LTD),
-    TeacherEntry("Chen2021LTD_WRN34_20", "cifar10", "wrn-34-20", 86.03, 57.71, "LTD, WRN-34-20", _LTD),
-    TeacherEntry("Wang2023Better_WRN-28-10", "cifar10", "dm-wrn-28-10", 92.44, 67.31,
-                 "better diffusion models (20M synthetic), WRN-28-10", _BETTER_DM,
-                 mean=CIFAR10_MEAN, std=CIFAR10_STD),
-    TeacherEntry("Cui2023Decoupled_WRN-28-10", "cifar10", "dm-wrn-28-10", 92.16, 67.73,
-                 "decoupled KL (20M synthetic), WRN-28-10", _DKL, mean=CIFAR10_MEAN, std=CIFAR10_STD),
-    TeacherEntry("Chen2021LTD_WRN34_10", "cifar100", "wrn-34-10", 64.07, 30.59, "LTD, WRN-34-10", _LTD),
-    TeacherEntry("Wang2023Better_WRN-28-10", "cifar100", "dm-wrn-28-10", 72.58, 38.83,
-                 "better diffusion models (50M synthetic), WRN-28-10", _BETTER_DM,
-                 mean=CIFAR100_MEAN, std=CIFAR100_STD),
-    TeacherEntry("Cui2023Decoupled_WRN-28-10", "cifar100", "dm-wrn-28-10", 73.85, 39.18,
-                 "decoupled KL (50M synthetic), WRN-28-10", _DKL, mean=CIFAR100_MEAN, std=CIFAR100_STD),
-    # The CIFAR-100 teacher of the RSLAD paper.
-    TeacherEntry("Gowal2020Uncovering_extra", "cifar100", "dm-wrn-70-16", 69.15, 36.88,
-                 "Gowal et al. (extra data), WRN-70-16", _GOWAL, mean=CIFAR100_MEAN, std=CIFAR100_STD),
-]
 
 Catalogue = dict[tuple[str, str], TeacherEntry]
-TEACHERS: Catalogue = {(e.name, e.dataset): e for e in _ENTRIES}
+
+
+def load_entries(path: Path = DATA_FILE) -> tuple[dict, list[TeacherEntry]]:
+    """(the file's header: source, robustbench_version, model_info_commit; its entries) of leaderboard.json."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise RdistError(f"cannot read rdist's teacher catalogue {path} ({exc}); reinstall rdist") from None
+    if data.get("format") != FORMAT:
+        raise RdistError(f"{path} has format {data.get('format')}, this rdist reads {FORMAT}; reinstall rdist or "
+                         "regenerate it with `python -m rdist.teachers.leaderboard`")
+    header = {k: v for k, v in data.items() if k != "teachers"}
+    return header, [entry_from_record(record, header["model_info_commit"]) for record in data["teachers"]]
+
+
+def entry_from_record(record: dict, commit: str) -> TeacherEntry:
+    """The entry of one record of leaderboard.json (see `rdist.teachers.leaderboard`); `commit`: its model_info."""
+    board = record["leaderboard"] or {}
+    checkpoint = record.get("checkpoint") or {}
+    return TeacherEntry(
+        record["name"], record["dataset"], record["arch"], board.get("clean_acc"), board.get("autoattack_acc"),
+        board.get("paper", ""), board.get("link", ""), eps=board.get("eps") or "8/255",
+        mean=tuple(record["mean"]) if record["mean"] else None, std=tuple(record["std"]) if record["std"] else None,
+        threat_model=record["threat_model"], params=record["params"], reason=record["reason"],
+        architecture=board.get("architecture", ""), additional_data=board.get("additional_data"),
+        venue=board.get("venue", ""), footnote=board.get("footnote", ""), external=board.get("external_acc"),
+        unreliable=board.get("unreliable", False), containers=tuple(checkpoint.get("containers", ("state_dict",))),
+        strict=checkpoint.get("strict", True), model_info_commit=commit if record["leaderboard"] else None)
+
+
+SOURCE, _ENTRIES = load_entries()
+# Every Linf CIFAR entry of RobustBench's zoo, in the zoo's order.
+ROBUSTBENCH: Catalogue = {(e.name, e.dataset): e for e in _ENTRIES}
+# The ones rdist can pull: `--teacher NAME`, `rdist teacher pull NAME`.
+TEACHERS: Catalogue = {key: e for key, e in ROBUSTBENCH.items() if e.buildable}
+
+
+def is_teacher_name(name: str) -> bool:
+    """Whether `name` is a RobustBench model of the catalogue, buildable or not (a refused one then says why)."""
+    return bool(_datasets_of(name))
+
+
+def _datasets_of(name: str) -> list[str]:
+    return sorted({d for n, d in [*TEACHERS, *ROBUSTBENCH] if n == name})
 
 
 def find_teacher(name: str, dataset: str, catalogue: Catalogue = TEACHERS) -> TeacherEntry:
-    """The entry for `name` on `dataset`; an error that suggests close names or names the right dataset."""
+    """The entry for `name` on `dataset`; an error that suggests close names, names the right dataset, or says
+    why rdist cannot build it."""
     if (name, dataset) in catalogue:
         return catalogue[(name, dataset)]
+    refused = ROBUSTBENCH.get((name, dataset))
+    if refused is not None and not refused.buildable:
+        raise RdistError(f"RobustBench's {name} ({DATASET_LABELS.get(dataset, dataset)}) is not a teacher rdist can "
+                         f"build: {refused.reason}; pick another from `rdist teacher list --data {dataset}`")
     if dataset not in {d for _, d in catalogue}:
         raise RdistError(f"rdist has no RobustBench teachers for dataset '{dataset}' (it has "
                          f"{', '.join(sorted({d for _, d in catalogue}))}); train one with `rdist teacher train`")
@@ -109,5 +146,5 @@ def teacher_dataset(name: str, dataset: str | None) -> str:
     """
     if dataset and not dataset.startswith("npz:"):
         return dataset
-    datasets = sorted(d for n, d in TEACHERS if n == name)
+    datasets = _datasets_of(name)
     return datasets[0] if len(datasets) == 1 else "cifar10"

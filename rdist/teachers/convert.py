@@ -22,8 +22,9 @@ def read_state_dict(path: str | Path, *, containers: tuple[str, ...] = ("state_d
                     prefixes: tuple[str, ...] = _WRAPPER_PREFIXES,
                     fix: str = "re-save it as a state dict with torch.save(model.state_dict(), path)",
                     ) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint, read weights-only: a plain state dict or the one under the first of
-    `containers` it has, with `prefixes` stripped from the keys. `fix` ends the error messages."""
+    """The tensors of a checkpoint, read weights-only: a plain state dict, or the one found by unwrapping, in
+    order, each of `containers` the checkpoint has (("last", "state_dict") reads ckpt["last"]["state_dict"] or
+    ckpt["last"]), with `prefixes` stripped from the keys. `fix` ends the error messages."""
     path = Path(path)
     if not path.is_file():
         raise RdistError(f"checkpoint not found: {path}")
@@ -37,7 +38,6 @@ def read_state_dict(path: str | Path, *, containers: tuple[str, ...] = ("state_d
     for key in containers:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-            break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise RdistError(f"{path} does not hold a state dict of tensors (found {type(obj).__name__}); {fix}")
     state = {}

@@ -7,20 +7,22 @@ checkpoint placed there by hand, or by robustbench itself, is used without a dow
 
 The file is loaded here, not by `robustbench.utils.load_model`: that calls `torch.load` with the
 library default, a full unpickle on torch < 2.6 or with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD set.
-rdist reads it with `weights_only=True`, loads it strictly into the module robustbench builds,
-copies those weights into the rdist architecture, and checks that both give the same logits
-before it writes the artifact.
+rdist reads it with `weights_only=True`, loads it into the module robustbench builds (strictly, but
+for the keys robustbench's own loader ignores too, see `rdist.teachers.leaderboard`), copies those
+weights into the rdist architecture, and checks that both give the same logits before it writes the
+artifact. Before any download it checks that the installed robustbench still builds the architecture
+the catalogue names.
 
 robustbench 1.1.1 imports `autoattack` (published on PyPI as `pyautoattack`) and `pkg_resources`
-(setuptools < 81). `import_robustbench` is the one place that makes the import work.
+(setuptools < 81). `import_robustbench` (rdist.teachers.robustbench_import) is the one place that makes the
+import work.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
-import warnings
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,9 +32,10 @@ from torch import nn
 from rdist.artifact import load_weights, save_model
 from rdist.errors import RdistError
 from rdist.models import create_model
-from rdist.models.wide_resnet import drop_unused_keys
-from rdist.teachers.catalogue import DATASET_LABELS, TEACHERS, Catalogue, TeacherEntry, find_teacher
+from rdist.teachers.catalogue import DATASET_LABELS, SOURCE, TEACHERS, Catalogue, TeacherEntry, find_teacher
 from rdist.teachers.convert import read_state_dict
+from rdist.teachers.families import Layout, Unbuildable, build_on_meta, describe, weights
+from rdist.teachers.robustbench_import import import_robustbench
 from rdist.files import cache_dir, sha256_file
 from rdist.utils import first_line
 
@@ -40,6 +43,11 @@ Log = Callable[[str], None]
 
 # Prefixes RobustBench strips from checkpoint keys: DataParallel's, and the `model.` of some wrappers.
 _KEY_PREFIXES = ("module.", "model.")
+# Buffers a RobustBench subclass sets in its constructor (its input normalisation): not weights, and absent
+# from many of its checkpoints, which RobustBench then loads with strict=False.
+_CLASS_CONSTANTS = ("mu", "sigma")
+
+__all__ = ["artifact_path", "checkpoint_path", "drive_url", "import_robustbench", "model_dir", "pull_teacher"]
 
 
 def model_dir() -> Path:
@@ -56,35 +64,6 @@ def artifact_path(entry: TeacherEntry) -> Path:
     return cache_dir() / "teachers" / entry.dataset / f"{entry.name}.safetensors"
 
 
-def import_robustbench() -> Any:
-    """`robustbench.model_zoo.models`, importable with the PyPI packages.
-
-    robustbench imports `autoattack`, which PyPI ships as `pyautoattack`: unless a real `autoattack`
-    is installed, the installed `pyautoattack` is registered under that name (with its `state`
-    module, the one submodule robustbench imports).
-    """
-    try:
-        import autoattack  # noqa: F401  (an `autoattack` installed from git takes precedence)
-    except ModuleNotFoundError:
-        try:
-            import pyautoattack
-            import pyautoattack.state
-        except ModuleNotFoundError:
-            raise RdistError("robustbench needs AutoAttack: pip install pyautoattack") from None
-        sys.modules["autoattack"] = pyautoattack
-        sys.modules["autoattack.state"] = pyautoattack.state
-    with warnings.catch_warnings():
-        # robustbench's own imports warn about pkg_resources and timm's old module paths.
-        for category in (UserWarning, DeprecationWarning, FutureWarning):
-            warnings.simplefilter("ignore", category)
-        try:
-            import robustbench.model_zoo.models as zoo
-        except ModuleNotFoundError as exc:
-            fix = "pip install 'setuptools<81'" if exc.name == "pkg_resources" else "pip install 'robustbench>=1.1.1'"
-            raise RdistError(f"cannot import robustbench ({exc}); {fix}") from None
-    return zoo
-
-
 def pull_teacher(name: str, dataset: str = "cifar10", *, catalogue: Catalogue = TEACHERS,
                  log: Log | None = None) -> Path:
     """The artifact of RobustBench teacher `name`: converted on first use, then reused from the cache."""
@@ -94,17 +73,19 @@ def pull_teacher(name: str, dataset: str = "cifar10", *, catalogue: Catalogue = 
         return out
     zoo = import_robustbench()
     spec = _zoo_entry(zoo, entry)
+    _check_layout(spec, entry)
     checkpoint = _ensure_checkpoint(entry, spec["gdrive_id"], log)
     if log:
         log(f"converting {checkpoint} to {out}")
     reference = spec["model"]()
-    _load_reference(reference, checkpoint, entry)
+    ignored = _load_reference(reference, checkpoint, entry)
     model = _convert(reference, entry)
     del reference
-    save_model(model, out, dataset=entry.dataset, input_shape=[3, 32, 32],
-               provenance={"source": "robustbench", "robustbench_model": entry.name,
-                           "threat_model": entry.threat_model, "checkpoint": checkpoint.name,
-                           "checkpoint_sha256": sha256_file(checkpoint)},
+    provenance = {"source": "robustbench", "robustbench_model": entry.name, "threat_model": entry.threat_model,
+                  "checkpoint": checkpoint.name, "checkpoint_sha256": sha256_file(checkpoint)}
+    if ignored:
+        provenance["ignored_checkpoint_keys"] = ignored
+    save_model(model, out, dataset=entry.dataset, input_shape=[3, 32, 32], provenance=provenance,
                leaderboard=entry.leaderboard(), results={})
     return out
 
@@ -124,6 +105,27 @@ def _zoo_entry(zoo: Any, entry: TeacherEntry) -> dict:
     if not isinstance(spec.get("gdrive_id"), str):
         raise RdistError(f"RobustBench's '{entry.name}' is not a single checkpoint; rdist pulls single models only")
     return spec
+
+
+def _check_layout(spec: dict, entry: TeacherEntry) -> None:
+    """The installed robustbench must still build what the catalogue was made from; checked on the meta
+    device, before a download."""
+    expected = Layout(entry.arch, entry.mean, entry.std)
+    try:
+        found = describe(build_on_meta(spec["model"]))
+    except Unbuildable as exc:
+        found = f"an architecture rdist cannot build ({exc})"
+    if found != expected:
+        raise RdistError(f"the installed robustbench {version('robustbench')} builds {entry.name} as {_text(found)}, "
+                         f"but rdist's catalogue (made from robustbench {SOURCE['robustbench_version']}) says "
+                         f"{_text(expected)}; install robustbench {SOURCE['robustbench_version']}, or regenerate the "
+                         "catalogue with `python -m rdist.teachers.leaderboard`")
+
+
+def _text(layout: Layout | str) -> str:
+    if isinstance(layout, str) or layout.mean is None:
+        return getattr(layout, "arch", layout)
+    return f"{layout.arch} normalising with mean {list(layout.mean)}, std {list(layout.std)}"
 
 
 def _ensure_checkpoint(entry: TeacherEntry, gdrive_id: str, log: Log | None) -> Path:
@@ -171,26 +173,32 @@ def _is_html(path: Path) -> bool:
     return head.startswith(b"<") and b"html" in head
 
 
-def _load_reference(reference: nn.Module, checkpoint: Path, entry: TeacherEntry) -> None:
-    # Unwrapped as robustbench does: only a "state_dict" container, its own key prefixes.
-    state = read_state_dict(checkpoint, containers=("state_dict",), prefixes=_KEY_PREFIXES,
+def _load_reference(reference: nn.Module, checkpoint: Path, entry: TeacherEntry) -> list[str]:
+    """Load the checkpoint into RobustBench's module as robustbench does; returns the keys it ignored."""
+    # Unwrapped as robustbench does: the entry's containers (usually only "state_dict"), its own key prefixes.
+    state = read_state_dict(checkpoint, containers=entry.containers, prefixes=_KEY_PREFIXES,
                             fix="if it is a broken download, delete it and pull again")
-    try:
-        reference.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    own = reference.state_dict()
+    missing = [k for k in own if k not in state and k not in _CLASS_CONSTANTS]
+    unexpected = sorted(k for k in state if k not in own)
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                  if k in state and state[k].shape != v.shape]
+    if missing or mismatched or (unexpected and entry.strict):
+        parts = [f"{label} {len(keys)}: {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched))
+                 if keys]
         raise RdistError(f"{checkpoint} does not fit RobustBench's architecture of {entry.name} "
-                         f"({first_line(exc)}); delete it and pull again") from None
+                         f"({'; '.join(parts)}); delete it and pull again")
+    reference.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     reference.eval()
+    return unexpected
 
 
 def _convert(reference: nn.Module, entry: TeacherEntry) -> nn.Module:
     """The rdist model holding `reference`'s weights, checked to compute the same logits."""
     model = create_model(entry.arch, num_classes=entry.num_classes, in_channels=3, mean=entry.mean, std=entry.std)
     target = model.model if entry.mean is not None else model
-    state = reference.state_dict()
-    if entry.arch.startswith("wrn-"):
-        state = drop_unused_keys(state)  # TRADES-style checkpoints carry an unused `sub_block1`
-    load_weights(target, state, source=f"RobustBench's {entry.name}")
+    load_weights(target, weights(reference), source=f"RobustBench's {entry.name}")
     model.eval()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -17,7 +17,7 @@ from rdist.attacks.pgd import ShardNoise, random_start
 from rdist.data.loader import shard_rows
 from rdist.engine import LOG, TrainConfig, load_checkpoint, read_log, resume_config, train
 from rdist.attacks.evaluator import eval_shard
-from rdist.engine.ddp import DataParallel
+from rdist.engine.ddp import DataParallelTraining
 from rdist.errors import RdistError
 from rdist.files import LOCK_FILE, hold_directory
 from rdist.parallel import Group, Ranks
@@ -254,7 +254,7 @@ def test_shards_of_batches_and_of_the_evaluation_set_cover_everything_once():
 
 
 def test_bad_distributed_settings_are_refused(monkeypatch):
-    parallel = DataParallel(Group(Ranks(0, 2), torch.device("cpu"), "gloo"))
+    parallel = DataParallelTraining(Group(Ranks(0, 2), torch.device("cpu"), "gloo"))
     with pytest.raises(RdistError, match=r"--batch-size 63 \(the global batch\) does not divide by the 2 .* 62 or 64"):
         parallel.check_batch(63, 1000)
     with pytest.raises(RdistError, match="ends with a batch of 1 image"):
@@ -272,5 +272,5 @@ def test_bad_distributed_settings_are_refused(monkeypatch):
 
 def test_sync_bn_in_one_process_says_it_has_no_effect():
     with pytest.warns(UserWarning, match="--sync-bn has no effect in a single process"):
-        parallel = DataParallel.start("cpu", sync_bn=True)
+        parallel = DataParallelTraining.start("cpu", sync_bn=True)
     assert not parallel.distributed

@@ -11,8 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from rdist.teachers.catalogue import TEACHERS, TeacherEntry
+from rdist.data import dataset_shape
+from rdist.teachers.catalogue import TEACHERS, TeacherEntry, entry_from_record
+from rdist.teachers.leaderboard import describe_entry
 from rdist.teachers.robustbench import checkpoint_path, import_robustbench
+from tests.helpers import randomise_batchnorm
 
 # A port nothing listens on: any download attempt fails at once instead of reaching the internet.
 REFUSING_PROXY = "http://127.0.0.1:9"
@@ -35,18 +38,16 @@ class TinyTeacher:
     entry: TeacherEntry
     build: Callable[[], nn.Module]  # RobustBench's builder for it
 
-    def place_checkpoint(self, seed: int = 0) -> tuple[Path, nn.Module]:
-        """Save a seeded model where robustbench looks (wrapped and prefixed as DataParallel saves do)."""
+    def place_checkpoint(self, seed: int = 0,
+                         wrap: Callable[[dict], object] = lambda state: {"state_dict": state},
+                         ) -> tuple[Path, nn.Module]:
+        """Save a seeded model where robustbench looks: its state dict with DataParallel's `module.` prefix,
+        wrapped by `wrap` (by default as {"state_dict": ...})."""
         torch.manual_seed(seed)
-        reference = self.build().eval()
-        with torch.no_grad():  # non-trivial BatchNorm statistics, so eval-mode outputs test them too
-            for module in reference.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.running_mean.uniform_(-0.3, 0.3)
-                    module.running_var.uniform_(0.5, 2.0)
+        reference = randomise_batchnorm(self.build().eval())
         path = checkpoint_path(self.entry)
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, path)
+        torch.save(wrap({f"module.{k}": v for k, v in reference.state_dict().items()}), path)
         return path, reference
 
 
@@ -67,3 +68,39 @@ def tiny_teacher(offline_cache, monkeypatch) -> TinyTeacher:
                         {"model": build, "gdrive_id": "tiny-test-id"})
     monkeypatch.setitem(TEACHERS, (entry.name, entry.dataset), entry)
     return TinyTeacher(entry, build)
+
+
+@pytest.fixture
+def zoo_teacher(offline_cache, monkeypatch) -> Callable[..., TinyTeacher]:
+    """`register(name, dataset, build, checkpoint=None)`: RobustBench's builder `build` as a Linf entry of its model
+    zoo and of rdist's catalogue, for one test. The entry is derived as `python -m rdist.teachers.leaderboard`
+    derives every entry (its module built on the meta device and read by rdist.teachers.families); `checkpoint`
+    overrides how its checkpoint loads ({"containers": [...], "strict": bool})."""
+    zoo = import_robustbench()
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    def register(name: str, dataset: str, build: Callable[[], nn.Module], checkpoint: dict | None = None):
+        spec = {"model": build, "gdrive_id": f"{name}-test-id"}
+        described = describe_entry(name, spec, num_classes=dataset_shape(dataset)[1])
+        assert described["reason"] is None, described["reason"]
+        record = {"name": name, "dataset": dataset, "threat_model": "Linf", **described, "leaderboard": None}
+        record["checkpoint"] = {**record["checkpoint"], **(checkpoint or {})}
+        entry = entry_from_record(record, commit="0" * 40)
+        monkeypatch.setitem(zoo.model_dicts[BenchmarkDataset(dataset)][ThreatModel.Linf], name, spec)
+        monkeypatch.setitem(TEACHERS, (name, dataset), entry)
+        return TinyTeacher(entry, build)
+
+    return register
+
+
+@pytest.fixture
+def real_teacher(offline_cache) -> Callable[[str, str], TinyTeacher]:
+    """`get(name, dataset)`: a real catalogue entry with the builder of the installed RobustBench zoo."""
+    zoo = import_robustbench()
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    def get(name: str, dataset: str) -> TinyTeacher:
+        build = zoo.model_dicts[BenchmarkDataset(dataset)][ThreatModel.Linf][name]["model"]
+        return TinyTeacher(TEACHERS[(name, dataset)], build)
+
+    return get

@@ -9,6 +9,7 @@ from torch import nn
 from rdist.models import create_model
 from rdist.teachers.catalogue import CIFAR100_MEAN, CIFAR100_STD
 from rdist.teachers.robustbench import import_robustbench
+from tests.helpers import randomise_batchnorm
 
 
 @pytest.mark.parametrize("activation", ["SiLU", "Swish"])
@@ -19,12 +20,7 @@ def test_dm_wide_resnet_matches_robustbench(activation):
     torch.manual_seed(0)
     reference = DMWideResNet(num_classes=100, depth=10, width=2, activation_fn=nn.SiLU if activation == "SiLU"
                              else Swish, mean=CIFAR100_MEAN, std=CIFAR100_STD).eval()
-    with torch.no_grad():
-        for module in reference.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.3, 0.3)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
+    randomise_batchnorm(reference)
     model = create_model("dm-wrn-10-2", num_classes=100, mean=CIFAR100_MEAN, std=CIFAR100_STD).eval()
     model.model.load_state_dict(reference.state_dict(), strict=True)
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
