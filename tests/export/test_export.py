@@ -234,7 +234,7 @@ def test_errors_with_an_empty_message_stay_one_line_errors(exported, digits_arti
     with pytest.raises(RdistError, match=r"ONNX Runtime cannot load .* \(_Silent\)"):
         create_session(exported["fp32"])
     monkeypatch.setattr(writer.torch.onnx, "export", silent)
-    result = run("export", digits_artifact, "-o", tmp_path / "m.onnx")
+    result = run("export", digits_artifact, "-o", tmp_path / "m.onnx", "--quiet")
     assert_one_line_error(result, "torch.onnx cannot export smallcnn", "_Silent")
     assert not (tmp_path / "m.onnx").exists()
 
