@@ -274,3 +274,18 @@ def test_sync_bn_in_one_process_says_it_has_no_effect():
     with pytest.warns(UserWarning, match="--sync-bn has no effect in a single process"):
         parallel = DataParallelTraining.start("cpu", sync_bn=True)
     assert not parallel.distributed
+
+
+def test_every_collective_is_the_identity_in_one_process():
+    # What training, evaluation and a method's batch-global statistics call unconditionally: one process
+    # exchanges nothing and gets its own values back, unchanged.
+    from rdist import parallel
+
+    x = torch.arange(6.0).view(3, 2).requires_grad_()
+    assert parallel.sum_over_ranks(x) is x and parallel.gather_rows(x) is x and parallel.broadcast_from_main(x) is x
+    assert parallel.mean_over_ranks([1.5, 2.0]) == [1.5, 2.0] and parallel.total_over_ranks([3.0]) == [3.0]
+    assert parallel.min_over_ranks(7) == 7 and parallel.gather_objects({"a": [1]}) == [{"a": [1]}]
+    group = Group(Ranks(), torch.device("cpu"))
+    assert group.share({"refusal": None}) == {"refusal": None} and not parallel.distributed()
+    with group.main_first(), group.session("advice"):
+        group.check_same(config={"seed": 0})
