@@ -35,6 +35,7 @@ from rdist.errors import RdistError
 from rdist.utils import first_line
 
 BACKENDS = ("nccl", "gloo")
+_RELEASE_SECONDS = 1.0  # the longest a collective waits for gloo's worker to let go of its tensors (`_run`)
 # How gloo and NCCL report a peer that died: a RuntimeError, not always a torch.distributed.DistError.
 _COMMUNICATION_FAILURES = ("gloo", "NCCL", "Connection reset", "Connection closed", "ProcessGroup")
 
@@ -213,15 +214,17 @@ def _run(collective: Callable[[], Any], *tensors: torch.Tensor) -> None:
     gloo's worker thread drops its references to a finished operation's tensors after it has woken the caller;
     when Python has dropped its own first, the worker frees them, and a tensor Python owns needs the GIL to be
     freed. At the end of a process that is fatal (see the module docstring), so the caller keeps its tensors
-    until the worker is done with them. (NCCL's tensors are released by its watchdog thread, in its own time:
-    waiting for it would stall every step, and its device tensors are not the ones at issue.)
+    until the worker is done with them. NCCL releases its tensors from its watchdog thread, in its own time:
+    waiting for that would stall every step, so NCCL is not waited for (a path not yet run on GPUs).
     """
     held = [t._use_count() for t in tensors]
     collective()
     if dist.get_backend() != "gloo":
         return
-    while any(t._use_count() > count for t, count in zip(tensors, held)):
-        time.sleep(0)  # let the worker thread finish; it needs microseconds
+    # The worker needs microseconds; the bound only keeps a backend that held on to a tensor from hanging us.
+    deadline = time.monotonic() + _RELEASE_SECONDS
+    while any(t._use_count() > count for t, count in zip(tensors, held)) and time.monotonic() < deadline:
+        time.sleep(0)  # gives the worker the CPU, and the GIL
 
 
 def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
