@@ -56,6 +56,45 @@ def test_loss_is_the_entropy_weighted_kl_and_igdm_term(student, teacher, make_ba
     assert w.min() == 0 and w.max() > 1  # the most confident example weighs 0; the weights are of substance
 
 
+class Bf16Logits(nn.Module):
+    """`model` under CPU bf16 autocast, its bf16 logits handed over in float64: the logits SAAD sees there."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.model(x.float()).double()
+
+
+def test_entropy_and_slopes_are_taken_in_fp32_under_bf16_autocast(student, teacher, make_batch, reference, close):
+    """The IGDM part of the loss (igdm_alpha 10 minus 0) from bf16 logits: their differences and the entropy weights
+    taken in fp32 match float64; differences rounded to bf16 would be told apart."""
+    batch = make_batch(epoch=100, epochs=100)
+    direction = torch.randn(batch.x.shape, generator=torch.Generator().manual_seed(5)).sign()
+    xa = (batch.x + 0.25 * direction).clamp(0, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        assert student(batch.x).dtype == torch.bfloat16  # the forwards do run in bf16 here
+        base = SAAD(igdm_alpha=0.0).loss(student, batch, xa)
+        term = SAAD(igdm_alpha=10.0).loss(student, batch, xa) - base
+    student16, teacher16 = Bf16Logits(student), Bf16Logits(teacher)
+    ahead, behind = xa.double(), 2 * batch.x.double() - xa.double()
+    entropy = reference.renyi_entropy(teacher16(ahead), 1.0)
+    weight = 5.0 * (entropy - entropy.min())
+
+    def igdm_part(rounded: bool) -> torch.Tensor:
+        slopes = [(m(ahead).bfloat16() - m(behind).bfloat16()).double() if rounded else m(ahead) - m(behind)
+                  for m in (teacher16, student16)]
+        return (weight * 10.0 * reference.kl(*slopes)).mean()
+
+    logits = [m(p) for m in (teacher16, student16) for p in (ahead, behind)]
+    error = (reference.float32_error(10.0 * weight.max().item(), logits[0] - logits[1], logits[2] - logits[3],
+                                     *logits) + reference.rounding(2 * base.abs().item()))
+    close(term, igdm_part(rounded=False), error)
+    assert (igdm_part(rounded=False) - igdm_part(rounded=True)).abs() > 2 * error
+
+
 def test_clean_term_counts_when_weighted(student, make_batch):
     batch = make_batch(epoch=30, epochs=100)
     xa = (batch.x - 0.1).clamp(0, 1)
