@@ -122,6 +122,36 @@ def validate_metadata(meta: Any, source: str | Path) -> dict[str, Any]:
     return meta
 
 
+def check_fits(meta: dict[str, Any], dataset: Any, what: str, *, instead: str = "a model",
+               data_option: bool = True) -> None:
+    """Refuse a model built for another class count or input shape than `dataset` (a loaded `rdist.data.Dataset`,
+    or a dataset name, whose facts are then read without loading it): the one check of every command that
+    puts a model on data.
+
+    The message names the model (`what`: "teacher t.safetensors", "--surrogate s.safetensors"), the mismatch and
+    the fix: `instead` trained on `dataset` ("a teacher"), or, with `data_option`, the model's own --data.
+    """
+    from rdist.data import dataset_shape
+
+    if isinstance(dataset, str):
+        channels, classes, size = dataset_shape(dataset)
+        name, shape = dataset, (channels, size, size)
+    else:
+        name, classes, shape = dataset.name, dataset.num_classes, tuple(dataset.input_shape)
+    arch = meta.get("arch") or {}
+    trained_on = meta.get("dataset")
+    fixes = [f"{instead} trained on {name}"]
+    if data_option and trained_on != name:
+        fixes.insert(0, f"--data {trained_on}" if trained_on else "the --data it was trained on")
+    fix = f"pass {' or '.join(fixes)}"
+    own_classes = arch.get("num_classes")
+    if own_classes is not None and own_classes != classes:
+        raise RdistError(f"{what} has {own_classes} classes but dataset {name} has {classes}; {fix}")
+    own_shape = meta.get("input_shape") or ([arch["in_channels"], *shape[1:]] if arch.get("in_channels") else None)
+    if own_shape is not None and tuple(own_shape) != shape:
+        raise RdistError(f"{what} takes inputs of shape {tuple(own_shape)} but dataset {name} has {shape}; {fix}")
+
+
 def load_artifact(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild the model an artifact describes, load its weights, and return it in eval mode.
 

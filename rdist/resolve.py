@@ -13,7 +13,6 @@ teachers) only ever see the resulting file: `rdist.artifact.load_artifact` stays
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +21,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from rdist.artifact import load_artifact
-from rdist.artifact import read_metadata
+from rdist.artifact import load_artifact, read_metadata
 from rdist.errors import RdistError
 from rdist.export.runtime import load_onnx, read_onnx_metadata
 from rdist.teachers.catalogue import TEACHERS, is_teacher_name, teacher_dataset
 from rdist.teachers.robustbench import pull_teacher
-from rdist.zoo import ZOO_PREFIX, load_zoo, pull_model
+from rdist.zoo import ZOO, ZOO_PREFIX, pull_model
+from rdist.utils import suggest
 from rdist.zoo.hub import HF_HUB_PREFIX, pull_repo
 
 MODEL_NAMES = ("an .safetensors file, zoo:NAME (`rdist zoo list`), a RobustBench name (`rdist teacher list`) "
@@ -164,8 +163,8 @@ def _close_names(spec: str) -> str:
     """' (did you mean: ...?)' over the RobustBench teachers and the zoo's students, or ''."""
     names = {name for name, _ in TEACHERS}
     try:
-        names |= {f"{ZOO_PREFIX}{e.name}" for e in load_zoo()}
+        names |= {f"{ZOO_PREFIX}{e.name}" for e in ZOO.load()}
     except RdistError:
         pass  # an unreadable zoo.yaml has its own error when it is used; here it only lends names
-    close = difflib.get_close_matches(spec, sorted(names), n=3, cutoff=0.6)
-    return f" (did you mean: {', '.join(close)}?)" if close else ""
+    # Model names share long runs (2019, _WRN34_10, cifar10): 0.6 keeps the near-misses and drops the look-alikes.
+    return suggest(spec, names, list_all=False, cutoff=0.6)

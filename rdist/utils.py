@@ -14,13 +14,14 @@ import torch
 from rdist.errors import RdistError
 
 
-def suggest(name: str, choices: Iterable[str]) -> str:
-    """' (did you mean: a, b?)' for the closest choices, or a list of all choices when none is close."""
+def suggest(name: str, choices: Iterable[str], *, list_all: bool = True, cutoff: float = 0.5) -> str:
+    """' (did you mean: a, b?)' for the closest choices (difflib's ratio >= `cutoff`); when none is close, a list
+    of all choices, or '' with `list_all=False` (for choices too many to list, such as every model name)."""
     choices = sorted(choices)
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=cutoff)
     if close:
         return f" (did you mean: {', '.join(close)}?)"
-    return f" (choose from: {', '.join(choices)})"
+    return f" (choose from: {', '.join(choices)})" if list_all else ""
 
 
 def unknown(kind: str, name: str, choices: Iterable[str]) -> RdistError:

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("rdist.engine",),
     ("rdist.report",),
     ("rdist",),
-    ("rdist.pipelines", "rdist.reproduce"),  # whole workflows: the quickstart, a paper's table row
+    ("rdist.reproduce",),  # whole workflows: the quickstart, a paper's table row
     ("rdist.cli", "rdist.__main__"),
 ]
 

@@ -16,13 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHECK = """
 import json, rdist, rdist.utils
-from rdist.zoo import load_zoo
+from rdist.zoo import ZOO
 from rdist.catalogues import catalogue_path
 from rdist.teachers.catalogue import DATA_FILE, ROBUSTBENCH, TEACHERS
 PROJECT_ZOO, PROJECT_REPRODUCTIONS = catalogue_path("zoo.yaml"), catalogue_path("reproductions.yaml")
-print(json.dumps({"rdist": rdist.__file__, "zoo": str(PROJECT_ZOO), "students": len(load_zoo()),
+print(json.dumps({"rdist": rdist.__file__, "zoo": str(PROJECT_ZOO), "students": len(ZOO.load()),
                   "reproductions": str(PROJECT_REPRODUCTIONS),
                   "catalogues": sorted(p.name for p in (PROJECT_ZOO.parent).glob("*.yaml")),
+                  "schemas": sorted(p.name for p in (PROJECT_ZOO.parent).glob("*.schema.json")),
                   "teachers": str(DATA_FILE), "buildable": len(TEACHERS), "robustbench": len(ROBUSTBENCH)}))
 """
 
@@ -52,6 +53,8 @@ def test_a_wheel_install_finds_the_catalogues(tmp_path):
     assert Path(found["reproductions"]) == site / "rdist" / "catalogues" / "reproductions.yaml"
     root_catalogues = sorted(p.name for p in ROOT.glob("*.yaml") if not p.name.startswith("."))
     assert found["catalogues"] == root_catalogues
+    assert found["schemas"] == sorted(p.name for p in (ROOT / "rdist" / "catalogues").glob("*.schema.json"))
+    assert found["schemas"], "the catalogues' JSON Schemas ship for editors"
     from rdist.teachers.catalogue import DATA_FILE, ROBUSTBENCH, TEACHERS
 
     assert Path(found["teachers"]) == site / "rdist" / "teachers" / "leaderboard.json"

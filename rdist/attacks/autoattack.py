@@ -12,7 +12,15 @@ from rdist.attacks.base import Attack
 
 # pyautoattack logs "<attack> - <batch>/<batches> - ..." at debug level after each batch.
 _BATCH_LINE = re.compile(r"^(?P<attack>[\w-]+) - (?P<done>\d+)/(?P<total>\d+) - ")
-AA_COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+# AutoAttack's components (what `aa:C1+C2` may name), each with its cost per image as the standard version runs
+# it: (gradient steps, forward-only queries). APGD-T and FAB-T take 100 steps against each of 9 target classes;
+# Square queries the model 5000 times. A custom subset is costed alike, although pyautoattack then restarts
+# APGD-CE/DLR and FAB up to 5 times on the images still robust (rdist.engine.cost leaves that out).
+AA_COMPONENTS: dict[str, tuple[int, int]] = {
+    "apgd-ce": (100, 0), "apgd-dlr": (100, 0), "apgd-t": (900, 0), "fab": (100, 0), "fab-t": (900, 0),
+    "square": (0, 5000),
+}
+AA_STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")  # `aa`: the standard version, in its order
 
 
 class _ProgressHandler(logging.Handler):

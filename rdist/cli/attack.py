@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from rdist.cli import common
-from rdist.cli.common import attack_progress, console, print_json, progress_bar, user_errors
+from rdist.cli.common import console, print_json, user_errors
+from rdist.cli.progress import attack_progress, progress_bar
 from rdist.engine.distributed import ranks_from_env
 from rdist.errors import RdistError
 from rdist.resolve import MODEL_NAMES
@@ -22,8 +23,7 @@ def attack(
     suite: str = common.SUITE,
     attacks: str = common.ATTACKS,
     eps: str = common.EPS,
-    data: str = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
-                             "\\[default: the dataset recorded in the model]"),
+    data: str = common.DATA,
     n: int = common.N_IMAGES,
     batch_size: str = common.BATCH_SIZE,
     surrogate: str = typer.Option(None, "--surrogate", help=f"model to craft transfer attacks on: "

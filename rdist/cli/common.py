@@ -1,20 +1,20 @@
-"""What every command shares: consoles, one-line errors, progress on stderr, JSON output."""
+"""What every command shares: consoles, one-line errors, JSON output, common options (progress: cli/progress.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import sys
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import typer
 import typer.core
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from rdist.attacks import SUITES
+from rdist.data import list_datasets
 from rdist.errors import RdistError
 from rdist.resolve import MODEL_NAMES
 from rdist.utils import first_line
@@ -102,38 +102,29 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-@contextlib.contextmanager
-def progress_bar(quiet: bool) -> Iterator[Progress | None]:
-    """A rich progress bar on stderr, or None with --quiet."""
-    if quiet:
-        yield None
-        return
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-               TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=err_console, transient=False) as bar:
-        yield bar
-
-
-def attack_progress(bar: Progress | None, prefix: str = "") -> Callable[[str, int, int, str], None] | None:
-    """The `progress` callback of the attack functions: one bar row per attack, or None without a bar."""
-    if bar is None:
-        return None
-    tasks: dict[str, int] = {}
-
-    def on_attack(name: str, done: int, total: int, note: str) -> None:
-        if name not in tasks:
-            tasks[name] = bar.add_task(f"{prefix}{name}", total=total, note="")
-        bar.update(tasks[name], completed=done, note=note)
-
-    return on_attack
-
-
 # What every argument and option that takes a model accepts (see rdist.resolve).
 MODEL_HELP = escape(MODEL_NAMES)
 
+def suite_summary() -> str:
+    """The suites of the attack registry with their attacks, each as what it adds to the largest suite before it
+    that it contains: quick (clean,fgsm,pgd20), standard (+cw,aa), ..."""
+    parts, seen = [], []
+    for name, attacks in SUITES.items():
+        base = max((s for s in seen if set(s) <= set(attacks)), key=len, default=None)
+        listed = ",".join(attacks) if base is None else "+" + ",".join(a for a in attacks if a not in base)
+        parts.append(f"{name} ({listed})")
+        seen.append(attacks)
+    return ", ".join(parts)
+
+
+def data_option(default: str) -> Any:
+    """--data, whose help lists the datasets of the data registry (`rdist.data.list_datasets`)."""
+    *names, last = list_datasets()
+    return typer.Option(None, "--data", "-d", help=f"{', '.join(names)} or {last} \\[default: {default}]")
+
+
 # Options that `rdist attack` and `rdist compare` share, with the same meaning and defaults.
-SUITE = typer.Option("standard", "--suite", "-s", help="named suite: quick (clean,fgsm,pgd20), standard "
-                     "(+cw,aa), autoattack, papers, full (+pgd20-trades,square)")
+SUITE = typer.Option("standard", "--suite", "-s", help=f"named suite: {suite_summary()}")
 ATTACKS = typer.Option(None, "--attacks", "-a", help="comma-separated attacks instead of a suite, e.g. "
                        "clean,pgd20,cw,aa:apgd-ce+apgd-t; `rdist attack --list` shows them all")
 EPS = typer.Option("8/255", "--eps", help="L-inf budget in [0,1] pixel units: 8/255 or 0.031")
@@ -142,5 +133,7 @@ N_IMAGES = typer.Option(1000, "--n", "--n-images", help="number of test images (
                         "write --n-images")
 BATCH_SIZE = typer.Option("256", "--batch-size", help="images per attack batch, or auto: the largest the GPU's "
                           "memory allows (256 on the CPU); the random starts, hence the numbers, depend on it")
+# The data a model is put on (attack, compare, export); training's --data has its own default.
+DATA = data_option("the dataset recorded in the model")
 DEVICE = typer.Option(None, "--device", help="device the attacks run on: cpu, cuda, cuda:1 "
                       "\\[default: cuda if available]")

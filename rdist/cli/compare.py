@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 
 from rdist.cli import common
-from rdist.cli.common import attack_progress, console, err_console, print_json, progress_bar, user_errors
+from rdist.cli.common import console, err_console, print_json, user_errors
+from rdist.cli.progress import attack_progress, progress_bar
 from rdist.errors import RdistError
 
 DEFAULT_SWEEP = "0:16/255:2/255"  # the x axis of the robust-accuracy plot: 0 to 16/255 in steps of 2/255
@@ -22,8 +23,7 @@ def compare(
     suite: str = common.SUITE,
     attacks: str = common.ATTACKS,
     eps: str = common.EPS,
-    data: str = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
-                             "\\[default: the dataset the models record]"),
+    data: str = common.DATA,
     n: int = common.N_IMAGES,
     batch_size: str = common.BATCH_SIZE,
     seed: int = typer.Option(0, "--seed", help="seed of the attacks' random starts"),

@@ -1,13 +1,16 @@
-"""Generated files that must follow the CLI: shell completion scripts and docs/cli.md.
+"""Generated files that must follow the code: shell completion scripts and docs/cli.md (from the CLI), the JSON
+Schemas of the catalogues (from their entry types).
 
-    python -m rdist.cli.docs          rewrite completions/rdist.{bash,zsh,fish} and docs/cli.md
+    python -m rdist.cli.docs          rewrite completions/rdist.{bash,zsh,fish}, docs/cli.md and
+                                      rdist/catalogues/{zoo,reproductions}.schema.json
 
-Everything here is a pure function of the Typer app: no terminal width, no date, no machine detail,
-so that a test can regenerate the files and demand they equal the committed ones.
+Everything here is a pure function of the Typer app and the catalogue types: no terminal width, no date, no
+machine detail, so that a test can regenerate the files and demand they equal the committed ones.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -115,9 +118,19 @@ def cli_markdown() -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def schema_files() -> dict[Path, str]:
+    """The JSON Schema of each catalogue, which its `# yaml-language-server: $schema=` line names for editors."""
+    from rdist.catalogues import schema_path
+    from rdist.reproduce import REPRODUCTIONS
+    from rdist.zoo import ZOO
+
+    return {schema_path(c.file).relative_to(ROOT): json.dumps(c.json_schema(), indent=2) + "\n"
+            for c in (ZOO, REPRODUCTIONS)}
+
+
 def generated_files() -> dict[Path, str]:
     """Every generated file, by path relative to the repository root."""
-    return {**completion_files(), CLI_DOC: cli_markdown()}
+    return {**completion_files(), CLI_DOC: cli_markdown(), **schema_files()}
 
 
 def write_generated(root: Path = ROOT) -> list[Path]:

@@ -22,8 +22,7 @@ def export(
                                     "dataset that set the int8 activation ranges"),
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset to write (18 up to what the installed "
                               "onnx knows)"),
-    data: str = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH, for "
-                             "calibration and the self-check \\[default: the dataset recorded in the model]"),
+    data: str = common.DATA,
     check_n: int = typer.Option(CHECK_IMAGES, "--check-n", help="test images on which ONNX Runtime is checked "
                                 "against PyTorch (logits and clean accuracy)"),
     json_out: bool = typer.Option(False, "--json", help="print what was written and measured as JSON"),
@@ -33,7 +32,7 @@ def export(
 
     The graph takes [0,1] pixels (the normalisation is inside it) at any batch size and carries the rdist
     metadata in metadata_props. Refused, and nothing written, if fp32 ONNX Runtime logits differ from
-    PyTorch's by more than 1e-3 of the largest logit.
+    PyTorch's by more than 1e-3 of the largest logit. The check and the int8 calibration use the images of --data.
 
     Then `rdist attack student.onnx --attacks clean,square,transfer-pgd20` measures it again.
     Example: rdist export student.safetensors -o student-int8.onnx --int8

@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from rdist.cli.common import data_option
 from rdist.errors import RdistError
 from rdist.methods import NATURAL, ROBUST, Recipe, list_methods, method_class, preset_notes
 
@@ -109,8 +110,7 @@ def lr_option(kind: str):
 
 
 # Options both commands take. None means "not given": a resumed run keeps its own value, a new run the default.
-DATA = typer.Option(None, "--data", "-d", help="cifar10, cifar100, svhn, digits or npz:PATH "
-                    "\\[default: cifar10]")
+DATA = data_option("cifar10")
 EPOCHS = typer.Option(None, "--epochs", help="epochs to train; lr x0.1 at 50% and 75% of them "
                       "\\[default with --recipe paper: the paper's]")
 MAX_STEPS = typer.Option(None, "--max-steps", help="stop after this many optimiser steps in all (a short run); "

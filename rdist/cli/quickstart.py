@@ -2,45 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from datetime import datetime
 from pathlib import Path
 
 import typer
 
-from rdist.cli.common import attack_progress, console, err_console, print_json, progress_bar, user_errors
-from rdist.cli.training import EpochProgress
-from rdist.engine import Callback
-
-
-class StagedProgress(Callback):
-    """A fresh EpochProgress for each training run, the previous one closed first (rich shows one live
-    display at a time)."""
-
-    def __init__(self):
-        self.stack = contextlib.ExitStack()
-        self.inner = EpochProgress(self.stack)
-
-    def on_run_start(self, *args) -> None:
-        self.close()
-        self.inner = EpochProgress(self.stack)
-        self.inner.on_run_start(*args)
-
-    def on_epoch_start(self, *args) -> None:
-        self.inner.on_epoch_start(*args)
-
-    def on_step(self, info) -> None:
-        self.inner.on_step(info)
-
-    def on_eval(self, *args) -> None:
-        self.inner.on_eval(*args)
-
-    def on_epoch_end(self, record) -> None:
-        self.inner.on_epoch_end(record)
-
-    def close(self) -> None:
-        self.stack.close()
+from rdist.cli.common import console, err_console, print_json, user_errors
+from rdist.cli.progress import EpochProgress, attack_progress, progress_bar
+from rdist.reproduce.quickstart import STUDENTS, TEACHER
 
 
 @user_errors
@@ -49,7 +19,8 @@ def quickstart(
                              "\\[default: runs/quickstart-<timestamp>]"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1"),
     seed: int = typer.Option(0, "--seed", help="seed of every run and attack"),
-    epochs: int = typer.Option(None, "--epochs", help="epochs of each of the three runs \\[default: 10]"),
+    epochs: int = typer.Option(None, "--epochs", help="epochs of each of the three runs \\[default: "
+                               f"{TEACHER.epochs} for the teacher, {STUDENTS[0].epochs} for each student]"),
     n: int = typer.Option(None, "--n", help="digits test images each model is attacked on (the first n) "
                           "\\[default: 359, the whole test set]"),
     json_out: bool = typer.Option(False, "--json", help="print the comparison as JSON"),
@@ -61,7 +32,7 @@ def quickstart(
     Takes a few minutes on two CPU cores and needs no download.
     """
     from rdist.cli.compare import print_table
-    from rdist.pipelines.quickstart import TEST_IMAGES, check_n, compare_quickstart, train_quickstart
+    from rdist.reproduce.quickstart import TEST_IMAGES, check_n, compare_quickstart, train_quickstart
 
     n = TEST_IMAGES if n is None else n
     check_n(n)
@@ -74,13 +45,8 @@ def quickstart(
         if show:
             err_console.print(f"[bold]{stage.name}[/]: {stage.method} on {stage.arch}, {stage.epochs} epochs")
 
-    progress = StagedProgress() if show else None
-    try:
-        models = train_quickstart(out, device=device, seed=seed, epochs=epochs, callback=progress,
-                                  on_stage=on_stage)
-    finally:
-        if progress:
-            progress.close()
+    models = train_quickstart(out, device=device, seed=seed, epochs=epochs,
+                              callback=EpochProgress() if show else None, on_stage=on_stage)
     with progress_bar(not show) as bar:
         comparison = compare_quickstart(models, device=device, seed=seed, n=n,
                                         progress=attack_progress(bar, "attack "))

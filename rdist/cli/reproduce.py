@@ -37,15 +37,15 @@ def reproduce(
     Example: rdist reproduce digits-rslad --seeds 0,1,2   (on a CPU, in minutes)
     """
     from rdist.engine import parse_seeds
-    from rdist.reproduce import check_entry, find_reproduction, load_reproductions
+    from rdist.reproduce import REPRODUCTIONS, check_entry
 
-    entries = load_reproductions(catalogue)
+    entries = REPRODUCTIONS.load(catalogue)
     if list_:
         _print_list(entries, json_out)
         return
     if name is None:
         raise RdistError("give the NAME of a reproduction (`rdist reproduce --list` shows them), or --list")
-    entry = find_reproduction(entries, name)
+    entry = REPRODUCTIONS.find(name, entries)
     check_entry(entry)
     seed_list = parse_seeds(seeds)
     if select_on is not None and select_on not in ("val", "test"):
@@ -55,17 +55,11 @@ def reproduce(
     if push is not None:
         check_push(entry, push)
     show = not (quiet or json_out)
-    from rdist.cli.quickstart import StagedProgress
+    from rdist.cli.progress import EpochProgress
 
-    progress = StagedProgress() if show else None
-    try:
-        # Attacks get no bar: rich shows one live display at a time, and the training bars own it.
-        result = run(entry, seed_list, out, select_on=select_on, device=device, callback=progress,
-                     on_stage=(lambda m: err_console.print(m, highlight=False, soft_wrap=True)) if show
-                     else (lambda m: None))
-    finally:
-        if progress:
-            progress.close()
+    result = run(entry, seed_list, out, select_on=select_on, device=device, callback=EpochProgress() if show else None,
+                 on_stage=(lambda m: err_console.print(m, highlight=False, soft_wrap=True)) if show
+                 else (lambda m: None))
     pushed = push_best(result, push, private=private) if push is not None else None
     if json_out:
         print_json({**result.to_dict(), **({"zoo_entry": pushed.to_dict()} if pushed else {})})
@@ -117,7 +111,7 @@ def _print_list(entries, json_out: bool) -> None:
     from rich import box
     from rich.table import Table
 
-    from rdist.reproduce.cost import ASSUMED_TFLOPS
+    from rdist.engine.cost import ASSUMED_TFLOPS
     from rdist.reproduce.runner import estimated_gpu_hours
 
     rows = [{"name": e.name, "teacher": e.teacher_label, "method": e.method, "student": e.student,

@@ -27,19 +27,19 @@ def list_(
     from rich import box
     from rich.table import Table
 
-    from rdist.zoo import load_zoo, zoo_path
+    from rdist.zoo import ZOO
 
-    entries = load_zoo(zoo)
+    entries = ZOO.load(zoo)
     chosen = [e for e in entries if data in (None, e.dataset) and arch in (None, e.arch) and method in (None, e.method)]
     if json_out:
         print_json([e.to_dict() for e in chosen])
         return
     if not entries:
-        console.print(f"{zoo_path(zoo)} lists no published students yet; publish one with `rdist zoo push`",
+        console.print(f"{ZOO.path(zoo)} lists no published students yet; publish one with `rdist zoo push`",
                       highlight=False)
         return
     if not chosen:
-        console.print(f"no student in {zoo_path(zoo)} matches the filters ({len(entries)} listed)", highlight=False)
+        console.print(f"no student in {ZOO.path(zoo)} matches the filters ({len(entries)} listed)", highlight=False)
         return
     table = Table(title="published students: accuracy (%) measured by `rdist attack`", box=box.SIMPLE,
                   pad_edge=False)

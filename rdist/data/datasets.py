@@ -1,4 +1,4 @@
-"""Dataset registry: torchvision sets (cached downloads), scikit-learn digits, and `npz:PATH` files.
+"""Dataset registry: torchvision sets (cached downloads), Tiny-ImageNet, scikit-learn digits, and `npz:PATH` files.
 
 Every dataset becomes uint8 NCHW images and int64 labels, moved to the compute device once, so that
 training and attacks never copy from host memory on the hot path.
@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from rdist.data.tiny_imagenet import tiny_imagenet_arrays
 from rdist.errors import RdistError
 from rdist.files import cache_dir
 from rdist.utils import first_line, unknown
@@ -90,7 +91,7 @@ def _from_numpy(name, x_train, y_train, x_test, y_test, num_classes=None) -> Dat
                    num_classes or high + 1)
 
 
-def _digits(root: Path) -> Dataset:
+def _digits(root: Path, classes: int) -> Dataset:
     """scikit-learn's 1797 8x8 digits, 17 grey levels (0-16) scaled to 0-255; a fixed 80/20 split."""
     from sklearn.datasets import load_digits
 
@@ -99,11 +100,11 @@ def _digits(root: Path) -> Dataset:
     order = np.random.default_rng(0).permutation(len(images))
     n_test = len(images) // 5
     test, train = order[:n_test], order[n_test:]
-    return _from_numpy("digits", images[train], digits.target[train], images[test], digits.target[test], 10)
+    return _from_numpy("digits", images[train], digits.target[train], images[test], digits.target[test], classes)
 
 
-def _torchvision(name: str, cls_name: str, num_classes: int, split_kw: Callable[[bool], dict]):
-    def load(root: Path) -> Dataset:
+def _torchvision(name: str, cls_name: str, split_kw: Callable[[bool], dict]):
+    def load(root: Path, classes: int) -> Dataset:
         import torchvision
 
         folder = root / name
@@ -122,9 +123,13 @@ def _torchvision(name: str, cls_name: str, num_classes: int, split_kw: Callable[
                 images = images.transpose(0, 3, 1, 2)
             labels = np.asarray(getattr(split, "targets", None) if hasattr(split, "targets") else split.labels)
             arrays += [images, labels]
-        return _from_numpy(name, *arrays, num_classes=num_classes)
+        return _from_numpy(name, *arrays, num_classes=classes)
 
     return load
+
+
+def _tiny_imagenet(root: Path, classes: int) -> Dataset:
+    return _from_numpy("tiny-imagenet", *tiny_imagenet_arrays(root), num_classes=classes)
 
 
 def _npz(path: str) -> Dataset:
@@ -160,27 +165,32 @@ def npz_file(name: str) -> Path | None:
     return Path(name[4:]).expanduser() if name.startswith("npz:") else None
 
 
-DATASETS: dict[str, Callable[[Path], Dataset]] = {
-    "cifar10": _torchvision("cifar10", "CIFAR10", 10, lambda train: {"train": train}),
-    "cifar100": _torchvision("cifar100", "CIFAR100", 100, lambda train: {"train": train}),
-    "svhn": _torchvision("svhn", "SVHN", 10, lambda train: {"split": "train" if train else "test"}),
-    "digits": _digits,
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What rdist knows of a named dataset without loading it, and how to load it."""
+
+    channels: int
+    classes: int
+    size: int  # images are size x size
+    train_images: int  # images in the training split (before rdist holds out a validation split)
+    load: Callable[[Path, int], Dataset]  # (cache directory, classes) -> the dataset
+
+
+# Every named dataset: one entry here is all a new dataset needs.
+DATASETS: dict[str, DatasetFacts] = {
+    "cifar10": DatasetFacts(3, 10, 32, 50_000, _torchvision("cifar10", "CIFAR10", lambda train: {"train": train})),
+    "cifar100": DatasetFacts(3, 100, 32, 50_000, _torchvision("cifar100", "CIFAR100", lambda train: {"train": train})),
+    "svhn": DatasetFacts(3, 10, 32, 73_257,
+                         _torchvision("svhn", "SVHN", lambda train: {"split": "train" if train else "test"})),
+    "tiny-imagenet": DatasetFacts(3, 200, 64, 100_000, _tiny_imagenet),  # validation split as the test split
+    "digits": DatasetFacts(1, 10, 8, 1438, _digits),  # its fixed 80% split of 1797
 }
-
-
-# (channels, classes, image size) of each named dataset, known without loading it.
-DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
-    "cifar10": (3, 10, 32), "cifar100": (3, 100, 32), "svhn": (3, 10, 32), "digits": (1, 10, 8)}
-
-
-# Training images of each named dataset, known without loading it (digits: its fixed 80% split).
-TRAIN_SIZES: dict[str, int] = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "digits": 1438}
 
 
 def train_size(name: str) -> int:
     """Images in the training split of dataset `name`; an npz file is opened to find out."""
-    if name in TRAIN_SIZES:
-        return TRAIN_SIZES[name]
+    if name in DATASETS:
+        return DATASETS[name].train_images
     if name.startswith("npz:"):
         return len(_npz(name[4:]).y_train)
     raise unknown("dataset", name, list_datasets())
@@ -188,12 +198,18 @@ def train_size(name: str) -> int:
 
 def dataset_shape(name: str) -> tuple[int, int, int]:
     """(channels, classes, image size) of dataset `name`; an npz file is opened to find out."""
-    if name in DATASET_SHAPES:
-        return DATASET_SHAPES[name]
+    if name in DATASETS:
+        facts = DATASETS[name]
+        return facts.channels, facts.classes, facts.size
     if name.startswith("npz:"):
         data = _npz(name[4:])
         return data.input_shape[0], data.num_classes, data.input_shape[-1]
     raise unknown("dataset", name, list_datasets())
+
+
+def num_classes(name: str) -> int:
+    """Classes of dataset `name`."""
+    return dataset_shape(name)[1]
 
 
 def list_datasets() -> list[str]:
@@ -201,11 +217,12 @@ def list_datasets() -> list[str]:
 
 
 def load_dataset(name: str, root: str | Path | None = None, device: torch.device | str = "cpu") -> Dataset:
-    """Load a dataset by name (`cifar10`, `cifar100`, `svhn`, `digits`, `npz:PATH`) onto `device`."""
+    """Load a dataset by name (`cifar10`, `cifar100`, `svhn`, `tiny-imagenet`, `digits`, `npz:PATH`) onto `device`."""
     if name.startswith("npz:"):
         dataset = _npz(name[4:])
     elif name in DATASETS:
-        dataset = DATASETS[name](Path(root) if root else cache_dir() / "data")
+        facts = DATASETS[name]
+        dataset = facts.load(Path(root) if root else cache_dir() / "data", facts.classes)
     else:
         raise unknown("dataset", name, list_datasets())
     return dataset.to(device)

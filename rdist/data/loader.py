@@ -7,22 +7,34 @@ import torch.nn.functional as F
 
 
 def augment(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Random crop with `padding` zero pixels on each side, then random horizontal flip, batched.
+    """Random crop with `padding` zero pixels on each side, then random horizontal flip, batched."""
+    return crop_flip(images, padding, *crop_flip_draws(len(images), padding, generator, images.device))
 
-    One gather over the padded batch replaces a Python loop of per-image crops.
+
+def crop_flip_draws(n: int, padding: int, generator: torch.Generator, device: torch.device | str):
+    """The random draws of `augment` for `n` images: (row offset, column offset, flip) per image. Drawn for a
+    whole global batch and sliced, they give each rank its rows' augmentation."""
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
+    flip = torch.rand(n, generator=generator, device=device) < 0.5
+    return dy, dx, flip
+
+
+def crop_flip(images: torch.Tensor, padding: int, dy: torch.Tensor, dx: torch.Tensor,
+              flip: torch.Tensor) -> torch.Tensor:
+    """Each image cropped at (dy, dx) of its zero-padded self and mirrored where `flip`.
+
+    One gather over the padded batch replaces a Python loop of per-image crops: each output pixel's flat
+    position in its padded image, shared by the channels (an expanded index, never materialised per channel).
     """
-    n, _, h, w = images.shape
+    n, c, h, w = images.shape
     padded = F.pad(images, (padding,) * 4)
     dev = images.device
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=dev)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=dev)
-    flip = torch.rand(n, generator=generator, device=dev) < 0.5
-    rows = (dy[:, None] + torch.arange(h, device=dev)[None])  # (n, h)
+    rows = dy[:, None] + torch.arange(h, device=dev)[None]  # (n, h)
     cols = dx[:, None] + torch.arange(w, device=dev)[None]  # (n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
-    batch_index = torch.arange(n, device=dev)[:, None, None, None]
-    channel_index = torch.arange(images.shape[1], device=dev)[None, :, None, None]
-    return padded[batch_index, channel_index, rows[:, None, :, None], cols[:, None, None, :]]
+    index = (rows[:, :, None] * (w + 2 * padding) + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+    return padded.reshape(n, c, (h + 2 * padding) * (w + 2 * padding)).gather(2, index).reshape(n, c, h, w)
 
 
 def shard_rows(total: int, rank: int, world_size: int) -> slice:

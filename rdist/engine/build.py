@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rdist.artifact import check_fits
 from rdist.data import Dataset, dataset_shape, load_dataset
 from rdist.engine.config import TrainConfig, fill_paper_defaults
 from rdist.engine.distributed import Parallel, Ranks
@@ -80,14 +81,13 @@ def build_run(config: TrainConfig) -> Run:
 
 def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Parallel) -> Run:
     parallel.check_same(config=config.to_dict())
-    channels, classes, size = dataset_shape(config.data)
+    channels, classes, _ = dataset_shape(config.data)
     device = parallel.device
     torch.manual_seed(config.seed)
     student = create_model(config.student, num_classes=classes, in_channels=channels)
     student = parallel.convert_sync_bn(student).to(device)
     with parallel.main_first():  # teachers and data may be downloaded: once, by rank 0
-        teachers = {name: _load_teacher(config.teachers[name], name, device, config.data, channels, classes, size)
-                    for name in method.teachers}
+        teachers = {name: _load_teacher(config.teachers[name], name, device, config.data) for name in method.teachers}
         dataset = load_dataset(config.data, device=device)
     if config.select_on == "test":  # the papers' protocol: all training data trains, the test set selects
         train_x, train_y, eval_x, eval_y = dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test
@@ -148,19 +148,9 @@ def _check_teachers_wanted(method: Method, config: TrainConfig) -> None:
                          f"{', '.join(method.teachers)}{'; ' + ', '.join(takers) + ' take one' if takers else ''})")
 
 
-def _load_teacher(spec: str, role_name: str, device: torch.device, data: str, channels: int, classes: int,
-                  size: int) -> nn.Module:
+def _load_teacher(spec: str, role_name: str, device: torch.device, data: str) -> nn.Module:
     """The frozen teacher `spec` of role `role_name`, refused when built for other classes or another input shape."""
     noun = role(role_name).noun
     teacher = resolve_teacher(spec, device, dataset=data)
-    meta = getattr(teacher, "rdist_meta", {})
-    teacher_classes = meta.get("arch", {}).get("num_classes")
-    if teacher_classes is not None and teacher_classes != classes:
-        raise RdistError(f"{noun} {spec} has {teacher_classes} classes but dataset {data} has {classes}; "
-                         f"pass a {noun} trained on {data} (or --data {meta.get('dataset', 'its dataset')})")
-    shape = meta.get("input_shape") or [meta.get("arch", {}).get("in_channels", channels), size, size]
-    if list(shape) != [channels, size, size]:
-        raise RdistError(f"{noun} {spec} takes inputs of shape {tuple(shape)} but dataset {data} has "
-                         f"{(channels, size, size)}; pass a {noun} trained on {data} "
-                         f"(or --data {meta.get('dataset', 'its dataset')})")
+    check_fits(getattr(teacher, "rdist_meta", {}), data, f"{noun} {spec}", instead=f"a {noun}")
     return teacher

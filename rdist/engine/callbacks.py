@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rdist.engine.log import EpochRecord
+
+if TYPE_CHECKING:
+    from rdist.engine.trainer import RunResult
 
 
 @dataclass
@@ -47,3 +51,8 @@ class Callback:
 
     def on_epoch_end(self, record: EpochRecord) -> None:
         """`record` is the epoch's log.jsonl line."""
+
+    def on_run_end(self, result: RunResult | None) -> None:
+        """After the run's last step, with what it wrote; None when it stopped on an error. Either way the last
+        hook of a run, where a callback releases what `on_run_start` took (a live display, a file), so that one
+        callback can watch several runs in turn."""

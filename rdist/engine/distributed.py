@@ -46,7 +46,7 @@ from rdist.attacks.evaluator import EvalResult, Progress, correct_per_example, r
 from rdist.attacks.pgd import Noise, ShardNoise
 from rdist.data import Batches
 from rdist.errors import RdistError
-from rdist.utils import default_device
+from rdist.utils import default_device, first_line
 
 BACKENDS = ("nccl", "gloo")
 # How gloo and NCCL report a peer that died: a RuntimeError, not always a torch.distributed.DistError.
@@ -185,7 +185,7 @@ class Parallel:
                 raise
             # Our message is on its way out: torchrun's SIGTERM to the survivors must not cut it short.
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            cause = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).splitlines()[0]).split(". ")[0]  # no source path
+            cause = re.sub(r"^\[[^\]]*\]\s*", "", first_line(exc)).split(". ")[0]  # no source path
             raise RankError(f"rank {self.ranks.rank} lost contact with the other processes (one was killed or "
                             f"failed: {cause}); {resume}") from None
         else:

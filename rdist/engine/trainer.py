@@ -25,8 +25,8 @@ from rdist.engine.callbacks import Callback, StepInfo
 from rdist.engine.checkpoint import check_same_run, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from rdist.engine.config import TrainConfig
 from rdist.engine.log import EpochLog, EpochRecord, read_log
-from rdist.engine.outputs import EVAL_ATTACKS, check_run_dir, eval_report, hold_run_dir, save_artifact
-from rdist.engine.rundir import BEST, CHECKPOINT, LAST
+from rdist.engine.rundir import (BEST, CHECKPOINT, EVAL_ATTACKS, LAST, check_run_dir, eval_report, hold_run_dir,
+                                save_artifact)
 from rdist.engine.schedule import build_optimizer
 from rdist.engine.step import StepOutput, attack_phase, cudnn_autotune, input_layout, update_phase
 from rdist.errors import RdistError
@@ -164,12 +164,17 @@ class Trainer:
     def fit(self) -> RunResult:
         self.callback.on_run_start(self.run.run_dir, self.epoch + 1, self.schedule.epochs, len(self.batches),
                                    bool(self.config.resume))
-        with cudnn_autotune(self.device):
-            for epoch in range(self.epoch + 1, self.schedule.epochs + 1):
-                if self._steps_left() == 0:
-                    break
-                self._epoch(epoch)
-        return self._result("epochs" if self.epoch == self.schedule.epochs else "max_steps")
+        result = None
+        try:
+            with cudnn_autotune(self.device):
+                for epoch in range(self.epoch + 1, self.schedule.epochs + 1):
+                    if self._steps_left() == 0:
+                        break
+                    self._epoch(epoch)
+            result = self._result("epochs" if self.epoch == self.schedule.epochs else "max_steps")
+        finally:
+            self.callback.on_run_end(result)
+        return result
 
     def _steps_left(self) -> int | None:
         return None if self.config.max_steps is None else max(0, self.config.max_steps - self.global_step)

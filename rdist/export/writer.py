@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from rdist.artifact import load_artifact
+from rdist.artifact import check_fits, load_artifact
 from rdist.data import load_dataset
 from rdist.errors import RdistError
 from rdist.export.runtime import (META_KEY, ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_SUFFIX, create_session,
@@ -139,14 +139,6 @@ def _calibration_images(dataset, count: int) -> torch.Tensor:
     return dataset.x_train[order].float() / 255
 
 
-def _check_data(meta: dict, dataset, source: str) -> None:
-    classes, shape = meta["arch"]["num_classes"], meta.get("input_shape")
-    if dataset.num_classes != classes or (shape and list(shape) != list(dataset.input_shape)):
-        raise RdistError(f"{source} ({classes} classes, inputs {tuple(shape or ())}) does not fit dataset "
-                         f"{dataset.name} ({dataset.num_classes} classes, inputs {tuple(dataset.input_shape)}); "
-                         "pass the --data the model was trained on")
-
-
 def export_model(model: str, out: str | Path, *, int8: bool = False, calibration: int = DEFAULT_CALIBRATION,
                  opset: int = DEFAULT_OPSET, data: str | None = None, check_n: int = CHECK_IMAGES,
                  note: Note | None = None) -> dict[str, Any]:
@@ -170,7 +162,7 @@ def export_model(model: str, out: str | Path, *, int8: bool = False, calibration
         raise RdistError(f"{source} records no dataset to calibrate int8 on: pass --data")
     dataset = load_dataset(data) if data else None
     if dataset is not None:
-        _check_data(meta, dataset, str(source))
+        check_fits(meta, dataset, str(source))
     input_shape = list(meta.get("input_shape") or (dataset.input_shape if dataset else []))
     if len(input_shape) != 3:
         raise RdistError(f"{source} records no input shape and no dataset: pass --data")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from rdist.artifact import check_fits
 from rdist.attacks import resolve_attacks
 from rdist.attacks.evaluator import Progress
 from rdist.data import load_dataset
@@ -20,7 +21,7 @@ from rdist.engine import EpochRecord, RunDirectory, group_seed_dirs, read_log
 from rdist.errors import RdistError
 from rdist.export.runtime import graph_precision, is_onnx_path, runs_on_onnx
 from rdist.report.profile import profile_model, profile_onnx
-from rdist.report.robustness import check_compatible, check_sizes, robustness_report
+from rdist.report.robustness import check_sizes, robustness_report
 from rdist.resolve import ModelSource, model_label, resolve_model
 from rdist.utils import format_eps, parse_eps
 
@@ -169,7 +170,7 @@ class Evaluator:
         check_sizes(n, batch_size)
         self.dataset = load_dataset(data, device="cpu")
         for entry in entries:
-            check_compatible(entry.meta, self.dataset, entry.label)
+            check_fits(entry.meta, self.dataset, entry.label)
         self.data, self.n = data, min(n, len(self.dataset.y_test))
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.fresh, self.record, self.progress, self.surrogate = fresh, record, progress, surrogate

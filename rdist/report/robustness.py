@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rdist.artifact import record_results
+from rdist.artifact import check_fits, record_results
 from rdist.attacks import resolve_attacks
 from rdist.attacks.evaluator import PRECISIONS, Progress
 from rdist.data import load_dataset, npz_file
@@ -38,18 +38,6 @@ def check_sizes(n: int, batch_size: int | str) -> None:
         raise RdistError(f"--batch-size must be positive, got {batch_size}")
 
 
-def check_compatible(meta: dict, dataset, source: str) -> None:
-    """Refuse data whose class count or image shape differs from what the model was built for."""
-    classes = meta["arch"]["num_classes"]
-    if dataset.num_classes != classes:
-        raise RdistError(f"{source} has {classes} classes but dataset {dataset.name} has {dataset.num_classes}; "
-                         "pass the --data the model was trained on")
-    shape = meta.get("input_shape")
-    if shape and list(dataset.input_shape) != list(shape):
-        raise RdistError(f"{source} expects inputs {tuple(shape)} but dataset {dataset.name} has "
-                         f"{tuple(dataset.input_shape)}; pass the --data the model was trained on")
-
-
 def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: str | None, n: int,
             batch_size: int | str, surrogate: str | None, seed: int, precision: str, progress: Progress | None,
             out: str | Path | None, record: bool) -> dict[str, Any]:
@@ -70,17 +58,15 @@ def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: 
             check_output(out, "--out", inputs=[("the model", path), ("the surrogate", surrogate),
                                                ("the dataset", npz_file(data))])
         dataset = load_dataset(data, device=dev)
-    check_compatible(meta, dataset, str(path))
+    check_fits(meta, dataset, str(path))
     surrogate_net = None
     if surrogate:
         check_surrogate(surrogate)
         with parallel.main_first():
             surrogate_net = channels_last(resolve_model(surrogate, data).load(dev))
-        classes = (surrogate_net.rdist_meta["arch"]["num_classes"], meta["arch"]["num_classes"])
-        if classes[0] != classes[1]:
-            raise RdistError(f"--surrogate {surrogate} has {classes[0]} classes but {path.name} has {classes[1]}; "
-                             "craft transfer attacks on a model of the same task")
-        check_compatible(surrogate_net.rdist_meta, dataset, surrogate)
+        # The model fits the dataset, so a surrogate that fits it too is of the model's task.
+        check_fits(surrogate_net.rdist_meta, dataset, f"--surrogate {surrogate}", instead="a surrogate",
+                   data_option=False)
     x, y = dataset.x_test[:n], dataset.y_test[:n]
     started = time.perf_counter()
     result = parallel.evaluate(net, x, y, names, eps=eps, batch_size=batch_size, seed=seed, surrogate=surrogate_net,

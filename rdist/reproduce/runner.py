@@ -205,19 +205,19 @@ def _stage(name: str, run: Callable[[], Any]) -> Any:
 
 def estimated_gpu_hours(entry: Reproduction) -> float:
     """GPU hours of one seed (training and evaluation) plus a trained teacher stage, at the assumed throughput
-    (see rdist.reproduce.cost)."""
-    from rdist.reproduce.cost import evaluation_flops, gpu_hours, training_flops
+    (see rdist.engine.cost)."""
+    from rdist.engine.cost import evaluation_flops, gpu_hours, run_cost
     from rdist.teachers.catalogue import TEACHERS
 
-    teacher_arch = None
+    teachers = {}
     flops = 0.0
     if isinstance(entry.teacher, TeacherStage):
-        teacher_arch = entry.teacher.arch
-        flops += training_flops(teacher_config(entry, select_on=entry.select_on, device=None), None)
+        teachers[ROBUST] = entry.teacher.arch
+        flops += run_cost(teacher_config(entry, select_on=entry.select_on, device=None)).flops
     elif entry.teacher is not None:
-        teacher_arch = TEACHERS[(entry.teacher, entry.dataset)].arch
+        teachers[ROBUST] = TEACHERS[(entry.teacher, entry.dataset)].arch
     config = student_config(entry, select_on=entry.select_on, device=None, teacher=None)
-    flops += training_flops(config, teacher_arch)
+    flops += run_cost(config, teachers).flops
     evaluation = entry.evaluation
     flops += evaluation_flops(entry.student, entry.dataset, evaluation.n, evaluation.aa, entry.published["aa"] / 100)
     return gpu_hours(flops)

@@ -10,7 +10,8 @@ import json
 
 from rdist.zoo.catalogue import ZooEntry
 
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN", "digits": "digits (scikit-learn)"}
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN", "tiny-imagenet": "Tiny-ImageNet",
+                 "digits": "digits (scikit-learn)"}
 # metric -> (model-index name, config); all three are accuracies in percent on the test set.
 _METRICS = {"clean": ("Clean accuracy", "clean"), "pgd20": ("PGD-20 accuracy", "pgd20"),
             "aa": ("AutoAttack accuracy", "autoattack")}

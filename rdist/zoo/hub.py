@@ -11,13 +11,15 @@ again at each call and passes them on, so a process that imported it early still
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from rdist.artifact import read_metadata, with_metadata
+from rdist.catalogues import problem
 from rdist.errors import RdistError
 from rdist.files import sha256_file
 from rdist.utils import first_line, format_eps
@@ -94,11 +96,17 @@ def push_student(model: str | Path, repo: str, *, name: str | None = None, metho
     teacher = teacher_name(teacher or provenance.get("teacher"))
     eps_text = format_eps(report["eps"])
     content = model.read_bytes() if meta == local else with_metadata(model, meta)
-    # The revision is known only once the commit exists; the card and config do not show it.
-    entry = ZooEntry(name=name, repo=repo, file=HUB_FILE, revision="", sha256=hashlib.sha256(content).hexdigest(),
-                     arch=meta["arch"]["name"], dataset=meta.get("dataset") or report["dataset"], method=method,
-                     teacher=teacher, results={m: round(100 * report["accuracy"][m], 2) for m in METRICS},
-                     command=_attack_command(name, report))
+    # The revision is known only once the commit exists (a placeholder until then); the card and config do not
+    # show it. Checked as zoo.yaml will check it, before anything is uploaded.
+    try:
+        entry = ZooEntry.model_validate({
+            "name": name, "repo": repo, "file": HUB_FILE, "revision": "0" * 40,
+            "sha256": hashlib.sha256(content).hexdigest(), "arch": meta["arch"]["name"],
+            "dataset": meta.get("dataset") or report["dataset"], "method": method, "teacher": teacher,
+            "results": {m: round(100 * report["accuracy"][m], 2) for m in METRICS},
+            "command": _attack_command(name, report)})
+    except ValidationError as exc:
+        raise RdistError(problem(exc, ZooEntry, f"the zoo.yaml entry of {model}")) from None
     token = get_token()
     if not token:
         raise RdistError("no Hugging Face token found: run `hf auth login` or set HF_TOKEN to a token with write "
@@ -114,7 +122,7 @@ def push_student(model: str | Path, repo: str, *, name: str | None = None, metho
         commit = api.create_commit(repo, operations, commit_message=f"Publish {name} (rdist)")
     except _hub_errors() as exc:
         raise RdistError(f"cannot push to {repo}: {first_line(exc)}") from None
-    return dataclasses.replace(entry, revision=commit.oid)
+    return entry.model_copy(update={"revision": commit.oid})
 
 
 def measured_report(meta: dict, source: Path) -> dict[str, Any]:

@@ -25,3 +25,15 @@ def test_quickstart_trains_three_models_and_compares_them(tmp_path):
     # the comparison's results were recorded, so a later `rdist compare` reuses them
     key = results_key(comparison["attacks"], "digits", comparison["eps"], comparison["n"])
     assert read_metadata(teacher)["results"][key]["accuracy"] == rows[0]["accuracy"]
+
+
+def test_epochs_help_states_the_epochs_the_stages_run():
+    """The help's default is what runs when --epochs is left out: each stage's own epochs, not one number."""
+    from rdist.reproduce.quickstart import STUDENTS, TEACHER
+
+    result = CliRunner().invoke(app, ["quickstart", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    line = " ".join(next(line for line in result.output.splitlines() if "--epochs" in line).split())
+    assert "[default: 10]" not in line
+    assert f"{TEACHER.epochs} for the teacher" in line and f"{STUDENTS[0].epochs} for each student" in line, line
+    assert {s.epochs for s in STUDENTS} == {STUDENTS[0].epochs}

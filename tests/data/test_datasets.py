@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import rdist
-from rdist.data import Batches, augment, dataset_shape
+from rdist.data import DATASETS, Batches, augment, dataset_shape, num_classes, train_size
 from rdist.errors import RdistError
 from tests.helpers import CIFAR_SUBSET, requires_cifar_subset
 
@@ -14,6 +14,15 @@ def test_digits_are_uint8_nchw_with_a_fixed_split(digits):
     assert digits.num_classes == 10 and int(digits.x_train.max()) == 255
     again = rdist.load_dataset("digits")
     assert torch.equal(again.x_test, digits.x_test)
+
+
+def test_the_facts_known_without_loading_are_those_of_the_loaded_data(digits):
+    # digits is the named dataset every machine can load; the others' facts are their published sizes.
+    assert dataset_shape("digits") == (digits.input_shape[0], digits.num_classes, digits.input_shape[-1])
+    assert train_size("digits") == len(digits.y_train) and num_classes("digits") == digits.num_classes
+    assert {name: (f.channels, f.classes, f.size, f.train_images) for name, f in DATASETS.items() if name != "digits"} \
+        == {"cifar10": (3, 10, 32, 50_000), "cifar100": (3, 100, 32, 50_000), "svhn": (3, 10, 32, 73_257),
+            "tiny-imagenet": (3, 200, 64, 100_000)}
 
 
 @requires_cifar_subset()

@@ -55,6 +55,21 @@ def test_the_newest_methods_distil_from_the_command_line(method, robust_teacher,
     assert provenance["method_config"] == create_method(method).config()  # the paper's hyper-parameters
 
 
+def test_one_progress_display_follows_every_seed(tmp_path, monkeypatch):
+    # Each seed's display stops when its run ends (on_run_end), before the next one's starts.
+    import rdist.cli.progress as progress
+
+    displays, new_progress = [], progress.new_progress
+    monkeypatch.setattr(progress, "new_progress", lambda: displays.append(new_progress()) or displays[-1])
+    result = rdist_cli("teacher", "train", "--method", "natural", "--arch", "tinycnn", *SHORT, "--seeds", "0,1",
+                       "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    for seed in (0, 1):
+        assert f"training: 1 epoch of 18 steps, run directory {tmp_path / f'seed-{seed}'}" in result.output
+    assert result.output.count("epoch 1/1  loss") == 2 and result.output.count("finished: 1 epochs") == 2
+    assert len(displays) == 2 and not any(display.live.is_started for display in displays)
+
+
 @pytest.fixture(scope="module")
 def teacher_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"

@@ -112,6 +112,18 @@ def test_every_family_accepts_in_channels_and_num_classes(name):
     assert x.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("name", ["resnet18", "preactresnet18", "mobilenetv2", "wrn-16-2"])
+def test_students_take_tiny_imagenet_64x64_with_200_classes(name):
+    # The CIFAR stems keep stride 1, so a 64x64 image reaches the head as a feature map twice as wide as at 32x32
+    # (8x8 for resnet18, 16x16 for wrn): the global average pooling must adapt to it rather than assume the
+    # reference's fixed window (avg_pool2d(4), avg_pool2d(8)).
+    model = create_model(name, num_classes=200)
+    out = model(torch.rand(2, 3, 64, 64))  # train mode, as training sees it
+    assert out.shape == (2, 200)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 @pytest.mark.parametrize("name", ["smallcnn", "tinycnn"])
 def test_small_models_on_8x8_digits(name):
     model = create_model(name, num_classes=10, in_channels=1)

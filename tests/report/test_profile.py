@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import rdist
-from rdist.report.profile import count_macs, count_parameters, format_count, latency_ms, profile_model
+from rdist.models import count_macs, count_parameters
+from rdist.report.profile import format_count, latency_ms, profile_model
 
 
 def hand_counted_model() -> nn.Module:

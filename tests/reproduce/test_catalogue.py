@@ -9,14 +9,14 @@ from typer.testing import CliRunner
 from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.methods import method_class
-from rdist.reproduce import TeacherStage, check_entry, find_reproduction, load_reproductions
+from rdist.reproduce import REPRODUCTIONS, TeacherStage, check_entry
 from rdist.teachers.catalogue import TEACHERS
 from rdist.catalogues import catalogue_path
 from tests.helpers import assert_one_line_error
 
 PROJECT_REPRODUCTIONS = catalogue_path("reproductions.yaml")  # the project's own catalogue
 
-ENTRIES = load_reproductions(PROJECT_REPRODUCTIONS)
+ENTRIES = REPRODUCTIONS.load(PROJECT_REPRODUCTIONS)
 # The rows of the spec's reference results (shared/spec/methods.md), with their AutoAttack accuracy.
 SPEC_ROWS = {
     ("rslad", "resnet18", "cifar10"): 51.49, ("rslad", "mobilenetv2", "cifar10"): 50.17,
@@ -57,14 +57,14 @@ def test_the_spec_reference_rows_are_all_there_with_their_numbers():
 
 
 def test_the_digits_row_trains_its_teacher_as_a_stage_and_is_small():
-    entry = find_reproduction(ENTRIES, "digits-rslad")
+    entry = REPRODUCTIONS.find("digits-rslad", ENTRIES)
     assert isinstance(entry.teacher, TeacherStage) and entry.dataset == "digits"
     assert entry.options["epochs"] <= 5 and entry.evaluation.n <= 200
 
 
 def test_unknown_name_suggests_the_close_ones():
     with pytest.raises(RdistError, match=r"unknown reproduction 'rslad-resnet18-cifar1'.*did you mean"):
-        find_reproduction(ENTRIES, "rslad-resnet18-cifar1")
+        REPRODUCTIONS.find("rslad-resnet18-cifar1", ENTRIES)
 
 
 def write(tmp_path, entries):
@@ -80,27 +80,27 @@ GOOD = {"name": "x", "method": "sat", "student": "tinycnn", "dataset": "digits",
 @pytest.mark.parametrize("change, message", [
     ({"source": None}, "missing field 'source'"),
     ({"published": {"clean": 90}}, "missing field 'published.aa'"),
-    ({"published": {"aa": 120}}, "published aa must be an accuracy in percent"),
-    ({"source": {"paper": "p"}}, "paper and the table"),
+    ({"published": {"aa": 120}}, "'published.aa' must be an accuracy in percent"),
+    ({"source": {"paper": "p"}}, "missing field 'source.table'"),
     ({"options": {"epoch": 3}}, "unknown option 'epoch' (did you mean: epochs"),
     ({"select_on": "train"}, "select_on' must be one of val, test"),
     ({"evaluatoin": {}}, "unknown field 'evaluatoin'"),
 ])
 def test_a_broken_entry_is_named_with_its_field(tmp_path, change, message):
     with pytest.raises(RdistError, match="entry 1 \\('x'\\)") as info:
-        load_reproductions(write(tmp_path, [{**GOOD, **change}]))
+        REPRODUCTIONS.load(write(tmp_path, [{**GOOD, **change}]))
     assert message in str(info.value)
 
 
 def test_an_entry_whose_names_do_not_resolve_is_refused(tmp_path):
-    (entry,) = load_reproductions(write(tmp_path, [{**GOOD, "method": "rslad", "teacher": "Zhang2019Theoretica",
+    (entry,) = REPRODUCTIONS.load(write(tmp_path, [{**GOOD, "method": "rslad", "teacher": "Zhang2019Theoretica",
                                                      "dataset": "cifar10"}]))
     with pytest.raises(RdistError, match="'x': unknown teacher 'Zhang2019Theoretica'.*Zhang2019Theoretically"):
         check_entry(entry)
-    (entry,) = load_reproductions(write(tmp_path, [{**GOOD, "method": "rslad"}]))
+    (entry,) = REPRODUCTIONS.load(write(tmp_path, [{**GOOD, "method": "rslad"}]))
     with pytest.raises(RdistError, match="reproduction 'x': rslad needs teacher"):
         check_entry(entry)
-    (entry,) = load_reproductions(write(tmp_path, [{**GOOD, "student": "resnet19"}]))
+    (entry,) = REPRODUCTIONS.load(write(tmp_path, [{**GOOD, "student": "resnet19"}]))
     with pytest.raises(RdistError, match="unknown architecture 'resnet19'"):
         check_entry(entry)
 

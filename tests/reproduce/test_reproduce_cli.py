@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from rdist.cli.app import app
-from rdist.reproduce import find_reproduction, load_reproductions
+from rdist.reproduce import REPRODUCTIONS
 from rdist.reproduce.runner import claim_out
 from rdist.catalogues import catalogue_path
 from tests.helpers import assert_one_line_error, one_thread
@@ -114,8 +114,8 @@ def test_bad_seeds_are_one_line(seeds, message, tmp_path):
 
 
 def test_an_out_holding_another_reproduction_is_refused(tmp_path):
-    entries = load_reproductions()
-    other = find_reproduction(entries, "rslad-resnet18-cifar10")
+    entries = REPRODUCTIONS.load()
+    other = REPRODUCTIONS.find("rslad-resnet18-cifar10", entries)
     claim_out(tmp_path / "other", other, other.select_on)
     assert_one_line_error(invoke("digits-rslad", "--out", str(tmp_path / "other")),
                           "holds the reproduction rslad-resnet18-cifar10", "not digits-rslad")
@@ -124,7 +124,7 @@ def test_an_out_holding_another_reproduction_is_refused(tmp_path):
     assert_one_line_error(invoke("digits-rslad", "--out", str(tmp_path / "files")),
                           "is not a reproduction directory")
     # The same name with another selection protocol is another reproduction too.
-    digits = find_reproduction(entries, "digits-rslad")
+    digits = REPRODUCTIONS.find("digits-rslad", entries)
     claim_out(tmp_path / "val", digits, "val")
     assert_one_line_error(invoke("digits-rslad", "--select-on", "test", "--out", str(tmp_path / "val")),
                           "select on val")

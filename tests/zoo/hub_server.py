@@ -2,8 +2,9 @@
 
 It implements what rdist's pull and push use, as the Hub answers them: repo creation, preupload
 (always `uploadMode: regular`, so file content comes inline in the commit and no LFS or Xet
-protocol is needed), README metadata validation, NDJSON commits, file resolution (HEAD/GET with
-X-Repo-Commit and ETag), revision info and tree listing. Writes need `Authorization: Bearer <token>`.
+protocol is needed), README metadata validation, NDJSON commits, file resolution in model and
+dataset repos (HEAD/GET with X-Repo-Commit and ETag), revision info and tree listing. Writes need
+`Authorization: Bearer <token>`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ _ROUTES = [
     ("GET", re.compile(rf"/api/models/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?"), "tree"),
     ("GET", re.compile(rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), "resolve"),
     ("HEAD", re.compile(rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), "resolve"),
+    # Dataset repos (hf_hub_download(repo_type="dataset")): kept in `repos` as "datasets/ORG/NAME".
+    ("GET", re.compile(rf"/datasets/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), "resolve_dataset"),
+    ("HEAD", re.compile(rf"/datasets/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), "resolve_dataset"),
 ]
 
 
@@ -213,6 +217,10 @@ class _Handler(BaseHTTPRequestHandler):
                    content_type="application/octet-stream")
 
 
+    def resolve_dataset(self, authorised: bool, repo: str, rev: str, path: str) -> None:
+        self.resolve(authorised, f"datasets/{repo}", rev, path)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     state: HubState
@@ -240,7 +248,8 @@ class HubServer:
         self._thread.join()
 
     def publish(self, repo_id: str, files: dict[str, bytes]) -> str:
-        """Put `files` into `repo_id` directly (as another publisher would); returns the commit."""
+        """Put `files` into `repo_id` directly (as another publisher would); returns the commit. A dataset repo is
+        `datasets/ORG/NAME`."""
         with self.state.lock:
             self.state.repos.setdefault(repo_id, Repo(private=False))
             return self.state.commit(repo_id, files, "published by the test")

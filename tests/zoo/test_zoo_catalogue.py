@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.catalogues import catalogue_path
-from rdist.zoo import load_zoo
+from rdist.zoo import ZOO
 
 PROJECT_ZOO = catalogue_path("zoo.yaml")  # the project's own catalogue
 
@@ -29,11 +29,11 @@ def entry(**changes) -> dict:
 
 def test_the_project_zoo_lists_nothing_unpublished():
     assert PROJECT_ZOO.is_file()
-    assert load_zoo(PROJECT_ZOO) == []
+    assert ZOO.load(PROJECT_ZOO) == []
 
 
 def test_a_complete_entry_loads(write_zoo):
-    (loaded,) = load_zoo(write_zoo([entry()]))
+    (loaded,) = ZOO.load(write_zoo([entry()]))
     assert loaded.repo == "rdist-zoo/rslad-resnet18-cifar10" and loaded.results == {"clean": 83.1, "pgd20": 55.02,
                                                                                     "aa": 51.2}
 
@@ -46,7 +46,7 @@ def test_a_missing_field_is_named_with_its_entry(write_zoo, field):
     path = write_zoo([entry(), broken])
     label = "entry 2 ('second')" if field != "name" else "entry 2"
     with pytest.raises(RdistError, match=rf"entry 2.* is missing field '{field}'") as error:
-        load_zoo(path)
+        ZOO.load(path)
     assert label in str(error.value) and str(path) in str(error.value)
 
 
@@ -61,19 +61,19 @@ def test_a_missing_field_is_named_with_its_entry(write_zoo, field):
 ])
 def test_malformed_fields_are_refused(write_zoo, changes, fragment):
     with pytest.raises(RdistError, match="entry 1 \\('") as error:
-        load_zoo(write_zoo([entry(**changes)]))
+        ZOO.load(write_zoo([entry(**changes)]))
     assert fragment in str(error.value)
 
 
 def test_broken_files_and_duplicates_are_refused(write_zoo, tmp_path):
     with pytest.raises(RdistError, match="repeats the name"):
-        load_zoo(write_zoo([entry(), entry()]))
+        ZOO.load(write_zoo([entry(), entry()]))
     bad = tmp_path / "bad.yaml"
     bad.write_text("students:\n  - name: [unclosed\n")
     with pytest.raises(RdistError, match="not valid YAML at line"):
-        load_zoo(bad)
+        ZOO.load(bad)
     with pytest.raises(RdistError, match="zoo catalogue not found"):
-        load_zoo(tmp_path / "absent.yaml")
+        ZOO.load(tmp_path / "absent.yaml")
 
 
 def test_list_filters_by_dataset_arch_and_method(write_zoo, monkeypatch):

@@ -19,7 +19,7 @@ from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.resolve import resolve_model, resolve_teacher
 from rdist.files import sha256_file
-from rdist.zoo import load_zoo, pull_model
+from rdist.zoo import ZOO, pull_model
 from tests.helpers import assert_one_line_error
 from tests.zoo.conftest import TOKEN, uploaded_files
 
@@ -72,7 +72,7 @@ def test_push_then_pull_round_trip(hub, student, tmp_path, monkeypatch):
 
     zoo = tmp_path / "zoo.yaml"
     zoo.write_text(yaml.safe_dump({"students": [entry]}, sort_keys=False))
-    (listed,) = load_zoo(zoo)
+    (listed,) = ZOO.load(zoo)
     pulled = runner.invoke(app, ["zoo", "pull", "tinycnn-digits", "--zoo", str(zoo)])
     assert pulled.exit_code == 0, pulled.output
     local = Path(pulled.stdout.strip())

@@ -1,13 +1,16 @@
-"""The GPU-hour estimate: passes counted from the methods' own code, FLOPs from the architectures' MACs."""
+"""The one training-cost model: passes counted from the methods' own code, FLOPs from the architectures' MACs;
+the GPU-hour estimate and the distill header's are two views of it."""
 
 from __future__ import annotations
 
 import pytest
 
+from rdist.data import train_size
 from rdist.engine import TrainConfig
+from rdist.engine.build import validation_size
+from rdist.engine.cost import (ASSUMED_TFLOPS, Passes, count_passes, evaluation_flops, gpu_hours, model_macs,
+                               run_cost)
 from rdist.methods import create_method
-from rdist.report.profile import Passes, count_passes
-from rdist.reproduce.cost import ASSUMED_TFLOPS, TRAIN_IMAGES, evaluation_flops, gpu_hours, model_macs, training_flops
 
 
 def test_passes_are_counted_from_the_method_step():
@@ -25,13 +28,35 @@ def test_passes_are_counted_from_the_method_step():
 
 
 def test_training_flops_are_epochs_times_images_times_passes():
-    config = TrainConfig(method="rslad", student="tinycnn", data="digits", epochs=3, eval_n=50, attack_steps=2)
+    config = TrainConfig(method="rslad", student="tinycnn", data="digits", epochs=3, eval_n=50, attack_steps=2,
+                         select_on="test")
     s, t = model_macs("tinycnn", "digits"), model_macs("smallcnn", "digits")
     per_image = 4.0 * s * 2 + 6.0 * s * 2 + 2.0 * t * 1
     per_eval = 50 * (2.0 * s + 20 * 4.0 * s)
-    expected = 3 * TRAIN_IMAGES["digits"] * per_image + 3 * per_eval
-    assert training_flops(config, "smallcnn") == pytest.approx(expected, rel=1e-12)
+    expected = 3 * train_size("digits") * per_image + 3 * per_eval
+    assert run_cost(config, {"robust": "smallcnn"}).flops == pytest.approx(expected, rel=1e-12)
     assert gpu_hours(expected) == pytest.approx(expected / (ASSUMED_TFLOPS * 1e12 * 3600))
+
+
+def test_the_held_out_validation_images_are_evaluated_not_trained():
+    config = TrainConfig(method="rslad", student="tinycnn", data="digits", epochs=3, eval_n=50, attack_steps=2,
+                         batch_size=128)
+    n = train_size("digits")
+    n_train = n - validation_size(n, 0.1)
+    cost = run_cost(config, {"robust": "smallcnn"})
+    assert cost.images == 3 * n_train and cost.steps == 3 * -(-n_train // 128)
+    assert cost.flops == pytest.approx(cost.images * cost.image_flops + cost.eval_flops)
+    assert cost.flops_per_step == cost.image_flops * 128
+
+
+def test_a_run_cut_by_max_steps_costs_its_steps():
+    config = TrainConfig(method="sat", student="tinycnn", data="digits", epochs=3, select_on="test", eval_n=50,
+                         batch_size=128, max_steps=14)  # 12 steps an epoch: one epoch and two steps of the next
+    whole = run_cost(TrainConfig(**{**config.__dict__, "max_steps": None}))
+    cut = run_cost(config)
+    assert (whole.steps, cut.steps) == (36, 14) and cut.images == train_size("digits") + 2 * 128
+    assert cut.image_flops == whole.image_flops
+    assert cut.eval_flops == pytest.approx(whole.eval_flops * 2 / 3), "the cut epoch is evaluated too"
 
 
 def test_autoattack_runs_its_later_components_on_the_robust_images_only():
