@@ -16,9 +16,11 @@ import torch
 from rdist.attacks.pgd import ShardNoise, random_start
 from rdist.data.loader import shard_rows
 from rdist.engine import LOG, TrainConfig, load_checkpoint, read_log, resume_config, train
-from rdist.engine.distributed import Parallel, Ranks
+from rdist.attacks.evaluator import eval_shard
+from rdist.engine.ddp import DataParallelTraining
 from rdist.errors import RdistError
 from rdist.files import LOCK_FILE, hold_directory
+from rdist.parallel import Group, Ranks
 from tests.helpers import one_thread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +38,7 @@ import torch
 torch.set_num_threads(1)
 from rdist.engine import Callback, TrainConfig
 from rdist.engine.build import build_run
-from rdist.engine.trainer import Trainer
+from rdist.engine.trainer import Trainer, resume_advice
 from rdist.errors import RdistError
 from rdist.files import LOCK_FILE, hold_directory
 
@@ -66,7 +68,7 @@ for i, config in enumerate(configs):
     if i == nan_run and rank == 1:
         run.method.loss = poisoned(run.method.loss)
     try:
-        with run.parallel.session(run.run_dir):
+        with run.parallel.group.session(resume_advice(run.run_dir)):
             Trainer(run, Kill(kill_at if i == len(configs) - 1 else 0)).fit()
     except RdistError as exc:
         if i != nan_run:
@@ -187,9 +189,11 @@ def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(runs):
 
 
 def test_attack_under_torchrun_reports_what_one_process_reports(digits_artifact, tmp_path):
+    from rdist.report.config import EvalConfig
     from rdist.report.robustness import robustness_report
 
-    one = robustness_report(str(digits_artifact), attacks="clean,pgd20", n=150, batch_size=40, device="cpu")
+    one = robustness_report(str(digits_artifact), EvalConfig(attacks="clean,pgd20", n=150, batch_size=40,
+                                                             device="cpu")).to_dict()
     process = torchrun("-m", "rdist", "attack", str(digits_artifact), "--attacks", "clean,pgd20", "--n-images", "150",
                        "--batch-size", "40", "--out", str(tmp_path / "two.json"), "--quiet")
     assert process.returncode == 0, process.stderr[-3000:]
@@ -249,14 +253,13 @@ def test_shards_of_batches_and_of_the_evaluation_set_cover_everything_once():
     for world in (2, 3, 8):
         assert torch.equal(torch.cat([torch.arange(61)[shard_rows(61, r, world)] for r in range(world)]),
                            torch.arange(61))
-        parallel = Parallel(Ranks(0, world), torch.device("cpu"), "gloo")
-        rows = [parallel.eval_rows(150, 40, r) for r in range(world)]
+        rows = [eval_shard(150, 40, Ranks(r, world)) for r in range(world)]
         assert [i for r in rows for i in range(r.start, r.stop)] == list(range(150))
         assert all(r.start % 40 == 0 for r in rows)  # whole batches: the seeds of one process
 
 
 def test_bad_distributed_settings_are_refused(monkeypatch):
-    parallel = Parallel(Ranks(0, 2), torch.device("cpu"), "gloo")
+    parallel = DataParallelTraining(Group(Ranks(0, 2), torch.device("cpu"), "gloo"))
     with pytest.raises(RdistError, match=r"--batch-size 63 \(the global batch\) does not divide by the 2 .* 62 or 64"):
         parallel.check_batch(63, 1000)
     with pytest.raises(RdistError, match="ends with a batch of 1 image"):
@@ -264,15 +267,30 @@ def test_bad_distributed_settings_are_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(RdistError, match="nccl runs on CUDA GPUs only.*--dist-backend gloo"):
-        Parallel.start("cpu", "nccl")
+        Group.start("cpu", "nccl")
     with pytest.raises(RdistError, match="--dist-backend must be one of nccl, gloo"):
-        Parallel.start("cpu", "mpi")
+        Group.start("cpu", "mpi")
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(RdistError, match="RANK=2 is not a rank of WORLD_SIZE=2"):
-        Parallel.start("cpu")
+        Group.start("cpu")
 
 
 def test_sync_bn_in_one_process_says_it_has_no_effect():
     with pytest.warns(UserWarning, match="--sync-bn has no effect in a single process"):
-        parallel = Parallel.start("cpu", sync_bn=True)
+        parallel = DataParallelTraining.start("cpu", sync_bn=True)
     assert not parallel.distributed
+
+
+def test_every_collective_is_the_identity_in_one_process():
+    # What training, evaluation and a method's batch-global statistics call unconditionally: one process
+    # exchanges nothing and gets its own values back, unchanged.
+    from rdist import parallel
+
+    x = torch.arange(6.0).view(3, 2).requires_grad_()
+    assert parallel.sum_over_ranks(x) is x and parallel.gather_rows(x) is x and parallel.broadcast_from_main(x) is x
+    assert parallel.mean_over_ranks([1.5, 2.0]) == [1.5, 2.0] and parallel.total_over_ranks([3.0]) == [3.0]
+    assert parallel.min_over_ranks(7) == 7 and parallel.gather_objects({"a": [1]}) == [{"a": [1]}]
+    group = Group(Ranks(), torch.device("cpu"))
+    assert group.share({"refusal": None}) == {"refusal": None} and not parallel.distributed()
+    with group.main_first(), group.session("advice"):
+        group.check_same(config={"seed": 0})

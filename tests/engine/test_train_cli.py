@@ -57,7 +57,7 @@ def test_the_newest_methods_distil_from_the_command_line(method, robust_teacher,
 
 def test_one_progress_display_follows_every_seed(tmp_path, monkeypatch):
     # Each seed's display stops when its run ends (on_run_end), before the next one's starts.
-    import rdist.cli.progress as progress
+    import rdist.cli.run_progress as progress
 
     displays, new_progress = [], progress.new_progress
     monkeypatch.setattr(progress, "new_progress", lambda: displays.append(new_progress()) or displays[-1])
