@@ -37,7 +37,7 @@ import torch.nn.functional as F
 import rdist
 from rdist.attacks import evaluate
 from rdist.attacks.evaluator import auto_batch_size
-from rdist.engine.step import channels_last, cudnn_autotune
+from rdist.device import channels_last, cudnn_autotune
 from rdist.teachers.convert import import_checkpoint
 
 EPS = 8 / 255

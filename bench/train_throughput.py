@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from rdist.data import Batches
+from rdist.device import channels_last, cudnn_autotune, input_layout
 from rdist.engine.schedule import Schedule, build_optimizer
-from rdist.engine.step import attack_phase, channels_last, cudnn_autotune, input_layout, update_phase
-from rdist.engine.trainer import EpochTotals
+from rdist.engine.step import attack_phase, update_phase
+from rdist.engine.totals import EpochTotals
 from rdist.methods import Step, create_method
 from rdist.models import create_model
 

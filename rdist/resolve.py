@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 
 from rdist.artifact import load_artifact, read_metadata
 from rdist.errors import RdistError
-from rdist.export.runtime import load_onnx, read_onnx_metadata
+from rdist.onnx import load_onnx, read_onnx_metadata
 from rdist.teachers.catalogue import TEACHERS, is_teacher_name, teacher_dataset
 from rdist.teachers.robustbench import pull_teacher
 from rdist.zoo import ZOO, ZOO_PREFIX, pull_model

@@ -1,6 +1,7 @@
-"""Small helpers shared by every layer: name suggestions, error text, eps parsing and devices.
+"""Small helpers shared by every layer: name suggestions, error text and eps parsing.
 
-Files (atomic writes, the cache) are in `rdist.files`, the YAML catalogues in `rdist.catalogues`."""
+Files (atomic writes, the cache) are in `rdist.files`, the YAML catalogues in `rdist.catalogues`, devices in
+`rdist.device`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import difflib
 import re
 from fractions import Fraction
 from typing import Iterable
-
-import torch
 
 from rdist.errors import RdistError
 
@@ -55,16 +54,3 @@ def format_eps(eps: float) -> str:
     """8/255 for budgets that are whole multiples of 1/255, else the plain number."""
     k = eps * 255
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
-
-
-def default_device(name: str | None = None) -> torch.device:
-    """The device `name` ("cpu", "cuda", "cuda:1"), checked to exist; without a name, CUDA when present."""
-    if not name:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise RdistError(f"cannot read device '{name}': use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RdistError(f"--device {name} asks for CUDA but no CUDA GPU is visible; use --device cpu")
-    return device

@@ -8,6 +8,8 @@ import re
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+
 import rdist
 
 PACKAGE = Path(rdist.__file__).parent
@@ -19,15 +21,18 @@ LAYERS: list[tuple[str, ...]] = [
     ("rdist.utils",),
     ("rdist.files", "rdist.catalogues"),  # files rdist writes; the YAML catalogues it reads
     ("rdist.schema",),  # the one checker of what rdist reads: metadata, checkpoints
+    # Where models run (device, precision, layout) and the processes of a torchrun job: evaluation and training.
+    ("rdist.device", "rdist.parallel"),
     ("rdist.models", "rdist.data"),
-    ("rdist.artifact", "rdist.export.runtime"),  # model files on disk (safetensors, ONNX); knows the models
+    # Files on disk: model files (safetensors, ONNX; knows the models), the run-directory format.
+    ("rdist.artifact", "rdist.onnx", "rdist.runs"),
     ("rdist.attacks",),
     ("rdist.methods",),
     ("rdist.teachers", "rdist.zoo"),  # where models come from: RobustBench, the Hub
     ("rdist.resolve",),  # the one resolver of model names, over files, zoo and teachers
     ("rdist.export",),  # writing ONNX files from any model name
+    ("rdist.report",),  # evaluation (`rdist attack`, `rdist compare`), profiles, plots: nothing of training
     ("rdist.engine",),
-    ("rdist.report",),
     ("rdist",),
     ("rdist.reproduce",),  # whole workflows: the quickstart, a paper's table row
     ("rdist.cli", "rdist.__main__"),
@@ -157,3 +162,30 @@ def test_the_engine_names_no_method_and_no_role():
     found = method_lore("# as RSLAD does\nteachers[ROBUST]\nrole = 'robust'\nthe robust teacher")
     assert [hit.split(":")[0] for hit in found] == ["line 1", "line 2", "line 3", "line 4"]
     assert method_lore("robust_acc = clean and robust accuracy; kd_tree, sat-solver, iads") == []
+
+
+def imported_closure(start: str) -> set[str]:
+    """Every rdist module `start` depends on, statically (imports inside functions too), with the packages whose
+    __init__ importing a submodule runs. Not the root package: `rdist/__init__.py` is the public API, which gathers
+    every layer (training included) for `import rdist`, and no module depends on it."""
+    paths = dict(modules())
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in paths or name == "rdist":
+            continue
+        seen.add(name)
+        path = paths[name]
+        todo += [target for target, _ in imported_modules(path.read_text(), name, path.name == "__init__.py")]
+        todo.append(name.rpartition(".")[0])
+    return seen
+
+
+@pytest.mark.parametrize("command", ["rdist.cli.attack", "rdist.cli.compare"])
+def test_evaluating_models_needs_nothing_of_the_training_engine(command):
+    """`rdist attack` and `rdist compare` (--runs included) stand on the evaluation spine alone: devices, processes,
+    the attacks and evaluator, model files and run directories, never rdist.engine."""
+    closure = imported_closure(command)
+    assert {"rdist.attacks.evaluator", "rdist.parallel", "rdist.report.robustness"} <= closure
+    assert sorted(m for m in closure if m == "rdist.engine" or m.startswith("rdist.engine.")) == []
+    assert "rdist.engine.trainer" in imported_closure("rdist.cli.training"), "the closure follows imports"

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from rdist.attacks.base import Attack
+from rdist.device import model_device
 
 # pyautoattack logs "<attack> - <batch>/<batches> - ..." at debug level after each batch.
 _BATCH_LINE = re.compile(r"^(?P<attack>[\w-]+) - (?P<done>\d+)/(?P<total>\d+) - ")
@@ -35,9 +36,32 @@ class _ProgressHandler(logging.Handler):
 
 
 class AutoAttack(Attack):
-    """AutoAttack `version` (standard, plus, rand) or a custom list of its components.
+    """AutoAttack, from "Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free
+    attacks" (Croce and Hein, ICML 2020) [https://arxiv.org/abs/2003.01690], run by `pyautoattack`, the maintained
+    package of the official code [https://github.com/fra31/auto-attack]. An example counts as robust only if every
+    component fails on it.
 
-    `on_stage` receives a short text after each of AutoAttack's internal batches (for progress bars).
+    Distance: L-inf.
+
+    Arguments:
+        model (nn.Module): the model to attack, in eval mode, taking [0, 1] pixels.
+        eps (float): the L-inf budget in [0, 1] pixel units, e.g. 8/255.
+        version (str): "standard" (APGD-CE, APGD-T, FAB-T, Square with 5000 queries: the RobustBench
+            protocol), "plus" (all six components with restarts) or "rand" (APGD-CE and APGD-DLR with EOT, for
+            randomised defences). (default: "standard")
+        components (list[str]): a custom subset of AA_COMPONENTS instead of a version, e.g. ["apgd-ce", "apgd-t"].
+        seed (int): AutoAttack's seed; `reseed` sets it per batch. (default: 0)
+        on_stage (callable): receives a short text after each of AutoAttack's internal batches (progress bars).
+        name (str): the attack's name in reports and errors. (default: "aa")
+
+    The protocol: `aa` is AutoAttack(eps=8/255, version="standard"); `aa-plus`, `aa-rand` the other versions;
+    `aa:C1+C2` a custom subset.
+
+    Shape:
+        x: (N, C, H, W) floats in [0, 1]; y: (N,) class indices; returns x_adv of x's shape, checked.
+
+    Example:
+        >>> x_adv = AutoAttack(model.eval(), eps=8 / 255)(x, y)
     """
 
     def __init__(self, model, eps: float, *, version: str = "standard", components: list[str] | None = None,
@@ -46,7 +70,7 @@ class AutoAttack(Attack):
         from pyautoattack import AutoAttack as _AutoAttack
 
         self.name = name
-        device = next(model.parameters()).device
+        device = model_device(model)
         kwargs = {"attacks": components, "version": "custom"} if components else {"version": version}
         self.adversary = _AutoAttack(model, eps=eps, norm="Linf", seed=seed, device=device, **kwargs)
         self.on_stage = on_stage
@@ -72,7 +96,27 @@ class AutoAttack(Attack):
 
 
 class Square(AutoAttack):
-    """The black-box Square attack, 5000 queries, as AutoAttack configures it."""
+    """The Square attack, from "Square Attack: a query-efficient black-box adversarial attack via random search"
+    (Andriushchenko et al., ECCV 2020) [https://arxiv.org/abs/1912.00049], as AutoAttack configures it
+    (`pyautoattack`, 5000 queries, one restart). It needs the model's logits only, never a gradient: it runs on
+    ONNX Runtime models too.
+
+    Distance: L-inf.
+
+    Arguments:
+        model (nn.Module): the model to attack, in eval mode, taking [0, 1] pixels.
+        eps (float): the L-inf budget in [0, 1] pixel units, e.g. 8/255.
+        seed (int): the random search's seed; `reseed` sets it per batch. (default: 0)
+        on_stage (callable): receives a short text after each internal batch (progress bars).
+
+    The protocol: `square` is Square(eps=8/255), 5000 queries.
+
+    Shape:
+        x: (N, C, H, W) floats in [0, 1]; y: (N,) class indices; returns x_adv of x's shape, checked.
+
+    Example:
+        >>> x_adv = Square(model.eval(), eps=8 / 255)(x, y)
+    """
 
     def __init__(self, model, eps: float, *, seed: int = 0, on_stage=None):
         super().__init__(model, eps, components=["square"], seed=seed, on_stage=on_stage, name="square")

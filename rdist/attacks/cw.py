@@ -15,6 +15,31 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 50.0) -> t
 
 
 class CW(PGD):
+    """CW-inf: PGD on the margin loss of "Towards Evaluating the Robustness of Neural Networks" (Carlini and Wagner,
+    IEEE S&P 2017) [https://arxiv.org/abs/1608.04644], within an L-inf ball, as the evaluation codes of the
+    robust-training and distillation papers run it (`margin_loss`, kappa 50). It is not Carlini and Wagner's L2
+    optimisation attack.
+
+    Distance: L-inf.
+
+    Arguments:
+        model (nn.Module): the model to attack, in eval mode, taking [0, 1] pixels.
+        eps (float): the L-inf budget in [0, 1] pixel units, e.g. 8/255.
+        steps (int): gradient steps. (default: 30)
+        step_size (float): the size of each signed step. (default: 2/255)
+        kappa (float): the confidence margin: the loss stops rewarding a runner-up logit kappa above the true one.
+            (default: 50)
+        generator (torch.Generator): the uniform random start's source.
+
+    The protocol: `cw` is CW(eps=8/255, steps=30, step_size=2/255, kappa=50), uniform random start.
+
+    Shape:
+        x: (N, C, H, W) floats in [0, 1]; y: (N,) class indices; returns x_adv of x's shape, checked.
+
+    Example:
+        >>> x_adv = CW(model.eval(), eps=8 / 255)(x, y)
+    """
+
     def __init__(self, model, eps: float, *, steps: int = 30, step_size: float = 2 / 255, kappa: float = 50.0,
                  generator: torch.Generator | None = None):
         super().__init__(model, eps, steps=steps, step_size=step_size, start="uniform", generator=generator)

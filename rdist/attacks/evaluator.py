@@ -1,4 +1,5 @@
-"""Run a list of attacks over a test set in batches and report accuracy per attack and the worst case."""
+"""Run a list of attacks over a test set in batches and report accuracy per attack and the worst case: the one
+evaluation path of rdist, in one process or sharded over the processes of a torchrun job (`ranks`)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from rdist.attacks.registry import create_attack
+from rdist.device import model_device, model_layout, precision_context
 from rdist.errors import RdistError
+from rdist.parallel import Ranks, distributed, gather_rows, min_over_ranks
 from rdist.utils import format_eps
 
-PRECISIONS = ("fp32", "bf16")
 DEFAULT_BATCH_SIZE = 256
 # (attack name, images done so far, images in all, a note such as an AutoAttack stage)
 Progress = Callable[[str, int, int, str], None]
@@ -52,26 +54,6 @@ def _eval_mode(*models: nn.Module | None):
             m.train(was_training)
 
 
-def precision_context(device: torch.device, precision: str):
-    """fp32 (the honest protocol, the default), or bf16 autocast: faster on GPUs, at a cost in fidelity that
-    bench/eval_precision.py measures (the inputs and the perturbation stay fp32, the eps-ball check too)."""
-    if precision not in PRECISIONS:
-        raise RdistError(f"unknown precision '{precision}': use {' or '.join(PRECISIONS)}")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def model_layout(model: nn.Module) -> torch.memory_format:
-    """channels_last when the model's convolutions hold their weights so, else the default layout: inputs in
-    the model's own layout spare every forward a conversion. The first weight whose two layouts differ decides
-    (a one-channel 3x3 kernel, say, is both)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            weight = module.weight
-            if weight.is_contiguous() != weight.is_contiguous(memory_format=torch.channels_last):
-                return torch.contiguous_format if weight.is_contiguous() else torch.channels_last
-    return torch.contiguous_format
-
-
 def auto_batch_size(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> int:
     """The largest batch (a multiple of 256, at most AUTO_MAX_BATCH and len(x)) whose PGD step fits in
     AUTO_MEMORY_SHARE of the free GPU memory, from the measured footprint of one step on 256 images.
@@ -97,20 +79,45 @@ def auto_batch_size(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: list[str], *, eps: float = 8 / 255,
              batch_size: int | str = DEFAULT_BATCH_SIZE, seed: int = 0, surrogate: nn.Module | None = None,
-             precision: str = "fp32", progress: Progress | None = None) -> EvalResult:
+             precision: str = "fp32", progress: Progress | None = None, ranks: Ranks | None = None) -> EvalResult:
     """Accuracy of `model` under each attack on (x, y) (floats in [0, 1] or uint8), in eval mode.
 
     An example counts as robust to an attack only if it is also classified correctly when clean, so
     no robust accuracy exceeds clean accuracy; `worst_case` requires robustness to every attack.
     `batch_size` "auto" takes the largest batch the GPU's memory allows (`auto_batch_size`); the numbers
     depend on the batch size, as batch `start` draws its random starts from seed * 100_003 + start.
+
+    With `ranks` of a torchrun job (`rdist.parallel`), every rank calls this with the same arguments: each
+    attacks its share of whole batches (`eval_shard`) with the seeds one process gives them, the per-example
+    results are gathered, and every rank returns the result one process would.
     """
     if len(x) == 0:
         raise RdistError("no test images to evaluate on: --n must be > 0")
+    ranks = ranks or Ranks()
+    if ranks.distributed and not distributed():
+        raise RdistError(f"evaluate(ranks=...) of {ranks.world_size} processes needs their process group: start it "
+                         "with rdist.parallel.Group.start() under torchrun")
     batch_size = resolve_batch_size(model, x, y, batch_size, precision)
-    robust = correct_per_example(model, x, y, attacks, eps=eps, batch_size=batch_size, seed=seed,
-                                 surrogate=surrogate, precision=precision, progress=progress)
+    if ranks.distributed:  # every rank shards alike: the smallest batch any rank's memory allows
+        batch_size = min_over_ranks(batch_size)
+    mine = eval_shard(len(x), batch_size, ranks)
+    if mine.stop > mine.start:
+        robust = correct_per_example(model, x[mine], y[mine], attacks, eps=eps, batch_size=batch_size, seed=seed,
+                                     surrogate=surrogate, precision=precision, progress=progress, first=mine.start)
+    else:  # fewer batches than ranks: this one has none
+        robust = {name: torch.zeros(0, dtype=torch.bool, device=model_device(model)) for name in attacks}
+    if ranks.distributed:  # per-example correctness is what is combined: the ranks' rows, in rank order
+        table = gather_rows(torch.stack([robust[name] for name in attacks], dim=1).to(torch.uint8)).bool()
+        robust = dict(zip(attacks, table.T))
     return summarize(robust, eps, seed, precision, batch_size)
+
+
+def eval_shard(n: int, batch_size: int, ranks: Ranks) -> slice:
+    """The rows of an evaluation set of `n` images that `ranks.rank` attacks: whole batches of `batch_size` (so
+    that each meets the seeds one process would give it), split as evenly as the batch count allows."""
+    batches = -(-n // batch_size)
+    first, last = ranks.rank * batches // ranks.world_size, (ranks.rank + 1) * batches // ranks.world_size
+    return slice(min(first * batch_size, n), min(last * batch_size, n))
 
 
 def resolve_batch_size(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | str,
@@ -118,7 +125,7 @@ def resolve_batch_size(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch
     """`batch_size` as a number: "auto" measured on the model's device (`auto_batch_size`)."""
     if batch_size != "auto":
         return int(batch_size)
-    device = next(model.parameters()).device
+    device = model_device(model)
     x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
     return auto_batch_size(model, x.to(device), y.to(device), precision)
 
@@ -142,7 +149,7 @@ def correct_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, atta
     shard of the set starting at a batch boundary (data-parallel evaluation) meets exactly the attacks
     the whole set would.
     """
-    device = next(model.parameters()).device
+    device = model_device(model)
     context = precision_context(device, precision)  # checks the name before any work
     # fp32 inputs whatever the caller's dtype: the attack steps and the eps-ball projection need fp32 (bf16
     # has 8 bits of mantissa, too few to hold x + eps within the checker's 1e-6).

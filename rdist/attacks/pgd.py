@@ -79,7 +79,33 @@ def pgd(objective: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, e
 
 
 class PGD(Attack):
-    """Madry's PGD on cross-entropy with a uniform random start."""
+    """PGD, projected gradient descent, from "Towards Deep Learning Models Resistant to Adversarial Attacks"
+    (Madry et al., ICLR 2018) [https://arxiv.org/abs/1706.06083]: signed-gradient ascent on the cross-entropy,
+    projected after every step to the eps-ball around the input and to [0, 1].
+
+    Distance: L-inf.
+
+    Arguments:
+        model (nn.Module): the model to attack, in eval mode, taking [0, 1] pixels (it normalises inside).
+        eps (float): the L-inf budget in [0, 1] pixel units, e.g. 8/255.
+        steps (int): gradient steps. (default: 20)
+        step_size (float): the size of each signed step. (default: 2/255)
+        start (str): "uniform" in the eps-ball (Madry), "normal" (x + 0.001 N(0, 1), TRADES) or "zero".
+            (default: "uniform")
+        generator (torch.Generator): the random start's source; None draws from torch's global generator.
+
+    The protocol: `pgd20` is PGD(eps=8/255, steps=20, step_size=2/255, start="uniform"); `pgd20-trades` the
+    same with step_size=0.003 (the TRADES papers' evaluation).
+
+    Shape:
+        x: (N, C, H, W) floats in [0, 1]; y: (N,) class indices; returns x_adv of x's shape, checked to be in
+        the eps-ball and in [0, 1] (`check_adversarial`).
+
+    Example:
+        >>> attack = PGD(model.eval(), eps=8 / 255)
+        >>> x_adv = attack(x, y)
+        >>> robust = (model(x_adv).argmax(1) == y).float().mean()
+    """
 
     def __init__(self, model, eps: float, *, steps: int = 20, step_size: float = 2 / 255, start: Start = "uniform",
                  generator: torch.Generator | None = None):
@@ -95,7 +121,25 @@ class PGD(Attack):
 
 
 class FGSM(PGD):
-    """One signed-gradient step of size eps on cross-entropy, no random start."""
+    """FGSM, the fast gradient sign method, from "Explaining and Harnessing Adversarial Examples" (Goodfellow et al.,
+    ICLR 2015) [https://arxiv.org/abs/1412.6572]: one signed-gradient step of size eps on the cross-entropy, from
+    the input itself (no random start), clipped to [0, 1].
+
+    Distance: L-inf.
+
+    Arguments:
+        model (nn.Module): the model to attack, in eval mode, taking [0, 1] pixels.
+        eps (float): the L-inf budget and the step size, e.g. 8/255.
+        generator (torch.Generator): unused (FGSM draws nothing); kept for the attacks' common signature.
+
+    The protocol: `fgsm` is FGSM(eps=8/255).
+
+    Shape:
+        x: (N, C, H, W) floats in [0, 1]; y: (N,) class indices; returns x_adv of x's shape, checked.
+
+    Example:
+        >>> x_adv = FGSM(model.eval(), eps=8 / 255)(x, y)
+    """
 
     def __init__(self, model, eps: float, generator: torch.Generator | None = None):
         super().__init__(model, eps, steps=1, step_size=eps, start="zero", generator=generator)

@@ -12,6 +12,7 @@ from rdist.attacks.base import Attack
 from rdist.attacks.cw import CW
 from rdist.attacks.pgd import FGSM, PGD
 from rdist.attacks.transfer import Transfer
+from rdist.device import model_device
 from rdist.errors import RdistError
 from rdist.utils import unknown
 
@@ -99,7 +100,7 @@ def create_attack(name: str, model: nn.Module, eps: float, *, seed: int = 0, sur
                   on_stage: Callable[[str], None] | None = None) -> Attack:
     """Build attack `name` against `model`; transfer attacks are crafted on `surrogate`."""
     _validate(name)
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    generator = torch.Generator(device=model_device(model)).manual_seed(seed)
     if name.startswith("aa:"):
         return AutoAttack(model, eps, components=name[3:].split("+"), seed=seed, on_stage=on_stage, name=name)
     if name.startswith("transfer-"):

@@ -10,8 +10,8 @@ from rich.table import Table
 from rdist.cli import common
 from rdist.cli.common import console, print_json, user_errors
 from rdist.cli.progress import attack_progress, progress_bar
-from rdist.engine.distributed import ranks_from_env
 from rdist.errors import RdistError
+from rdist.parallel import ranks_from_env
 from rdist.resolve import MODEL_NAMES
 from rdist.utils import format_eps
 
@@ -46,6 +46,8 @@ def attack(
 
     Example: rdist attack --suite autoattack --data cifar10 --n 1000 student.safetensors
     """
+    from rdist.attacks import resolve_attacks
+    from rdist.report.config import EvalConfig
     from rdist.report.robustness import robustness_report
 
     if list_attacks:
@@ -53,11 +55,11 @@ def attack(
         return
     if model is None:
         raise RdistError(f"give the MODEL to attack ({MODEL_NAMES}), or --list")
+    config = EvalConfig(attacks=resolve_attacks(suite, attacks), eps=eps, data=data, n=n, batch_size=batch_size,
+                        seed=seed, precision=precision, surrogate=surrogate, device=device)
     main = ranks_from_env().is_main  # under torchrun only rank 0 shows progress and the report
     with progress_bar(quiet or json_out or not main) as bar:
-        report = robustness_report(model, suite=suite, attacks=attacks, eps=eps, data=data, n=n,
-                                   batch_size=batch_size, surrogate=surrogate, seed=seed, device=device,
-                                   precision=precision, record=record, out=out, progress=attack_progress(bar))
+        report = robustness_report(model, config, record=record, out=out, progress=attack_progress(bar)).to_dict()
     if not main:
         return
     if json_out:

@@ -54,12 +54,16 @@ def compare(
     timed in ONNX Runtime and attacked with what needs no gradient of it (clean, square, transfer-*).
     Example: rdist compare --suite quick --data digits --md table.md --plot figures a.safetensors b.safetensors
     """
+    from rdist.attacks import resolve_attacks
     from rdist.data import npz_file
     from rdist.report.compare import compare_models, training_logs
+    from rdist.report.config import EvalConfig
     from rdist.report.plots import write_plots
     from rdist.report.render import to_csv, to_markdown
     from rdist.files import atomic_path, check_output
 
+    config = EvalConfig(attacks=resolve_attacks(suite, attacks), eps=eps, data=data, n=n, batch_size=batch_size,
+                        seed=seed, surrogate=surrogate, device=device)
     to_stdout = [name for name, on in (("--json", json_out), ("--csv -", csv_out == "-"), ("--md -", md_out == "-"))
                  if on]
     if len(to_stdout) > 1:
@@ -74,10 +78,9 @@ def compare(
         if target and target != "-":
             check_output(target, option, inputs=inputs)
     with progress_bar(quiet or json_out) as bar:
-        comparison = compare_models(models, suite=suite, attacks=attacks, eps=eps, data=data, n=n,
-                                    batch_size=batch_size, seed=seed, device=device, fresh=fresh, record=record,
-                                    runs=runs, sweep=sweep if plot is not None else None, sweep_attack=sweep_attack,
-                                    surrogate=surrogate, progress=attack_progress(bar))
+        comparison = compare_models(models, config, runs=runs, fresh=fresh, record=record,
+                                    sweep=sweep if plot is not None else None, sweep_attack=sweep_attack,
+                                    progress=attack_progress(bar))
     notes = err_console if to_stdout else console
     if plot is not None:
         written = write_plots(comparison, plot, training_logs(comparison) if runs else None)

@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 
 from rdist.cli.common import console, err_console, print_json, user_errors
-from rdist.cli.progress import EpochProgress, attack_progress, progress_bar
+from rdist.cli.progress import attack_progress, progress_bar
+from rdist.cli.run_progress import EpochProgress
 from rdist.reproduce.quickstart import STUDENTS, TEACHER
 
 

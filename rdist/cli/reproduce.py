@@ -55,7 +55,7 @@ def reproduce(
     if push is not None:
         check_push(entry, push)
     show = not (quiet or json_out)
-    from rdist.cli.progress import EpochProgress
+    from rdist.cli.run_progress import EpochProgress
 
     result = run(entry, seed_list, out, select_on=select_on, device=device, callback=EpochProgress() if show else None,
                  on_stage=(lambda m: err_console.print(m, highlight=False, soft_wrap=True)) if show

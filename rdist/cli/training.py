@@ -9,18 +9,21 @@ from typing import Any
 
 from rdist.cli.common import console, err_console, print_json
 from rdist.cli.options import parse_milestones
-from rdist.cli.progress import EpochProgress, RunNotes, plural
+from rdist.cli.progress import plural
+from rdist.cli.run_progress import EpochProgress, RunNotes
 from rdist.engine import (BEST, CHECKPOINT, LAST, LOG, Callbacks, RunResult, TrainConfig, parse_seeds, resume_config,
                           train, train_seeds)
+from rdist.device import default_device
 from rdist.engine.config import fill_paper_defaults
-from rdist.engine.distributed import ranks_from_env, sync_bn_note
 from rdist.engine.cost import format_duration, matmul_flops_per_s, run_cost
 from rdist.engine.rundir import check_run_dir
+from rdist.engine.sync_bn import sync_bn_note
 from rdist.engine.trackers import create_tracker
 from rdist.errors import RdistError
 from rdist.methods import canonical_method, check_kind
+from rdist.parallel import ranks_from_env
 from rdist.report.profile import format_count
-from rdist.utils import default_device, parse_eps
+from rdist.utils import parse_eps
 
 
 def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool, method: str | None,

@@ -10,11 +10,11 @@ The engine knows nothing else of any method: what a method is lives in `rdist.me
 from rdist.engine.callbacks import Callback, Callbacks, StepInfo
 from rdist.engine.checkpoint import load_checkpoint, resume_config
 from rdist.engine.config import TrainConfig
-from rdist.engine.log import EpochRecord, read_log
-from rdist.engine.rundir import BEST, CHECKPOINT, LAST, LOG, RunDirectory
 from rdist.engine.schedule import Schedule, resolve_schedule
-from rdist.engine.seeds import group_seed_dirs, parse_seeds, seed_dir, train_seed, train_seeds
+from rdist.engine.seeds import parse_seeds, train_seed, train_seeds
 from rdist.engine.trainer import RunResult, train
+# The run directory a training run writes (its format is rdist.runs, which readers use without the engine).
+from rdist.runs import BEST, CHECKPOINT, LAST, LOG, EpochRecord, RunDirectory, group_seed_dirs, read_log, seed_dir
 
 __all__ = ["BEST", "CHECKPOINT", "Callback", "Callbacks", "EpochRecord", "LAST", "LOG", "RunDirectory", "RunResult", "Schedule",
            "StepInfo", "TrainConfig", "group_seed_dirs", "load_checkpoint", "parse_seeds", "read_log",

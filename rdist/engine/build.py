@@ -15,15 +15,17 @@ from torch import nn
 
 from rdist.artifact import check_fits, load_weights
 from rdist.data import Dataset, dataset_shape, load_dataset
+from rdist.device import channels_last
 from rdist.engine.config import TrainConfig, fill_paper_defaults
-from rdist.engine.distributed import Parallel, Ranks
-from rdist.engine.rundir import RunDirectory
+from rdist.engine.ddp import DataParallelTraining
+from rdist.engine.rundir import default_run_dir
 from rdist.engine.schedule import Schedule, resolve_schedule
-from rdist.engine.step import channels_last
 from rdist.errors import RdistError
 from rdist.methods import Method, Recipe, create_method, method_class, methods_taking, missing_teacher_hint, role
 from rdist.models import create_model
+from rdist.parallel import Ranks
 from rdist.resolve import model_weights, resolve_teacher
+from rdist.runs import RunDirectory
 
 MIN_VAL_IMAGES = 500  # a validation split smaller than this makes PGD accuracy too noisy to select on
 
@@ -33,7 +35,7 @@ class Run:
     config: TrainConfig
     method: Method
     schedule: Schedule
-    parallel: Parallel  # this process's part in a torchrun job (one process: rank 0 of 1)
+    parallel: DataParallelTraining  # this process's part in a torchrun job (one process: rank 0 of 1)
     device: torch.device
     dataset: Dataset
     train_x: torch.Tensor
@@ -50,7 +52,7 @@ class Run:
 
     @property
     def ranks(self) -> Ranks:
-        return self.parallel.ranks
+        return self.parallel.group.ranks
 
     @property
     def eval_split(self) -> str:
@@ -75,17 +77,19 @@ def build_run(config: TrainConfig) -> Run:
     config = replace(config, eps=method.eps, step_size=method.step_size, attack_steps=method.attack_steps)
     schedule = resolve_schedule(config, recipe)
     _check_teachers_wanted(method, config)
-    parallel = Parallel.start(config.device, config.dist_backend, config.sync_bn)  # checks the device exists
+    # Joins the job under torchrun; checks the device exists.
+    parallel = DataParallelTraining.start(config.device, config.dist_backend, config.sync_bn)
     return _build(config, method, schedule, parallel)
 
 
-def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Parallel) -> Run:
-    parallel.check_same(config=config.to_dict())
+def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: DataParallelTraining) -> Run:
+    group = parallel.group
+    group.check_same(config=config.to_dict())
     channels, classes, _ = dataset_shape(config.data)
-    device = parallel.device
+    device = group.device
     torch.manual_seed(config.seed)
     student = create_model(config.student, num_classes=classes, in_channels=channels)
-    with parallel.main_first():  # teachers, initial weights and data may be downloaded: once, by rank 0
+    with group.main_first():  # teachers, initial weights and data may be downloaded: once, by rank 0
         if config.initial_weights:
             _load_initial_weights(student, config)
         teachers = {name: _load_teacher(config.teachers[name], name, device, config.data) for name in method.teachers}
@@ -102,7 +106,7 @@ def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Pa
     for model in (student, *teachers.values()):
         channels_last(model)
     directory = RunDirectory(config.resume or config.out) if config.resume or config.out else \
-        RunDirectory.default(config)
+        default_run_dir(config)
     return Run(config, method, schedule, parallel, device, dataset, train_x, train_y, eval_x[:eval_n], eval_y[:eval_n],
                student, teachers, directory)
 

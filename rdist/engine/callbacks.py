@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from rdist.engine.log import EpochRecord
+from rdist.runs import EpochRecord
 
 if TYPE_CHECKING:
     from rdist.engine.trainer import RunResult

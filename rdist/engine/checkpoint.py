@@ -18,9 +18,9 @@ import torch
 
 import rdist.schema as schema
 from rdist.engine.config import TrainConfig
-from rdist.engine.rundir import CHECKPOINT, RunDirectory
 from rdist.errors import RdistError
 from rdist.files import atomic_path
+from rdist.runs import CHECKPOINT, RunDirectory
 from rdist.utils import first_line
 
 FORMAT = "rdist-checkpoint"

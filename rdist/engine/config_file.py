@@ -17,8 +17,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rdist.engine.rundir import CONFIG
 from rdist.files import atomic_path
+from rdist.runs import CONFIG
 from rdist.utils import format_eps, parse_eps
 
 if TYPE_CHECKING:

@@ -1,17 +1,7 @@
-"""What a run directory is: the files one training run writes, how every reader finds them, and how the run
-writes them.
-
-    best.safetensors   the selected epoch's model (an artifact), from the first finished epoch on
-    last.safetensors   the latest epoch's model, written at the end of every epoch (and of a --max-steps cut)
-    log.jsonl          one `EpochRecord` per epoch, written as the run starts and appended to after each epoch
-    checkpoint.pt      everything a resume needs, written at the end of every finished epoch
-    config.yaml        the run's resolved configuration, keyed as the options (`engine.config_file`), written as it starts
-    .rdist.lock        while a process writes here: its hold (`files.hold_directory`; under torchrun rank 0 holds it)
-
-`rdist distill`, `rdist teacher train`, `--resume`, `rdist compare --runs` and the seed groups of `--seeds`
-all go through `RunDirectory`. The reading side (the file names and `RunDirectory`) needs nothing of the
-engine; the writing side (`check_run_dir`, `hold_run_dir`, `save_artifact`: self-describing artifacts that say how they were made
-and how they did) follows it.
+"""How a training run writes its run directory: where a new run goes, the checks before it starts, the hold
+while it writes, and its self-describing artifacts (how they were made and how they did). What a run directory
+holds, and how every reader (`--resume`, `rdist compare --runs`, the seed groups) finds and reads it, is
+`rdist.runs`, which needs nothing of the engine.
 """
 
 from __future__ import annotations
@@ -19,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -33,74 +22,20 @@ from rdist.engine.config import TrainConfig
 from rdist.errors import RdistError
 from rdist.files import check_output, hold_directory, sweep_temp_files
 from rdist.methods import role
+from rdist.runs import FILES, RunDirectory
 from rdist.utils import format_eps
 
 if TYPE_CHECKING:
     from rdist.engine.build import Run
 
-BEST, LAST, LOG, CHECKPOINT = "best.safetensors", "last.safetensors", "log.jsonl", "checkpoint.pt"
-CONFIG = "config.yaml"
-FILES = (BEST, LAST, LOG, CHECKPOINT, CONFIG)
-
-
-@dataclass(frozen=True)
-class RunDirectory:
-    path: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
-
-    @classmethod
-    def default(cls, config: TrainConfig) -> "RunDirectory":
-        """runs/<method>-<student>-<data>-<timestamp>, where a run goes without --out."""
-        data = Path(config.data[4:]).stem if config.data.startswith("npz:") else config.data
-        name = re.sub(r"[^A-Za-z0-9.+_-]+", "_", f"{config.method}-{config.student}-{data}")
-        return cls(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-
-    @property
-    def best(self) -> Path:
-        return self.path / BEST
-
-    @property
-    def last(self) -> Path:
-        return self.path / LAST
-
-    @property
-    def log(self) -> Path:
-        return self.path / LOG
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / CHECKPOINT
-
-    def is_run(self) -> bool:
-        """Whether a run started here: it writes its log before its first step."""
-        return self.log.is_file()
-
-    def has_checkpoint(self) -> bool:
-        """Whether a run here finished an epoch, so that it can be resumed."""
-        return self.checkpoint.is_file()
-
-    def models(self) -> tuple[Path | None, Path | None]:
-        """(best.safetensors, last.safetensors), each None until written."""
-        return (self.best if self.best.is_file() else None), (self.last if self.last.is_file() else None)
-
-    def model(self) -> Path:
-        """The run's model: best.safetensors, or last.safetensors while none is selected yet."""
-        if not self.path.is_dir():
-            raise RdistError(f"run directory not found: {self.path}")
-        if not self.is_run():
-            raise RdistError(f"{self.path} has no {LOG}: pass a directory written by `rdist distill` or "
-                             "`rdist teacher train`")
-        best, last = self.models()
-        if best or last:
-            return best or last
-        raise RdistError(f"{self.path} has a {LOG} but no {BEST} or {LAST} yet: wait for its first epoch to end")
-
-
-# The writing side: what a run puts in its directory.
-
 EVAL_ATTACKS = ["clean", "pgd20"]
+
+
+def default_run_dir(config: TrainConfig) -> RunDirectory:
+    """runs/<method>-<student>-<data>-<timestamp>, where a run goes without --out."""
+    data = Path(config.data[4:]).stem if config.data.startswith("npz:") else config.data
+    name = re.sub(r"[^A-Za-z0-9.+_-]+", "_", f"{config.method}-{config.student}-{data}")
+    return RunDirectory(Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def check_run_dir(config: TrainConfig) -> None:
@@ -119,7 +54,7 @@ def hold_run_dir(run: Run) -> Iterator[None]:
     holds it.
 
     Under torchrun rank 0 holds it for the job and the other ranks never touch it: rank 0's verdict reaches every
-    rank (`Parallel.share`) before anything else is exchanged, so that all of them stop together rather than wait
+    rank (`Group.share`) before anything else is exchanged, so that all of them stop together rather than wait
     for a rank that left.
     """
     with contextlib.ExitStack() as stack:
@@ -132,7 +67,7 @@ def hold_run_dir(run: Run) -> Iterator[None]:
                 sweep_temp_files(run.run_dir)
             except RdistError as exc:
                 refusal = str(exc)
-        refusal = run.parallel.share(refusal)
+        refusal = run.parallel.group.share(refusal)
         if refusal is not None:
             raise RdistError(refusal)
         yield

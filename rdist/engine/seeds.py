@@ -7,17 +7,15 @@ one starts. A seed's checkpoint is its proof of progress; nothing else is kept a
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from pathlib import Path
 
 from rdist.engine.callbacks import Callback
 from rdist.engine.config import TrainConfig
-from rdist.engine.rundir import RunDirectory
+from rdist.engine.rundir import default_run_dir
 from rdist.engine.trainer import RunResult, train
 from rdist.errors import RdistError
-
-SEED_DIR = re.compile(r"seed-(\d+)")
+from rdist.runs import RunDirectory, seed_dir
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -34,22 +32,9 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def seed_dir(group: str | Path, seed: int) -> Path:
-    return Path(group) / f"seed-{seed}"
-
-
-def group_seed_dirs(group: str | Path) -> list[Path]:
-    """The seed-N run directories of a group directory, by seed; empty when `group` is no group."""
-    group = Path(group)
-    if not group.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in group.iterdir() if p.is_dir() and (m := SEED_DIR.fullmatch(p.name))]
-    return [p for _, p in sorted(found)]
-
-
 def group_dir(config: TrainConfig) -> Path:
     """Where the seeds of `config` go: its --out, else the default run directory name."""
-    return Path(config.out) if config.out else RunDirectory.default(config).path
+    return Path(config.out) if config.out else default_run_dir(config).path
 
 
 def train_in(config: TrainConfig, run_dir: str | Path, callback: Callback | None = None) -> RunResult:

@@ -11,50 +11,12 @@ tensors (`StepOutput`) that the trainer sums on the device and reads once every 
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from rdist.methods import Step, Method
-
-
-def autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def cudnn_autotune(device: torch.device):
-    """cuDNN picks the fastest convolution algorithms for the shapes it sees, while this block runs.
-
-    Scoped rather than set for the process: a library must not change a global the user's own code relies
-    on (autotuning makes cuDNN nondeterministic, and costs time at every new shape).
-    """
-    if device.type != "cuda":
-        yield
-        return
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = previous
-
-
-def channels_last(model: nn.Module) -> nn.Module:
-    """Weights in channels-last (NHWC) layout, on every device: cuDNN's bf16 convolutions and oneDNN's fp32
-    CPU convolutions both run faster in it (on a 2-core CPU, bench/train_throughput.py's distillation step reads
-    0.97x-0.98x of the NCHW reference without it, 1.17x-1.27x with it). Convolution outputs follow their
-    weights' layout, so the whole network then runs channels-last."""
-    return model.to(memory_format=torch.channels_last)
-
-
-def input_layout(x: torch.Tensor) -> torch.Tensor:
-    """A batch of images in the models' layout (channels_last), which spares every forward a conversion."""
-    return x.contiguous(memory_format=torch.channels_last)
+from rdist.device import autocast
+from rdist.engine.totals import StepOutput
+from rdist.methods import Method, Step
 
 
 class LogitRecorder:
@@ -86,16 +48,6 @@ class LogitRecorder:
         return getattr(self.module, name)
 
 
-@dataclass
-class StepOutput:
-    """What one update leaves on the device: reading any of it is the caller's choice of when to wait."""
-
-    loss: torch.Tensor  # 0-dim fp32, detached; may be non-finite (the update then ran on garbage)
-    clean_correct: torch.Tensor | None  # 0-dim int64; None when the loss never ran S(step.x)
-    robust_correct: torch.Tensor | None  # ... S(xa); None also for methods without an attack
-    images: int
-
-
 def attack_phase(student: nn.Module, method: Method, step: Step) -> torch.Tensor | None:
     """The method's inner maximisation, with the student's BN layers in the method's mode.
 
@@ -107,8 +59,12 @@ def attack_phase(student: nn.Module, method: Method, step: Step) -> torch.Tensor
 
 
 def update_phase(student: nn.Module, method: Method, step: Step, xa: torch.Tensor | None,
-                 optimizer: torch.optim.Optimizer) -> StepOutput:
+                 optimizer: torch.optim.Optimizer, grad_scale: float = 1.0) -> StepOutput:
     """Outer loss, backward and SGD step in train mode, without waiting for the device.
+
+    `grad_scale` weighs this process's gradient under DDP, which averages the ranks' gradients: a rank holding
+    more or fewer rows than the even share of an uneven batch (`DataParallelTraining.shard`) scales its loss by
+    its share, so that the update is the mean over the global batch. The reported loss is the unscaled one.
 
     The finiteness of the loss is not checked here (that would be a host sync before the backward): the
     trainer reads the losses every few steps and stops at the first non-finite one, before anything is saved.
@@ -118,7 +74,7 @@ def update_phase(student: nn.Module, method: Method, step: Step, xa: torch.Tenso
     with autocast(step.x.device):
         loss = method.loss(recorder, step, xa)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss if grad_scale == 1.0 else loss * grad_scale).backward()
     optimizer.step()
 
     def correct(logits: torch.Tensor | None) -> torch.Tensor | None:

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rdist.engine.callbacks import Callback, StepInfo
-from rdist.engine.log import EpochRecord
-from rdist.engine.rundir import CONFIG
 from rdist.errors import RdistError
+from rdist.runs import CONFIG, EpochRecord
 from rdist.utils import first_line
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ Exact resume: the data order and augmentation of epoch e depend only on (seed, e
 attack's random starts come from a generator seeded from (seed, e) at the start of every epoch, and the
 checkpoint written at the end of an epoch holds all other state. A run resumed at an epoch boundary
 therefore repeats, on the CPU, exactly the computation of an uninterrupted run. Under torchrun the same
-holds for any number of processes (`engine.distributed`): the checkpoint does not depend on it.
+holds for any number of processes (`engine.ddp`): the checkpoint does not depend on it.
 """
 
 from __future__ import annotations
@@ -14,24 +14,27 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from rdist.artifact import load_weights
+from rdist.attacks import evaluate
+from rdist.device import cudnn_autotune, input_layout
 from rdist.engine.build import Run, build_run
 from rdist.engine.callbacks import Callback, Callbacks, StepInfo
 from rdist.engine.checkpoint import check_same_run, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from rdist.engine.config import TrainConfig
 from rdist.engine.config_file import write_config_file
-from rdist.engine.log import EpochLog, EpochRecord, read_log
-from rdist.engine.rundir import (BEST, CHECKPOINT, EVAL_ATTACKS, LAST, check_run_dir, eval_report, hold_run_dir,
-                                save_artifact)
+from rdist.engine.log import EpochLog
+from rdist.engine.rundir import EVAL_ATTACKS, check_run_dir, eval_report, hold_run_dir, save_artifact
 from rdist.engine.schedule import build_optimizer
-from rdist.engine.step import StepOutput, attack_phase, cudnn_autotune, input_layout, update_phase
+from rdist.engine.step import attack_phase, update_phase
+from rdist.engine.totals import EpochTotals
 from rdist.errors import RdistError
 from rdist.methods import Step
+from rdist.runs import BEST, CHECKPOINT, LAST, EpochRecord, read_log
 from rdist.utils import first_line
 
 
@@ -53,53 +56,6 @@ class RunResult:
         return {**values, "history": [record.to_json() for record in self.history]}
 
 
-class EpochTotals:
-    """One epoch's step results, summed on the device and read (one host sync) every `Callback.report_every` steps.
-
-    Accuracies come from the logits the method's own loss computed (`LogitRecorder`), in train mode; a
-    method whose loss never runs S(x) has no clean accuracy (None), one without an attack no robust one.
-    """
-
-    def __init__(self, lr: float, steps: int, device: torch.device):
-        self.lr = lr
-        self.step_losses = torch.zeros(steps, device=device)  # the loss of each step, written on the device
-        self.correct = torch.zeros(2, dtype=torch.int64, device=device)  # clean, robust
-        self.steps = self.images = self.clean_seen = self.robust_seen = 0
-        self.losses: list[float] = []  # the step losses read so far
-        self.clean = self.robust = 0  # the correct counts at the last read
-
-    def add(self, out: StepOutput) -> None:
-        self.step_losses[self.steps] = out.loss
-        if out.clean_correct is not None:
-            self.correct[0] += out.clean_correct
-            self.clean_seen += out.images
-        if out.robust_correct is not None:
-            self.correct[1] += out.robust_correct
-            self.robust_seen += out.images
-        self.steps += 1
-        self.images += out.images
-
-    def read(self, combine: Callable[[list[float]], list[float]] = lambda losses: losses) -> list[float]:
-        """Wait for the steps added so far; returns the losses of those not read before, as `combine` makes them
-        (under torchrun: the mean over the ranks), and keeps them so."""
-        values = torch.cat([self.step_losses[len(self.losses):self.steps], self.correct.to(torch.float64)]).tolist()
-        new, (self.clean, self.robust) = combine(values[:-2]), (round(v) for v in values[-2:])
-        self.losses.extend(new)
-        return new
-
-    @property
-    def mean_loss(self) -> float:
-        return math.fsum(self.losses) / max(len(self.losses), 1)
-
-    @property
-    def clean_acc(self) -> float | None:
-        return self.clean / self.clean_seen if self.clean_seen else None
-
-    @property
-    def robust_acc(self) -> float | None:
-        return self.robust / self.robust_seen if self.robust_seen else None
-
-
 def train(config: TrainConfig, callback: Callback | None = None) -> RunResult:
     """Train the run `config` describes (or continue it, with `config.resume`); returns where it wrote what.
 
@@ -109,8 +65,13 @@ def train(config: TrainConfig, callback: Callback | None = None) -> RunResult:
     check_run_dir(config)
     run = build_run(config)
     # Held before anything is written there, and before the checkpoint that a resume continues is read.
-    with hold_run_dir(run), run.parallel.session(run.run_dir):
+    with hold_run_dir(run), run.parallel.group.session(resume_advice(run.run_dir)):
         return Trainer(run, callback or Callback()).fit()
+
+
+def resume_advice(run_dir: Path) -> str:
+    """How to go on after a run stopped: what a lost peer's error ends with."""
+    return f"the last finished epoch's checkpoint is in {run_dir}: continue with --resume {run_dir}"
 
 
 def attack_seed(seed: int, epoch: int) -> int:
@@ -128,7 +89,7 @@ class Trainer:
         self.swa = AveragedModel(run.student) if self.schedule.swa_start else None
         compile_ = torch.compile if self.config.compile else (lambda module: module)
         self.model = compile_(run.student)  # the attack, the accuracy probe and the evaluation run it unwrapped
-        wrapped = self.parallel.wrap(run.student, self.optimizer)
+        wrapped = self.parallel.wrap(run.student)
         self.update_model = self.model if wrapped is run.student else compile_(wrapped)  # the outer loss: DDP
         self.teachers = {role: compile_(teacher) for role, teacher in run.teachers.items()}
         # Under --compile every batch has the same shape: a smaller last batch would be compiled again.
@@ -194,7 +155,7 @@ class Trainer:
         steps = len(self.batches) if self._steps_left() is None else min(len(self.batches), self._steps_left())
         complete = steps == len(self.batches)
         self.callback.on_epoch_start(epoch, self.schedule.epochs, steps)
-        totals = self.parallel.reduce_totals(self._train_steps(epoch, steps))
+        totals = self._train_steps(epoch, steps).over_ranks()
         train_seconds = time.perf_counter() - started
         if complete:
             self._finish_epoch(epoch)
@@ -248,10 +209,12 @@ class Trainer:
         generator = torch.Generator(device=self.device).manual_seed(attack_seed(self.config.seed, epoch))
         totals = EpochTotals(self.optimizer.param_groups[0]["lr"], steps, self.device)
         for step, (x, y) in enumerate(itertools.islice(self.batches, steps), 1):
-            batch = Step(input_layout(x), y, epoch, self.schedule.epochs, self.teachers,
-                          self.parallel.batch_noise(generator, self.batches, step - 1))
+            # Under torchrun: this rank's rows of the global batch's random starts, and its share of the gradient.
+            noise, grad_scale = self.parallel.shard(generator, self.batches, step - 1)
+            batch = Step(input_layout(x), y, epoch, self.schedule.epochs, self.teachers, noise)
             xa = attack_phase(self.model, self.run.method, batch)
-            totals.add(update_phase(self.update_model, self.run.method, batch, xa, self.optimizer))
+            totals.add(update_phase(self.update_model, self.run.method, batch, xa, self.optimizer, grad_scale))
+            self.parallel.sync_buffers(self.run.student)  # without --sync-bn: rank 0's BN statistics everywhere
             self.global_step += 1
             if step % self.callback.report_every == 0 or step == steps:
                 self._read(totals, epoch, steps)
@@ -262,7 +225,7 @@ class Trainer:
         this epoch is saved (the steps after it ran on its garbage and are discarded with it)."""
         # Under torchrun each step's loss is the mean over the ranks (non-finite if any rank's is), so that all stop
         # at the same step: a rank that went on alone would wait forever in the next gradient all-reduce.
-        losses = totals.read(self.parallel.mean_over_ranks)
+        losses = totals.read()
         first_step = totals.steps - len(losses) + 1  # the epoch's 1-based step of losses[0]
         for offset, loss in enumerate(losses):
             if not math.isfinite(loss):
@@ -286,9 +249,10 @@ class Trainer:
         return self.swa.module
 
     def _evaluate(self, model: torch.nn.Module, epoch: int):
-        return self.parallel.evaluate(model, self.run.eval_x, self.run.eval_y, EVAL_ATTACKS, eps=self.config.eps,
-                                      seed=self.config.seed, progress=lambda name, done, total, note:
-                                      self.callback.on_eval(epoch, name, done, total))
+        """The selection split's robustness, sharded over the ranks under torchrun (every rank gets it all)."""
+        return evaluate(model, self.run.eval_x, self.run.eval_y, EVAL_ATTACKS, eps=self.config.eps,
+                        seed=self.config.seed, ranks=self.run.ranks,
+                        progress=lambda name, done, total, note: self.callback.on_eval(epoch, name, done, total))
 
     def _save_checkpoint(self) -> None:
         save_checkpoint(self.run.run_dir, {

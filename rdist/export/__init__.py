@@ -1,9 +1,6 @@
-"""Models for the edge: ONNX export (fp32 and int8, `rdist.export.writer`) and ONNX files as models rdist
-evaluates (`rdist.export.runtime`, which the model resolver reads `.onnx` files with).
+"""Models for the edge: any model rdist loads, written as one ONNX file (fp32, or int8 quantised statically) and
+checked against PyTorch. Reading ONNX files back, as models rdist evaluates, is `rdist.onnx`."""
 
-The package imports only the runtime: the writer sits above the resolver (it exports any model name), the
-runtime below it."""
+from rdist.export.writer import export_model
 
-from rdist.export.runtime import OnnxModel, is_onnx_path, load_onnx, read_onnx_metadata, runs_on_onnx
-
-__all__ = ["OnnxModel", "is_onnx_path", "load_onnx", "read_onnx_metadata", "runs_on_onnx"]
+__all__ = ["export_model"]

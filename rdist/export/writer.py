@@ -23,10 +23,10 @@ from torch import nn
 from rdist.artifact import check_fits, load_artifact
 from rdist.data import load_dataset
 from rdist.errors import RdistError
-from rdist.export.runtime import (META_KEY, ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_SUFFIX, create_session,
-                                  is_onnx_path)
-from rdist.resolve import resolve_model
 from rdist.files import atomic_path, check_output, sha256_file
+from rdist.onnx import META_KEY, ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_SUFFIX, create_session, is_onnx_path
+from rdist.resolve import resolve_model
+from rdist.utils import first_line
 
 MIN_OPSET = 18  # the lowest opset torch.onnx's dynamo exporter implements
 DEFAULT_OPSET = 18  # the lowest it writes: the widest choice of runtimes on small devices
@@ -74,8 +74,7 @@ def to_onnx(model: nn.Module, input_shape: list[int], opset: int) -> Any:
                                         dynamic_shapes=({0: torch.export.Dim("batch")},))
     except Exception as exc:  # torch.export and the ONNX translation raise many types; all mean the same here
         arch = getattr(model, "rdist_arch", {}).get("name", type(model).__name__)
-        raise RdistError(f"torch.onnx cannot export {arch} ({type(exc).__name__}: {str(exc).splitlines()[0]})") \
-            from None
+        raise RdistError(f"torch.onnx cannot export {arch} ({type(exc).__name__}: {first_line(exc)})") from None
     proto = program.model_proto
     written = {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")}
     if written != {opset}:

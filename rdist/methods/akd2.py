@@ -3,7 +3,7 @@
 Paper: https://openreview.net/forum?id=qZzy5urZw9
 Official code: https://github.com/VITA-Group/Alleviate-Robust-Overfitting
 
-    xa   = argmax CE(S(xa), y)                     uniform start; BN in train mode
+    xa   = argmax CE(S(xa), y)                     uniform start clamped into [0, 1]; BN in train mode
     loss = ce_weight * CE(S(xa), y)
          + natural_weight * tau^2 * KLbm(Tstd(xa)/tau || S(xa)/tau)
          + adv_weight     * tau^2 * KLbm(Tadv(xa)/tau || S(xa)/tau)
@@ -45,7 +45,8 @@ class AKD2(Method):
     adv_weight: float = 0.6  # weight of the robust teacher's term
 
     def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
-        return self.ce_pgd(student, step, start="uniform")
+        # advertorch's LinfPGDAttack(rand_init=True): delta ~ U(-eps, eps), then x + delta clamped into [0, 1].
+        return self.ce_pgd(student, step, start="uniform", clamp_start=True)
 
     def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():

@@ -7,8 +7,10 @@ Official code: https://github.com/yaodongyu/TRADES
     loss = CE(S(x), y) + beta * KLbm(S(x) || S(xa))
 
 The clean prediction S(x) is NOT detached in the outer KL (as in the official code): the robustness term
-also pulls the clean output towards the adversarial one. `--recipe paper` attacks as the official scripts do,
-with eps 0.031 and step 0.007 (10 steps), rather than 8/255 and 2/255.
+also pulls the clean output towards the adversarial one. The student runs in train mode on x, xa and x again (the
+KL target's own forward), as the official loss does: BN's running statistics see the clean batch twice.
+`--recipe paper` attacks as the official scripts do, with eps 0.031 and step 0.007 (10 steps), rather than 8/255
+and 2/255.
 """
 
 from __future__ import annotations
@@ -41,5 +43,8 @@ class TRADES(Method):
                    clamp_start=False)
 
     def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
+        # The official trades_loss's three train-mode forwards, in its order: S(x) for the CE, S(xa), then S(x) again
+        # for the KL target. Train-mode BN gives the second S(x) the first's values, but its running statistics
+        # count the clean batch twice, as in the official run.
         clean, adversarial = student(step.x), student(xa)
-        return F.cross_entropy(clean, step.y) + self.beta * kl_batchmean(clean, adversarial)
+        return F.cross_entropy(clean, step.y) + self.beta * kl_batchmean(student(step.x), adversarial)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from rdist.device import model_device
 from rdist.models.registry import create_model
 
 
@@ -21,7 +22,7 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     FlopCounterMode counts the matrix products and convolutions, at 2 FLOPs per multiply-accumulate;
     element-wise layers (BN, ReLU, pooling) are not counted, as is usual for MACs.
     """
-    x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
+    x = torch.zeros(1, *input_shape, device=model_device(model))
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(x)

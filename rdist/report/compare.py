@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,12 +17,13 @@ from rdist.artifact import check_fits
 from rdist.attacks import resolve_attacks
 from rdist.attacks.evaluator import Progress
 from rdist.data import load_dataset
-from rdist.engine import EpochRecord, RunDirectory, group_seed_dirs, read_log
 from rdist.errors import RdistError
-from rdist.export.runtime import graph_precision, is_onnx_path, runs_on_onnx
+from rdist.onnx import graph_precision, is_onnx_path, runs_on_onnx
+from rdist.report.config import EvalConfig
 from rdist.report.profile import profile_model, profile_onnx
-from rdist.report.robustness import check_sizes, robustness_report
+from rdist.report.robustness import Report, robustness_report
 from rdist.resolve import ModelSource, model_label, resolve_model
+from rdist.runs import EpochRecord, RunDirectory, group_seed_dirs, read_log
 from rdist.utils import format_eps, parse_eps
 
 
@@ -164,43 +165,38 @@ class Evaluator:
     the recorded results of the artifact (unless `fresh`), and any report computed earlier in this comparison.
     """
 
-    def __init__(self, entries: list[Entry], data: str, *, n: int, batch_size: int, seed: int,
-                 device: str | None, fresh: bool, record: bool, progress: Progress | None,
-                 surrogate: str | None = None):
-        check_sizes(n, batch_size)
-        self.dataset = load_dataset(data, device="cpu")
+    def __init__(self, entries: list[Entry], config: EvalConfig, *, fresh: bool = False, record: bool = False,
+                 progress: Progress | None = None):
+        self.dataset = load_dataset(config.data, device="cpu")
         for entry in entries:
             check_fits(entry.meta, self.dataset, entry.label)
-        self.data, self.n = data, min(n, len(self.dataset.y_test))
-        self.batch_size, self.seed, self.device = batch_size, seed, device
-        self.fresh, self.record, self.progress, self.surrogate = fresh, record, progress, surrogate
-        self.computed: dict[str, list[dict[str, Any]]] = {e.label: [] for e in entries}
+        self.config = replace(config, n=min(config.n, len(self.dataset.y_test)))
+        self.fresh, self.record, self.progress = fresh, record, progress
+        self.computed: dict[str, list[Report]] = {e.label: [] for e in entries}
 
-    def report(self, entry: Entry, attacks: list[str], eps: float) -> tuple[dict[str, Any], bool]:
+    def report(self, entry: Entry, attacks: list[str], eps: float) -> tuple[Report, bool]:
         """(the report of exactly `attacks` at `eps`, whether it was reused from the artifact)."""
-        return self._find_or_run(entry, attacks, eps, lambda r: r.get("attacks") == attacks)
+        return self._find_or_run(entry, attacks, eps, lambda r: r.attacks == attacks)
 
     def accuracy(self, entry: Entry, attack: str, eps: float) -> float:
         """Accuracy under one attack, taken from any report that ran it at `eps` (the others do not change it)."""
-        report, _ = self._find_or_run(entry, ["clean", attack], eps, lambda r: attack in r.get("accuracy", {}))
-        return report["accuracy"][attack]
+        report, _ = self._find_or_run(entry, ["clean", attack], eps, lambda r: attack in r.accuracy)
+        return report.accuracy[attack]
 
     def _find_or_run(self, entry: Entry, attacks: list[str], eps: float,
-                     covers: Callable[[dict], bool]) -> tuple[dict[str, Any], bool]:
+                     covers: Callable[[Report], bool]) -> tuple[Report, bool]:
         computed = self.computed[entry.label]
-        recorded = [] if self.fresh else list(entry.meta.get("results", {}).values())
+        recorded = [] if self.fresh else [Report.from_dict(r) for r in entry.meta.get("results", {}).values()]
         for report in (*computed, *recorded):
             # results_key stores eps to 6 decimals: the same tolerance decides what "the same eps" is.
-            if (report.get("dataset") == self.dataset.name and report.get("n") == self.n
-                    and abs(report.get("eps", -1.0) - eps) < 5e-7 and covers(report)):
+            if (report.dataset == self.dataset.name and report.n == self.config.n
+                    and abs(report.eps - eps) < 5e-7 and covers(report)):
                 return report, not any(report is c for c in computed)
         progress = self.progress
         labelled = (lambda name, done, total, note: progress(f"{entry.label} {name}", done, total, note)) \
             if progress else None
-        report = robustness_report(str(entry.path), attacks=attacks, eps=eps, data=self.data, n=self.n,
-                                   batch_size=self.batch_size, seed=self.seed, device=self.device,
-                                   surrogate=self.surrogate, record=self.record and entry.recordable,
-                                   progress=labelled)
+        report = robustness_report(str(entry.path), replace(self.config, attacks=attacks, eps=eps),
+                                   record=self.record and entry.recordable, progress=labelled)
         computed.append(report)
         return report, False
 
@@ -216,14 +212,14 @@ def _provenance(meta: dict[str, Any]) -> dict[str, Any]:
     return {"method": method, "teacher": model_label(teacher) if teacher else None, "epochs": epochs}
 
 
-def compare_models(models: list[str], *, suite: str | None = "standard", attacks: str | list[str] | None = None,
-                   eps: str | float = "8/255", data: str | None = None, n: int = 1000, batch_size: int = 256,
-                   seed: int = 0, device: str | None = None, fresh: bool = False, record: bool = False,
-                   runs: bool = False, sweep: str | list[float] | None = None, sweep_attack: str = "pgd20",
-                   surrogate: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+def compare_models(models: list[str], config: EvalConfig | None = None, *, runs: bool = False, fresh: bool = False,
+                   record: bool = False, sweep: str | list[float] | None = None, sweep_attack: str = "pgd20",
+                   progress: Progress | None = None) -> dict[str, Any]:
     """Compare `models` (paths, zoo:NAME, RobustBench names, hf-hub:ORG/REPO[@REV], .onnx files, or with `runs`
-    training run directories) on one dataset; transfer attacks are crafted on `surrogate` (an ONNX file's default:
-    the artifact it was exported from).
+    training run directories) under the evaluation `config` (its data: by default the dataset all the models
+    record); transfer attacks are crafted on `config.surrogate` (an ONNX file's default: the artifact it was
+    exported from). Results an artifact records for the same attacks, data, eps and n are reused unless `fresh`;
+    `record` writes the new ones into the artifacts (downloads excepted).
 
     An ONNX file is measured in ONNX Runtime: its size on disk, its latency on one and on all CPU threads, and
     the attacks that need no gradient of it (the others are None, and so is its worst case); with an ONNX file
@@ -232,12 +228,12 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
     Returns {"dataset", "eps", "n", "attacks", "models": [one row per model]}; with `sweep` (eps values,
     or a "start:stop:step" text) also "sweep": the accuracy under `sweep_attack` at each eps, for the plot.
     """
-    names = resolve_attacks(suite, attacks)
-    eps_value = parse_eps(eps)
+    config = config or EvalConfig()
+    names, eps_value = list(config.attacks), config.eps
     sweep_values = parse_sweep(sweep) if sweep is not None else None
     if sweep_values is not None:
         sweep_attack = resolve_attacks(None, [sweep_attack])[-1]
-    entries = resolve_entries(models, runs=runs, data=data)
+    entries = resolve_entries(models, runs=runs, data=config.data)
     check_same_task(entries)
     onnx_labels = [e.label for e in entries if e.onnx]
     edge = bool(onnx_labels)
@@ -247,8 +243,8 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
     if sweep_values is not None and onnx_labels and not runs_on_onnx(sweep_attack):
         raise RdistError(f"--plot sweeps {sweep_attack}, which needs gradients that {', '.join(onnx_labels)} (ONNX) "
                          "cannot give: pass --sweep-attack square or transfer-pgd20")
-    evaluator = Evaluator(entries, comparison_data(entries, data), n=n, batch_size=batch_size, seed=seed,
-                          device=device, fresh=fresh, record=record, progress=progress, surrogate=surrogate)
+    evaluator = Evaluator(entries, replace(config, data=comparison_data(entries, config.data)), fresh=fresh,
+                          record=record, progress=progress)
     rows = []
     for entry in entries:
         applicable = [a for a in names if runs_on_onnx(a)] if entry.onnx else names
@@ -262,14 +258,14 @@ def compare_models(models: list[str], *, suite: str | None = "standard", attacks
                      "run_dir": str(entry.run_dir) if entry.run_dir else None, "arch": entry.meta["arch"]["name"],
                      "num_classes": entry.meta["arch"]["num_classes"], "runtime": _runtime(entry),
                      "file_bytes": entry.path.stat().st_size, **profile, "input_shape": list(shape),
-                     "accuracy": {a: report["accuracy"].get(a) for a in names},
-                     "worst_case": report["worst_case"] if applicable == names else None,
+                     "accuracy": {a: report.accuracy.get(a) for a in names},
+                     "worst_case": report.worst_case if applicable == names else None,
                      "reused": reused, **_provenance(entry.meta)})
     if runs:
         rows = group_seeds(rows, entries)
     comparison = {"dataset": evaluator.dataset.name, "eps": eps_value, "eps_text": format_eps(eps_value),
-                  "n": evaluator.n, "seed": seed, "attacks": names, "surrogate": surrogate, "edge": edge,
-                  "models": rows}
+                  "n": evaluator.config.n, "seed": config.seed, "attacks": names, "surrogate": config.surrogate,
+                  "edge": edge, "models": rows}
     if sweep_values is not None:
         accuracy = {e.label: [evaluator.accuracy(e, sweep_attack, v) for v in sweep_values] for e in entries}
         comparison["sweep"] = {"attack": sweep_attack, "eps": sweep_values, "accuracy": accuracy}

@@ -14,10 +14,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from rdist.engine import EpochRecord
-from rdist.engine.log import epoch_records
-from rdist.report.profile import format_count
 from rdist.files import atomic_path, check_output
+from rdist.report.profile import format_count
+from rdist.runs import EpochRecord, epoch_records
 from rdist.utils import format_eps
 
 DPI = 150

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from rdist.export import runtime as onnx_runtime
+from rdist import onnx as onnx_runtime
 from rdist.models import count_macs, count_parameters, create_model
 
 WARMUP_RUNS = 3

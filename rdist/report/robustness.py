@@ -1,51 +1,127 @@
-"""One model's robustness report: what `rdist attack` computes, callable from Python."""
+"""What `rdist attack` does, callable from Python: one model's robustness report.
+
+    import rdist
+    report = rdist.robustness_report("student.safetensors", rdist.EvalConfig(attacks="clean,pgd20,aa", n=1000))
+    report.accuracy["aa"], report.worst_case
+
+The model is any name `rdist.resolve` takes, or an ONNX file; the attacks run through the one evaluator
+(`rdist.attacks.evaluator.evaluate`), sharded over the processes under torchrun.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from rdist.artifact import check_fits, record_results
-from rdist.attacks import resolve_attacks
-from rdist.attacks.evaluator import PRECISIONS, Progress
-from rdist.data import load_dataset, npz_file
-from rdist.engine.distributed import Parallel
-from rdist.engine.step import channels_last
+from rdist.attacks.evaluator import EvalResult, Progress, evaluate
+from rdist.data import Dataset, load_dataset, npz_file
+from rdist.device import channels_last
 from rdist.errors import RdistError
-from rdist.export.runtime import check_surrogate, is_onnx_path, onnx_target
-from rdist.resolve import check_recordable, resolve_model
 from rdist.files import atomic_path, check_output
-from rdist.utils import parse_eps
+from rdist.onnx import check_surrogate, is_onnx_path, onnx_target
+from rdist.parallel import Group
+from rdist.report.config import EvalConfig
+from rdist.resolve import check_recordable, resolve_model
+from rdist.utils import format_eps
 
 
-def parse_batch_size(text: str | int) -> int | str:
-    """--batch-size: a number of images, or "auto" (the largest batch the GPU's memory allows)."""
-    if text == "auto" or isinstance(text, int):
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise RdistError(f"--batch-size must be a positive integer or auto, got '{text}'") from None
+@dataclass
+class Report(EvalResult):
+    """One model's robustness report: the evaluation's numbers (`EvalResult`) and what they were measured on.
+
+    `to_dict()` is the JSON that `rdist attack --json` prints, `--out` writes and `--record` stores in the
+    artifact (whose `results` `rdist compare` reuses).
+    """
+
+    model: str = ""  # the file attacked
+    dataset: str = ""
+    attacks: list[str] = field(default_factory=list)
+    surrogate: str | None = None  # the model transfer attacks were crafted on
+    runtime: str = "PyTorch fp32"  # what answered: PyTorch, or ONNX Runtime fp32 / int8
+    device: str = "cpu"
+    processes: int = 1  # torchrun processes that shared the attacks
+    seconds: float = 0.0  # the attacks' wall time
+    recorded: bool = False  # whether it was written into the artifact's metadata
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        result = {f.name: values[f.name] for f in fields(EvalResult)}
+        report = {"model": self.model, "dataset": self.dataset, "attacks": list(self.attacks), **result,
+                  "eps_text": format_eps(self.eps), "surrogate": self.surrogate, "runtime": self.runtime,
+                  "device": self.device, "processes": self.processes, "seconds": self.seconds}
+        return {**report, "recorded": True} if self.recorded else report
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Report":
+        """A report as `to_dict` wrote it, or as an artifact records it (a training run's evaluation records
+        fewer fields: the others keep their defaults)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def check_sizes(n: int, batch_size: int | str) -> None:
-    """Refuse a non-positive number of test images or batch size before any work starts."""
-    if n <= 0:
-        raise RdistError(f"--n must be a positive number of test images, got {n}")
-    if parse_batch_size(batch_size) != "auto" and parse_batch_size(batch_size) <= 0:
-        raise RdistError(f"--batch-size must be positive, got {batch_size}")
+def robustness_report(model: str, config: EvalConfig | None = None, *, record: bool = False,
+                      out: str | Path | None = None, progress: Progress | None = None) -> Report:
+    """Attack `model` (a path, zoo:NAME, a RobustBench name or hf-hub:ORG/REPO[@REV], as is the surrogate; or an
+    .onnx file) as `config` says (the standard suite at 8/255 on 1000 test images by default).
+
+    With `record`, the report is also written into the artifact's metadata; with `out`, to a JSON file. A bf16
+    report is never recorded: an artifact records the fp32 protocol only. Under torchrun each process attacks its
+    share of the batches and every one gets the whole report; rank 0 alone writes.
+    """
+    config = config or EvalConfig()
+    if record and config.precision != "fp32":
+        raise RdistError("--record stores the fp32 protocol's numbers only (compare reuses them as such): "
+                         "drop --record, or drop --precision bf16")
+    if record:
+        check_recordable(model)
+    group = Group.start(config.device)
+    target = _load(model, config, group, out, record)
+    started = time.perf_counter()
+    result = evaluate(target.net, target.dataset.x_test[:config.n], target.dataset.y_test[:config.n],
+                      list(config.attacks), eps=config.eps, batch_size=config.batch_size, seed=config.seed,
+                      surrogate=target.surrogate_net, precision=config.precision, progress=progress,
+                      ranks=group.ranks)
+    report = Report(**asdict(result), model=str(target.path), dataset=target.dataset.name,
+                    attacks=list(config.attacks), surrogate=target.surrogate,
+                    runtime=getattr(target.net, "runtime", "PyTorch fp32"), device=str(group.device),
+                    processes=group.ranks.world_size, seconds=round(time.perf_counter() - started, 2))
+    if not group.ranks.is_main:
+        return report
+    if out:
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if record:
+        record_results(Path(report.model), report.to_dict())
+        report.recorded = True
+    return report
 
 
-def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: str | None, n: int,
-            batch_size: int | str, surrogate: str | None, seed: int, precision: str, progress: Progress | None,
-            out: str | Path | None, record: bool) -> dict[str, Any]:
-    dev = parallel.device
-    with parallel.main_first():  # a model or a dataset may be downloaded: once, by rank 0
+@dataclass
+class _Target:
+    """The model under attack, the data it is attacked on and the surrogate transfer attacks are crafted on."""
+
+    path: Path
+    net: nn.Module
+    dataset: Dataset
+    surrogate: str | None
+    surrogate_net: nn.Module | None
+
+
+def _load(model: str, config: EvalConfig, group: Group, out: str | Path | None, record: bool) -> _Target:
+    """Load and check everything before any attack runs: a bad model, data, surrogate or output fails in
+    seconds, and nothing is written over an input."""
+    dev, data, surrogate = group.device, config.data, config.surrogate
+    with group.main_first():  # a model or a dataset may be downloaded: once, by rank 0
         if is_onnx_path(Path(model)):  # answered by ONNX Runtime: only what needs no gradient of it
             path = Path(model).expanduser()
-            net, surrogate = onnx_target(path, names, data=data, surrogate=surrogate, record=record, device=dev)
+            net, surrogate = onnx_target(path, list(config.attacks), data=data, surrogate=surrogate,
+                                         record=record, device=dev)
         else:
             source = resolve_model(model, data)
             # The training engine's layout (faster convolutions); evaluate feeds the inputs in the same one.
@@ -62,54 +138,10 @@ def _report(parallel: Parallel, model: str, names: list[str], eps: float, data: 
     surrogate_net = None
     if surrogate:
         check_surrogate(surrogate)
-        with parallel.main_first():
+        with group.main_first():
             surrogate_net = channels_last(resolve_model(surrogate, data).load(dev))
         # The model fits the dataset, so a surrogate that fits it too is of the model's task.
         check_fits(surrogate_net.rdist_meta, dataset, f"--surrogate {surrogate}", instead="a surrogate",
                    data_option=False)
-    x, y = dataset.x_test[:n], dataset.y_test[:n]
-    started = time.perf_counter()
-    result = parallel.evaluate(net, x, y, names, eps=eps, batch_size=batch_size, seed=seed, surrogate=surrogate_net,
-                               precision=precision, progress=progress)
-    return {"model": str(path), "dataset": dataset.name, "attacks": names, **result.to_dict(),
-            "surrogate": surrogate, "runtime": getattr(net, "runtime", "PyTorch fp32"), "device": str(dev),
-            "processes": parallel.ranks.world_size,
-            "seconds": round(time.perf_counter() - started, 2)}
+    return _Target(path, net, dataset, surrogate, surrogate_net)
 
-
-def robustness_report(model: str, *, suite: str | None = "standard", attacks: str | list[str] | None = None,
-                      eps: str | float = "8/255", data: str | None = None, n: int = 1000,
-                      batch_size: int | str = 256, surrogate: str | None = None, seed: int = 0,
-                      device: str | None = None, precision: str = "fp32", record: bool = False,
-                      out: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Attack `model` (a path, zoo:NAME, a RobustBench name or hf-hub:ORG/REPO[@REV], as is `surrogate`) on the
-    first `n` test images of `data` and return the report as a dict.
-
-    With `record`, the report is also written into the artifact's metadata; with `out`, to a JSON file.
-    `batch_size` may be "auto"; `precision` "bf16" runs the attacks under bf16 autocast (faster on a GPU,
-    less faithful), and its reports are never recorded: an artifact records the fp32 protocol only.
-    """
-    check_sizes(n, batch_size)
-    batch_size = parse_batch_size(batch_size)
-    if precision not in PRECISIONS:
-        raise RdistError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
-    if record and precision != "fp32":
-        raise RdistError("--record stores the fp32 protocol's numbers only (compare reuses them as such): "
-                         "drop --record, or drop --precision bf16")
-    if record:
-        check_recordable(model)
-    eps_value = parse_eps(eps)
-    names = resolve_attacks(suite, attacks)
-    # Under torchrun each process attacks its share of the batches and every one gets the whole report.
-    parallel = Parallel.start(device)
-    report = _report(parallel, model, names, eps_value, data, n, batch_size, surrogate, seed, precision, progress,
-                     out, record)
-    if not parallel.ranks.is_main:  # rank 0 writes
-        return report
-    if out:
-        with atomic_path(out) as tmp:
-            tmp.write_text(json.dumps(report, indent=2) + "\n")
-    if record:
-        record_results(Path(report["model"]), report)
-        report["recorded"] = True
-    return report

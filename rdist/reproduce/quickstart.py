@@ -11,6 +11,7 @@ from rdist.engine import Callback, TrainConfig, train
 from rdist.errors import RdistError
 from rdist.methods import ROBUST
 from rdist.report.compare import compare_models
+from rdist.report.config import EvalConfig
 
 # Digits have 17 grey levels, about 16/255 apart: at 8/255 a naturally trained smallcnn still has 97%
 # accuracy under PGD-20 (98% clean), so the quickstart uses 32/255 with attack steps of 8/255.
@@ -67,5 +68,5 @@ def train_quickstart(out_dir: str | Path, *, device: str | None = "cpu", seed: i
 def compare_quickstart(models: list[Path], *, device: str | None = "cpu", seed: int = 0, n: int = TEST_IMAGES,
                        progress=None) -> dict[str, Any]:
     """Attack the quickstart's models on digits' test images (clean, PGD-20, APGD-CE/T) and compare them."""
-    return compare_models([str(m) for m in models], attacks=ATTACKS, eps=EPS, data="digits", n=n, seed=seed,
-                          device=device, record=True, progress=progress)
+    config = EvalConfig(attacks=ATTACKS, eps=EPS, data="digits", n=n, seed=seed, device=device)
+    return compare_models([str(m) for m in models], config, record=True, progress=progress)

@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rdist.engine import BEST, Callback, TrainConfig
-from rdist.engine.seeds import seed_dir, train_in, train_seed
+from rdist.engine.seeds import train_in, train_seed
 from rdist.errors import RdistError
 from rdist.methods import ROBUST
 from rdist.reproduce.catalogue import METRICS, Reproduction, TeacherStage
+from rdist.report.config import EvalConfig
+from rdist.report.robustness import Report, robustness_report
+from rdist.runs import seed_dir
 from rdist.files import atomic_path
 
 REPRODUCTION_FILE = "reproduction.json"
@@ -146,7 +149,7 @@ def reproduce(entry: Reproduction, seeds: list[int], out: str | Path | None = No
         report_path = run_dir / EVAL_FILE
         if report_path.is_file():
             on_stage(f"seed {seed}: trained and evaluated already ({report_path})")
-            report = json.loads(report_path.read_text())
+            report = Report.from_dict(json.loads(report_path.read_text()))
         else:
             on_stage(f"seed {seed}: {entry.method} {entry.student} in {run_dir}")
             trained = _stage(f"student seed {seed}", lambda: train_seed(config, out, seed, callback))
@@ -157,8 +160,8 @@ def reproduce(entry: Reproduction, seeds: list[int], out: str | Path | None = No
             report = _stage(f"evaluation seed {seed}", lambda: _evaluate(entry, trained.best_path, report_path,
                                                                          device, progress))
         attacks = dict(zip(METRICS, entry.evaluation.attacks))
-        result.seeds.append(SeedResult(seed, run_dir, Path(report["model"]),
-                                       {m: 100 * report["accuracy"][a] for m, a in attacks.items()}))
+        result.seeds.append(SeedResult(seed, run_dir, Path(report.model),
+                                       {m: 100 * report.accuracy[a] for m, a in attacks.items()}))
     return result
 
 
@@ -182,16 +185,15 @@ def _teacher_stage(entry: Reproduction, out: Path, *, select_on: str, device: st
     return str(trained.best_path)
 
 
-def _evaluate(entry: Reproduction, model: Path, report_path: Path, device: str | None, progress) -> dict[str, Any]:
-    from rdist.report.robustness import robustness_report
-
+def _evaluate(entry: Reproduction, model: Path, report_path: Path, device: str | None, progress) -> Report:
     evaluation = entry.evaluation
+    config = EvalConfig(attacks=evaluation.attacks, eps=evaluation.eps, data=entry.dataset, n=evaluation.n,
+                        seed=ATTACK_SEED, device=device)
     # record: the report goes into the artifact too, where `rdist zoo push` reads the measured numbers; eval.json,
     # the stage's proof of completion, is written last.
-    report = robustness_report(str(model), attacks=evaluation.attacks, eps=evaluation.eps, data=entry.dataset,
-                               n=evaluation.n, seed=ATTACK_SEED, device=device, record=True, progress=progress)
+    report = robustness_report(str(model), config, record=True, progress=progress)
     with atomic_path(report_path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
 
 

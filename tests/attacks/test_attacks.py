@@ -1,10 +1,16 @@
 """Each attack does what the evaluation protocol says, on a real model trained for seconds on digits."""
 
+import ast
+import inspect
+import re
+from fractions import Fraction
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from rdist.attacks import CW, FGSM, PGD, create_attack, evaluate, margin_loss, pgd, resolve_attacks
+from rdist.attacks import (CW, FGSM, PGD, AutoAttack, Square, Transfer, create_attack, evaluate, margin_loss, pgd,
+                           resolve_attacks)
 from rdist.attacks.base import check_adversarial
 from rdist.errors import AdversarialBoundsError, RdistError
 
@@ -127,3 +133,27 @@ def test_suites_and_unknown_names():
         resolve_attacks(None, "pgd-20")
     with pytest.raises(RdistError, match="apgd-ce"):
         resolve_attacks(None, "aa:apgd")
+
+
+def _documented_default(text: str):
+    """A docstring's "(default: ...)" value: a literal, or a fraction such as 2/255."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return float(Fraction(text))
+
+
+@pytest.mark.parametrize("cls", [PGD, FGSM, CW, AutoAttack, Square, Transfer])
+def test_every_attack_documents_its_paper_distance_arguments_and_use(cls):
+    """help(rdist.attacks.X) shows the paper, the distance, every argument with its true default and an example."""
+    doc = inspect.getdoc(cls)
+    assert re.search(r"\[https://arxiv\.org/abs/\d{4}\.\d{4,5}\]", doc), "a paper link"
+    assert "Distance: " in doc and "Shape:" in doc and "\n    >>> " in doc
+    arguments = doc.split("Arguments:\n")[1].split("\n\n")[0]
+    entries = dict(re.findall(r"^    (\w+) \([^)]*\): (.*?)(?=^    \w+ \(|\Z)", arguments, flags=re.M | re.S))
+    parameters = {name: p for name, p in inspect.signature(cls.__init__).parameters.items() if name != "self"}
+    assert sorted(entries) == sorted(parameters)
+    for name, text in entries.items():
+        stated = re.search(r"\(default: (.+?)\)\s*$", text.strip(), flags=re.S)
+        if stated:
+            assert _documented_default(stated.group(1)) == parameters[name].default, (cls.__name__, name)

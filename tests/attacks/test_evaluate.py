@@ -8,7 +8,8 @@ import torch
 
 from rdist.attacks import create_attack, evaluate
 from rdist.attacks import evaluator
-from rdist.attacks.evaluator import auto_batch_size, model_layout
+from rdist.attacks.evaluator import auto_batch_size
+from rdist.device import model_layout
 from rdist.errors import RdistError
 
 EPS = 32 / 255

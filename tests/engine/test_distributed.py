@@ -20,9 +20,11 @@ import torch
 from rdist.attacks.pgd import ShardNoise, random_start
 from rdist.data.loader import shard_rows
 from rdist.engine import LOG, TrainConfig, load_checkpoint, read_log, resume_config, train
-from rdist.engine.distributed import Parallel, Ranks
+from rdist.attacks.evaluator import eval_shard
+from rdist.engine.ddp import DataParallelTraining
 from rdist.errors import RdistError
 from rdist.files import LOCK_FILE, hold_directory
+from rdist.parallel import Group, Ranks
 from tests.helpers import one_thread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +42,7 @@ import torch
 torch.set_num_threads(1)
 from rdist.engine import Callback, TrainConfig
 from rdist.engine.build import build_run
-from rdist.engine.trainer import Trainer
+from rdist.engine.trainer import Trainer, resume_advice
 from rdist.errors import RdistError
 from rdist.files import LOCK_FILE, hold_directory
 
@@ -70,7 +72,7 @@ for i, config in enumerate(configs):
     if i == nan_run and rank == 1:
         run.method.loss = poisoned(run.method.loss)
     try:
-        with run.parallel.session(run.run_dir):
+        with run.parallel.group.session(resume_advice(run.run_dir)):
             Trainer(run, Kill(kill_at if i == len(configs) - 1 else 0)).fit()
     except RdistError as exc:
         if i != nan_run:
@@ -80,6 +82,10 @@ for i, config in enumerate(configs):
     torch.save(run.student.state_dict(), f"{config.out}/rank{rank}.pt")
 """
 STEPS_PER_EPOCH = 3  # 189 training images at batch 64: 64 + 64 + 61
+# The methods trained on two ranks and on one process. DGAD's default loss is a mean over the examples (each KL
+# divided by the batch size, PCR an element mean), which the ranks' gradient shares make the global batch's: it needs
+# no batch statistic, its last batch (30/31 rows) included.
+DISTRIBUTED_METHODS = ("rslad", "natural", "dgad")
 
 
 def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -108,7 +114,7 @@ def digits_config(natural_teacher: Path, out: Path, method: str, **overrides) ->
     with a batch of 61 that splits 30/31, which the ranks' gradient shares must weight."""
     values = dict(method=method, student="tinycnn", data="digits", epochs=2, batch_size=64, lr=0.05,
                   attack_steps=2, eval_n=64, val_size=0.8686, sync_bn=True, out=str(out))
-    if method == "rslad":
+    if method in ("rslad", "dgad"):
         values["teachers"] = {"robust": str(natural_teacher)}
     return TrainConfig(**{**values, **overrides})
 
@@ -127,16 +133,17 @@ def runs(natural_teacher, tmp_path_factory) -> Path:
     two/<method> (sync BN), no-sync-bn, nan-on-rank-1 (one epoch), requeue-whole (what the restart test's job
     trains, uninterrupted), killed (rank 1 killed in epoch 2) and one/<method> (one process)."""
     root = tmp_path_factory.mktemp("distributed")
-    jobs = [digits_config(natural_teacher, root / "two" / m, m) for m in ("rslad", "natural")]
+    jobs = [digits_config(natural_teacher, root / "two" / m, m) for m in DISTRIBUTED_METHODS]
     jobs.append(digits_config(natural_teacher, root / "no-sync-bn", "natural", sync_bn=False))
     jobs.append(digits_config(natural_teacher, root / "nan-on-rank-1", "natural", epochs=1))
     jobs.append(digits_config(natural_teacher, root / "requeue-whole", "natural", **REQUEUED))
     jobs.append(digits_config(natural_teacher, root / "killed", "natural"))
     with one_thread():
-        process = train_on_two_ranks(jobs, root / "rank_run.py", kill_at=STEPS_PER_EPOCH + 2, nan_run=3)
+        process = train_on_two_ranks(jobs, root / "rank_run.py", kill_at=STEPS_PER_EPOCH + 2,
+                                     nan_run=len(DISTRIBUTED_METHODS) + 1)
         (root / "job.stderr").write_text(process.stderr)
         (root / "job.returncode").write_text(str(process.returncode))
-        for method in ("rslad", "natural"):  # one process: BN sees the global batch
+        for method in DISTRIBUTED_METHODS:  # one process: BN sees the global batch
             train(digits_config(natural_teacher, root / "one" / method, method, sync_bn=False))
     return root
 
@@ -145,7 +152,7 @@ def job_stderr(runs: Path) -> str:
     return (runs / "job.stderr").read_text()
 
 
-@pytest.mark.parametrize("method", ["rslad", "natural"])
+@pytest.mark.parametrize("method", DISTRIBUTED_METHODS)
 def test_two_ranks_with_sync_bn_train_what_one_process_trains(runs, method):
     one_dir, two_dir = runs / "one" / method, runs / "two" / method
     assert (two_dir / "rank1.pt").is_file(), job_stderr(runs)[-3000:]  # absent if the job failed before the kill
@@ -233,9 +240,11 @@ def test_torchrun_restarts_a_killed_worker_and_the_same_command_continues_to_the
 
 
 def test_attack_under_torchrun_reports_what_one_process_reports(digits_artifact, tmp_path):
+    from rdist.report.config import EvalConfig
     from rdist.report.robustness import robustness_report
 
-    one = robustness_report(str(digits_artifact), attacks="clean,pgd20", n=150, batch_size=40, device="cpu")
+    one = robustness_report(str(digits_artifact), EvalConfig(attacks="clean,pgd20", n=150, batch_size=40,
+                                                             device="cpu")).to_dict()
     process = torchrun("-m", "rdist", "attack", str(digits_artifact), "--attacks", "clean,pgd20", "--n-images", "150",
                        "--batch-size", "40", "--out", str(tmp_path / "two.json"), "--quiet")
     assert process.returncode == 0, process.stderr[-3000:]
@@ -295,14 +304,13 @@ def test_shards_of_batches_and_of_the_evaluation_set_cover_everything_once():
     for world in (2, 3, 8):
         assert torch.equal(torch.cat([torch.arange(61)[shard_rows(61, r, world)] for r in range(world)]),
                            torch.arange(61))
-        parallel = Parallel(Ranks(0, world), torch.device("cpu"), "gloo")
-        rows = [parallel.eval_rows(150, 40, r) for r in range(world)]
+        rows = [eval_shard(150, 40, Ranks(r, world)) for r in range(world)]
         assert [i for r in rows for i in range(r.start, r.stop)] == list(range(150))
         assert all(r.start % 40 == 0 for r in rows)  # whole batches: the seeds of one process
 
 
 def test_bad_distributed_settings_are_refused(monkeypatch):
-    parallel = Parallel(Ranks(0, 2), torch.device("cpu"), "gloo")
+    parallel = DataParallelTraining(Group(Ranks(0, 2), torch.device("cpu"), "gloo"))
     with pytest.raises(RdistError, match=r"--batch-size 63 \(the global batch\) does not divide by the 2 .* 62 or 64"):
         parallel.check_batch(63, 1000)
     with pytest.raises(RdistError, match="ends with a batch of 1 image"):
@@ -310,15 +318,30 @@ def test_bad_distributed_settings_are_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(RdistError, match="nccl runs on CUDA GPUs only.*--dist-backend gloo"):
-        Parallel.start("cpu", "nccl")
+        Group.start("cpu", "nccl")
     with pytest.raises(RdistError, match="--dist-backend must be one of nccl, gloo"):
-        Parallel.start("cpu", "mpi")
+        Group.start("cpu", "mpi")
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(RdistError, match="RANK=2 is not a rank of WORLD_SIZE=2"):
-        Parallel.start("cpu")
+        Group.start("cpu")
 
 
 def test_sync_bn_in_one_process_says_it_has_no_effect():
     with pytest.warns(UserWarning, match="--sync-bn has no effect in a single process"):
-        parallel = Parallel.start("cpu", sync_bn=True)
+        parallel = DataParallelTraining.start("cpu", sync_bn=True)
     assert not parallel.distributed
+
+
+def test_every_collective_is_the_identity_in_one_process():
+    # What training, evaluation and a method's batch-global statistics call unconditionally: one process
+    # exchanges nothing and gets its own values back, unchanged.
+    from rdist import parallel
+
+    x = torch.arange(6.0).view(3, 2).requires_grad_()
+    assert parallel.sum_over_ranks(x) is x and parallel.gather_rows(x) is x and parallel.broadcast_from_main(x) is x
+    assert parallel.mean_over_ranks([1.5, 2.0]) == [1.5, 2.0] and parallel.total_over_ranks([3.0]) == [3.0]
+    assert parallel.min_over_ranks(7) == 7 and parallel.gather_objects({"a": [1]}) == [{"a": [1]}]
+    group = Group(Ranks(), torch.device("cpu"))
+    assert group.share({"refusal": None}) == {"refusal": None} and not parallel.distributed()
+    with group.main_first(), group.session("advice"):
+        group.check_same(config={"seed": 0})

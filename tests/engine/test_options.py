@@ -35,6 +35,9 @@ def test_hyper_parameter_help_is_made_from_each_methods_field_comment_and_preset
     assert alpha.startswith("kd, ard: weight of the distillation term; adaad: weight of the adversarial term against "
                             "the clean one \\[default: the method's paper value: kd 0.9, ard 1, adaad 1]")
     kl_scale = hparam_help("kl_scale")
-    assert "ard 1/C, iad-i 1" in kl_scale and "with --recipe paper: adaad 1 on cifar100, ard+igdm 1" in kl_scale
-    assert hparam_help("igdm_alpha").endswith("\\[default: the method's paper value: +igdm 20]")
+    assert "ard 1/C, iad-i 1" in kl_scale
+    assert "with --recipe paper: adaad 1 on cifar100, dgad 0.5 on mobilenetv2, ard+igdm 1" in kl_scale
+    # SAAD has an IGDM weight of its own (a field, not the +igdm term), with its per-dataset paper value.
+    assert hparam_help("igdm_alpha").endswith("\\[default: the method's paper value: saad 1, +igdm 20; "
+                                              "with --recipe paper: saad 10 on cifar100]")
     assert hparam_help("beta", "teacher").endswith("trades 6, mart 6; with --recipe paper: mart 5 except on wrn-34-10]")

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 import rdist
 from rdist.cli.app import app
 from rdist.engine import read_log
+from rdist.methods import create_method
 from tests.helpers import assert_one_line_error
 
 runner = CliRunner()
@@ -40,9 +41,23 @@ def test_teacher_train_then_distill(tmp_path):
     assert len(read_log(student_dir / "log.jsonl")) == 1
 
 
+@pytest.mark.parametrize("method", ["saad", "dgad"])
+def test_the_newest_methods_distil_from_the_command_line(method, robust_teacher, tmp_path):
+    # As the README types it, with a robust digits teacher (TRADES smallcnn, trained by the engine's fixture).
+    result = rdist_cli("distill", "--method", method, "--student", "tinycnn", "--teacher", robust_teacher, "--data",
+                       "digits", "--epochs", "2", "--out", tmp_path / "run", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["epochs_done"] == 2
+    log = read_log(tmp_path / "run" / "log.jsonl")
+    assert [record.epoch for record in log] == [1, 2] and all(0 < record.train_loss < 100 for record in log)
+    provenance = rdist.read_metadata(tmp_path / "run" / "last.safetensors")["provenance"]
+    assert provenance["method"] == method and provenance["teacher"] == str(robust_teacher)
+    assert provenance["method_config"] == create_method(method).config()  # the paper's hyper-parameters
+
+
 def test_one_progress_display_follows_every_seed(tmp_path, monkeypatch):
     # Each seed's display stops when its run ends (on_run_end), before the next one's starts.
-    import rdist.cli.progress as progress
+    import rdist.cli.run_progress as progress
 
     displays, new_progress = [], progress.new_progress
     monkeypatch.setattr(progress, "new_progress", lambda: displays.append(new_progress()) or displays[-1])

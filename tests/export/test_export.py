@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 import rdist
 from rdist.cli.app import app
 from rdist.errors import RdistError
-from rdist.export import load_onnx, read_onnx_metadata
 from rdist.export.writer import export_model
+from rdist.onnx import load_onnx, read_onnx_metadata
+from rdist.report.config import EvalConfig
 from rdist.report.robustness import robustness_report
 from tests.helpers import assert_one_line_error, one_thread
 
@@ -95,7 +96,7 @@ def test_int8_export_of_a_trained_digits_model_keeps_its_accuracy(exported, digi
 
 def test_attack_onnx_clean_square_and_transfer_agree_with_pytorch(exported, digits_artifact):
     args = dict(eps=EPS, n=N, device="cpu")
-    pytorch = robustness_report(str(digits_artifact), attacks="clean,pgd20", **args)
+    pytorch = robustness_report(str(digits_artifact), EvalConfig(attacks="clean,pgd20", **args)).to_dict()
     result = run("attack", exported["fp32"], "--attacks", "clean,square,transfer-pgd20", "--eps", EPS, "--n", N,
                  "--device", "cpu", "--json")
     assert result.exit_code == 0, result.output
@@ -139,7 +140,7 @@ def test_onnx_without_rdist_metadata_says_what_still_works(exported, digits_arti
                           "--surrogate")
     result = run("attack", foreign, "--attacks", "clean", "--data", "digits", "--n", N, "--json")
     assert result.exit_code == 0, result.output
-    pytorch = robustness_report(str(digits_artifact), attacks="clean", n=N, device="cpu")
+    pytorch = robustness_report(str(digits_artifact), EvalConfig(attacks="clean", n=N, device="cpu")).to_dict()
     assert json.loads(result.output)["accuracy"] == pytorch["accuracy"]
 
 
@@ -205,3 +206,41 @@ def test_compare_puts_pytorch_fp32_and_int8_side_by_side(exported, digits_artifa
                           "pgd20 need gradients", "add clean, square or transfer-pgd20")
     assert_one_line_error(run("compare", digits_artifact, exported["fp32"], "--attacks", "clean", "--plot",
                               tmp_path / "figures", "--quiet"), "--sweep-attack square")
+
+
+class _Silent(Exception):
+    """An exception with an empty message, as onnxruntime's and torch.export's sometimes are."""
+
+    def __str__(self) -> str:
+        return ""
+
+
+def test_errors_with_an_empty_message_stay_one_line_errors(exported, digits_artifact, tmp_path, monkeypatch):
+    # str(exc).splitlines()[0] raised IndexError on these, which the CLI reports as a bug in rdist.
+    import onnxruntime
+
+    import rdist.export.writer as writer
+    from rdist.onnx import create_session
+
+    model = load_onnx(exported["fp32"])
+
+    def silent(*args, **kwargs):
+        raise _Silent()
+
+    model.session.run = silent
+    with pytest.raises(RdistError, match=r"ONNX Runtime refused a batch .* \(_Silent\)"):
+        model(torch.rand(2, 1, 8, 8))
+    monkeypatch.setattr(onnxruntime, "InferenceSession", silent)
+    with pytest.raises(RdistError, match=r"ONNX Runtime cannot load .* \(_Silent\)"):
+        create_session(exported["fp32"])
+    monkeypatch.setattr(writer.torch.onnx, "export", silent)
+    result = run("export", digits_artifact, "-o", tmp_path / "m.onnx", "--quiet")
+    assert_one_line_error(result, "torch.onnx cannot export smallcnn", "_Silent")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_onnx_model_takes_its_inputs_on_the_device_it_was_loaded_for(exported):
+    from rdist.device import model_device
+
+    model = load_onnx(exported["fp32"], "cpu")
+    assert model_device(model) == torch.device("cpu") and list(model.parameters()) == []

@@ -155,6 +155,15 @@ class Reference:
         """Mean cross-entropy: -log p_y."""
         return -cls.log_softmax(logits)[torch.arange(len(y)), y].mean()
 
+    @classmethod
+    def renyi_entropy(cls, logits: torch.Tensor, order: float, eps: float = 1e-12) -> torch.Tensor:
+        """Renyi entropy of p(logits) per example, with SAAD's eps inside the log: -sum_c p_c log(p_c + eps) at order
+        1 (Shannon), log(sum_c p_c^order + eps) / (1 - order) otherwise."""
+        p = cls.softmax(logits)
+        if order == 1:
+            return -(p * torch.log(p + eps)).sum(dim=1)
+        return torch.log((p ** order).sum(dim=1) + eps) / (1 - order)
+
 
 @pytest.fixture
 def reference() -> type[Reference]:
@@ -188,6 +197,32 @@ def assert_close_gradients(model: nn.Module, reference_model: nn.Module) -> None
 def close_gradients():
     """`close_gradients(model, reference_model)`: parameter gradients agree to float32 rounding."""
     return assert_close_gradients
+
+
+def assert_first_step_follows(objective64, method_with_steps, student: nn.Module, make_batch,
+                              tolerance: float = 1e-6) -> None:
+    """The method's attack starts where its random start puts it and takes its first step along the sign of the
+    gradient of `objective64` (the spec's inner objective, float64) there, projected to the eps-ball and [0, 1].
+
+    `method_with_steps(n)` builds the method with n attack steps; the starts of both runs are drawn from the same
+    seed. Pixels whose float64 gradient is within rounding of zero may take either sign and are left out."""
+    start = method_with_steps(0).perturb(student, make_batch(seed=5))
+    stepped = method_with_steps(1).perturb(student, make_batch(seed=5))
+    method = method_with_steps(1)
+    x = make_batch().x.double()
+    start64 = start.double().requires_grad_(True)
+    (grad,) = torch.autograd.grad(objective64(start64), start64)
+    expected = torch.min(torch.max(start.double() + method.step_size * grad.sign(), x - method.eps),
+                         x + method.eps).clamp(0, 1)
+    decided = grad.abs() > tolerance * grad.abs().max()
+    assert decided.float().mean() > 0.9 and grad.abs().max() > 0  # the gradient has a sign almost everywhere
+    torch.testing.assert_close(stepped.double()[decided], expected[decided], rtol=0, atol=1e-6)
+
+
+@pytest.fixture
+def first_step_follows():
+    """`first_step_follows(objective64, method_with_steps, student, make_batch)`: see `assert_first_step_follows`."""
+    return assert_first_step_follows
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def test_attack_increases_cross_entropy_with_bn_in_train_mode(bn_student, make_b
 def test_attack_starts_uniformly_in_the_ball(student, make_batch):
     batch = make_batch()
     start = AKD2(attack_steps=0).perturb(student, batch)
-    # U(-eps, eps) around x, not clamped to [0, 1] (test_training_attack_start.py)
+    # U(-eps, eps) around x, then clamped into [0, 1] as advertorch does (test_training_attack_start.py)
     assert EPS / 2 < (start - batch.x).abs().amax() <= EPS + 1e-6
 
 

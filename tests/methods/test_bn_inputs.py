@@ -2,8 +2,7 @@
 
 BN running statistics are an exponential average of every train-mode batch, so which batches a step shows
 them (clean, adversarial, attack iterates), and in which order, is part of a method. Each sequence below is
-the official training loop's (a repeated forward on the same input right after itself is not repeated:
-TRADES's second S(x)); the +igdm compositions follow rdist's documented order (docs/methods.md)."""
+the official training loop's; the +igdm compositions follow rdist's documented order (docs/methods.md)."""
 
 import pytest
 import torch
@@ -18,12 +17,14 @@ OFFICIAL = {
     "natural": ["x"],
     "kd": ["x"],
     "sat": ["xa"],
-    "trades": ["x", "xa"],
+    "trades": ["x", "xa", "x"],  # trades_loss: S(x) for the CE, S(xa), then S(x) again for the KL target
     "mart": ["x", "xa"],
     "ard": [*ATTACK, "xa", "x"],
     "akd2": [*ATTACK, "xa"],
     "rslad": ["xa", "x"],
     "adaad": ["x", "xa"],  # S(x) even at alpha 1, where its term has weight 0
+    "dgad": ["x", "xa"],  # main.py --method DGAD: ori_outputs, adv_outputs
+    "saad": ["xa", "x-d", "x"],  # saad.py: student_plus, student_minus, student_clean (even at clean weight 0)
     ("iad-i", "warm-up"): [*ATTACK, "xa", "xa", "x"],
     ("iad-i", "after"): [*ATTACK, "xa", "xa", "x", "x"],
     ("iad-ii", "warm-up"): [*ATTACK, "xa"],
@@ -60,7 +61,8 @@ def train_mode_inputs(name: str, student, batch, **hparams) -> list[str]:
     method.loss(recording, batch, xa if xa is not None else batch.x)
     named = {"x": batch.x}
     if xa is not None:
-        named |= {"xa": xa, "x+bd": batch.x + 0.5 * (xa - batch.x), "x-gd": batch.x - 2.0 * (xa - batch.x)}
+        named |= {"xa": xa, "x+bd": batch.x + 0.5 * (xa - batch.x), "x-gd": batch.x - 2.0 * (xa - batch.x),
+                  "x-d": batch.x - (xa - batch.x)}
     return [next((k for k, v in named.items() if torch.equal(seen, v)), "attack") for seen in recording.seen]
 
 

@@ -1,5 +1,5 @@
-"""Training attacks start at the raw x + noise, as every official training code does; evaluation attacks and SAT
-(IAD's AT.py, Madry's code) clamp the start to [0, 1]."""
+"""Training attacks start at the raw x + noise, as their official training codes do; evaluation attacks, SAT (IAD's
+AT.py, Madry's code) and AKD2 (advertorch's LinfPGDAttack with rand_init) clamp the start to [0, 1]."""
 
 import pytest
 import torch
@@ -9,7 +9,7 @@ from rdist.methods.base import Step
 from rdist.methods.registry import create_method
 
 EPS = 8 / 255
-UNCLAMPED = ["trades", "mart", "ard", "akd2", "iad-i", "iad-ii", "rslad", "adaad", "ard+igdm"]
+UNCLAMPED = ["trades", "mart", "ard", "iad-i", "iad-ii", "rslad", "adaad", "dgad", "saad", "ard+igdm"]
 
 
 @pytest.fixture
@@ -41,6 +41,16 @@ def test_sat_and_evaluation_pgd_clamp_the_start(student, edge_batch, check_in_ba
                   edge_batch.x, EPS)
     check_in_ball(PGD(student, EPS, steps=0, generator=torch.Generator().manual_seed(0))(edge_batch.x, edge_batch.y),
                   edge_batch.x, EPS)
+
+
+def test_akd2_clamps_its_uniform_start_into_the_box_as_advertorch(student, edge_batch, check_in_ball):
+    # The official attack is advertorch's LinfPGDAttack with rand_init: delta ~ U(-eps, eps), then
+    # delta = clamp(x + delta, 0, 1) - x, before the first step.
+    start = create_method("akd2", attack_steps=0).perturb(student, edge_batch)
+    check_in_ball(start, edge_batch.x, EPS)
+    raw = random_start(edge_batch.x, EPS, "uniform", torch.Generator().manual_seed(0), clamp=False)
+    torch.testing.assert_close(start, raw.clamp(0, 1), rtol=0, atol=0)
+    assert not torch.equal(start, raw)  # the saturated pixels were clamped back
 
 
 @pytest.mark.parametrize("start", ["uniform", "normal"])

@@ -9,8 +9,10 @@ import shutil
 import pytest
 
 from rdist.artifact import read_metadata, results_key, update_metadata
+from rdist.attacks import SUITES
 from rdist.errors import RdistError
 from rdist.report.compare import compare_models, parse_sweep, training_logs
+from rdist.report.config import EvalConfig
 from rdist.report.render import to_csv, to_markdown
 from rdist.report.robustness import robustness_report
 from tests.report.conftest import EPS, EPS_VALUE
@@ -20,8 +22,8 @@ N = 100
 
 @pytest.fixture(scope="module")
 def comparison(natural_artifact, robust_artifact):
-    return compare_models([str(natural_artifact), str(robust_artifact)], suite="quick", eps=EPS, n=N,
-                          sweep="0:32/255:16/255")
+    return compare_models([str(natural_artifact), str(robust_artifact)], EvalConfig(attacks=SUITES["quick"], eps=EPS,
+                          n=N), sweep="0:32/255:16/255")
 
 
 def test_a_row_per_model_with_size_speed_robustness_and_provenance(comparison):
@@ -46,7 +48,7 @@ def test_adversarial_training_shows_in_the_table(comparison):
 
 
 def test_the_numbers_are_those_of_rdist_attack(comparison, robust_artifact):
-    report = robustness_report(str(robust_artifact), suite="quick", eps=EPS, n=N)
+    report = robustness_report(str(robust_artifact), EvalConfig(attacks=SUITES["quick"], eps=EPS, n=N)).to_dict()
     row = comparison["models"][1]
     assert row["accuracy"] == report["accuracy"] and row["worst_case"] == report["worst_case"]
 
@@ -66,47 +68,48 @@ def test_recorded_results_are_reused_and_fresh_recomputes(robust_artifact, tmp_p
     planted = {"dataset": "digits", "attacks": attacks, "eps": EPS_VALUE, "n": N,
                "accuracy": {"clean": 0.5, "pgd20": 0.123}, "worst_case": 0.123}
     update_metadata(model, results={results_key(attacks, "digits", EPS_VALUE, N): planted})
-    reused = compare_models([str(model)], attacks="clean,pgd20", eps=EPS, n=N)["models"][0]
+    reused = compare_models([str(model)], EvalConfig(attacks="clean,pgd20", eps=EPS, n=N))["models"][0]
     assert reused["reused"] is True and reused["accuracy"] == {"clean": 0.5, "pgd20": 0.123}
-    fresh = compare_models([str(model)], attacks="clean,pgd20", eps=EPS, n=N, fresh=True)["models"][0]
+    fresh = compare_models([str(model)], EvalConfig(attacks="clean,pgd20", eps=EPS, n=N), fresh=True)["models"][0]
     assert fresh["reused"] is False and fresh["accuracy"]["pgd20"] != 0.123
 
 
 def test_record_stores_results_that_the_next_comparison_reuses(robust_artifact, tmp_path):
     model = shutil.copy(robust_artifact, tmp_path / "robust.safetensors")
-    first = compare_models([str(model)], attacks="clean,fgsm", eps=EPS, n=50, record=True)["models"][0]
+    first = compare_models([str(model)], EvalConfig(attacks="clean,fgsm", eps=EPS, n=50), record=True)["models"][0]
     key = results_key(["clean", "fgsm"], "digits", EPS_VALUE, 50)
     assert read_metadata(model)["results"][key]["accuracy"] == first["accuracy"]
-    second = compare_models([str(model)], attacks="clean,fgsm", eps=EPS, n=50)["models"][0]
+    second = compare_models([str(model)], EvalConfig(attacks="clean,fgsm", eps=EPS, n=50))["models"][0]
     assert second["reused"] is True and second["accuracy"] == first["accuracy"]
 
 
 def test_n_beyond_the_test_set_uses_the_whole_test_set(natural_artifact, digits):
-    comparison = compare_models([str(natural_artifact)], attacks="clean", n=100_000)
+    comparison = compare_models([str(natural_artifact)], EvalConfig(attacks="clean", n=100_000))
     assert comparison["n"] == len(digits.y_test)
 
 
 def test_different_class_counts_are_refused_naming_each_model(natural_artifact, five_class_artifact):
     with pytest.raises(RdistError, match="natural has 10 classes, five-classes has 5 classes"):
-        compare_models([str(natural_artifact), str(five_class_artifact)], attacks="clean", n=10)
+        compare_models([str(natural_artifact), str(five_class_artifact)], EvalConfig(attacks="clean", n=10))
 
 
 def test_models_trained_on_different_data_need_data(natural_artifact, robust_artifact, tmp_path):
     other = shutil.copy(robust_artifact, tmp_path / "other.safetensors")
     update_metadata(other, dataset="npz:elsewhere.npz")
     with pytest.raises(RdistError, match="different data .*natural: digits, other: npz:elsewhere.npz.*--data"):
-        compare_models([str(natural_artifact), str(other)], attacks="clean", n=10)
+        compare_models([str(natural_artifact), str(other)], EvalConfig(attacks="clean", n=10))
     # With --data both are evaluated on digits, which fits both (same classes, same image shape).
-    assert len(compare_models([str(natural_artifact), str(other)], attacks="clean", n=10, data="digits")["models"]) == 2
+    assert len(compare_models([str(natural_artifact), str(other)], EvalConfig(attacks="clean", n=10, data="digits")
+                              )["models"]) == 2
 
 
 def test_a_model_given_twice_is_refused(natural_artifact):
     with pytest.raises(RdistError, match="more than once"):
-        compare_models([str(natural_artifact), str(natural_artifact)], attacks="clean", n=10)
+        compare_models([str(natural_artifact), str(natural_artifact)], EvalConfig(attacks="clean", n=10))
 
 
 def test_run_directories_compare_their_best_checkpoint(run_dir):
-    comparison = compare_models([str(run_dir)], runs=True, attacks="clean,pgd20", n=50)
+    comparison = compare_models([str(run_dir)], EvalConfig(attacks="clean,pgd20", n=50), runs=True)
     row = comparison["models"][0]
     assert row["label"] == run_dir.name and row["model"].endswith("best.safetensors")
     assert row["method"] == "natural" and row["reused"] is False  # the run selected on val, not on test
@@ -117,12 +120,12 @@ def test_run_directories_compare_their_best_checkpoint(run_dir):
 def test_a_run_directory_without_a_log_is_refused(tmp_path):
     (tmp_path / "not-a-run").mkdir()
     with pytest.raises(RdistError, match="has no log.jsonl"):
-        compare_models([str(tmp_path / "not-a-run")], runs=True, attacks="clean")
+        compare_models([str(tmp_path / "not-a-run")], EvalConfig(attacks="clean"), runs=True)
 
 
 def test_a_directory_without_runs_points_to_runs(run_dir):
     with pytest.raises(RdistError, match="pass --runs"):
-        compare_models([str(run_dir)], attacks="clean")
+        compare_models([str(run_dir)], EvalConfig(attacks="clean"))
 
 
 def test_markdown_is_a_table_with_a_caption(comparison):
@@ -164,4 +167,4 @@ def test_parse_sweep_refuses_bad_input(text, message):
 
 def test_a_name_that_is_no_file_is_read_as_a_teacher_name():
     with pytest.raises(RdistError, match="'no-such-model' is not a file, so it was read as a RobustBench teacher"):
-        compare_models(["no-such-model"], attacks="clean")
+        compare_models(["no-such-model"], EvalConfig(attacks="clean"))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import matplotlib.image
 import pytest
 
-from rdist.engine import EpochRecord
-from rdist.engine.log import epoch_records
+from rdist.runs import EpochRecord, epoch_records
 from rdist.errors import RdistError
 from rdist.report.plots import eps_sweep_figure, size_figure, training_figure, write_plots
 from rdist.files import check_output

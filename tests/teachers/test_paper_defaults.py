@@ -17,6 +17,7 @@ import rdist
 from rdist.cli.app import app
 from rdist.engine import TrainConfig
 from rdist.engine.config import fill_paper_defaults
+from rdist.methods import method_rows
 from rdist.teachers.catalogue import TEACHERS
 from rdist.teachers.robustbench import artifact_path, import_robustbench
 from tests.helpers import assert_one_line_error, one_thread
@@ -159,6 +160,24 @@ def test_offline_the_promised_command_stops_at_the_teacher_and_writes_nothing(of
     assert not any(p.is_file() for p in offline_cache.rglob("*"))
 
 
+def test_offline_saad_prints_its_paper_defaults_and_stops_at_its_teacher(offline_cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = rdist_cli("distill", "--method", "saad", "--student", "resnet18")
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 2, result.output
+    for part in ("--data cifar10", "--recipe paper (the saad paper's schedule", "--teacher "
+                 "Gowal2021Improving_28_10_ddpm_100m (the saad paper's teacher, pulled from RobustBench)"):
+        assert part in lines[0], lines[0]
+    assert lines[1].startswith("error: cannot download the checkpoint of Gowal2021Improving_28_10_ddpm_100m"), lines[1]
+    assert not (tmp_path / "runs").exists() and not any(p.is_file() for p in offline_cache.rglob("*"))
+    # The recipe that header names: its code's 200 epochs, x0.1 after 100 and 150, wd 2e-4, SWA from epoch 95.
+    config, _ = fill_paper_defaults(TrainConfig(method="saad", student="resnet18"))
+    assert config.teachers == {"robust": "Gowal2021Improving_28_10_ddpm_100m"} and config.recipe == "paper"
+    row = next(r for r in method_rows() if r["method"] == "saad")
+    assert row["recipe"] == "200 ep, x0.1 at 100/150, wd 2e-4, SWA from 95"
+
+
 def test_list_names_each_method_with_its_paper_attack_loss_teacher_and_recipe():
     result = rdist_cli("distill", "--list")
     assert result.exit_code == 0, result.output
@@ -178,6 +197,11 @@ def test_list_names_each_method_with_its_paper_attack_loss_teacher_and_recipe():
     links = {line.split(":")[0]: line for line in result.output.splitlines() if "  code " in line}
     assert links["rslad"] == "rslad: paper https://arxiv.org/abs/2108.07969  code https://github.com/zibojia/RSLAD"
     assert links["kd"].endswith("code - (none published)") and set(links) == set(by_name)
+    assert links["saad"] == "saad: paper https://arxiv.org/abs/2512.10275  code https://github.com/HongsinLee/saad"
+    assert links["dgad"] == "dgad: paper https://arxiv.org/abs/2409.01627  code https://github.com/kunsaram01/DGAD"
+    assert "Lee and Chung, TMLR 2026" in rows["saad"] and "Gowal2021Improving_28_10_ddpm_100m" in rows["saad"]
+    assert "SWA from 95" in rows["saad"] and "Park and Min, ECCV 2024" in rows["dgad"]
+    assert "Chen2021LTD_WRN34_20" in rows["dgad"] and by_name["dgad"]["teacher"] == "Chen2021LTD_WRN34_10"
 
 
 def test_help_lists_the_aliases():

@@ -19,6 +19,7 @@ from rdist.cli.app import app
 from rdist.data import load_dataset
 from rdist.engine import TrainConfig, train
 from rdist.files import sha256_file
+from rdist.report.config import EvalConfig
 from rdist.report.robustness import robustness_report
 from rdist.zoo.public import public_metadata, public_reproduction, public_text
 from tests.helpers import one_thread
@@ -44,7 +45,7 @@ def test_a_pushed_student_names_no_path_of_the_publishers_machine(hub, publisher
         student = train(TrainConfig(method="rslad", student="tinycnn", data=f"npz:{data}",
                                     teachers={"robust": str(teacher.best_path)}, epochs=1, batch_size=64,
                                     attack_steps=2, eval_n=32, out=str(publisher / "runs" / "student")))
-        robustness_report(str(student.best_path), attacks="clean,pgd20,aa", n=16, record=True)
+        robustness_report(str(student.best_path), EvalConfig(attacks="clean,pgd20,aa", n=16), record=True)
     model = student.best_path
     local = read_metadata(model)
     assert local["provenance"]["run_dir"] == str(publisher / "runs" / "student")  # what must not leave the machine

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from rdist.errors import RdistError
+from rdist.utils import first_line
 
 ONNX_SUFFIX = ".onnx"
 META_KEY = "rdist"  # the metadata_props key, as in the safetensors header
@@ -50,9 +51,8 @@ def _load_proto(path: Path):
     try:
         return onnx.load(str(path), load_external_data=False)
     except (DecodeError, OSError, ValueError, RuntimeError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RdistError(f"{path} is not a readable ONNX file ({detail}); is it truncated? write it again with "
-                         "`rdist export`") from None
+        raise RdistError(f"{path} is not a readable ONNX file ({first_line(exc)}); is it truncated? write it again "
+                         "with `rdist export`") from None
 
 
 def _static_dims(value_info) -> list[int | None]:
@@ -109,7 +109,7 @@ def create_session(model: str | Path | bytes, threads: int | None = None):
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own pybind exception types (InvalidGraph, Fail, ...)
         source = "the exported graph" if isinstance(model, bytes) else str(model)
-        raise RdistError(f"ONNX Runtime cannot load {source} ({str(exc).splitlines()[0]})") from None
+        raise RdistError(f"ONNX Runtime cannot load {source} ({first_line(exc)})") from None
 
 
 class OnnxModel(nn.Module):
@@ -117,19 +117,20 @@ class OnnxModel(nn.Module):
 
     Inputs are [0, 1] pixels like every rdist model (the exported graph normalises inside itself). The
     session runs on the CPU; the logits go back to the inputs' device, so that a surrogate and the data may
-    live on a GPU.
+    live on a GPU (`device` says where the evaluator should put the inputs).
     """
 
-    def __init__(self, path: str | Path, meta: dict[str, Any], threads: int | None = None):
+    def __init__(self, path: str | Path, meta: dict[str, Any], threads: int | None = None,
+                 device: torch.device | str = "cpu"):
         super().__init__()
         self.path, self.rdist_meta = Path(path), meta
+        # Where the inputs and the logits live (`rdist.device.model_device` reads it): the model holds no weights
+        # that could say so.
+        self.device = torch.device(device)
         self.session = create_session(path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.precision = graph_precision(path)
         self.runtime = f"ONNX Runtime {self.precision}"
-        # The evaluator and the attacks find a model's device from its first parameter: this empty one
-        # says where the inputs should live (it follows .to(device)); it holds no weight.
-        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,13 +142,14 @@ class OnnxModel(nn.Module):
             logits = self.session.run(None, {self.input_name: pixels})[0]
         except Exception as exc:  # onnxruntime's pybind exception types
             raise RdistError(f"ONNX Runtime refused a batch of shape {tuple(x.shape)} for {self.path} "
-                             f"({str(exc).splitlines()[0]})") from None
+                             f"({first_line(exc)})") from None
         return torch.from_numpy(np.ascontiguousarray(logits)).to(x.device)
 
 
 def load_onnx(path: str | Path, device: torch.device | str = "cpu", threads: int | None = None) -> OnnxModel:
-    """The ONNX file at `path` as an OnnxModel, its metadata as `.rdist_meta` (see read_onnx_metadata)."""
-    return OnnxModel(path, read_onnx_metadata(path), threads).to(device).eval()
+    """The ONNX file at `path` as an OnnxModel taking inputs on `device`, its metadata as `.rdist_meta` (see
+    read_onnx_metadata)."""
+    return OnnxModel(path, read_onnx_metadata(path), threads, device).eval()
 
 
 def onnx_target(path: Path, attacks: list[str], *, data: str | None, surrogate: str | None, record: bool,
