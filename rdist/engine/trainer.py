@@ -71,7 +71,8 @@ def train(config: TrainConfig, callback: Callback | None = None) -> RunResult:
 
 def resume_advice(run_dir: Path) -> str:
     """How to go on after a run stopped: what a lost peer's error ends with."""
-    return f"the last finished epoch's checkpoint is in {run_dir}: continue with --resume {run_dir}"
+    return (f"the last finished epoch's checkpoint is in {run_dir}: continue with --resume {run_dir}, or run the same "
+            "command again (as torchrun --max-restarts does)")
 
 
 def attack_seed(seed: int, epoch: int) -> int:
