@@ -176,7 +176,6 @@ OUT = typer.Option(None, "--out", "-o", rich_help_panel=RUN_PANEL, help="run dir
                    "\\[default: runs/<method>-<arch>-<data>-<timestamp>]")
 RESUME = typer.Option(None, "--resume", rich_help_panel=RUN_PANEL, help="continue the run in this directory from its "
                       "last finished epoch (other options may be left out; given ones must match the run)")
-CONFIG = "rdist.config_file.hparams"  # ctx.meta key of the hyper-parameters a --config file gives
 SEEDS = typer.Option(None, "--seeds", rich_help_panel=RUN_PANEL, help="several seeds, e.g. 0,1,2: one run directory "
                      "per seed (seed-N) under --out, a group directory that `rdist compare --runs` shows as one row, "
                      "mean +- std; the same command again continues the group")
@@ -216,6 +215,7 @@ def parse_milestones(text: str | None) -> tuple[int, ...] | None:
 
 # Options a file cannot give: the file itself, and what prints something else than a run.
 _NOT_IN_FILES = ("config", "list", "help")
+_FILE_HPARAMS = "rdist.config_file.hparams"  # the ctx.meta key of the hyper-parameters a --config file gives
 
 
 def _option_keys(command) -> dict[str, Any]:
@@ -232,7 +232,9 @@ def _option_keys(command) -> dict[str, Any]:
 
 
 def _file_hparams(value: Any, where: str) -> dict[str, Any]:
-    """The hyper-parameters of a file's `hparam:`, a mapping NAME: VALUE or a list of NAME=VALUE."""
+    """The hyper-parameters of a file's `hparam:`, a mapping NAME: VALUE or a list of NAME=VALUE (null: none)."""
+    if value is None:
+        return {}
     if isinstance(value, dict):
         for name, v in value.items():
             if v is not None and not isinstance(v, (int, float, bool)):
@@ -289,11 +291,11 @@ def read_config_file(ctx: typer.Context, value: Path | None) -> Path | None:
             raise typer.BadParameter(f"{where}: unknown key '{raw}'{suggest(key, known)}; the keys are the options "
                                      f"of `{ctx.command_path}`")
         param = options[key]
-        if key == "hparam" or param.name in hyper:
-            given = _file_hparams(item, where) if key == "hparam" else {param.name: item}
+        if key == "hparam" or param.name in hyper:  # merged with the command line's by name (`method_args`)
+            given = _file_hparams(item if key == "hparam" else {param.name: item}, where)
             for name in set(given) & set(hparams):
                 raise typer.BadParameter(f"{where} gives hyper-parameter {name} twice; give it once")
-            hparams.update(_file_hparams(given, where))
+            hparams.update(given)
             continue
         if param.multiple and not isinstance(item, list):
             item = [item]
@@ -301,7 +303,7 @@ def read_config_file(ctx: typer.Context, value: Path | None) -> Path | None:
             item = ",".join(str(v) for v in item)  # milestones: [100, 150] is --milestones 100,150
         defaults[param.name] = item
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    ctx.meta[CONFIG] = hparams
+    ctx.meta[_FILE_HPARAMS] = hparams
     return value
 
 
@@ -316,5 +318,5 @@ def config_option(command: str) -> Any:
 def method_args(ctx: typer.Context, hparam: list[str] | None, named: dict[str, float | None]) -> dict[str, Any]:
     """The hyper-parameters given: those of a --config file, overridden by name by the command line's (named
     options and --hparam, see `parse_hparams`)."""
-    from_file = ctx.meta.get(CONFIG, {}) if ctx is not None else {}
+    from_file = ctx.meta.get(_FILE_HPARAMS, {}) if ctx is not None else {}
     return {**from_file, **parse_hparams(hparam, named)}
