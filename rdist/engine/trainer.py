@@ -131,10 +131,10 @@ class Trainer:
         self.callback.load_state_dict(state["callbacks"])
 
     def fit(self) -> RunResult:
-        self.callback.on_run_start(self.run.run_dir, self.epoch + 1, self.schedule.epochs, len(self.batches),
-                                   self.restored)
         result = None
-        try:
+        try:  # on_run_start too: a callback that fails to start (a tracker) still lets the others release theirs
+            self.callback.on_run_start(self.run.run_dir, self.epoch + 1, self.schedule.epochs, len(self.batches),
+                                       self.restored)
             with cudnn_autotune(self.device):
                 for epoch in range(self.epoch + 1, self.schedule.epochs + 1):
                     if self._steps_left() == 0:
