@@ -18,6 +18,7 @@ from rdist.engine import (CHECKPOINT, LAST, LOG, Callback, TrainConfig, load_che
                           train)
 from rdist.artifact import read_metadata
 from rdist.errors import RdistError
+from rdist.files import hold_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -176,3 +177,17 @@ def test_a_paper_run_stores_its_resolved_attack(tmp_path):
     assert (state["config"]["eps"], state["config"]["step_size"], state["config"]["attack_steps"]) == (0.031, 0.007, 2)
     assert read_metadata(tmp_path / LAST)["provenance"]["eps"] == 0.031
     assert resume_config(tmp_path).eps == 0.031
+
+
+def test_a_requeued_run_is_refused_while_the_first_still_holds_its_directory(short_run, tmp_path):
+    """The directory's lock is taken before its checkpoint is read: a requeued job that starts while the old one
+    still runs is refused at once, not interleaved with it; once the old one is gone, it continues."""
+    train(short_run(tmp_path, epochs=2, max_steps=18))  # one epoch, then cut: its checkpoint holds epoch 1
+    before = (tmp_path / CHECKPOINT).read_bytes()
+    with hold_directory(tmp_path, "wait for it or pass another --out"):  # the old job, still alive
+        with pytest.raises(RdistError, match=rf"^{tmp_path} is being written by process {os.getpid()} on host .*; "
+                                             "wait for it or pass another --out$"):
+            train(short_run(tmp_path, epochs=2))
+    assert (tmp_path / CHECKPOINT).read_bytes() == before, "nothing read into, nothing written"
+    result = train(short_run(tmp_path, epochs=2))
+    assert result.epochs_done == 2 and [r.epoch for r in read_log(tmp_path / LOG)] == [1, 2]
