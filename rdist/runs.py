@@ -4,6 +4,8 @@
     last.safetensors   the latest epoch's model, written at the end of every epoch (and of a --max-steps cut)
     log.jsonl          one `EpochRecord` per epoch, written as the run starts and appended to after each epoch
     checkpoint.pt      everything a resume needs, written at the end of every finished epoch
+    <role>.safetensors a network the method trains beside the student (a companion: PeerAiD's peer.safetensors),
+                       as of the latest epoch, written with last.safetensors
     .rdist.lock        while a process writes here: its hold (`files.hold_directory`; under torchrun rank 0 holds it)
 
 Several seeds of one run (`--seeds`) are run directories `seed-N` under one group directory.
@@ -24,6 +26,11 @@ from rdist.errors import RdistError
 
 BEST, LAST, LOG, CHECKPOINT = "best.safetensors", "last.safetensors", "log.jsonl", "checkpoint.pt"
 FILES = (BEST, LAST, LOG, CHECKPOINT)
+
+
+def companion_file(role: str) -> str:
+    """The file a run writes its companion `role` to."""
+    return f"{role}.safetensors"
 
 
 @dataclass(frozen=True)

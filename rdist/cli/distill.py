@@ -28,6 +28,7 @@ def distill(
                                         f"{', '.join(methods_taking(NATURAL))} "
                                         f"({role(NATURAL).how_to_get.format(data='DATA')}): {MODEL_HELP} "
                                         "\\[default: the method's paper choice for --data, see --list]"),
+    companion: list[str] = opt.COMPANION,
     alpha: float = typer.Option(None, "--alpha", help=opt.hparam_help("alpha")),
     beta: float = typer.Option(None, "--beta", help=opt.hparam_help("beta")),
     tau: float = typer.Option(None, "--tau", help=opt.hparam_help("tau")),
@@ -65,6 +66,7 @@ def distill(
     run_training(kind="distill", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=student,
                  eps=eps, step_size=step_size, method_args=method_args,
                  teachers=opt.parse_teachers(teacher, natural_teacher) or None,
+                 companions=opt.parse_companions(companion) or None,
                  data=data, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                  batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds,
                  device=device, compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,

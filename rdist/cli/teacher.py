@@ -141,7 +141,7 @@ def train(
     method: str = typer.Option(None, "--method", "-m", help=f"teacher training method: {TEACHER_METHODS}"),
     arch: str = typer.Option(None, "--arch", help="architecture: wrn-34-10, resnet18, preactresnet18, smallcnn, ..."),
     beta: float = typer.Option(None, "--beta", help=options.hparam_help("beta", "teacher")),
-    hparam: list[str] = options.HPARAM, data: str = options.DATA, epochs: int = options.EPOCHS,
+    companion: list[str] = options.COMPANION, hparam: list[str] = options.HPARAM, data: str = options.DATA, epochs: int = options.EPOCHS,
     max_steps: int = options.MAX_STEPS,
     recipe: str = options.RECIPE, lr: float = options.lr_option("teacher"),
     weight_decay: float = options.WEIGHT_DECAY,
@@ -157,7 +157,7 @@ def train(
 ) -> None:
     run_training(kind="teacher", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=arch,
                  eps=eps, step_size=step_size, method_args=options.parse_hparams(hparam, {"beta": beta}), data=data,
-                 epochs=epochs,
+                 epochs=epochs, companions=options.parse_companions(companion) or None,
                  max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                  batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds, device=device,
                  compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,

@@ -125,6 +125,7 @@ class SAAD(Method):
         return per_example.mean()
 
     def _batch_min_max(self, step: Step, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The smallest and the largest of `values` (one per example) over the batch: SAAD's only batch-global
-        statistic. Over this process's rows; under torchrun it must be over the global batch (issue 23)."""
-        return values.min(), values.max()
+        """The smallest and the largest of `values` (one per example) over the global batch: SAAD's only
+        batch-global statistic, one gather under torchrun (`step.batch`)."""
+        everyone = step.batch.gather(values)
+        return everyone.min(), everyone.max()
