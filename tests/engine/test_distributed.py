@@ -91,9 +91,12 @@ STEPS_PER_EPOCH = 3  # 189 training images at batch 64: 64 + 64 + 61
 # mean over the examples (each KL divided by the batch size, PCR an element mean), which the ranks' gradient shares
 # make the global batch's: it needs no batch statistic, its last batch (30/31 rows) included. SAAD normalises by the
 # global batch's entropy minimum and maximum (step.batch.gather), DGAD with the official bs counts the global batch's
-# teacher mistakes (step.batch.sum), and Tutor trains a companion and keeps state from step.batch's means.
+# teacher mistakes (step.batch.sum), its official MobileNetV2 loss is a product of global batch means, and Tutor trains
+# a companion and keeps state from step.batch's means.
 DISTRIBUTED_RUNS = {"rslad": ("rslad", {}), "natural": ("natural", {}), "dgad": ("dgad", {}), "saad": ("saad", {}),
-                    "dgad-code-bs": ("dgad", {"dgad_code_bs": 128}), "tutor": ("tutor", {})}
+                    "dgad-code-bs": ("dgad", {"dgad_code_bs": 128}),
+                    "dgad-code-mnv2": ("dgad", {"dgad_code_mnv2_loss": True, "kl_scale": 0.5}),
+                    "tutor": ("tutor", {})}
 
 
 def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

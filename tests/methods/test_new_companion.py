@@ -31,7 +31,7 @@ from rdist.cli.app import app
 from rdist.engine import LAST, TrainConfig, load_checkpoint, read_log, resume_config, train
 from rdist.engine.build import build_run
 from rdist.errors import RdistError
-from rdist.methods import About, Companion, Method, Recipe, Step, register_method
+from rdist.methods import About, Companion, Method, Recipe, Step, Term, register_method
 from rdist.methods import registry
 from rdist.methods.losses import kl_per_sample
 
@@ -223,3 +223,44 @@ def test_companions_a_method_does_not_declare_or_that_do_not_fit_are_refused(reg
     result = CliRunner().invoke(app, ["distill", "--method", Tutor.name, "--student", "tinycnn", "--companion",
                                       "resnet18", "--epochs", "1"])
     assert result.exit_code == 1 and "cannot read --companion 'resnet18': write ROLE=ARCH" in result.output
+
+
+class Counted(Term):
+    """A term with state of its own over a stateful base: the composition keeps both."""
+
+    term = "counted"
+    bases = (Tutor.name,)
+
+    def initial_state(self, classes: int) -> dict[str, torch.Tensor]:
+        return {"steps": torch.zeros((), dtype=torch.int64)}
+
+    def epoch_sums(self, classes: int) -> dict[str, torch.Tensor]:
+        return {"seen": torch.zeros(classes)}
+
+    def loss(self, student: nn.Module, step: Step, xa: torch.Tensor) -> torch.Tensor:
+        self.state["steps"] = self.state["steps"] + 1
+        return self.base.loss(student, step, xa)
+
+    def on_epoch_end(self, epoch: int, sums: dict[str, torch.Tensor]) -> None:
+        self.state["steps"] = self.state["steps"] * 0
+
+
+def test_a_composition_keeps_its_bases_state_and_its_own():
+    method = Counted(Tutor())
+    assert method.companions == {PEER: Companion()}
+    method.reset_state(3)
+    assert set(method.state_dict()) == {"base.weight", "base.first", "base.started", "base.class_weight", "steps"}
+    assert set(method.new_sums(3)) == {"mistakes", "seen"} and len(method.state_tensors()) == 5
+    method.state["steps"] = torch.tensor(7)
+    method.base.state["weight"] = torch.tensor(0.25)
+    saved = method.state_dict()
+    method.reset_state(3)
+    method.load_state_dict(saved)
+    assert method.state["steps"] == 7 and method.base.state["weight"] == 0.25
+    method.end_epoch(1, {"mistakes": torch.tensor([1.0, 0.0, 3.0]), "seen": torch.zeros(3)})
+    assert method.state["steps"] == 0 and torch.equal(method.base.state["class_weight"], torch.tensor([1.25, 1, 1.75]))
+    with pytest.raises(RdistError, match=r"method tutor keeps state \['class_weight', 'first', 'started', 'weight'\], "
+                                         r"the checkpoint holds \['weight'\]"):
+        method.load_state_dict({"base.weight": torch.tensor(0.5), "steps": torch.tensor(1)})
+    with pytest.raises(RdistError, match=r"state steps is torch.int64 \(\), the checkpoint's torch.float32 \(2,\)"):
+        method.load_state_dict({**saved, "steps": torch.zeros(2)})
