@@ -4,7 +4,8 @@ training and evaluation share. Every collective here is the identity in one proc
     torchrun --nproc-per-node 4 -m rdist attack ...     (or distill, teacher train)
 
 torch.distributed with one process per GPU (nccl) or per CPU process (gloo). The training side (DDP, sharded
-batches, SyncBatchNorm) is `rdist.engine.ddp`; the sharded evaluation is `rdist.attacks.evaluator.evaluate`.
+batches, SyncBatchNorm) is `rdist.engine.ddp`; the sharded evaluation is `rdist.attacks.evaluator.evaluate`; what a
+training method sees of the global batch is `GlobalBatch` (`step.batch`).
 
 A gloo worker thread must never free a tensor that Python owns: it would need the GIL to do so, and at the
 exit of a process whose group outlives its last collective (DistributedDataParallel keeps it alive past

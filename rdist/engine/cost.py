@@ -1,10 +1,10 @@
 """What a run costs, counted before it starts: one FLOP count, two ways to turn it into time.
 
-The count: each model's passes in one training step of the method (`count_passes`, counted on the engine's own
-step, not assumed) times that model's MACs at the dataset's input size: 2 FLOPs per MAC forward, 4 when the
-input's gradient is taken (an attack step), 6 when the weights' is too (the update). A run (`run_cost`) is that
-per image of every training image of every epoch, plus the clean and PGD-20 evaluation at the end of epochs;
-a robustness evaluation (`evaluation_flops`) is counted the same way.
+The count: each model's passes (student, teachers, companions) in one training step of the method (`count_passes`,
+counted on the engine's own step, not assumed) times that model's MACs at the dataset's input size: 2 FLOPs per MAC
+forward, 4 when the input's gradient is taken (an attack step), 6 when the weights' is too (the update). A run
+(`run_cost`) is that per image of every training image of every epoch, plus the clean and PGD-20 evaluation at the
+end of epochs; a robustness evaluation (`evaluation_flops`) is counted the same way.
 
 The two views of one count:
 - at the dense matmul rate this device reaches, measured now (`matmul_flops_per_s`): the `rdist distill`
@@ -65,7 +65,7 @@ class RunCost:
 
     steps: int  # optimiser steps
     batch_size: int
-    image_flops: float  # of one training step, per image: every pass of the student and the teachers
+    image_flops: float  # of one training step, per image: every pass of the student, the teachers and companions
     images: int  # training images over the whole run (an epoch's last batch may be short)
     eval_flops: float  # the clean and PGD-20 evaluations at the end of epochs
 

@@ -19,6 +19,10 @@ a GLOBAL `--batch-size`, computing what one process computes.
   single-GPU codes' BN sees per-GPU batches, and the running statistics are rank 0's, broadcast after every
   optimiser step (`sync_buffers`, as nn.DataParallel keeps its first GPU's), so that every rank attacks and
   evaluates the same model;
+- a method's companions (`Method.companions`) are each wrapped in a DDP of their own and follow the student's
+  rules (attack unwrapped, one backward, BN statistics); the method's statistics of the global batch come from
+  `step.batch` (`rdist.parallel.GlobalBatch`, collectives that carry gradients), and its state is broadcast from
+  rank 0 after every step (`sync_buffers`), so that every rank holds what one process would;
 - evaluation: `rdist.attacks.evaluator.evaluate(..., ranks=)` shards the evaluation set and gathers the
   per-example results, so every rank selects the same best epoch; rank 0 alone writes the log, the artifacts
   and the checkpoint.

@@ -229,9 +229,9 @@ def test_a_training_step_never_waits_for_the_device(method, teacher_files, tmp_p
                 return _phase(*args, **kwargs)
         monkeypatch.setattr(trainer_module, phase, watched)
     cls = method_class(method)
+    teachers = {role: teacher_files[role] for role in cls.teachers}
     run = build_run(TrainConfig(method=method, student="tinycnn", data="digits", epochs=1, max_steps=3, batch_size=32,
-                                attack_steps=2, eval_n=16, teachers={role: teacher_files[role] for role in cls.teachers},
-                                out=str(tmp_path)).with_absolute_paths())
+                                attack_steps=2, eval_n=16, teachers=teachers, out=str(tmp_path)).with_absolute_paths())
     watch.watching(monkeypatch)
 
     result = Trainer(run, Callback()).fit()
