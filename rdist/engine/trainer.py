@@ -122,8 +122,9 @@ class Trainer:
         except RdistError as exc:
             raise RdistError(f"cannot resume {self.run.run_dir}: {exc}; start a new run") from None
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise RdistError(f"cannot resume {self.run.run_dir}: the optimiser, schedule, SWA, companion or RNG state "
-                             f"in {CHECKPOINT} does not fit this run ({first_line(exc)}); start a new run") from None
+            raise RdistError(f"cannot resume {self.run.run_dir}: the optimiser, schedule, SWA or RNG state in "
+                             f"{CHECKPOINT} (the student's or a companion's) does not fit this run ({first_line(exc)}); "
+                             "start a new run") from None
         self.epoch = self.checkpoint_epoch = state["epoch"]
         self.global_step = state["global_step"]
         self.best_epoch, self.best_acc = state["best_epoch"], state["best_acc"]
