@@ -63,7 +63,7 @@ def plan_companions(config: TrainConfig, method: Method, schedule: Schedule, rec
             raise RdistError(f"method {method.name}: companion role '{role}' must be a lower-case name other than "
                              "best and last (its model is written as <role>.safetensors)")
         scale = schedule.epochs / recipe.epochs  # the recipe's epochs -> the run's, as the student's milestones
-        own = replace(schedule, lr=spec.lr or schedule.lr, swa_start=None,
+        own = replace(schedule, lr=spec.lr or schedule.lr,
                       weight_decay=schedule.weight_decay if spec.weight_decay is None else spec.weight_decay,
                       milestones=schedule.milestones if spec.milestones is None else _scaled(spec.milestones, scale))
         model = config.companions.get(role) or spec.model or config.student

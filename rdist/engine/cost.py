@@ -116,7 +116,7 @@ def count_passes(method: Method, channels: int, classes: int, epochs: int) -> di
     student, companions = probes["student"], {role: probes[role] for role in method.companions}
     method.reset_state(classes)
     batch = Step(x, torch.arange(2) % classes, epochs, epochs, {role: probes[role] for role in method.teachers},
-                 torch.Generator().manual_seed(0), {role: c.eval() for role, c in companions.items()},
+                 torch.Generator().manual_seed(0), companions={role: c.eval() for role, c in companions.items()},
                  sums=method.new_sums(classes))
     xa = attack_phase(student, method, batch)
     phase["update"] = True

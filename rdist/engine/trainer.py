@@ -212,8 +212,7 @@ class Trainer:
     def _train_steps(self, epoch: int, steps: int) -> EpochTotals:
         self.batches.set_epoch(epoch)
         generator = torch.Generator(device=self.device).manual_seed(attack_seed(self.config.seed, epoch))
-        lr = self.optimizer.param_groups[0]["lr"]
-        totals = EpochTotals(lr, steps, self.device)
+        totals = EpochTotals(self.optimizer.param_groups[0]["lr"], steps, self.device)
         method, companions = self.run.method, self.companions
         self.sums = method.new_sums(self.run.dataset.num_classes, self.device)
         for step, (x, y) in enumerate(itertools.islice(self.batches, steps), 1):
@@ -221,7 +220,8 @@ class Trainer:
             # the batch's statistics over the ranks.
             noise, grad_scale, rows = self.parallel.shard(generator, self.batches, step - 1)
             batch = Step(input_layout(x), y, epoch, self.schedule.epochs, self.teachers, noise,
-                         companions.for_attack(), rows, self.sums, lr / self.schedule.lr)
+                         companions=companions.for_attack(), batch=rows, sums=self.sums,
+                         lr_scale=self.optimizer.param_groups[0]["lr"] / self.schedule.lr)
             xa = attack_phase(self.model, method, batch)
             batch.companions = companions.for_update()
             totals.add(update_phase(self.update_model, method, batch, xa, self.optimizer, grad_scale,

@@ -264,3 +264,13 @@ def test_a_composition_keeps_its_bases_state_and_its_own():
         method.load_state_dict({"base.weight": torch.tensor(0.5), "steps": torch.tensor(1)})
     with pytest.raises(RdistError, match=r"state steps is torch.int64 \(\), the checkpoint's torch.float32 \(2,\)"):
         method.load_state_dict({**saved, "steps": torch.zeros(2)})
+
+
+def test_a_step_tells_the_method_how_far_the_lr_has_decayed(registered, tmp_path, monkeypatch):
+    """B-MTARD decays its own update rates with the student's lr: step.lr_scale is 1, then 0.1 after a milestone."""
+    seen = []
+    loss = Tutor.loss
+    monkeypatch.setattr(Tutor, "loss", lambda self, student, step, xa: seen.append((step.epoch, step.lr_scale))
+                        or loss(self, student, step, xa))
+    train(tutor_config(tmp_path, epochs=2, milestones=(1,), max_steps=20))
+    assert sorted(set(seen)) == [(1, 1.0), (2, pytest.approx(0.1))] and len(seen) == 20
