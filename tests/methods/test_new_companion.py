@@ -13,10 +13,7 @@ forwards and host syncs.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,8 +31,8 @@ from rdist.errors import RdistError
 from rdist.methods import About, Companion, Method, Recipe, Step, Term, register_method
 from rdist.methods import registry
 from rdist.methods.losses import kl_per_sample
+from tests.engine.test_resume import killed_run
 
-ROOT = Path(__file__).resolve().parents[2]
 PEER = "peer"
 
 
@@ -94,37 +91,10 @@ def tutor_config(out: Path, **overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
-# Registers Tutor, trains `config` and SIGKILLs itself in the middle of step `kill_at`: nothing gets to clean up.
-KILLED_RUN = """
-import json, os, signal, sys
-import torch
-torch.set_num_threads(1)
-from rdist.engine import Callback, TrainConfig, train
-from rdist.methods import register_method
-from tests.methods.test_new_companion import Tutor
-
-register_method(Tutor)
-config, kill_at = TrainConfig.from_dict(json.loads(sys.argv[1])), int(sys.argv[2])
-
-class Kill(Callback):
-    report_every = 1  # hear of every step, so that the kill lands inside the epoch
-
-    def on_step(self, info):
-        if info.global_step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-train(config, Kill())
-"""
-
-
 def test_a_killed_run_resumes_to_the_uninterrupted_student_peer_and_state(registered, tmp_path):
     uninterrupted = train(tutor_config(tmp_path / "whole"))
     steps_per_epoch = uninterrupted.global_step // 3
-    killed = tutor_config(tmp_path / "killed").with_absolute_paths()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.run([sys.executable, "-c", KILLED_RUN, json.dumps(killed.to_dict()),
-                              str(steps_per_epoch + 5)], env=env, cwd=ROOT, capture_output=True, text=True,
-                             timeout=300)
+    process = killed_run(tutor_config(tmp_path / "killed"), steps_per_epoch + 5, f"{__name__}:Tutor")
     assert process.returncode == -signal.SIGKILL, process.stderr
     assert load_checkpoint(tmp_path / "killed")["epoch"] == 1
 
