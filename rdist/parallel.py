@@ -4,7 +4,8 @@ training and evaluation share. Every collective here is the identity in one proc
     torchrun --nproc-per-node 4 -m rdist attack ...     (or distill, teacher train)
 
 torch.distributed with one process per GPU (nccl) or per CPU process (gloo). The training side (DDP, sharded
-batches, SyncBatchNorm) is `rdist.engine.ddp`; the sharded evaluation is `rdist.attacks.evaluator.evaluate`.
+batches, SyncBatchNorm) is `rdist.engine.ddp`; the sharded evaluation is `rdist.attacks.evaluator.evaluate`; what a
+training method sees of the global batch is `GlobalBatch` (`step.batch`).
 
 A gloo worker thread must never free a tensor that Python owns: it would need the GIL to do so, and at the
 exit of a process whose group outlives its last collective (DistributedDataParallel keeps it alive past
@@ -259,6 +260,74 @@ class _SumOverRanks(torch.autograd.Function):
         total = grad.clone()
         _run(lambda: dist.all_reduce(total), total)
         return total
+
+
+@dataclass(frozen=True)
+class GlobalBatch:
+    """The global batch of one training step as this process holds it: rows [start, stop) of `size` (every row in
+    one process). What a method gets as `step.batch`: statistics of the whole global batch, so that a run on N
+    processes computes what one process computes.
+
+    Each method below is the plain tensor operation on one process, and a collective over the ranks under torchrun:
+    every rank gets the same result. None waits for the device (no host sync), and every one carries gradients
+    (through `sum_over_ranks`), so a loss may be built from them; every rank must call the same ones, in the same
+    order. `t` holds one row per example of this process, first dimension first.
+    """
+
+    size: int  # examples in the global batch
+    start: int = 0  # this process's first row in it
+    stop: int = -1  # one past its last row [default: size]
+
+    def __post_init__(self) -> None:
+        if self.stop == -1:
+            object.__setattr__(self, "stop", self.size)
+
+    @property
+    def whole(self) -> bool:
+        """Whether this process holds every row (one process): then nothing is exchanged."""
+        return self.start == 0 and self.stop == self.size
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """The global batch's rows of `t`, in the one-process order, on every rank (exact: each row is summed with
+        the other ranks' zeros)."""
+        if self.whole:
+            return t
+        if t.dtype == torch.bool:
+            return self.gather(t.to(torch.uint8)).bool()
+        before = t.new_zeros((self.start, *t.shape[1:]))
+        after = t.new_zeros((self.size - self.stop, *t.shape[1:]))
+        return sum_over_ranks(torch.cat([before, t, after]))
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum of `t` over the global batch's rows (`t.sum(0)` in one process); a bool mask gives its count."""
+        total = t.sum(0)
+        return total if self.whole else sum_over_ranks(total)
+
+    def mean(self, t: torch.Tensor) -> torch.Tensor:
+        """The mean of `t` over the global batch's rows."""
+        return self.sum(t) / self.size
+
+    def max(self, t: torch.Tensor) -> torch.Tensor:
+        """The largest of `t` over the global batch's rows (`t.amax(0)`)."""
+        return self.gather(t).amax(0)
+
+    def min(self, t: torch.Tensor) -> torch.Tensor:
+        """The smallest of `t` over the global batch's rows (`t.amin(0)`)."""
+        return self.gather(t).amin(0)
+
+
+def broadcast_tensors(tensors: list[torch.Tensor]) -> None:
+    """Rank 0's values of `tensors` written into every rank's, one collective per dtype (BN statistics, a method's
+    state): what keeps the ranks' copies equal when each could drift. Nothing in one process."""
+    if not distributed():
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for tensor in tensors:  # flags travel as bytes: not every backend reduces bools
+        by_dtype.setdefault(torch.uint8 if tensor.dtype == torch.bool else tensor.dtype, []).append(tensor)
+    for dtype, group in by_dtype.items():
+        flat = broadcast_from_main(torch.cat([t.detach().flatten().to(dtype) for t in group]))
+        for tensor, value in zip(group, flat.split([t.numel() for t in group])):
+            tensor.detach().copy_(value.view_as(tensor))
 
 
 def mean_over_ranks(values: list[float]) -> list[float]:

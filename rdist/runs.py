@@ -6,6 +6,8 @@
     checkpoint.pt      everything a resume needs, written at the end of every finished epoch
     config.yaml        the run's resolved configuration, keyed as the options of the command that trains it
                        (`rdist.engine.config_file`), written as it starts: `--config` trains the same run again from it
+    <role>.safetensors a network the method trains beside the student (a companion: PeerAiD's peer.safetensors),
+                       as of the latest epoch, written with last.safetensors
     .rdist.lock        while a process writes here: its hold (`files.hold_directory`; under torchrun rank 0 holds it)
 
 Several seeds of one run (`--seeds`) are run directories `seed-N` under one group directory.
@@ -27,6 +29,11 @@ from rdist.errors import RdistError
 BEST, LAST, LOG, CHECKPOINT = "best.safetensors", "last.safetensors", "log.jsonl", "checkpoint.pt"
 CONFIG = "config.yaml"
 FILES = (BEST, LAST, LOG, CHECKPOINT, CONFIG)
+
+
+def companion_file(role: str) -> str:
+    """The file a run writes its companion `role` to."""
+    return f"{role}.safetensors"
 
 
 @dataclass(frozen=True)

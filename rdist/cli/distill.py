@@ -38,6 +38,7 @@ def distill(
                                         f"{', '.join(methods_taking(NATURAL))} "
                                         f"({role(NATURAL).how_to_get.format(data='DATA')}): {MODEL_HELP} "
                                         "\\[default: the method's paper choice for --data, see --list]"),
+    companion: list[str] = opt.COMPANION,
     data: str = opt.DATA, data_dir: str = opt.DATA_DIR, val_size: float = opt.VAL_SIZE,
     select_on: str = opt.SELECT_ON, eval_every: int = opt.EVAL_EVERY, eval_n: int = opt.EVAL_N,
     recipe: str = opt.RECIPE, epochs: int = opt.EPOCHS, milestones: str = opt.MILESTONES,
@@ -70,6 +71,7 @@ def distill(
     run_training(kind="distill", resume=resume, quiet=quiet, json_out=json_out, log=log, method=method, arch=student,
                  eps=eps, step_size=step_size, method_args=method_args, milestones=milestones,
                  teachers=opt.parse_teachers(teacher, natural_teacher) or None, initial_weights=initial_weights,
+                 companions=opt.parse_companions(companion) or None,
                  data=data, data_dir=data_dir, val_size=val_size, epochs=epochs, max_steps=max_steps, recipe=recipe,
                  lr=lr, weight_decay=weight_decay, batch_size=batch_size, swa_start=swa_start, attack_steps=steps,
                  out=out, seed=seed, seeds=seeds, device=device, compile=compile, sync_bn=sync_bn,

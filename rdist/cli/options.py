@@ -67,6 +67,22 @@ def parse_teachers(values: list[str] | None, natural: str | None = None) -> dict
     return teachers
 
 
+def parse_companions(values: list[str] | None) -> dict[str, str]:
+    """`--companion ROLE=ARCH|MODEL` (repeatable) as one role -> architecture or model mapping; a role given twice
+    is refused."""
+    companions: dict[str, str] = {}
+    for value in values or []:
+        match = re.fullmatch(r"([a-z][a-z0-9_-]*)=(.+)", value)
+        if not match:
+            raise RdistError(f"cannot read --companion '{value}': write ROLE=ARCH or ROLE=MODEL, e.g. "
+                             "--companion peer=resnet18")
+        role, spec = match.groups()
+        if role in companions:
+            raise RdistError(f"two models given for companion {role} ({companions[role]} and {spec}); give one")
+        companions[role] = spec
+    return companions
+
+
 def hparam_help(hparam: str, kind: str = "distill") -> str:
     """The help of a hyper-parameter's option: what it does in each method of `kind` that has it (its field's
     comment), the papers' values, and the values `--recipe paper` sets instead."""
@@ -146,6 +162,12 @@ INITIAL_WEIGHTS = typer.Option(None, "--initial-weights", metavar="MODEL", rich_
                                help="start from this model's weights instead of a random initialisation (fine-tune "
                                f"a published student): {MODEL_HELP}, of the student's architecture and --data's "
                                "classes; recorded in the provenance")
+COMPANION = typer.Option(None, "--companion", metavar="ROLE=ARCH|MODEL", rich_help_panel=METHOD_PANEL,
+                         help="for a method that trains a network beside the student (PeerAiD's peer): an "
+                         "architecture to train it from scratch (resnet18, wrn-34-10, ...) or a model to start from "
+                         f"({MODEL_HELP}); trained with its own SGD and lr schedule and written as <ROLE>.safetensors "
+                         "in the run directory; repeatable \\[default: the method's choice, else the student's "
+                         "architecture]")
 HPARAM = typer.Option(None, "--hparam", metavar="NAME=VALUE", rich_help_panel=METHOD_PANEL,
                       help="any hyper-parameter the method declares, by its field name (the options above are the "
                       "common ones): e.g. --hparam kl_scale=0.5; repeatable")

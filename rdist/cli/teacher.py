@@ -143,7 +143,7 @@ def train(
                                rich_help_panel=options.METHOD_PANEL),
     arch: str = typer.Option(None, "--arch", help="architecture: wrn-34-10, resnet18, preactresnet18, smallcnn, ...",
                              rich_help_panel=options.METHOD_PANEL),
-    initial_weights: str = options.INITIAL_WEIGHTS,
+    initial_weights: str = options.INITIAL_WEIGHTS, companion: list[str] = options.COMPANION,
     beta: float = options.hparam_option("beta", "teacher"), hparam: list[str] = options.HPARAM,
     data: str = options.DATA, data_dir: str = options.DATA_DIR, val_size: float = options.VAL_SIZE,
     select_on: str = options.SELECT_ON, eval_every: int = options.EVAL_EVERY, eval_n: int = options.EVAL_N,
@@ -161,7 +161,8 @@ def train(
 ) -> None:
     run_training(kind="teacher", resume=resume, quiet=quiet, json_out=json_out, log=log, method=method, arch=arch,
                  eps=eps, step_size=step_size, method_args=options.method_args(ctx, hparam, {"beta": beta}),
-                 milestones=milestones, initial_weights=initial_weights, data=data, data_dir=data_dir,
+                 milestones=milestones, initial_weights=initial_weights,
+                 companions=options.parse_companions(companion) or None, data=data, data_dir=data_dir,
                  val_size=val_size, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                  batch_size=batch_size, swa_start=swa_start, attack_steps=steps, out=out, seed=seed, seeds=seeds,
                  device=device, compile=compile, sync_bn=sync_bn, dist_backend=dist_backend, select_on=select_on,

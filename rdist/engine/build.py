@@ -6,7 +6,7 @@ bad input fails in a second rather than after a data download.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from torch import nn
 from rdist.artifact import check_fits, load_weights
 from rdist.data import Dataset, dataset_shape, load_dataset
 from rdist.device import channels_last
+from rdist.engine.companions import CompanionPlan, build_companion, plan_companions
 from rdist.engine.config import TrainConfig, fill_paper_defaults
 from rdist.engine.ddp import DataParallelTraining
 from rdist.engine.rundir import default_run_dir
@@ -45,6 +46,8 @@ class Run:
     student: nn.Module
     teachers: dict[str, nn.Module]  # by role, as the method declares them; frozen, eval mode
     directory: RunDirectory
+    companions: dict[str, nn.Module] = field(default_factory=dict)  # by role (Method.companions); trained
+    companion_plans: dict[str, CompanionPlan] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
@@ -62,7 +65,9 @@ class Run:
         """What must be equal for a resumed run to be the same run; stored in the checkpoint."""
         c = self.config
         return {"method": self.method.config(), "student": c.student, "initial_weights": c.initial_weights,
-                "data": c.data, "teachers": c.teachers, "schedule": self.schedule.to_dict(), "seed": c.seed,
+                "data": c.data, "teachers": c.teachers,
+                "companions": {role: plan.to_dict() for role, plan in self.companion_plans.items()},
+                "schedule": self.schedule.to_dict(), "seed": c.seed,
                 "select_on": c.select_on, "val_size": c.val_size, "eval_n": len(self.eval_y)}
 
 
@@ -77,19 +82,24 @@ def build_run(config: TrainConfig) -> Run:
     config = replace(config, eps=method.eps, step_size=method.step_size, attack_steps=method.attack_steps)
     schedule = resolve_schedule(config, recipe)
     _check_teachers_wanted(method, config)
+    plans = plan_companions(config, method, schedule, recipe)
     # Joins the job under torchrun; checks the device exists.
     parallel = DataParallelTraining.start(config.device, config.dist_backend, config.sync_bn)
-    return _build(config, method, schedule, parallel)
+    return _build(config, method, schedule, parallel, plans)
 
 
-def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: DataParallelTraining) -> Run:
+def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: DataParallelTraining,
+           plans: dict[str, CompanionPlan]) -> Run:
     group = parallel.group
     group.check_same(config=config.to_dict())
     channels, classes, _ = dataset_shape(config.data)
     device = group.device
     torch.manual_seed(config.seed)
     student = create_model(config.student, num_classes=classes, in_channels=channels)
-    with group.main_first():  # teachers, initial weights and data may be downloaded: once, by rank 0
+    method.reset_state(classes, device)
+    with group.main_first():  # companions, teachers, initial weights and data may be downloaded: once, by rank 0
+        # Right after the student: a companion's initialisation depends on the seed alone.
+        companions = {role: build_companion(plan, config, parallel) for role, plan in plans.items()}
         if config.initial_weights:
             _load_initial_weights(student, config)
         teachers = {name: _load_teacher(config.teachers[name], name, device, config.data) for name in method.teachers}
@@ -108,7 +118,7 @@ def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Da
     directory = RunDirectory(config.resume or config.out) if config.resume or config.out else \
         default_run_dir(config)
     return Run(config, method, schedule, parallel, device, dataset, train_x, train_y, eval_x[:eval_n], eval_y[:eval_n],
-               student, teachers, directory)
+               student, teachers, directory, companions, plans)
 
 
 def validation_size(n: int, val_size: float) -> int:

@@ -1,9 +1,10 @@
 """checkpoint.pt: everything a run needs to continue exactly, written atomically at the end of every epoch.
 
 It holds only tensors and plain Python values, so it loads with `torch.load(weights_only=True)`:
-model, optimiser, scheduler and SWA states, RNG states (as tensors), epoch, global step, best so far,
-the full config, the run's identity (what must match for a resume to be the same run) and what the run's callbacks
-keep to pick up again (a tracker's run id: `Callback.state_dict`).
+model, optimiser, scheduler and SWA states, the companions' (model, optimiser, scheduler by role), the method's
+state tensors, RNG states (as tensors), epoch, global step, best so far, the full config, the run's identity (what
+must match for a resume to be the same run) and what the run's callbacks keep to pick up again (a tracker's run id:
+`Callback.state_dict`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from rdist.utils import first_line
 FORMAT = "rdist-checkpoint"
 # 2: TrainConfig.hparams became method_args, the methods' steps attack_steps (in the identity), and a composition's
 # identity holds every hyper-parameter of its term. 3: the callbacks' state (a tracker's run id); the identity names the
-# initial weights.
-FORMAT_VERSION = 3
+# initial weights. 4: the companions (their weights, optimisers and schedules; in the identity, how each is built and
+# trained) and the method's state.
+FORMAT_VERSION = 4
 
 
 def _field_validator(annotation: Any) -> schema.Validator:
@@ -55,6 +57,7 @@ def _field_validator(annotation: Any) -> schema.Validator:
 
 _TENSOR = schema.kind(lambda v: isinstance(v, torch.Tensor), "a tensor")
 _STATE_DICT = schema.mapping(other=_TENSOR)
+_OPTIMIZER = schema.mapping(required=("state", "param_groups"), other=schema.anything())
 _CONFIG_TYPES = typing.get_type_hints(TrainConfig)
 # Keys a newer rdist adds to the config are ignored by TrainConfig.from_dict, so they are not refused here.
 CHECKPOINT_SCHEMA = schema.mapping({
@@ -64,13 +67,17 @@ CHECKPOINT_SCHEMA = schema.mapping({
                                                          other=schema.anything())},
                                required=("method",), other=schema.anything()),
     "epoch": schema.integer(0), "global_step": schema.integer(0),
-    "model": _STATE_DICT, "optimizer": schema.mapping(required=("state", "param_groups"), other=schema.anything()),
+    "model": _STATE_DICT, "optimizer": _OPTIMIZER,
     "scheduler": schema.mapping(other=schema.anything()), "swa": schema.optional(_STATE_DICT),
     "rng": schema.mapping({"cpu": _TENSOR, "cuda": schema.list_of(_TENSOR)}, required=("cpu", "cuda")),
     "best_epoch": schema.optional(schema.integer(1)), "best_acc": schema.optional(schema.number(0, 1)),
     "callbacks": schema.mapping(other=schema.anything()),
+    "companions": schema.mapping(other=schema.mapping({
+        "model": _STATE_DICT, "optimizer": _OPTIMIZER, "scheduler": schema.mapping(other=schema.anything())},
+        required=("model", "optimizer", "scheduler"))),
+    "method_state": _STATE_DICT,
 }, required=("config", "identity", "epoch", "global_step", "model", "optimizer", "scheduler", "swa", "rng",
-             "best_epoch", "best_acc", "callbacks"), other=schema.anything())
+             "best_epoch", "best_acc", "callbacks", "companions", "method_state"), other=schema.anything())
 
 
 def rng_state() -> dict[str, Any]:
@@ -125,8 +132,9 @@ def resume_config(run_dir: str | Path, **given: Any) -> TrainConfig:
     method_args = {**stored.method_args,
                    **{k: v for k, v in (given.get("method_args") or {}).items() if v is not None}}
     teachers = {**stored.teachers, **(given.get("teachers") or {})}
-    return TrainConfig.from_dict({**values, "method_args": method_args, "teachers": teachers, "resume": str(run_dir),
-                                  "out": None})
+    companions = {**stored.companions, **(given.get("companions") or {})}
+    return TrainConfig.from_dict({**values, "method_args": method_args, "teachers": teachers,
+                                  "companions": companions, "resume": str(run_dir), "out": None})
 
 
 def check_same_run(run_dir: Path, stored: dict[str, Any], current: dict[str, Any], *, asked: bool = True) -> None:

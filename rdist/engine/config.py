@@ -19,7 +19,8 @@ class TrainConfig:
     Left-out fields a distillation paper fixes (data, the recipe when `epochs` is not given either, the teachers)
     take that paper's values when the run is built (`fill_paper_defaults`); `method` may be an alias, recorded
     under its canonical name. `teachers` names one model per role the method declares (`Method.teachers`), in any
-    form `rdist.resolve` takes.
+    form `rdist.resolve` takes; `companions` may name, per role of a network the method trains beside the student
+    (`Method.companions`), an architecture or a model to start from.
 
     Without `recipe="paper"` the schedule is short-run friendly: the given `epochs`, lr 0.1, batch 128,
     the method's weight decay, lr x0.1 at 50% and 75% of the epochs, and the attack is 10 steps of 2/255 within
@@ -39,6 +40,9 @@ class TrainConfig:
     data_dir: str | None = None
     # role -> any model name: a path, zoo:NAME, a RobustBench name, hf-hub:ORG/REPO[@REV]
     teachers: dict[str, str] = field(default_factory=dict)
+    # role -> an architecture or a model name to start from, for the networks the method trains beside the student
+    # (`Method.companions`) [default: the method's choice, else the student's architecture]
+    companions: dict[str, str] = field(default_factory=dict)
     recipe: str | None = None  # "paper" or None
     epochs: int | None = None
     milestones: tuple[int, ...] | None = None
@@ -111,6 +115,7 @@ class TrainConfig:
         return replace(self, teachers={role: absolute(spec) for role, spec in self.teachers.items()}, data=data,
                        initial_weights=absolute(self.initial_weights),
                        data_dir=str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None,
+                       companions={role: absolute(spec) for role, spec in self.companions.items()},
                        out=str(Path(self.out).resolve()) if self.out else None,
                        resume=str(Path(self.resume).resolve()) if self.resume else None)
 

@@ -38,6 +38,8 @@ def resolved_options(run: Run) -> dict[str, Any]:
     options: dict[str, Any] = {"method": m.name, ("student" if distill else "arch"): c.student}
     if distill:  # every role as ROLE=MODEL, which --teacher takes for any role
         options["teacher"] = [f"{name}={spec}" for name, spec in c.teachers.items()]
+    if run.companion_plans:  # as --companion ROLE=ARCH|MODEL takes them
+        options["companion"] = [f"{role}={plan.model}" for role, plan in run.companion_plans.items()]
     options.update({
         "initial_weights": c.initial_weights,
         "hparam": m.values(),

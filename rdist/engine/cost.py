@@ -1,10 +1,10 @@
 """What a run costs, counted before it starts: one FLOP count, two ways to turn it into time.
 
-The count: each model's passes in one training step of the method (`count_passes`, counted on the engine's own
-step, not assumed) times that model's MACs at the dataset's input size: 2 FLOPs per MAC forward, 4 when the
-input's gradient is taken (an attack step), 6 when the weights' is too (the update). A run (`run_cost`) is that
-per image of every training image of every epoch, plus the clean and PGD-20 evaluation at the end of epochs;
-a robustness evaluation (`evaluation_flops`) is counted the same way.
+The count: each model's passes (student, teachers, companions) in one training step of the method (`count_passes`,
+counted on the engine's own step, not assumed) times that model's MACs at the dataset's input size: 2 FLOPs per MAC
+forward, 4 when the input's gradient is taken (an attack step), 6 when the weights' is too (the update). A run
+(`run_cost`) is that per image of every training image of every epoch, plus the clean and PGD-20 evaluation at the
+end of epochs; a robustness evaluation (`evaluation_flops`) is counted the same way.
 
 The two views of one count:
 - at the dense matmul rate this device reaches, measured now (`matmul_flops_per_s`): the `rdist distill`
@@ -29,11 +29,12 @@ from rdist.artifact import read_metadata
 from rdist.attacks.autoattack import AA_COMPONENTS, AA_STANDARD
 from rdist.data import dataset_shape, train_size
 from rdist.engine.build import resolve_method, validation_size
+from rdist.engine.companions import plan_companions
 from rdist.engine.config import TrainConfig, fill_paper_defaults
 from rdist.engine.schedule import resolve_schedule
 from rdist.engine.step import attack_phase, update_phase
 from rdist.methods import Method, Step
-from rdist.models import arch_macs, create_model
+from rdist.models import arch_macs, create_model, known_architecture
 from rdist.teachers.catalogue import TEACHERS, teacher_dataset
 
 # The assumption behind every "GPU hours": sustained bf16 throughput of an A100-class GPU on these
@@ -64,7 +65,7 @@ class RunCost:
 
     steps: int  # optimiser steps
     batch_size: int
-    image_flops: float  # of one training step, per image: every pass of the student and the teachers
+    image_flops: float  # of one training step, per image: every pass of the student, the teachers and companions
     images: int  # training images over the whole run (an epoch's last batch may be short)
     eval_flops: float  # the clean and PGD-20 evaluations at the end of epochs
 
@@ -84,7 +85,7 @@ class RunCost:
 
 
 def count_passes(method: Method, channels: int, classes: int, epochs: int) -> dict[str, Passes]:
-    """The passes of one training step of `method`, per model: "student" and each teacher role.
+    """The passes of one training step of `method`, per model: "student", each teacher role and each companion role.
 
     Counted, not assumed: one step of the engine (`attack_phase`, `update_phase`) runs on tiny probe models
     (tinycnn, two 8x8 images) with forward hooks. The counts do not depend on the architecture. The step is one
@@ -92,7 +93,7 @@ def count_passes(method: Method, channels: int, classes: int, epochs: int) -> di
     """
     with torch.random.fork_rng(devices=[]):  # the probes' random weights leave the caller's RNG as it was
         probes = {role: create_model("tinycnn", num_classes=classes, in_channels=channels)
-                  for role in ("student", *method.teachers)}
+                  for role in ("student", *method.teachers, *method.companions)}
         x = torch.rand(2, channels, 8, 8)
     counts = {role: {"forward": 0, "input_grad": 0, "weight_grad": 0} for role in probes}
     phase = {"update": False}
@@ -101,22 +102,27 @@ def count_passes(method: Method, channels: int, classes: int, epochs: int) -> di
         def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
             if not output.requires_grad:  # no_grad, or nothing upstream needs a gradient
                 counts[role]["forward"] += 1
-            elif phase["update"] and role == "student":
+            elif phase["update"] and role in trained:
                 counts[role]["weight_grad"] += 1
             else:
                 counts[role]["input_grad"] += 1
         return hook
 
+    trained = ("student", *method.companions)
     for role, probe in probes.items():
         probe.register_forward_hook(counter(role))
-        if role != "student":
+        if role not in trained:
             probe.eval().requires_grad_(False)
-    student = probes["student"]
-    batch = Step(x, torch.arange(2) % classes, epochs, epochs,
-                 {role: probes[role] for role in method.teachers}, torch.Generator().manual_seed(0))
+    student, companions = probes["student"], {role: probes[role] for role in method.companions}
+    method.reset_state(classes)
+    batch = Step(x, torch.arange(2) % classes, epochs, epochs, {role: probes[role] for role in method.teachers},
+                 torch.Generator().manual_seed(0), companions={role: c.eval() for role, c in companions.items()},
+                 sums=method.new_sums(classes))
     xa = attack_phase(student, method, batch)
     phase["update"] = True
-    update_phase(student, method, batch, xa, torch.optim.SGD(student.parameters(), lr=0.0))
+    batch.companions = {role: c.train() for role, c in companions.items()}
+    update_phase(student, method, batch, xa, torch.optim.SGD(student.parameters(), lr=0.0),
+                 others=[torch.optim.SGD(c.parameters(), lr=0.0) for c in companions.values()])
     return {role: Passes(**c) for role, c in counts.items()}
 
 
@@ -163,7 +169,10 @@ def run_cost(config: TrainConfig, teachers: dict[str, str] | None = None) -> Run
     teachers = teachers or {}
     macs = {"student": model_macs(config.student, config.data),
             **{role: model_macs(teachers[role], config.data) if role in teachers
-               else teacher_macs(config.teachers.get(role), config.data) for role in method.teachers}}
+               else teacher_macs(config.teachers.get(role), config.data) for role in method.teachers},
+            **{role: model_macs(plan.model, config.data) if known_architecture(plan.model)
+               else teacher_macs(plan.model, config.data)
+               for role, plan in plan_companions(config, method, schedule, recipe).items()}}
     passes = count_passes(method, channels, classes, schedule.epochs)
     image_flops = sum(passes[role].flops(macs[role]) for role in passes if macs[role] is not None)
     # The trainer evaluates every eval_every-th epoch and the last one it reaches.

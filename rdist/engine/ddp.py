@@ -19,6 +19,10 @@ a GLOBAL `--batch-size`, computing what one process computes.
   single-GPU codes' BN sees per-GPU batches, and the running statistics are rank 0's, broadcast after every
   optimiser step (`sync_buffers`, as nn.DataParallel keeps its first GPU's), so that every rank attacks and
   evaluates the same model;
+- a method's companions (`Method.companions`) are each wrapped in a DDP of their own and follow the student's
+  rules (attack unwrapped, one backward, BN statistics); the method's statistics of the global batch come from
+  `step.batch` (`rdist.parallel.GlobalBatch`, collectives that carry gradients), and its state is broadcast from
+  rank 0 after every step (`sync_buffers`), so that every rank holds what one process would;
 - evaluation: `rdist.attacks.evaluator.evaluate(..., ranks=)` shards the evaluation set and gathers the
   per-example results, so every rank selects the same best epoch; rank 0 alone writes the log, the artifacts
   and the checkpoint.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -37,7 +42,7 @@ from rdist.attacks.pgd import Noise, ShardNoise
 from rdist.data import Batches
 from rdist.engine.sync_bn import convert_sync_bn, sync_bn_note
 from rdist.errors import RdistError
-from rdist.parallel import Group, broadcast_from_main
+from rdist.parallel import GlobalBatch, Group, broadcast_tensors
 
 
 @dataclass(frozen=True)
@@ -97,26 +102,25 @@ class DataParallelTraining:
         return nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else
                                                    None, find_unused_parameters=False, **no_forward_sync)
 
-    def sync_buffers(self, model: nn.Module) -> None:
-        """After an optimiser step without --sync-bn: rank 0's BN running statistics to every rank, in one
-        collective. (num_batches_tracked counts the same forwards on every rank and needs no broadcast.)"""
-        if not self.distributed or self.sync_bn:
-            return
-        buffers = [b for b in model.buffers() if b.is_floating_point()]
-        if not buffers:
-            return
-        flat = broadcast_from_main(torch.cat([b.flatten() for b in buffers]))
-        for buffer, value in zip(buffers, flat.split([b.numel() for b in buffers])):
-            buffer.copy_(value.view_as(buffer))
-
-    def shard(self, generator: torch.Generator, batches: Batches, i: int) -> tuple[Noise, float]:
-        """For global batch `i` (0-based) of `batches`: the attack's noise source (every rank draws the whole
-        batch's random starts and keeps its rows) and this rank's weight in the mean gradient (its share of the
-        batch times the number of ranks: 1 when the batch splits evenly)."""
+    def sync_buffers(self, *models: nn.Module, state: Sequence[torch.Tensor] = ()) -> None:
+        """After an optimiser step: rank 0's copies, on every rank, of what the ranks could hold apart: without
+        --sync-bn the BN running statistics of `models` (num_batches_tracked counts the same forwards everywhere), and
+        a method's `state` (which it computes from the global batch, so this only guards against drift), in one
+        collective per dtype."""
         if not self.distributed:
-            return generator, 1.0
+            return
+        buffers = [] if self.sync_bn else [b for model in models for b in model.buffers() if b.is_floating_point()]
+        broadcast_tensors([*buffers, *state])
+
+    def shard(self, generator: torch.Generator, batches: Batches, i: int) -> tuple[Noise, float, GlobalBatch]:
+        """For global batch `i` (0-based) of `batches`: the attack's noise source (every rank draws the whole
+        batch's random starts and keeps its rows), this rank's weight in the mean gradient (its share of the
+        batch times the number of ranks: 1 when the batch splits evenly) and its rows of the batch (`step.batch`)."""
         rows, total = batches.rows(i), batches.global_size(i)
-        return ShardNoise(generator, rows.start, rows.stop, total), (rows.stop - rows.start) * self.world_size / total
+        if not self.distributed:
+            return generator, 1.0, GlobalBatch(total)
+        return (ShardNoise(generator, rows.start, rows.stop, total), (rows.stop - rows.start) * self.world_size / total,
+                GlobalBatch(total, rows.start, rows.stop))
 
     def batches(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, **options) -> Batches:
         """Batches of which this rank yields its rows."""

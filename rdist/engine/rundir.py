@@ -21,8 +21,8 @@ from rdist.data import npz_file
 from rdist.engine.config import TrainConfig
 from rdist.errors import RdistError
 from rdist.files import check_output, hold_directory, sweep_temp_files
-from rdist.methods import role
-from rdist.runs import FILES, RunDirectory
+from rdist.methods import method_class, role
+from rdist.runs import FILES, RunDirectory, companion_file
 from rdist.utils import format_eps
 
 if TYPE_CHECKING:
@@ -42,9 +42,11 @@ def check_run_dir(config: TrainConfig) -> None:
     """Refuse, before anything is built, a run directory that cannot be written or whose files would
     overwrite one of the run's inputs (a teacher saved as best.safetensors there, say)."""
     inputs = [*((f"the {role(name).noun}", spec) for name, spec in config.teachers.items()),
+              *((f"companion {name}'s starting model", spec) for name, spec in config.companions.items()),
               ("the dataset", npz_file(config.data))]
+    companions = [companion_file(name) for name in method_class(config.method).companions]
     check_output(config.resume or config.out or "runs", "--resume" if config.resume else "--out", directory=True,
-                 files=FILES, inputs=inputs)
+                 files=(*FILES, *companions), inputs=inputs)
 
 
 @contextlib.contextmanager
@@ -84,29 +86,45 @@ def eval_report(run: Run, result: EvalResult, epoch: int) -> dict[str, Any]:
     return {"dataset": dataset, "split": split, "attacks": list(EVAL_ATTACKS), **result.to_dict(), "epoch": epoch}
 
 
-def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_step: int,
-                  report: dict[str, Any] | None, best_epoch: int | None, swa: bool) -> Path:
-    """Write `model` as run_dir/name with the run's provenance and, when evaluated, its results; `swa` says
-    whether `model` is the weight average."""
+def _provenance(run: Run, epoch: int, global_step: int) -> dict[str, Any]:
+    """How the run made its models: what every artifact it writes records."""
     c, s = run.config, run.schedule
     # The artifact format's keys: each role's own (`Role.field`) and <key>_arch.
     teachers = {}
     for role_name, teacher in run.teachers.items():
         key = role(role_name).field
         teachers[key], teachers[f"{key}_arch"] = c.teachers[role_name], _arch_name(teacher)
-    provenance = {
+    return {
         "method": run.method.name, "method_config": run.method.config(), **teachers,
         **({"initial_weights": c.initial_weights} if c.initial_weights else {}),
         "dataset": c.data, "eps": c.eps, "eps_text": format_eps(c.eps), "seed": c.seed,
         "epochs": s.epochs, "epoch": epoch, "global_step": global_step, "recipe": c.recipe,
-        "schedule": s.to_dict(), "swa": swa,
+        "schedule": s.to_dict(), "run_dir": str(run.run_dir), "device": str(run.device),
+        "precision": "bf16-autocast" if run.device.type == "cuda" else "fp32", "rdist_version": version("rdist"),
+    }
+
+
+def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_step: int,
+                  report: dict[str, Any] | None, best_epoch: int | None, swa: bool) -> Path:
+    """Write `model` as run_dir/name with the run's provenance and, when evaluated, its results; `swa` says
+    whether `model` is the weight average."""
+    provenance = {
+        **_provenance(run, epoch, global_step), "swa": swa,
         "selection": {"checkpoint": name.removesuffix(".safetensors"), "on": run.eval_split,
                       "metric": run.method.select_metric, "n": len(run.eval_y), "best_epoch": best_epoch},
-        "run_dir": str(run.run_dir), "device": str(run.device),
-        "precision": "bf16-autocast" if run.device.type == "cuda" else "fp32", "rdist_version": version("rdist"),
     }
     results = {}
     if report is not None:
         results[results_key(report["attacks"], report["dataset"], report["eps"], report["n"])] = report
-    return save_model(model, run.run_dir / name, dataset=c.data, input_shape=list(run.dataset.input_shape),
+    return save_model(model, run.run_dir / name, dataset=run.config.data, input_shape=list(run.dataset.input_shape),
                       provenance=provenance, results=results)
+
+
+def save_companion(run: Run, name: str, model: nn.Module, *, epoch: int, global_step: int) -> Path:
+    """Write companion `name` (a role of `Method.companions`) as run_dir/<name>.safetensors, as of `epoch`, with the
+    run's provenance and how it was trained (not evaluated: `rdist attack` it)."""
+    plan = run.companion_plans[name]
+    provenance = {**_provenance(run, epoch, global_step),
+                  "companion": {"role": name, "student": run.config.student, **plan.to_dict()}}
+    return save_model(model, run.run_dir / companion_file(name), dataset=run.config.data,
+                      input_shape=list(run.dataset.input_shape), provenance=provenance)

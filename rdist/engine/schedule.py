@@ -63,12 +63,13 @@ def _scaled(milestones: Iterable[float], scale: float) -> tuple[int, ...]:
     return tuple(sorted({max(1, round(m * scale)) for m in milestones}))
 
 
-def build_optimizer(model: nn.Module, schedule: Schedule):
-    """SGD with momentum 0.9 and weight decay on every parameter (as the papers), and its MultiStepLR.
+def build_optimizer(model: nn.Module, schedule: Schedule, momentum: float = MOMENTUM):
+    """SGD with momentum (0.9 unless a method's companion sets another) and weight decay on every parameter (as the
+    papers), and its MultiStepLR.
 
     The scheduler steps once per epoch: milestone m means epochs m+1, m+2, ... run at a tenth of the lr.
     """
-    optimizer = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=MOMENTUM,
+    optimizer = torch.optim.SGD(model.parameters(), lr=schedule.lr, momentum=momentum,
                                 weight_decay=schedule.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(schedule.milestones), gamma=0.1)
     return optimizer, scheduler

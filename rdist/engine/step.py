@@ -11,6 +11,8 @@ tensors (`StepOutput`) that the trainer sums on the device and reads once every 
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -59,8 +61,12 @@ def attack_phase(student: nn.Module, method: Method, step: Step) -> torch.Tensor
 
 
 def update_phase(student: nn.Module, method: Method, step: Step, xa: torch.Tensor | None,
-                 optimizer: torch.optim.Optimizer, grad_scale: float = 1.0) -> StepOutput:
-    """Outer loss, backward and SGD step in train mode, without waiting for the device.
+                 optimizer: torch.optim.Optimizer, grad_scale: float = 1.0,
+                 others: Sequence[torch.optim.Optimizer] = ()) -> StepOutput:
+    """Outer loss, one backward and the SGD steps in train mode, without waiting for the device.
+
+    `others` are the optimisers of the networks trained beside the student (`step.companions`): the method's one
+    total loss reaches them in the same backward, and each steps after it.
 
     `grad_scale` weighs this process's gradient under DDP, which averages the ranks' gradients: a rank holding
     more or fewer rows than the even share of an uneven batch (`DataParallelTraining.shard`) scales its loss by
@@ -73,9 +79,12 @@ def update_phase(student: nn.Module, method: Method, step: Step, xa: torch.Tenso
     recorder = LogitRecorder(student, step.x, xa)
     with autocast(step.x.device):
         loss = method.loss(recorder, step, xa)
-    optimizer.zero_grad(set_to_none=True)
+    optimizers = (optimizer, *others)
+    for each in optimizers:
+        each.zero_grad(set_to_none=True)
     (loss if grad_scale == 1.0 else loss * grad_scale).backward()
-    optimizer.step()
+    for each in optimizers:
+        each.step()
 
     def correct(logits: torch.Tensor | None) -> torch.Tensor | None:
         return (logits.argmax(1) == step.y).sum() if logits is not None else None

@@ -25,15 +25,17 @@ from rdist.device import cudnn_autotune, input_layout
 from rdist.engine.build import Run, build_run
 from rdist.engine.callbacks import Callback, Callbacks, StepInfo
 from rdist.engine.checkpoint import check_same_run, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from rdist.engine.companions import Companions
 from rdist.engine.config import TrainConfig
 from rdist.engine.config_file import write_config_file
 from rdist.engine.log import EpochLog
-from rdist.engine.rundir import EVAL_ATTACKS, check_run_dir, eval_report, hold_run_dir, save_artifact
+from rdist.engine.rundir import EVAL_ATTACKS, check_run_dir, eval_report, hold_run_dir, save_artifact, save_companion
 from rdist.engine.schedule import build_optimizer
 from rdist.engine.step import attack_phase, update_phase
 from rdist.engine.totals import EpochTotals
 from rdist.errors import RdistError
 from rdist.methods import Step
+from rdist.parallel import sum_over_ranks
 from rdist.runs import BEST, CHECKPOINT, LAST, EpochRecord, read_log
 from rdist.utils import first_line
 
@@ -93,6 +95,8 @@ class Trainer:
         wrapped = self.parallel.wrap(run.student)
         self.update_model = self.model if wrapped is run.student else compile_(wrapped)  # the outer loss: DDP
         self.teachers = {role: compile_(teacher) for role, teacher in run.teachers.items()}
+        self.companions = Companions(run.companions, run.companion_plans, self.parallel, compile_)
+        self.sums: dict[str, torch.Tensor] = {}  # the epoch's `step.sums` (Method.epoch_sums)
         # Under --compile every batch has the same shape: a smaller last batch would be compiled again.
         self.batches = self.parallel.batches(run.train_x, run.train_y, self.schedule.batch_size, shuffle=True,
                                              augment=True, seed=self.config.seed, drop_last=self.config.compile)
@@ -119,12 +123,15 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             if self.swa is not None:
                 self.swa.load_state_dict(state["swa"])
+            self.companions.load_state_dict(state["companions"], CHECKPOINT)
+            self.run.method.load_state_dict(state["method_state"])
             restore_rng(state["rng"])
         except RdistError as exc:
             raise RdistError(f"cannot resume {self.run.run_dir}: {exc}; start a new run") from None
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise RdistError(f"cannot resume {self.run.run_dir}: the optimiser, schedule, SWA or RNG state in "
-                             f"{CHECKPOINT} does not fit this run ({first_line(exc)}); start a new run") from None
+                             f"{CHECKPOINT} (the student's or a companion's) does not fit this run ({first_line(exc)}); "
+                             "start a new run") from None
         self.epoch = self.checkpoint_epoch = state["epoch"]
         self.global_step = state["global_step"]
         self.best_epoch, self.best_acc = state["best_epoch"], state["best_acc"]
@@ -174,8 +181,11 @@ class Trainer:
         self.callback.on_epoch_end(record)
 
     def _finish_epoch(self, epoch: int) -> None:
-        """What ends a whole epoch: the lr schedule's step and, once SWA has begun, the weight average's update."""
+        """What ends a whole epoch: the method's epoch-end hook (with its sums over the ranks), the lr schedules'
+        steps and, once SWA has begun, the weight average's update."""
+        self.run.method.end_epoch(epoch, {name: sum_over_ranks(total) for name, total in self.sums.items()})
         self.scheduler.step()
+        self.companions.step_schedules()
         if self.swa is not None and epoch >= self.schedule.swa_start:
             self.swa.update_parameters(self.run.student)
         self.epoch = epoch
@@ -202,6 +212,8 @@ class Trainer:
         self.log.write(record)
         save_artifact(self.run, model, LAST, epoch=record.epoch, global_step=self.global_step, report=report,
                       best_epoch=self.best_epoch, swa=record.swa)
+        for role, companion in self.companions.models.items():
+            save_companion(self.run, role, companion, epoch=record.epoch, global_step=self.global_step)
         if complete:
             self._save_checkpoint()
 
@@ -209,13 +221,21 @@ class Trainer:
         self.batches.set_epoch(epoch)
         generator = torch.Generator(device=self.device).manual_seed(attack_seed(self.config.seed, epoch))
         totals = EpochTotals(self.optimizer.param_groups[0]["lr"], steps, self.device)
+        method, companions = self.run.method, self.companions
+        self.sums = method.new_sums(self.run.dataset.num_classes, self.device)
         for step, (x, y) in enumerate(itertools.islice(self.batches, steps), 1):
-            # Under torchrun: this rank's rows of the global batch's random starts, and its share of the gradient.
-            noise, grad_scale = self.parallel.shard(generator, self.batches, step - 1)
-            batch = Step(input_layout(x), y, epoch, self.schedule.epochs, self.teachers, noise)
-            xa = attack_phase(self.model, self.run.method, batch)
-            totals.add(update_phase(self.update_model, self.run.method, batch, xa, self.optimizer, grad_scale))
-            self.parallel.sync_buffers(self.run.student)  # without --sync-bn: rank 0's BN statistics everywhere
+            # Under torchrun: this rank's rows of the global batch's random starts, its share of the gradient, and
+            # the batch's statistics over the ranks.
+            noise, grad_scale, rows = self.parallel.shard(generator, self.batches, step - 1)
+            batch = Step(input_layout(x), y, epoch, self.schedule.epochs, self.teachers, noise,
+                         companions=companions.for_attack(), batch=rows, sums=self.sums,
+                         lr_scale=self.optimizer.param_groups[0]["lr"] / self.schedule.lr)
+            xa = attack_phase(self.model, method, batch)
+            batch.companions = companions.for_update()
+            totals.add(update_phase(self.update_model, method, batch, xa, self.optimizer, grad_scale,
+                                    others=list(companions.optimizers.values())))
+            # Without --sync-bn rank 0's BN statistics everywhere; the method's state kept equal on every rank.
+            self.parallel.sync_buffers(self.run.student, *companions.models.values(), state=method.state_tensors())
             self.global_step += 1
             if step % self.callback.report_every == 0 or step == steps:
                 self._read(totals, epoch, steps)
@@ -261,7 +281,8 @@ class Trainer:
             "global_step": self.global_step, "model": self.run.student.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "swa": self.swa.state_dict() if self.swa is not None else None, "rng": rng_state(),
-            "best_epoch": self.best_epoch, "best_acc": self.best_acc, "callbacks": self.callback.state_dict()})
+            "best_epoch": self.best_epoch, "best_acc": self.best_acc, "callbacks": self.callback.state_dict(),
+            "companions": self.companions.state_dict(), "method_state": self.run.method.state_dict()})
         self.checkpoint_epoch = self.epoch
 
     def _non_finite(self, loss: float, epoch: int, step: int, steps: int, global_step: int, lr: float) -> RdistError:

@@ -15,6 +15,32 @@ and knows nothing else about the method. A method declares what it needs:
 - for a distillation method, what it is and where it comes from (`about`, for `rdist distill --list`) and which
   RobustBench teachers its paper distils from, per role and dataset (`paper_teachers`, the default of `--teacher`).
 A method registers itself with `@register_method` (`rdist.methods.registry`): adding one is one file.
+
+What a method may also declare, for methods that train more than the student or learn as they go:
+- `companions`, role -> `Companion`: networks trained beside the student (PeerAiD's peer). The engine builds each
+  (the student's architecture unless the Companion or `--companion ROLE=ARCH|MODEL` names another, or a model to
+  start from), converts it as the student (channels-last, --sync-bn, DDP under torchrun), gives it its own SGD and
+  lr schedule, and hands it over in `step.companions[role]`: in eval mode during `perturb` (a method that wants
+  another mode sets it), in train mode in `loss`. `loss` returns ONE total; the engine runs one backward of it and
+  steps every optimiser, so a companion's loss is part of that total, and every companion must take part in every
+  step's loss (DDP needs a gradient for each of its parameters). Its weights, optimiser and schedule are in the
+  checkpoint, and each epoch writes it beside last.safetensors as <role>.safetensors.
+- state: `initial_state(classes)` returns the tensors the method carries from step to step (B-MTARD's weights and
+  temperatures, per-class weights); the engine puts them on the device as `self.state`, saves them in the
+  checkpoint and restores them on resume, and broadcasts rank 0's after every step so that every rank holds the
+  same. Update them without host syncs, by replacing a tensor (`self.state["w"] = new`) rather than writing into
+  it: the step's graph may still hold the old one. Anything that depends on the batch comes from `step.batch`.
+- `epoch_sums(classes)`: zeros the engine hands over each epoch as `step.sums`, which the method adds to (detached);
+  at the end of every whole epoch `on_epoch_end(epoch, sums)` gets them summed over the epoch's steps and the
+  ranks (Fair-ARD's and ABSLD's per-class statistics).
+
+Statistics of the whole batch come from `step.batch` (`rdist.parallel.GlobalBatch`: `size`, `sum`, `mean`,
+`gather`, `max`, `min`), which is the plain tensor operation in one process and a collective under torchrun. The
+rule that keeps N processes equal to one: `loss` returns the mean over this process's rows of per-example terms
+(which may use `step.batch` statistics), or a value that is the same on every rank because it is built from
+`step.batch` (`step.batch.mean(terms)`), or a sum of both; never a sum over the rows divided by anything but their
+number. The engine weights each rank's loss by its share of the batch, and `step.batch`'s results carry gradients,
+so either form gives the one-process gradient (`tests/engine/test_global_batch.py`).
 """
 
 from __future__ import annotations
@@ -37,6 +63,7 @@ from torch import nn
 
 from rdist.attacks.pgd import Noise, pgd
 from rdist.errors import RdistError
+from rdist.parallel import GlobalBatch
 
 ATTACK_FIELDS = ("eps", "step_size", "attack_steps")  # the inner attack's settings, every method's first fields
 
@@ -72,16 +99,36 @@ class About:
     code: str | None = None  # the official code's repository; None where there is none
 
 
+@dataclass(frozen=True)
+class Companion:
+    """A network a method trains beside the student (PeerAiD's peer), and how: SGD with momentum and its lr x0.1 at
+    milestone epochs, as the student. Every None is the student's value."""
+
+    model: str | None = None  # an architecture to train from scratch, or a model name to start from
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float | None = None
+    milestones: tuple[int, ...] | None = None  # epochs of the method's recipe, scaled as the student's are
+
+
 @dataclass
 class Step:
     """What a method gets for one training step: the batch, and where training stands."""
 
-    x: torch.Tensor  # clean inputs in [0, 1]
+    x: torch.Tensor  # clean inputs in [0, 1]: this process's rows of the global batch
     y: torch.Tensor
     epoch: int  # 1-based epoch now running
     epochs: int  # total epochs E of the run
     teachers: dict[str, nn.Module] = field(default_factory=dict)  # by role (Method.teachers); frozen, eval mode
     generator: Noise = None  # random starts of the inner attack (a ShardNoise in data-parallel training)
+    companions: dict[str, nn.Module] = field(default_factory=dict)  # by role (Method.companions); trained
+    batch: GlobalBatch | None = None  # statistics over the global batch [default: x is the whole batch]
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # this epoch's sums so far (Method.epoch_sums)
+    lr_scale: float = 1.0  # the student's learning rate now over its initial one (0.1 after the first milestone)
+
+    def __post_init__(self) -> None:
+        if self.batch is None:
+            self.batch = GlobalBatch(len(self.y))
 
 
 @typing.dataclass_transform(kw_only_default=True, eq_default=False)
@@ -96,6 +143,7 @@ class Method:
     # aim at it (a natural teacher for AKD2 and IAD-II should be its most accurate epoch).
     select_metric: ClassVar[str] = "pgd20"
     teachers: ClassVar[tuple[str, ...]] = ()  # the roles of the frozen models it distils from
+    companions: ClassVar[dict[str, Companion]] = {}  # the networks it trains beside the student, by role
     aliases: ClassVar[tuple[str, ...]] = ()  # other names it goes by (the name its paper gives it)
     recipe: ClassVar[Recipe]
     about: ClassVar[About | None] = None
@@ -105,6 +153,8 @@ class Method:
     eps: float = DEFAULT_EPS
     step_size: float = DEFAULT_STEP_SIZE
     attack_steps: int = DEFAULT_ATTACK_STEPS
+    # What it carries from step to step (`initial_state`), on the training device once the engine has reset it.
+    state: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     def __init_subclass__(cls, **kwargs: Any):
         # Every method a keyword-only dataclass, without a decorator in each file; eq=False keeps identity
@@ -170,6 +220,53 @@ class Method:
 
     def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
+
+    # -- what a stateful method overrides (see the module docstring) --
+
+    def initial_state(self, classes: int) -> dict[str, torch.Tensor]:
+        """The tensors this method carries from step to step, as they are before the first one; {}: none."""
+        return {}
+
+    def epoch_sums(self, classes: int) -> dict[str, torch.Tensor]:
+        """The zeros each epoch's `step.sums` starts from; {}: none."""
+        return {}
+
+    def on_epoch_end(self, epoch: int, sums: dict[str, torch.Tensor]) -> None:
+        """After whole epoch `epoch`, before its checkpoint: `sums` summed over its steps and over the ranks."""
+
+    # -- what the engine calls (a composition adds its base's) --
+
+    def reset_state(self, classes: int, device: torch.device | str | None = None) -> None:
+        """`self.state` as it starts, on `device`, for a dataset of `classes` classes."""
+        self.state = {name: tensor.to(device) for name, tensor in self.initial_state(classes).items()}
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """The state's tensors themselves, on the device (which the engine keeps equal over the ranks)."""
+        return list(self.state.values())
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The state, by name, as CPU copies (what the checkpoint stores)."""
+        return {name: tensor.detach().to("cpu", copy=True) for name, tensor in self.state.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore `state_dict()`'s tensors onto the device of the reset state; refused when they do not fit."""
+        own = self.state
+        if set(state) != set(own):
+            raise RdistError(f"method {self.name} keeps state {sorted(own) or 'none'}, the checkpoint holds "
+                             f"{sorted(state) or 'none'}")
+        for name, tensor in state.items():
+            if tensor.shape != own[name].shape or tensor.dtype != own[name].dtype:
+                raise RdistError(f"method {self.name}'s state {name} is {own[name].dtype} {tuple(own[name].shape)}, "
+                                 f"the checkpoint's {tensor.dtype} {tuple(tensor.shape)}")
+        self.state = {name: tensor.to(own[name].device, copy=True) for name, tensor in state.items()}
+
+    def new_sums(self, classes: int, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """A fresh epoch's `step.sums`, on `device`."""
+        return {name: tensor.to(device) for name, tensor in self.epoch_sums(classes).items()}
+
+    def end_epoch(self, epoch: int, sums: dict[str, torch.Tensor]) -> None:
+        """`on_epoch_end` of the method (and of its base, for a composition)."""
+        self.on_epoch_end(epoch, sums)
 
     def config(self) -> dict[str, Any]:
         """Everything that defines this run's method, for provenance and for refusing a mismatched resume."""

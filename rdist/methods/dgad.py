@@ -89,7 +89,7 @@ class DGAD(Method):
         if self.dgad_code_bs is None:  # (1/B) sum_i: the official weights on a full batch
             per_example = torch.where(wrong, kl_clean, kl_adv)
         else:  # per example, times B: n_ST/bs * 1/n_ST and (bs - n_ST)/bs * 1/(B - n_ST)
-            total, n_st = self._global_count(step, torch.ones_like(wrong)), self._global_count(step, wrong)
+            total, n_st = step.batch.size, self._global_count(step, wrong)
             adv_weight = total * (self.dgad_code_bs - n_st) / (self.dgad_code_bs * (total - n_st).clamp(min=1))
             per_example = torch.where(wrong, total / self.dgad_code_bs * kl_clean, adv_weight * kl_adv)
         return self.kl_scale * per_example.mean() + self.pcr_beta * pcr
@@ -97,15 +97,16 @@ class DGAD(Method):
     def _code_mnv2_kl(self, step: Step, wrong: torch.Tensor, kl_clean: torch.Tensor,
                       kl_adv: torch.Tensor) -> torch.Tensor:
         """((n_ST/bs) L_clean + (bs - n_ST)/bs) L_adv: the official MobileNetV2 branch without its 0.5 (kl_scale).
-        A product of two batch means, which no mean over examples expresses: it is computed over this process's
-        rows alone (under torchrun, per shard), a single-GPU code's quirk reproduced for one process."""
-        total, n_st = len(wrong), wrong.sum()
+        A product of two batch means, which no mean over examples expresses: computed from sums over the global
+        batch (`step.batch`), it is the same on every rank, which the engine's weighting of each rank's loss by its
+        share of the batch leaves as it is."""
+        total, n_st = step.batch.size, self._global_count(step, wrong)
         bs = total if self.dgad_code_bs is None else self.dgad_code_bs
-        clean_part = torch.where(wrong, kl_clean, 0).sum() / bs  # n_ST/bs * L_clean
-        adv_mean = torch.where(wrong, 0, kl_adv).sum() / (total - n_st).clamp(min=1)  # L_adv (0 without examples)
+        clean_part = step.batch.sum(torch.where(wrong, kl_clean, 0)) / bs  # n_ST/bs * L_clean
+        adv_mean = step.batch.sum(torch.where(wrong, 0, kl_adv)) / (total - n_st).clamp(min=1)  # L_adv (0 if none)
         return (clean_part + (bs - n_st) / bs) * adv_mean
 
     def _global_count(self, step: Step, mask: torch.Tensor) -> torch.Tensor:
-        """How many examples of the batch `mask` marks (a device tensor, no sync): DGAD's only batch-global
-        statistic. Over this process's rows; under torchrun it must be over the global batch (issue 23)."""
-        return mask.sum()
+        """How many examples of the global batch `mask` marks (a device tensor, no sync): one all-reduce under
+        torchrun (`step.batch`)."""
+        return step.batch.sum(mask)

@@ -88,7 +88,8 @@ class SAAD(Method):
 
     def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
         teacher_clean, slope = self.teacher_at_x(step)
-        true_class = F.one_hot(step.y, teacher_clean.shape[1]).float()
+        # scatter, not F.one_hot: one_hot reads the labels' range back to the host (two syncs a step on CUDA).
+        true_class = torch.zeros_like(teacher_clean).scatter_(1, step.y[:, None], 1.0)
 
         def objective(xa: torch.Tensor) -> torch.Tensor:
             # The gradient reaches xa through the student and through the linearised teacher logit. fp32: a bf16
@@ -125,6 +126,7 @@ class SAAD(Method):
         return per_example.mean()
 
     def _batch_min_max(self, step: Step, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The smallest and the largest of `values` (one per example) over the batch: SAAD's only batch-global
-        statistic. Over this process's rows; under torchrun it must be over the global batch (issue 23)."""
-        return values.min(), values.max()
+        """The smallest and the largest of `values` (one per example) over the global batch: SAAD's only
+        batch-global statistic, one gather under torchrun (`step.batch`)."""
+        everyone = step.batch.gather(values)
+        return everyone.min(), everyone.max()

@@ -17,7 +17,10 @@ import torch
 from torch import nn
 
 from rdist.errors import RdistError
-from rdist.methods.base import DEFAULT_ATTACK_STEPS, DEFAULT_EPS, DEFAULT_STEP_SIZE, About, Method, Recipe, Step
+from rdist.methods.base import (DEFAULT_ATTACK_STEPS, DEFAULT_EPS, DEFAULT_STEP_SIZE, About, Companion, Method, Recipe,
+                                Step)
+
+BASE = "base."  # the prefix of the base's state in a composition's
 
 
 class Term(Method):
@@ -62,11 +65,41 @@ class Term(Method):
         return self.base.teachers
 
     @property
+    def companions(self) -> dict[str, Companion]:
+        return self.base.companions
+
+    @property
     def recipe(self) -> Recipe:
         return self.term_recipe or self.base.recipe
 
     def perturb(self, student: nn.Module, step: Step) -> torch.Tensor | None:
         return self.base.perturb(student, step)
+
+    # The state of both: the base's under "base.", the term's own (`initial_state`) under its names; the epoch sums
+    # of both in one `step.sums`, where each reads its own names.
+    def reset_state(self, classes: int, device: torch.device | str | None = None) -> None:
+        self.base.reset_state(classes, device)
+        super().reset_state(classes, device)
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        return [*self.base.state_tensors(), *super().state_tensors()]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {**{f"{BASE}{k}": v for k, v in self.base.state_dict().items()}, **super().state_dict()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.base.load_state_dict({k[len(BASE):]: v for k, v in state.items() if k.startswith(BASE)})
+        super().load_state_dict({k: v for k, v in state.items() if not k.startswith(BASE)})
+
+    def new_sums(self, classes: int, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        base, own = self.base.new_sums(classes, device), super().new_sums(classes, device)
+        if set(base) & set(own):
+            raise RdistError(f"+{self.term} and {self.base.name} both name epoch sums {sorted(set(base) & set(own))}")
+        return {**base, **own}
+
+    def end_epoch(self, epoch: int, sums: dict[str, torch.Tensor]) -> None:
+        self.base.end_epoch(epoch, sums)
+        super().end_epoch(epoch, sums)
 
     def config(self) -> dict[str, Any]:
         return {**self.base.config(), "method": self.name, **self.values()}
@@ -119,6 +152,10 @@ class Composition:
     @property
     def teachers(self) -> tuple[str, ...]:
         return self.base.teachers
+
+    @property
+    def companions(self) -> dict[str, Companion]:
+        return self.base.companions
 
     @property
     def recipe(self) -> Recipe:

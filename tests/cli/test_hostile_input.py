@@ -214,6 +214,13 @@ CHECKPOINT_CASES: dict[str, tuple[Callable[[dict], object], tuple[str, ...]]] = 
     "model weight reshaped": (_reshaped_first_weight, ("do not fit architecture tinycnn", "wrong shape")),
     "optimiser of another model": (lambda s: {**s, "optimizer": {"state": {}, "param_groups": []}},
                                    ("optimiser, schedule, SWA or RNG state", "does not fit this run")),
+    "method state of another method": (lambda s: {**s, "method_state": {"weight": torch.zeros(2)}},
+                                       ("method natural keeps state none, the checkpoint holds ['weight']",)),
+    "companion of another run": (lambda s: {**s, "companions": {"peer": {"model": {}, "optimizer": s["optimizer"],
+                                                                          "scheduler": {}}}},
+                                 ("it holds companions ['peer'], this run trains none",)),
+    "companion without its optimiser": (lambda s: {**s, "companions": {"peer": {"model": {}, "scheduler": {}}}},
+                                        ("field 'companions.peer.optimizer' is missing",)),
 }
 
 

@@ -10,7 +10,8 @@ from rdist.engine import TrainConfig
 from rdist.engine.build import validation_size
 from rdist.engine.cost import (ASSUMED_TFLOPS, Passes, count_passes, evaluation_flops, gpu_hours, model_macs,
                                run_cost)
-from rdist.methods import create_method
+from rdist.methods import create_method, register_method, registry
+from tests.methods.test_new_companion import Tutor
 
 
 def test_passes_are_counted_from_the_method_step():
@@ -25,6 +26,17 @@ def test_passes_are_counted_from_the_method_step():
     assert count_passes(create_method("sat", attack_steps=3), 3, 10, epochs=1) == {"student": Passes(input_grad=3,
                                                                                                 weight_grad=1)}
     assert Passes(forward=1, input_grad=1, weight_grad=1).flops(10) == 2 * 10 + 4 * 10 + 6 * 10
+
+
+def test_a_companion_is_counted_as_a_trained_network_of_its_own_architecture(monkeypatch):
+    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))
+    register_method(Tutor)
+    assert count_passes(create_method("tutor", attack_steps=3), 3, 10, epochs=1) == {
+        "student": Passes(input_grad=3, weight_grad=1), "peer": Passes(weight_grad=1)}
+    config = TrainConfig(method="tutor", student="tinycnn", data="digits", epochs=1, eval_n=50, attack_steps=3,
+                         select_on="test", companions={"peer": "smallcnn"})
+    s, p = model_macs("tinycnn", "digits"), model_macs("smallcnn", "digits")
+    assert run_cost(config).image_flops == pytest.approx(4.0 * s * 3 + 6.0 * s + 6.0 * p, rel=1e-12)
 
 
 def test_training_flops_are_epochs_times_images_times_passes():

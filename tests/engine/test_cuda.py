@@ -25,7 +25,9 @@ from rdist.data import Batches
 from rdist.engine import LAST, LOG, Callback, TrainConfig, read_log, resume_config, train
 from rdist.engine.build import build_run
 from rdist.engine.trainer import Trainer
-from rdist.methods import Step, create_method, list_methods, method_class
+from rdist.engine import trainer as trainer_module
+from rdist.methods import Step, create_method, list_methods, method_class, register_method, registry
+from tests.methods.test_new_companion import Tutor
 
 ON_CPU = os.environ.get("RDIST_CUDA_TESTS_ON_CPU") == "1"
 pytestmark = [
@@ -55,10 +57,17 @@ class Watch(Callback):
         self.losses.extend(info.losses)
 
 
+@pytest.fixture
+def tutor(monkeypatch):
+    """Tutor (a companion, state, step.batch statistics; tests/methods/test_new_companion.py), registered."""
+    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))
+    register_method(Tutor)
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compile"])
-@pytest.mark.parametrize("method", list_methods())
+@pytest.mark.parametrize("method", [*list_methods(), Tutor.name])
 def test_every_method_steps_under_autocast_and_channels_last(method, compiled, teacher_files, tmp_path,
-                                                             monkeypatch):
+                                                             monkeypatch, tutor):
     if ON_CPU and compiled:  # the walk traces the step with dynamo but skips inductor's slow CPU code generation
         monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
     run = build_run(_config(method, teacher_files, tmp_path, max_steps=3, compile=compiled)
@@ -78,6 +87,26 @@ def test_every_method_steps_under_autocast_and_channels_last(method, compiled, t
     assert (tmp_path / LAST).is_file()
     if not compiled:
         assert set(dtypes) == {torch.float32 if ON_CPU else torch.bfloat16}
+
+
+@pytest.mark.parametrize("method", [*list_methods(), Tutor.name])
+def test_a_training_step_never_waits_for_the_gpu(method, teacher_files, tmp_path, monkeypatch, tutor):
+    """CUDA's own sync check (set_sync_debug_mode "error") around the attack and the update of every method, and of a
+    method with a companion, state and step.batch statistics: a host sync there raises. (On the CPU walk it checks
+    nothing: tests/engine/test_step.py watches the same phases for the operations that would sync.)"""
+    for phase in ("attack_phase", "update_phase"):
+        def checked(*args, _phase=getattr(trainer_module, phase), **kwargs):
+            if not ON_CPU:
+                torch.cuda.set_sync_debug_mode("error")
+            try:
+                return _phase(*args, **kwargs)
+            finally:
+                if not ON_CPU:
+                    torch.cuda.set_sync_debug_mode("default")
+        monkeypatch.setattr(trainer_module, phase, checked)
+    result = Trainer(build_run(_config(method, teacher_files, tmp_path, max_steps=3).with_absolute_paths()),
+                     Watch()).fit()
+    assert result.global_step == 3
 
 
 def _batch(device: torch.device, teachers) -> Step:

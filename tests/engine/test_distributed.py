@@ -24,17 +24,20 @@ from rdist.attacks.evaluator import eval_shard
 from rdist.engine.ddp import DataParallelTraining
 from rdist.errors import RdistError
 from rdist.files import LOCK_FILE, hold_directory
+from rdist.methods import register_method, registry
 from rdist.parallel import Group, Ranks
 from tests.helpers import one_thread
+from tests.methods.test_new_companion import Tutor
 
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 # What every rank runs, in one torchrun job (a job's start-up costs seconds): train each config in turn, as --seeds
 # does, in the one process group the first run starts, and save this rank's final student weights as
-# <out>/rank<R>.pt. In config `nan_run` rank 1's loss turns NaN at its second step (every rank must stop there;
-# each writes its error to <out>/error<R>.txt and goes on to the next config); in the last config's step `kill_at`
-# (0: never), rank 1 SIGKILLs itself.
+# <out>/rank<R>.pt, its companions' weights and the method's state as <out>/extra<R>.pt. In config `nan_run` rank 1's
+# loss turns NaN at its second step (every rank must stop there; each writes its error to <out>/error<R>.txt and goes
+# on to the next config); in the last config's step `kill_at` (0: never), rank 1 SIGKILLs itself. The test method
+# Tutor (a companion, state, step.batch statistics) is registered as its test file registers it.
 RANK_RUN = """
 import json, os, signal, sys
 from pathlib import Path
@@ -45,6 +48,10 @@ from rdist.engine.build import build_run
 from rdist.engine.trainer import Trainer, resume_advice
 from rdist.errors import RdistError
 from rdist.files import LOCK_FILE, hold_directory
+from rdist.methods import register_method
+from tests.methods.test_new_companion import Tutor
+
+register_method(Tutor)
 
 configs, kill_at, nan_run = [TrainConfig.from_dict(c) for c in json.loads(sys.argv[1])], int(sys.argv[2]), \
     int(sys.argv[3])
@@ -80,12 +87,20 @@ for i, config in enumerate(configs):
         Path(config.out, f"error{rank}.txt").write_text(str(exc))
         continue
     torch.save(run.student.state_dict(), f"{config.out}/rank{rank}.pt")
+    torch.save({"companions": {role: m.state_dict() for role, m in run.companions.items()},
+                "state": run.method.state_dict()}, f"{config.out}/extra{rank}.pt")
 """
 STEPS_PER_EPOCH = 3  # 189 training images at batch 64: 64 + 64 + 61
-# The methods trained on two ranks and on one process. DGAD's default loss is a mean over the examples (each KL
-# divided by the batch size, PCR an element mean), which the ranks' gradient shares make the global batch's: it needs
-# no batch statistic, its last batch (30/31 rows) included.
-DISTRIBUTED_METHODS = ("rslad", "natural", "dgad")
+# The runs trained on two ranks and on one process: name -> (method, its hyper-parameters). DGAD's default loss is a
+# mean over the examples (each KL divided by the batch size, PCR an element mean), which the ranks' gradient shares
+# make the global batch's: it needs no batch statistic, its last batch (30/31 rows) included. SAAD normalises by the
+# global batch's entropy minimum and maximum (step.batch.gather), DGAD with the official bs counts the global batch's
+# teacher mistakes (step.batch.sum), its official MobileNetV2 loss is a product of global batch means, and Tutor trains
+# a companion and keeps state from step.batch's means.
+DISTRIBUTED_RUNS = {"rslad": ("rslad", {}), "natural": ("natural", {}), "dgad": ("dgad", {}), "saad": ("saad", {}),
+                    "dgad-code-bs": ("dgad", {"dgad_code_bs": 128}),
+                    "dgad-code-mnv2": ("dgad", {"dgad_code_mnv2_loss": True, "kl_scale": 0.5}),
+                    "tutor": ("tutor", {})}
 
 
 def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -109,12 +124,18 @@ def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     return ((flat_a - flat_b).norm() / flat_a.norm()).item()
 
 
+def _part(saved: dict, part: str) -> dict[str, torch.Tensor]:
+    """"state" or "companions.<role>" of what a rank saved as extra<R>.pt."""
+    kind, _, role = part.partition(".")
+    return saved[kind][role] if role else saved[kind]
+
+
 def digits_config(natural_teacher: Path, out: Path, method: str, **overrides) -> TrainConfig:
     """A two-epoch digits run of a tinycnn student. val_size leaves an odd 189 training images: each epoch ends
     with a batch of 61 that splits 30/31, which the ranks' gradient shares must weight."""
     values = dict(method=method, student="tinycnn", data="digits", epochs=2, batch_size=64, lr=0.05,
                   attack_steps=2, eval_n=64, val_size=0.8686, sync_bn=True, out=str(out))
-    if method in ("rslad", "dgad"):
+    if method in ("rslad", "dgad", "saad"):
         values["teachers"] = {"robust": str(natural_teacher)}
     return TrainConfig(**{**values, **overrides})
 
@@ -129,22 +150,25 @@ REQUEUED_OPTIONS = ["--method", "natural", "--arch", "tinycnn", "--data", "digit
 
 @pytest.fixture(scope="module")
 def runs(natural_teacher, tmp_path_factory) -> Path:
-    """One torchrun job of six runs, and the one-process runs they are compared with, all under one directory:
-    two/<method> (sync BN), no-sync-bn, nan-on-rank-1 (one epoch), requeue-whole (what the restart test's job
-    trains, uninterrupted), killed (rank 1 killed in epoch 2) and one/<method> (one process)."""
+    """One torchrun job of the runs above, no-sync-bn, nan-on-rank-1 (one epoch), requeue-whole (what the restart
+    test's job trains, uninterrupted) and killed (Tutor, rank 1 killed in epoch 2), and the one-process runs they are
+    compared with, all under one directory: two/<run> (sync BN) and one/<run> (one process)."""
     root = tmp_path_factory.mktemp("distributed")
-    jobs = [digits_config(natural_teacher, root / "two" / m, m) for m in DISTRIBUTED_METHODS]
+    jobs = [digits_config(natural_teacher, root / "two" / name, method, method_args=args)
+            for name, (method, args) in DISTRIBUTED_RUNS.items()]
     jobs.append(digits_config(natural_teacher, root / "no-sync-bn", "natural", sync_bn=False))
     jobs.append(digits_config(natural_teacher, root / "nan-on-rank-1", "natural", epochs=1))
     jobs.append(digits_config(natural_teacher, root / "requeue-whole", "natural", **REQUEUED))
-    jobs.append(digits_config(natural_teacher, root / "killed", "natural"))
-    with one_thread():
+    jobs.append(digits_config(natural_teacher, root / "killed", "tutor"))
+    with one_thread(), pytest.MonkeyPatch.context() as patch:
         process = train_on_two_ranks(jobs, root / "rank_run.py", kill_at=STEPS_PER_EPOCH + 2,
-                                     nan_run=len(DISTRIBUTED_METHODS) + 1)
+                                     nan_run=len(DISTRIBUTED_RUNS) + 1)
         (root / "job.stderr").write_text(process.stderr)
         (root / "job.returncode").write_text(str(process.returncode))
-        for method in DISTRIBUTED_METHODS:  # one process: BN sees the global batch
-            train(digits_config(natural_teacher, root / "one" / method, method, sync_bn=False))
+        patch.setattr(registry, "METHODS", dict(registry.METHODS))
+        register_method(Tutor)
+        for name, (method, args) in DISTRIBUTED_RUNS.items():  # one process: BN sees the global batch
+            train(digits_config(natural_teacher, root / "one" / name, method, method_args=args, sync_bn=False))
     return root
 
 
@@ -152,15 +176,27 @@ def job_stderr(runs: Path) -> str:
     return (runs / "job.stderr").read_text()
 
 
-@pytest.mark.parametrize("method", DISTRIBUTED_METHODS)
-def test_two_ranks_with_sync_bn_train_what_one_process_trains(runs, method):
-    one_dir, two_dir = runs / "one" / method, runs / "two" / method
+@pytest.mark.parametrize("name", DISTRIBUTED_RUNS)
+def test_two_ranks_with_sync_bn_train_what_one_process_trains(runs, name):
+    one_dir, two_dir = runs / "one" / name, runs / "two" / name
     assert (two_dir / "rank1.pt").is_file(), job_stderr(runs)[-3000:]  # absent if the job failed before the kill
     ranks = [torch.load(two_dir / f"rank{r}.pt") for r in range(2)]
     assert all(torch.equal(v, ranks[1][k]) for k, v in ranks[0].items())  # one model, not two
     one, two = load_checkpoint(one_dir)["model"], load_checkpoint(two_dir)["model"]
     assert relative_difference(one, two) < 1e-4
     assert relative_difference(one, ranks[0]) < 1e-4
+    # Companions and state: equal on every rank, and what one process trains.
+    extra = [torch.load(two_dir / f"extra{r}.pt") for r in range(2)]
+    one_state, two_state = load_checkpoint(one_dir), load_checkpoint(two_dir)
+    for part in ("state", *(f"companions.{role}" for role in extra[0]["companions"])):
+        mine, theirs = (_part(e, part) for e in extra)
+        assert all(torch.equal(v, theirs[k]) for k, v in mine.items()), part
+    for role in one_state["companions"]:
+        assert relative_difference(one_state["companions"][role]["model"], two_state["companions"][role]["model"]) \
+            < 1e-4, role
+    if one_state["method_state"]:
+        assert relative_difference(one_state["method_state"], two_state["method_state"]) < 1e-4
+    assert (name == "tutor") == bool(one_state["companions"]) == bool(one_state["method_state"])
     log_one, log_two = read_log(one_dir / LOG), read_log(two_dir / LOG)
     assert [r.best_epoch for r in log_two] == [r.best_epoch for r in log_one] and log_one[-1].best_epoch
     assert [r.global_step for r in log_two] == [r.global_step for r in log_one] == [3, 6]
@@ -193,12 +229,17 @@ def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(runs):
     assert f"continue with --resume {killed}" in job_stderr(runs), job_stderr(runs)[-3000:]
     assert not (killed / "rank0.pt").exists() and load_checkpoint(killed)["epoch"] == 1
 
-    resumed = train(resume_config(killed, sync_bn=False))
-    uninterrupted = read_log(runs / "one" / "natural" / LOG)[-1]  # the same run in one process
+    with pytest.MonkeyPatch.context() as patch:  # Tutor (a companion and state), registered as its test file does
+        patch.setattr(registry, "METHODS", dict(registry.METHODS))
+        register_method(Tutor)
+        resumed = train(resume_config(killed, sync_bn=False))
+    uninterrupted = read_log(runs / "one" / "tutor" / LOG)[-1]  # the same run in one process
     assert resumed.epochs_done == 2 and resumed.global_step == uninterrupted.global_step == 2 * STEPS_PER_EPOCH
     assert [r.epoch for r in read_log(killed / LOG)] == [1, 2]
-    one, after_kill = load_checkpoint(runs / "one" / "natural")["model"], load_checkpoint(killed)["model"]
-    assert relative_difference(one, after_kill) < 1e-4
+    one, after_kill = load_checkpoint(runs / "one" / "tutor"), load_checkpoint(killed)
+    assert relative_difference(one["model"], after_kill["model"]) < 1e-4
+    assert relative_difference(one["companions"]["peer"]["model"], after_kill["companions"]["peer"]["model"]) < 1e-4
+    assert relative_difference(one["method_state"], after_kill["method_state"]) < 1e-4
 
 
 def test_torchrun_restarts_a_killed_worker_and_the_same_command_continues_to_the_uninterrupted_weights(runs, tmp_path):

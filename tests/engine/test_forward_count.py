@@ -2,7 +2,8 @@
 method's own loss computed, not from extra forwards.
 
 For every method, the student and teacher forwards of one engine step are counted and held to those of the
-method's `perturb` and `loss` called directly on the same kind of batch.
+method's `perturb` and `loss` called directly on the same kind of batch; for a method with a companion, the
+companion's too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from rdist.engine import Callback, TrainConfig
 from rdist.engine.build import build_run
 from rdist.engine.step import update_phase
 from rdist.engine.trainer import Trainer
-from rdist.methods import Step, create_method, list_methods, method_class
+from rdist.methods import Step, create_method, list_methods, method_class, register_method, registry
+from tests.methods.test_new_companion import PEER, Tutor
 
 ATTACK_STEPS, BATCH, STEPS = 2, 32, 3
 A = ATTACK_STEPS
@@ -90,6 +92,32 @@ def test_an_engine_step_forwards_only_what_the_method_needs(method, teacher_file
 
     assert counter.per_step == [expected] * STEPS
     assert expected == FORWARDS[method]
+
+
+def test_an_engine_step_forwards_a_companion_only_as_the_method_does(teacher_files, tmp_path, monkeypatch):
+    """Tutor's peer runs once a step, in its loss (P(xa)); the student A times in the attack and once in the loss."""
+    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))
+    register_method(Tutor)
+    run = build_run(TrainConfig(method=Tutor.name, student="tinycnn", data="digits", epochs=10, max_steps=STEPS,
+                                batch_size=BATCH, attack_steps=ATTACK_STEPS, eval_n=16,
+                                out=str(tmp_path)).with_absolute_paths())
+    x, y = next(iter(Batches(run.train_x, run.train_y, BATCH)))
+    student, peer = copy.deepcopy(run.student), copy.deepcopy(run.companions[PEER])
+    students, peers = ForwardCounter(student), ForwardCounter(peer)
+    method = create_method(Tutor.name, attack_steps=ATTACK_STEPS)
+    method.reset_state(10)
+    step = Step(x, y, epoch=1, epochs=10, generator=torch.Generator().manual_seed(0), companions={PEER: peer.eval()},
+                sums=method.new_sums(10))
+    xa = method.perturb(student.eval(), step)
+    step.companions = {PEER: peer.train()}
+    method.loss(student.train(), step, xa).backward()
+    peer_counter = ForwardCounter(run.companions[PEER])
+    counter = CountPerStep(ForwardCounter(run.student), peer_counter)
+
+    Trainer(run, counter).fit()
+
+    assert (students.calls, peers.calls) == (A + 1, 1)
+    assert counter.per_step == [(students.calls, peers.calls)] * STEPS
 
 
 def _batch(teacher: nn.Module) -> Step:

@@ -22,14 +22,19 @@ from rdist.files import hold_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Trains `config` and SIGKILLs itself in the middle of step `kill_at`: nothing gets to clean up.
+# Trains `config` and SIGKILLs itself in the middle of step `kill_at`: nothing gets to clean up. A method a test file
+# defines is registered first (the further arguments, module:Class).
 KILLED_RUN = """
-import json, os, signal, sys
+import importlib, json, os, signal, sys
 import torch
 torch.set_num_threads(1)
 from rdist.engine import Callback, TrainConfig, train
+from rdist.methods import register_method
 
 config, kill_at = TrainConfig.from_dict(json.loads(sys.argv[1])), int(sys.argv[2])
+for name in sys.argv[3:]:
+    module, _, cls = name.partition(":")
+    register_method(getattr(importlib.import_module(module), cls))
 
 class Kill(Callback):
     report_every = 1  # hear of every step, so that the kill lands inside the epoch
@@ -40,6 +45,14 @@ class Kill(Callback):
 
 train(config, Kill())
 """
+
+
+def killed_run(config: TrainConfig, kill_at: int, *methods: str) -> subprocess.CompletedProcess:
+    """`config` trained in a process of its own that SIGKILLs itself in step `kill_at`; `methods` (module:Class) are
+    registered there first."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", KILLED_RUN, json.dumps(config.with_absolute_paths().to_dict()),
+                           str(kill_at), *methods], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -56,10 +69,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(short_run, natu
     uninterrupted = train(config(tmp_path / "whole"))
     steps_per_epoch = uninterrupted.global_step // 3
 
-    killed = config(tmp_path / "killed").with_absolute_paths()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.run([sys.executable, "-c", KILLED_RUN, json.dumps(killed.to_dict()),
-                              str(2 * steps_per_epoch + 5)], env=env, capture_output=True, text=True, timeout=300)
+    process = killed_run(config(tmp_path / "killed"), 2 * steps_per_epoch + 5)
     assert process.returncode == -signal.SIGKILL, process.stderr
     assert load_checkpoint(tmp_path / "killed")["epoch"] == 2
 

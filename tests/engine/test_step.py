@@ -1,5 +1,6 @@
 """The BN modes of one training step, seen from inside the student's forward passes, the teacher kept
-frozen by a whole run, and the channels-last layout every convolution runs in.
+frozen by a whole run, the channels-last layout every convolution runs in, and a step that never makes the host
+wait for the device.
 
 The spec's "BN mode" is the mode of the student's BN layers while the inner attack runs (eval for RSLAD,
 train for ARD); the outer loss always runs in train mode. The teacher is never trained: eval mode, no
@@ -11,14 +12,17 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import rdist
 from rdist.data import Batches
 from rdist.engine import Callback, TrainConfig
 from rdist.engine.build import build_run
 from rdist.engine.step import attack_phase, update_phase
+from rdist.engine import trainer as trainer_module
 from rdist.engine.trainer import Trainer
-from rdist.methods import Step, create_method
+from rdist.methods import Step, create_method, list_methods, method_class, register_method, registry
+from tests.methods.test_new_companion import Tutor
 
 
 class ModeRecorder:
@@ -151,3 +155,85 @@ def test_compile_trains_on_one_batch_shape(tmp_path):
     batches = Trainer(run, Callback()).batches
     assert len(batches) == len(run.train_y) // 64
     assert {len(y) for _, y in batches} == {64}
+
+
+# What makes the host wait for a CUDA device: a tensor's value read into Python (.item(), bool(), int(), float() all
+# dispatch _local_scalar_dense; .tolist() and .numpy() do not, and are watched as methods), and the operations whose
+# output size depends on the values (boolean-mask indexing, nonzero, masked_select, unique).
+SYNCING = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique2", "aten::unique_dim",
+           "aten::unique_consecutive"}
+
+
+class HostSyncs(TorchDispatchMode):
+    """Notes every operation inside the block that would make the host wait for the device on CUDA (the same
+    operations dispatch on the CPU, where this test runs), backward passes included."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+        self.inside = 0  # how deep in `with` blocks: .tolist() and .numpy() count only there
+
+    def __enter__(self):
+        self.inside += 1
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        self.inside -= 1
+        return super().__exit__(*exc)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        masks = name == "aten::index" and any(i is not None and i.dtype == torch.bool for i in args[1])
+        if name in SYNCING or masks:
+            self.seen.append("boolean-mask indexing" if masks else name)
+        return func(*args, **(kwargs or {}))
+
+    def watching(self, monkeypatch):
+        for method in ("tolist", "numpy"):
+            original = getattr(torch.Tensor, method)
+
+            def noted(tensor, *args, _name=method, _original=original, **kwargs):
+                if self.inside:
+                    self.seen.append(f"Tensor.{_name}")
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, method, noted)
+        return self
+
+
+def test_the_host_sync_watch_sees_what_it_looks_for(monkeypatch):
+    x = torch.arange(4.0, requires_grad=True)
+    with HostSyncs() as watch:
+        (x * 2).sum().backward()
+    assert watch.seen == []
+    with monkeypatch.context() as patch:
+        watch = HostSyncs().watching(patch)
+        x.detach().tolist()  # outside the block: not counted
+        with watch:
+            x.sum().item(), bool(x.detach()[0] > 1), x.detach()[x.detach() > 1], x.detach().tolist()
+    assert watch.seen == ["aten::_local_scalar_dense", "aten::_local_scalar_dense", "boolean-mask indexing",
+                          "Tensor.tolist"]
+
+
+@pytest.mark.parametrize("method", [*list_methods(), Tutor.name])
+def test_a_training_step_never_waits_for_the_device(method, teacher_files, tmp_path, monkeypatch):
+    """The attack, the update (loss, backward, every optimiser's step) and the method's state updates of every method,
+    and of a method with a companion, state and step.batch statistics: no host sync. The trainer reads the device
+    only at its reports (`EpochTotals.read`), outside the step."""
+    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))
+    register_method(Tutor)
+    watch = HostSyncs()
+    for phase in ("attack_phase", "update_phase"):
+        def watched(*args, _phase=getattr(trainer_module, phase), **kwargs):
+            with watch:
+                return _phase(*args, **kwargs)
+        monkeypatch.setattr(trainer_module, phase, watched)
+    cls = method_class(method)
+    teachers = {role: teacher_files[role] for role in cls.teachers}
+    run = build_run(TrainConfig(method=method, student="tinycnn", data="digits", epochs=1, max_steps=3, batch_size=32,
+                                attack_steps=2, eval_n=16, teachers=teachers, out=str(tmp_path)).with_absolute_paths())
+    watch.watching(monkeypatch)
+
+    result = Trainer(run, Callback()).fit()
+
+    assert result.global_step == 3 and watch.seen == []

@@ -10,6 +10,7 @@ from rdist.methods.base import Recipe, Step
 from rdist.methods.dgad import DGAD, swap_logits
 from rdist.methods.igdm import IGDM
 from rdist.methods.registry import create_method
+from rdist.parallel import GlobalBatch
 
 EPS = 8 / 255
 
@@ -171,9 +172,10 @@ def test_batch_counts_come_from_the_one_helper(student, mixed_batch, monkeypatch
     the official fixed bs, the one weighting that needs counts; the default needs none)."""
     xa = adversarial(mixed_batch)
 
-    def halves(method):
+    def halves(method):  # each half knows the global batch's size; its counts are its own unless patched
         return [method.loss(student, Step(x=mixed_batch.x[rows], y=mixed_batch.y[rows], epoch=1, epochs=10,
-                                          teachers=mixed_batch.teachers), xa[rows])
+                                          teachers=mixed_batch.teachers, batch=GlobalBatch(8, rows.start, rows.stop)),
+                            xa[rows])
                 for rows in (slice(0, 4), slice(4, 8))]
 
     default = DGAD()
@@ -183,9 +185,8 @@ def test_batch_counts_come_from_the_one_helper(student, mixed_batch, monkeypatch
     with torch.no_grad():
         wrong = mixed_batch.teachers["robust"](mixed_batch.x).argmax(1) != mixed_batch.y
     local = halves(method)
-    # The collective's answers: the global B for the all-ones mask, the global n_ST for the partition's (each half
-    # holds examples of both partitions, so its mask is never all ones).
-    monkeypatch.setattr(method, "_global_count", lambda step, mask: torch.tensor(8) if mask.all() else wrong.sum())
+    # The collective's answer under torchrun: the global n_ST (each half holds examples of both partitions).
+    monkeypatch.setattr(method, "_global_count", lambda step, mask: wrong.sum())
     torch.testing.assert_close(sum(halves(method)) / 2, whole)
     assert (sum(local) / 2 - whole).abs() > 1e-3  # per-half counts would change the loss
 
