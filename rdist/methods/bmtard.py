@@ -48,7 +48,7 @@ class BMTARD(Method):
     paper_teachers = {ROBUST: {"cifar10": "Zhang2019Theoretically", "cifar100": "Gowal2020Uncovering_extra"},
                       NATURAL: {"cifar10": "Standard"}}
 
-    kl_scale: float = 0.1  # scale of the KL terms (KLbm units): the official element mean over 10 classes, x10 on 100
+    kl_scale: float = 0.1  # scale of the KL terms (KLbm units)
     weight_lr: float = 0.025  # how fast the teachers' loss weights follow their relative losses (x0.1 at milestones)
     temp_lr: float = 0.001  # step of the teachers' temperatures per step (x0.1 at milestones); 0: fixed at 1
     temp_min: float = 1.0  # lowest teacher temperature

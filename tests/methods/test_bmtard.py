@@ -194,3 +194,32 @@ def test_the_command_line_distils_with_two_teachers_and_lists_the_natural_teache
     listed = CliRunner().invoke(app, ["distill", "--list"]).output
     assert "bmtard: note: the official natural teacher is a ResNet-56 that RobustBench does not hold" in listed
     assert "mtard: note: the official natural teacher is a WRN-34-10" in listed
+
+
+def test_its_reproduction_names_both_teachers(tmp_path):
+    """reproductions.yaml's natural_teacher: required by the methods that take one, refused by the others, handed to
+    the student's run."""
+    import yaml
+
+    from rdist.catalogues import catalogue_path
+    from rdist.reproduce import REPRODUCTIONS, check_entry
+    from rdist.reproduce.runner import estimated_gpu_hours, student_config
+
+    entry = REPRODUCTIONS.find("bmtard-resnet18-cifar10", path=catalogue_path("reproductions.yaml"))
+    check_entry(entry)
+    assert (entry.teacher, entry.natural_teacher, entry.teacher_label) == (
+        "Zhang2019Theoretically", "Standard", "Zhang2019Theoretically + Standard")
+    config = student_config(entry, select_on="test", device=None, teacher="robust.safetensors",
+                            natural_teacher="natural.safetensors")
+    assert config.teachers == {ROBUST: "robust.safetensors", NATURAL: "natural.safetensors"}
+    without = entry.model_copy(update={"natural_teacher": None})
+    assert 1 < estimated_gpu_hours(entry) < 10  # a WRN-34-10 and a WRN-28-10 forward on every batch, for 300 epochs
+    with pytest.raises(RdistError, match="reproduction 'bmtard-resnet18-cifar10': bmtard needs a natural_teacher"):
+        check_entry(without)
+    rslad = {"name": "x", "method": "rslad", "teacher": "Zhang2019Theoretically", "natural_teacher": "Standard",
+             "student": "resnet18", "dataset": "cifar10", "select_on": "val", "evaluation": {"n": 10, "eps": "8/255"},
+             "published": {"aa": 10.0}, "source": {"paper": "p", "table": "t"}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"reproductions": [rslad]}))
+    (entry,) = REPRODUCTIONS.load(tmp_path / "r.yaml")
+    with pytest.raises(RdistError, match="reproduction 'x': rslad takes no natural_teacher"):
+        check_entry(entry)
