@@ -13,6 +13,7 @@ State, every step, from the global batch's L and the tempered teachers' H^ = mea
     L0 = the first step's L;  r_k = (L_k / L0_k) ** ratio_power
     w_k <- w_k - weight_lr s (w_k - r_k / sum r);  clipped at 0, renormalised     (this step's loss uses the new w)
     tau_adv <- tau_adv - temp_lr s sign(H^_adv / H^_nat - 1), tau_nat likewise; clamped to [temp_min, temp_max]
+kl_scale 0.1 is the official element mean (KLbm / C) over 10 classes, and MTARD's CIFAR-100 10x over 100.
 s is the student's lr over its initial one (x0.1 at each milestone, as the official rates). MTARD is the same with
 fixed temperatures 1 (temp_lr 0): its w_adv = 1 - w_nat is this update, the targets summing to 1.
 """
