@@ -40,7 +40,8 @@ def distill(
     recipe: str = opt.RECIPE,
     lr: float = opt.lr_option("distill"), weight_decay: float = opt.WEIGHT_DECAY, batch_size: int = opt.BATCH_SIZE,
     eps: str = opt.attack_option("--eps", "distill"), step_size: str = opt.attack_option("--step-size", "distill"),
-    steps: int = opt.attack_option("--steps", "distill"), out: str = opt.OUT,
+    steps: int = opt.attack_option("--steps", "distill"), norm: str = opt.norm_option("distill"),
+    out: str = opt.OUT,
     resume: Path = opt.RESUME, seed: int = opt.SEED, seeds: str = opt.SEEDS,
     device: str = opt.DEVICE, compile: bool = opt.COMPILE,
     sync_bn: bool = opt.SYNC_BN, dist_backend: str = opt.DIST_BACKEND,
@@ -66,7 +67,7 @@ def distill(
                  eps=eps, step_size=step_size, method_args=method_args,
                  teachers=opt.parse_teachers(teacher, natural_teacher) or None,
                  data=data, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
-                 batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds,
+                 batch_size=batch_size, attack_steps=steps, norm=norm, out=out, seed=seed, seeds=seeds,
                  device=device, compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,
                  select_on=select_on, eval_every=eval_every, eval_n=eval_n)
 

@@ -147,7 +147,8 @@ def train(
     weight_decay: float = options.WEIGHT_DECAY,
     batch_size: int = options.BATCH_SIZE, eps: str = options.attack_option("--eps", "teacher"),
     step_size: str = options.attack_option("--step-size", "teacher"),
-    steps: int = options.attack_option("--steps", "teacher"), out: str = options.OUT,
+    steps: int = options.attack_option("--steps", "teacher"), norm: str = options.norm_option("teacher"),
+    out: str = options.OUT,
     resume: Path = options.RESUME, seed: int = options.SEED,
     seeds: str = options.SEEDS,
     device: str = options.DEVICE, compile: bool = options.COMPILE,
@@ -159,7 +160,7 @@ def train(
                  eps=eps, step_size=step_size, method_args=options.parse_hparams(hparam, {"beta": beta}), data=data,
                  epochs=epochs,
                  max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
-                 batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds, device=device,
+                 batch_size=batch_size, attack_steps=steps, norm=norm, out=out, seed=seed, seeds=seeds, device=device,
                  compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,
                  select_on=select_on, eval_every=eval_every, eval_n=eval_n)
 

@@ -79,6 +79,8 @@ def push(
     method: str = typer.Option(None, "--method", help="distillation method \\[default: recorded in the artifact]"),
     teacher: str = typer.Option(None, "--teacher", help="teacher name \\[default: recorded in the artifact]"),
     private: bool = typer.Option(False, "--private", help="create the repo as private"),
+    allow_flagged: bool = typer.Option(False, "--allow-flagged", help="publish even if the recorded report raised "
+                                       "attack-failure flags (refused otherwise); the model card then lists them"),
 ) -> None:
     """Publish a student: the safetensors file, config.json and a model card with its results, in one commit.
 
@@ -90,7 +92,7 @@ def push(
     from rdist.zoo.hub import push_student
 
     entry = push_student(resolve_model(model).path, repo, name=name, method=method, teacher=teacher,
-                         private=private)
+                         private=private, allow_flagged=allow_flagged)
     err_console.print(f"pushed {model} to {repo} at commit {entry.revision}; add this entry under `students:` "
                       "in zoo.yaml:", highlight=False, soft_wrap=True)
     sys.stdout.write(yaml.safe_dump([entry.to_dict()], sort_keys=False, width=1000))

@@ -28,7 +28,8 @@ from rdist.errors import RdistError
 from rdist.files import atomic_path, check_output
 from rdist.onnx import check_surrogate, is_onnx_path, onnx_target
 from rdist.parallel import Group
-from rdist.report.config import PROTOCOLS, EvalConfig
+from rdist.attacks.protocol import PROTOCOLS
+from rdist.report.config import EvalConfig
 from rdist.resolve import check_recordable, resolve_model
 from rdist.utils import format_eps
 
@@ -49,7 +50,7 @@ class Report(EvalResult):
     device: str = "cpu"
     processes: int = 1  # torchrun processes that shared the attacks
     seconds: float = 0.0  # the attacks' wall time
-    protocol: str | None = None  # the protocol that fixed the evaluation (rdist.report.config.PROTOCOLS)
+    protocol: str | None = None  # the protocol that fixed the evaluation (rdist.attacks.protocol.PROTOCOLS)
     recorded: bool = False  # whether it was written into the artifact's metadata
 
     def to_dict(self) -> dict[str, Any]:

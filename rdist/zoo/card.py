@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from rdist.attacks.flags import Flag
 from rdist.zoo.catalogue import ZooEntry
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN", "tiny-imagenet": "Tiny-ImageNet",
@@ -17,8 +18,10 @@ _METRICS = {"clean": ("Clean accuracy", "clean"), "pgd20": ("PGD-20 accuracy", "
             "aa": ("AutoAttack accuracy", "autoattack")}
 
 
-def config_json(entry: ZooEntry, meta: dict, eps_text: str, reproduction: dict | None = None) -> bytes:
-    """The artifact's description without the full attack reports: enough to rebuild and judge the model."""
+def config_json(entry: ZooEntry, meta: dict, eps_text: str, reproduction: dict | None = None,
+                flags: list[Flag] | None = None) -> bytes:
+    """The artifact's description without the full attack reports: enough to rebuild and judge the model (and the
+    flags its measured report raised, when it was published with them)."""
     config = {"library": "rdist", "name": entry.name, "format": meta["format"],
               "format_version": meta["format_version"], "arch": meta["arch"], "dataset": entry.dataset,
               "input_shape": meta.get("input_shape"),
@@ -27,7 +30,23 @@ def config_json(entry: ZooEntry, meta: dict, eps_text: str, reproduction: dict |
               "results": {**entry.results, "eps": eps_text, "unit": "percent"}, "command": entry.command}
     if reproduction is not None:
         config["reproduction"] = reproduction
+    if flags:
+        config["flags"] = [f.to_dict() for f in flags]
     return (json.dumps(config, indent=2) + "\n").encode()
+
+
+def flags_section(flags: list[Flag]) -> str:
+    """The card's warning: the measured report raised attack-failure flags and was published anyway."""
+    lines = "\n".join(f"- **{f.name}**{f' ({f.attack})' if f.attack else ''}: {f.message}" for f in flags)
+    return f"""
+## Flags: read before trusting these numbers
+
+This model was published with `--allow-flagged`: the evaluation that measured it raised these signs of gradient
+masking or a failed attack (rdist's attack-failure checks; `rdist attack --list` says what each means), so the
+accuracies above may overstate its robustness.
+
+{lines}
+"""
 
 
 def reproduction_section(reproduction: dict) -> str:
@@ -55,7 +74,8 @@ test images. Published: {source['paper']}{url}, {source['table']}.
 """
 
 
-def model_card(entry: ZooEntry, eps_text: str, reproduction: dict | None = None) -> str:
+def model_card(entry: ZooEntry, eps_text: str, reproduction: dict | None = None,
+               flags: list[Flag] | None = None) -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
     dataset = DATASET_NAMES.get(entry.dataset, entry.dataset)
@@ -90,7 +110,7 @@ Measured with:
 ```
 {entry.command}
 ```
-{reproduction_section(reproduction) if reproduction is not None else ""}
+{flags_section(flags) if flags else ""}{reproduction_section(reproduction) if reproduction is not None else ""}
 ## Use
 
 With rdist installed:
