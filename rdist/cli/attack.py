@@ -121,7 +121,7 @@ def _print_attack_list() -> None:
         suites.add_row(name, ", ".join(names))
     console.print(suites)
     flags = Table(title="flags (signs of gradient masking or a failed attack)")
-    flags.add_column("flag")
+    flags.add_column("flag", no_wrap=True)
     flags.add_column("raised when")
     flags.add_column("what to do")
     for name, (meaning, remedy) in FLAG_HELP.items():
