@@ -100,6 +100,8 @@ class AutoAttack(Attack):
         logger.addHandler(handler)
         # Its batch lines are debug records: asked for only when a progress bar shows them.
         logger.setLevel(logging.DEBUG if self.on_stage else logging.INFO)
+        if self.norm != "Linf":  # pyautoattack's L2 and L1 code flattens with .view, which channels-last refuses
+            x = x.contiguous()
         try:
             x_adv, _ = self.adversary.run_standard_evaluation(x, y, batch_size=len(x))
         finally:

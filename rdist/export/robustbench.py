@@ -130,11 +130,14 @@ def issue_text(info: dict[str, Any], threat_model: str, command: str) -> str:
     robust = info.get("autoattack_acc") or info.get("corruptions_acc")
     method = ("AutoAttack standard (pyautoattack), first 10,000 test images, fp32, run by rdist: " if threat_model !=
               "corruptions" else "mean accuracy over 15 corruptions x 5 severities (RobustBench's), run by rdist: ")
+    def given(value: str, option: str) -> str:
+        return value or f"(to fill in, or pass {option} to rdist export)"
+
     return f"""# Paper Information
 
 - **Paper Title**: {info['name']}
-- **Paper URL**: {info['link']}
-- **Paper authors**: {info['authors']}
+- **Paper URL**: {given(info['link'], '--link')}
+- **Paper authors**: {given(info['authors'], '--authors')}
 
 # Leaderboard Claim(s)
 

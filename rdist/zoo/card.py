@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from rdist.attacks.base import NORM_TEXT
 from rdist.attacks.flags import Flag
 from rdist.zoo.catalogue import ZooEntry
 
@@ -75,11 +76,11 @@ test images. Published: {source['paper']}{url}, {source['table']}.
 
 
 def model_card(entry: ZooEntry, eps_text: str, reproduction: dict | None = None,
-               flags: list[Flag] | None = None) -> str:
+               flags: list[Flag] | None = None, norm: str = "Linf") -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
     dataset = DATASET_NAMES.get(entry.dataset, entry.dataset)
-    attack = {"norm": "Linf", "eps": eps_text}
+    attack = {"norm": norm, "eps": eps_text}
     results = [EvalResult(task_type="image-classification", task_name="Image Classification",
                           dataset_type=entry.dataset, dataset_name=dataset, dataset_split="test",
                           metric_type="accuracy", metric_value=entry.results[metric], metric_name=name,
@@ -99,7 +100,7 @@ A {entry.arch} student for {dataset}, trained by `rdist` with the **{entry.metho
 teacher **{entry.teacher}**. Inputs are images with pixel values in [0, 1]; any normalisation is
 inside the model.
 
-## Robustness (L-inf, eps {eps_text}, test set)
+## Robustness ({NORM_TEXT[norm]}, eps {eps_text}, test set)
 
 | metric | accuracy |
 |---|---|

@@ -125,7 +125,8 @@ def push_student(model: str | Path, repo: str, *, name: str | None = None, metho
         reproduction = public_reproduction(reproduction)
     operations = [CommitOperationAdd(HUB_FILE, content),
                   CommitOperationAdd("config.json", config_json(entry, meta, eps_text, reproduction, flags)),
-                  CommitOperationAdd("README.md", model_card(entry, eps_text, reproduction, flags).encode())]
+                  CommitOperationAdd("README.md", model_card(entry, eps_text, reproduction, flags,
+                                                              report.get("norm", "Linf")).encode())]
     try:
         api.create_repo(repo, private=private, exist_ok=True)
         commit = api.create_commit(repo, operations, commit_message=f"Publish {name} (rdist)")

@@ -86,18 +86,18 @@ def test_the_protocol_fixes_attacks_images_precision_and_the_boards_eps():
 
 def test_aa_in_l2_by_the_protocol_then_its_robustbench_entry(resnet18, tmp_path, monkeypatch):
     """`rdist attack --protocol robustbench --norm L2 --record` (AutoAttack standard, L2, eps 0.5) with the protocol's
-    10,000 CIFAR-10 test images shrunk to the subset's first 3, then `rdist export --format robustbench`, checked
+    10,000 CIFAR-10 test images shrunk to the subset's first 2, then `rdist export --format robustbench`, checked
     against the fields, types and order of RobustBench's own model_info files and its issue template."""
     model = tmp_path / "resnet18.safetensors"
     model.write_bytes(resnet18.read_bytes())
     real = PROTOCOLS["robustbench"]
     monkeypatch.setitem(PROTOCOLS, "robustbench", dataclasses.replace(
-        real, n=3, boards={**real.boards, DATA: real.boards["cifar10"]}, datasets={**real.datasets, DATA: "cifar10"}))
+        real, n=2, boards={**real.boards, DATA: real.boards["cifar10"]}, datasets={**real.datasets, DATA: "cifar10"}))
     result = run("attack", model, "--protocol", "robustbench", "--norm", "L2", "--data", DATA, "--record", "--json",
                  "--device", "cpu")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert (report["protocol"], report["norm"], report["eps"], report["n"]) == ("robustbench", "L2", 0.5, 3)
+    assert (report["protocol"], report["norm"], report["eps"], report["n"]) == ("robustbench", "L2", 0.5, 2)
     assert report["attacks"] == ["clean", "aa"] and report["accuracy"] == {"clean": 1.0, "aa": 0.0}
     assert report["flags"] == []
 
@@ -127,6 +127,7 @@ def test_aa_in_l2_by_the_protocol_then_its_robustbench_entry(resnet18, tmp_path,
     for field in FACTS["issue_template"]["fields"]:
         assert re.search(rf"- \*\*{re.escape(field)}\*\*: \S", text), field
     assert "- **Threat Model**: L2" in text and "- **Robust accuracy**: 0.0%" in text
+    assert "- **Paper authors**: (to fill in, or pass --authors to rdist export)" in text
 
 
 def check_model_info(info: dict, board: str) -> None:
@@ -161,7 +162,7 @@ def build_archive(path: Path, labels: np.ndarray, images: np.ndarray) -> None:
     with tarfile.open(path, "w") as tar:
         arrays = {"labels.npy": np.tile(labels, 5)}
         for name in corruptions.CORRUPTIONS:
-            noisy = [np.clip(images + rng.normal(0, 12 * s, images.shape), 0, 255).astype(np.uint8) for s in range(1, 6)]
+            noisy = [np.clip(images + rng.normal(0, 4 * s, images.shape), 0, 255).astype(np.uint8) for s in range(1, 6)]
             arrays[f"{name}.npy"] = np.concatenate(noisy)
         arrays["speckle_noise.npy"] = arrays["gaussian_noise.npy"]  # the archives hold corruptions RobustBench skips
         for file, array in arrays.items():
@@ -192,13 +193,19 @@ def test_corruptions_from_the_official_archive_layout(resnet18, subset, tmp_path
             batch = images.images(name, severity, slice(0, 4)).float() / 255
             with torch.no_grad():
                 expected[name].append((model(batch).argmax(1) == y[:4]).float().mean().item())
-    assert report["corruptions"] == pytest.approx(expected)
+    assert report["corruptions"].keys() == expected.keys()
+    for name, values in expected.items():
+        assert report["corruptions"][name] == pytest.approx(values), name
     assert report["accuracy"]["corruptions"] == pytest.approx(np.mean(list(expected.values())))
     assert report["worst_case"] == report["accuracy"]["clean"]  # corruptions stay out of the worst case
     assert np.mean([v[4] for v in expected.values()]) < np.mean([v[0] for v in expected.values()])
     # more images than the archive holds per severity: refused, naming how many it has
     assert_one_line_error(run("attack", resnet18, "--attacks", "corruptions", "--data", DATA, "--n", "7", "--quiet"),
                           "holds 6 images per severity, fewer than the 7")
+    # labels that are not those of the test images: other pictures, refused
+    np.save(home / "CIFAR-10-C" / "labels.npy", np.tile((y[:6].numpy() + 1) % 10, 5))
+    assert_one_line_error(run("attack", resnet18, "--attacks", "corruptions", "--data", DATA, "--n", "4", "--quiet"),
+                          "the labels of the first 4 test images differ from CIFAR-10-C's")
 
 
 def test_corruptions_offline_fail_in_one_line_naming_the_files(resnet18, tmp_path, monkeypatch):
