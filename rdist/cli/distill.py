@@ -40,7 +40,11 @@ def distill(
     recipe: str = opt.RECIPE,
     lr: float = opt.lr_option("distill"), weight_decay: float = opt.WEIGHT_DECAY, batch_size: int = opt.BATCH_SIZE,
     eps: str = opt.attack_option("--eps", "distill"), step_size: str = opt.attack_option("--step-size", "distill"),
-    steps: int = opt.attack_option("--steps", "distill"), out: str = opt.OUT,
+    steps: int = opt.attack_option("--steps", "distill"),
+    extra_data: str = opt.EXTRA_DATA, extra_fraction: float = opt.EXTRA_FRACTION, ema: float = opt.EMA,
+    swa_start: int = opt.swa_start_option("distill"), schedule: str = opt.SCHEDULE,
+    warmup_epochs: int = opt.WARMUP_EPOCHS, nesterov: bool = opt.NESTEROV, label_smoothing: float = opt.LABEL_SMOOTHING,
+    out: str = opt.OUT,
     resume: Path = opt.RESUME, seed: int = opt.SEED, seeds: str = opt.SEEDS,
     device: str = opt.DEVICE, compile: bool = opt.COMPILE,
     sync_bn: bool = opt.SYNC_BN, dist_backend: str = opt.DIST_BACKEND,
@@ -68,7 +72,9 @@ def distill(
                  data=data, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                  batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds,
                  device=device, compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,
-                 select_on=select_on, eval_every=eval_every, eval_n=eval_n)
+                 select_on=select_on, eval_every=eval_every, eval_n=eval_n, extra_data=extra_data,
+                 extra_fraction=extra_fraction, ema=ema, swa_start=swa_start, lr_schedule=schedule,
+                 warmup_epochs=warmup_epochs, nesterov=nesterov, label_smoothing=label_smoothing)
 
 
 def print_method_table(data: str, json_out: bool) -> None:

@@ -144,6 +144,35 @@ EVAL_EVERY = typer.Option(None, "--eval-every", help="evaluate clean and PGD-20 
                           "\\[default: 1]")
 EVAL_N = typer.Option(None, "--eval-n", help="images of the selection split to evaluate on "
                       "\\[default: 1000 on CUDA, 500 on the CPU]")
+# The recipe of the generated-data papers (Gowal et al. 2020, Rebuffi et al. 2021, Wang et al. 2023): their images,
+# the weight average, the schedule.
+EXTRA_DATA = typer.Option(None, "--extra-data", metavar="SOURCE", help="generated images mixed into every batch: "
+                          "PATH.npz with arrays image/label (N x H x W x C, as DeepMind's DDPM and the EDM sets) or "
+                          "x_train/y_train (N x C x H x W, rdist's layout), hf://datasets/ORG/REPO[@REV]/PATH, "
+                          "https://.../NAME.npz (downloaded once), or parts separated by commas; memory-mapped, "
+                          "checked before anything trains. An epoch stays one pass over the real training images")
+EXTRA_FRACTION = typer.Option(None, "--extra-fraction", metavar="F", help="the generated share of every batch: "
+                              "round(F x batch size) images \\[default: 0.7, the recipes' value]")
+EMA = typer.Option(None, "--ema", metavar="DECAY", help="evaluate, select and save an exponential moving average "
+                   "of the weights, updated every step with the warm-up decay min(DECAY, (1+t)/(10+t)) of Gowal et "
+                   "al.'s code (the recipes: 0.995)")
+WARMUP_EPOCHS = typer.Option(None, "--warmup-epochs", help="epochs of linear lr warm-up from 0, step by step "
+                             "\\[default: 0]")
+NESTEROV = typer.Option(None, "--nesterov/--no-nesterov", help="Nesterov momentum (the generated-data recipes) "
+                        "\\[default: off]")
+LABEL_SMOOTHING = typer.Option(None, "--label-smoothing", help="label smoothing of the cross-entropy terms of the "
+                               "method's loss (not of its attack or KL terms; the recipes: 0.1) \\[default: 0]")
+SCHEDULE = typer.Option(None, "--schedule", help="the lr schedule: step (x0.1 after each milestone epoch, the "
+                        "papers') or cosine (to 0 over the run, every step, as the generated-data recipes) "
+                        "\\[default: step]")
+
+
+def swa_start_option(kind: str):
+    return recipe_option("--swa-start", "swa_start", "evaluate, select and save the average of the weights at the "
+                         "end of each epoch from this one on (SWA; BN statistics recomputed on the training data)",
+                         "none", kind)
+
+
 HPARAM = typer.Option(None, "--hparam", metavar="NAME=VALUE", help="any hyper-parameter the method declares, by "
                       "its field name (the options above are the common ones): e.g. --hparam kl_scale=0.5; "
                       "repeatable")

@@ -147,7 +147,11 @@ def train(
     weight_decay: float = options.WEIGHT_DECAY,
     batch_size: int = options.BATCH_SIZE, eps: str = options.attack_option("--eps", "teacher"),
     step_size: str = options.attack_option("--step-size", "teacher"),
-    steps: int = options.attack_option("--steps", "teacher"), out: str = options.OUT,
+    steps: int = options.attack_option("--steps", "teacher"),
+    extra_data: str = options.EXTRA_DATA, extra_fraction: float = options.EXTRA_FRACTION, ema: float = options.EMA,
+    swa_start: int = options.swa_start_option("teacher"), schedule: str = options.SCHEDULE,
+    warmup_epochs: int = options.WARMUP_EPOCHS, nesterov: bool = options.NESTEROV,
+    label_smoothing: float = options.LABEL_SMOOTHING, out: str = options.OUT,
     resume: Path = options.RESUME, seed: int = options.SEED,
     seeds: str = options.SEEDS,
     device: str = options.DEVICE, compile: bool = options.COMPILE,
@@ -161,7 +165,9 @@ def train(
                  max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                  batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds, device=device,
                  compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,
-                 select_on=select_on, eval_every=eval_every, eval_n=eval_n)
+                 select_on=select_on, eval_every=eval_every, eval_n=eval_n, extra_data=extra_data,
+                 extra_fraction=extra_fraction, ema=ema, swa_start=swa_start, lr_schedule=schedule,
+                 warmup_epochs=warmup_epochs, nesterov=nesterov, label_smoothing=label_smoothing)
 
 
 @app.command("import")

@@ -1,7 +1,7 @@
 """checkpoint.pt: everything a run needs to continue exactly, written atomically at the end of every epoch.
 
 It holds only tensors and plain Python values, so it loads with `torch.load(weights_only=True)`:
-model, optimiser, scheduler and SWA states, RNG states (as tensors), epoch, global step, best so far,
+model, optimiser, scheduler and weight-average (EMA or SWA) states, RNG states (as tensors), epoch, global step, best so far,
 the full config and the run's identity (what must match for a resume to be the same run).
 """
 
@@ -24,8 +24,9 @@ from rdist.utils import first_line
 
 FORMAT = "rdist-checkpoint"
 # 2: TrainConfig.hparams became method_args, the methods' steps attack_steps (in the identity), and a composition's
-# identity holds every hyper-parameter of its term.
-FORMAT_VERSION = 2
+# identity holds every hyper-parameter of its term. 3: "swa" became "average" (EMA or SWA), the lr scheduler steps every
+# optimiser step (a LambdaLR), the identity holds the extra data.
+FORMAT_VERSION = 3
 
 
 def _field_validator(annotation: Any) -> schema.Validator:
@@ -63,10 +64,10 @@ CHECKPOINT_SCHEMA = schema.mapping({
                                required=("method",), other=schema.anything()),
     "epoch": schema.integer(0), "global_step": schema.integer(0),
     "model": _STATE_DICT, "optimizer": schema.mapping(required=("state", "param_groups"), other=schema.anything()),
-    "scheduler": schema.mapping(other=schema.anything()), "swa": schema.optional(_STATE_DICT),
+    "scheduler": schema.mapping(other=schema.anything()), "average": schema.optional(_STATE_DICT),
     "rng": schema.mapping({"cpu": _TENSOR, "cuda": schema.list_of(_TENSOR)}, required=("cpu", "cuda")),
     "best_epoch": schema.optional(schema.integer(1)), "best_acc": schema.optional(schema.number(0, 1)),
-}, required=("config", "identity", "epoch", "global_step", "model", "optimizer", "scheduler", "swa", "rng",
+}, required=("config", "identity", "epoch", "global_step", "model", "optimizer", "scheduler", "average", "rng",
              "best_epoch", "best_acc"), other=schema.anything())
 
 

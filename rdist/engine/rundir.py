@@ -85,9 +85,9 @@ def eval_report(run: Run, result: EvalResult, epoch: int) -> dict[str, Any]:
 
 
 def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_step: int,
-                  report: dict[str, Any] | None, best_epoch: int | None, swa: bool) -> Path:
-    """Write `model` as run_dir/name with the run's provenance and, when evaluated, its results; `swa` says
-    whether `model` is the weight average."""
+                  report: dict[str, Any] | None, best_epoch: int | None, average: dict | None) -> Path:
+    """Write `model` as run_dir/name with the run's provenance and, when evaluated, its results; `average` says
+    which weight average `model` is (`WeightAverage.describe()`; None: the live weights)."""
     c, s = run.config, run.schedule
     # The artifact format's keys: each role's own (`Role.field`) and <key>_arch.
     teachers = {}
@@ -98,7 +98,7 @@ def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_s
         "method": run.method.name, "method_config": run.method.config(), **teachers,
         "dataset": c.data, "eps": c.eps, "eps_text": format_eps(c.eps), "seed": c.seed,
         "epochs": s.epochs, "epoch": epoch, "global_step": global_step, "recipe": c.recipe,
-        "schedule": s.to_dict(), "swa": swa,
+        "schedule": s.to_dict(), "average": average, "extra_data": run.extra_data_provenance(),
         "selection": {"checkpoint": name.removesuffix(".safetensors"), "on": run.eval_split,
                       "metric": run.method.select_metric, "n": len(run.eval_y), "best_epoch": best_epoch},
         "run_dir": str(run.run_dir), "device": str(run.device),

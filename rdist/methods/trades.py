@@ -16,7 +16,6 @@ and 2/255.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rdist.attacks.pgd import pgd
@@ -47,4 +46,4 @@ class TRADES(Method):
         # for the KL target. Train-mode BN gives the second S(x) the first's values, but its running statistics
         # count the clean batch twice, as in the official run.
         clean, adversarial = student(step.x), student(xa)
-        return F.cross_entropy(clean, step.y) + self.beta * kl_batchmean(student(step.x), adversarial)
+        return step.cross_entropy(clean) + self.beta * kl_batchmean(student(step.x), adversarial)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from rdist.data import ExtraData, convert_npz, map_npz, open_extra_data
-from rdist.data.convert import main as convert_main
 from rdist.errors import RdistError
+from tests.helpers import assert_one_line_error
 from tests.zoo.conftest import hub  # noqa: F401  (the Hub stand-in fixture)
 
 CIFAR = {"image_shape": (3, 32, 32), "num_classes": 10}
@@ -201,21 +201,23 @@ def test_not_an_npz_or_truncated_or_absent(tmp_path):
     refused(f"{tmp_path / 'whole.npz'},", "empty part")
 
 
-def test_compressed_members_are_refused_and_the_named_conversion_fixes_them(tmp_path, capsys):
+def test_compressed_members_are_refused_and_the_named_conversion_fixes_them(tmp_path):
     arrays = edm_arrays()
     packed = tmp_path / "packed.npz"
     np.savez_compressed(packed, **arrays)
-    message = refused(packed, "array 'image' is compressed", "python -m rdist.data.convert")
+    message = refused(packed, "array 'image' is compressed", "rdist data convert")
     converted = tmp_path / "packed-uncompressed.npz"
-    command = f"python -m rdist.data.convert {packed} {converted}"
+    command = f"rdist data convert {packed} {converted}"
     assert command in message, "the command names the file and its converted copy"
-    # The command as the message writes it, in a fresh interpreter: it works and says nothing on stderr.
-    done = subprocess.run([sys.executable, *command.split()[1:]], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # The command as the message writes it, in a fresh process: it works and says nothing on stderr.
+    done = subprocess.run([str(Path(sys.executable).with_name("rdist")), *command.split()[1:]], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0 and done.stderr == "" and "uncompressed" in done.stdout, done
-    assert convert_main([str(tmp_path / "absent.npz"), str(tmp_path / "out.npz")]) == 1
-    error = capsys.readouterr().err
-    assert error.startswith("error: ") and error.count("\n") == 1 and "absent.npz" in error
+    from typer.testing import CliRunner
+
+    from rdist.cli.app import app
+    absent = CliRunner().invoke(app, ["data", "convert", str(tmp_path / "absent.npz"), str(tmp_path / "out.npz")])
+    assert_one_line_error(absent, "absent.npz")
     with zipfile.ZipFile(converted) as archive:
         assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}
     with open_extra_data(str(converted), **CIFAR) as extra:

@@ -82,7 +82,7 @@ def test_short_run_defaults():
 
 def test_lr_falls_tenfold_after_each_milestone_epoch():
     s = schedule("sat", epochs=4)  # milestones (2, 3)
-    optimizer, scheduler = build_optimizer(torch.nn.Linear(2, 2), s)
+    optimizer, scheduler = build_optimizer(torch.nn.Linear(2, 2), s, steps_per_epoch=1)
     lrs = []
     for _ in range(s.epochs):
         lrs.append(optimizer.param_groups[0]["lr"])
