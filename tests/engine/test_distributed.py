@@ -115,15 +115,24 @@ def digits_config(natural_teacher: Path, out: Path, method: str, **overrides) ->
     return TrainConfig(**{**values, **overrides})
 
 
+def extra_config(natural_teacher: Path, generated_digits: dict[str, Path], out: Path, **overrides) -> TrainConfig:
+    """RSLAD on batches of 64 with 45 generated digits (DeepMind's layout) and an EMA of the weights: 10 steps an
+    epoch, the last with 18 real images (filled up to 64, it splits 32/32)."""
+    return digits_config(natural_teacher, out, "rslad", extra_data=str(generated_digits["deepmind"]),
+                         extra_fraction=0.7, ema=0.9, **overrides)
+
+
 @pytest.fixture(scope="module")
-def runs(natural_teacher, tmp_path_factory) -> Path:
-    """One torchrun job of five runs, and the one-process runs they are compared with, all under one directory:
-    two/<method> (sync BN), no-sync-bn, nan-on-rank-1 (one epoch), killed (rank 1 killed in epoch 2) and
-    one/<method> (one process)."""
+def runs(natural_teacher, generated_digits, tmp_path_factory) -> Path:
+    """One torchrun job of six runs, and the one-process runs they are compared with, all under one directory:
+    two/<method> (sync BN), no-sync-bn, nan-on-rank-1 (one epoch), two/extra (generated data and EMA), killed (rank 1
+    killed in epoch 2), one/<method> and one/extra (one process, one thread) and one-two-threads/extra (the same run
+    on two threads: the floating-point floor)."""
     root = tmp_path_factory.mktemp("distributed")
     jobs = [digits_config(natural_teacher, root / "two" / m, m) for m in DISTRIBUTED_METHODS]
     jobs.append(digits_config(natural_teacher, root / "no-sync-bn", "natural", sync_bn=False))
     jobs.append(digits_config(natural_teacher, root / "nan-on-rank-1", "natural", epochs=1))
+    jobs.append(extra_config(natural_teacher, generated_digits, root / "two" / "extra"))
     jobs.append(digits_config(natural_teacher, root / "killed", "natural"))
     with one_thread():
         process = train_on_two_ranks(jobs, root / "rank_run.py", kill_at=STEPS_PER_EPOCH + 2,
@@ -132,6 +141,13 @@ def runs(natural_teacher, tmp_path_factory) -> Path:
         (root / "job.returncode").write_text(str(process.returncode))
         for method in DISTRIBUTED_METHODS:  # one process: BN sees the global batch
             train(digits_config(natural_teacher, root / "one" / method, method, sync_bn=False))
+        train(extra_config(natural_teacher, generated_digits, root / "one" / "extra", sync_bn=False))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(extra_config(natural_teacher, generated_digits, root / "one-two-threads" / "extra", sync_bn=False))
+    finally:
+        torch.set_num_threads(threads)
     return root
 
 
@@ -154,6 +170,24 @@ def test_two_ranks_with_sync_bn_train_what_one_process_trains(runs, method):
     for a, b in zip(log_one, log_two):  # the evaluation is sharded and gathered: the same per-image attacks
         assert abs(a.clean_acc - b.clean_acc) <= 1 / 64
         assert abs(a.train_loss - b.train_loss) < 1e-3 * a.train_loss
+
+
+def test_two_ranks_with_extra_data_and_an_ema_train_what_one_process_trains_within_the_floating_point_floor(runs):
+    """Each rank takes its rows of the same global batch from both streams (real and generated): the weights and their
+    average end where one process's do, to within the floor, the gap between one process on one and on two
+    threads (the same computation in another order of float additions)."""
+    two_dir = runs / "two" / "extra"
+    assert (two_dir / "rank1.pt").is_file(), job_stderr(runs)[-3000:]
+    ranks = [torch.load(two_dir / f"rank{r}.pt") for r in range(2)]
+    assert all(torch.equal(v, ranks[1][k]) for k, v in ranks[0].items())
+    one, two, threads = (load_checkpoint(d) for d in (runs / "one" / "extra", two_dir, runs / "one-two-threads" /
+                                                      "extra"))
+    assert one["global_step"] == two["global_step"] == 2 * 10
+    for part in ("model", "average"):
+        floor, gap = relative_difference(one[part], threads[part]), relative_difference(one[part], two[part])
+        print(f"{part}: two threads {floor:.2e}, two ranks {gap:.2e}")
+        assert 0 < floor and gap <= 10 * floor, (part, gap, floor)
+    assert two["identity"]["extra_data"] == one["identity"]["extra_data"]
 
 
 def test_without_sync_bn_every_rank_keeps_rank_0s_running_statistics(runs):
