@@ -33,7 +33,13 @@ class TrainConfig:
 
     method: str
     student: str
+    # Any model name (a published student, a file, ...) whose weights the student starts from instead of a random
+    # initialisation: fine-tuning. Its architecture must be `student`'s, its classes and input those of `data`.
+    initial_weights: str | None = None
     data: str | None = None  # [default: cifar10]
+    # The folder the named datasets are read from and downloaded to (`rdist.data.data_root`) [default:
+    # $RDIST_DATA_DIR, else the cache]; where the data lies is no part of what the run is.
+    data_dir: str | None = None
     # role -> any model name: a path, zoo:NAME, a RobustBench name, hf-hub:ORG/REPO[@REV]
     teachers: dict[str, str] = field(default_factory=dict)
     recipe: str | None = None  # "paper" or None
@@ -104,8 +110,10 @@ class TrainConfig:
             raise RdistError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.attack_steps is not None and self.attack_steps < 0:
             raise RdistError(f"--steps (attack steps) must be >= 0, got {self.attack_steps}")
+        if self.swa_start is not None and self.swa_start < 1:
+            raise RdistError(f"--swa-start must be a positive epoch, got {self.swa_start}")
         if not 0 < self.val_size < 1:
-            raise RdistError(f"val_size is a fraction of the training data in (0, 1), got {self.val_size}")
+            raise RdistError(f"--val-size is a fraction of the training data in (0, 1), got {self.val_size}")
         self._validate_recipe_options()
 
     def _validate_recipe_options(self) -> None:
@@ -116,8 +124,6 @@ class TrainConfig:
         if self.ema is not None and self.swa_start is not None:
             raise RdistError("--ema and --swa-start each choose the weight average that is evaluated and saved; "
                              "give one of them")
-        if self.swa_start is not None and self.swa_start < 1:
-            raise RdistError(f"--swa-start must be an epoch >= 1, got {self.swa_start}")
         if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
             raise unknown("--schedule", self.lr_schedule, LR_SCHEDULES)
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
@@ -148,7 +154,8 @@ class TrainConfig:
         if extra is not None:  # each local part; hf:// and https:// names stay
             extra = ",".join(absolute(part.strip()) or part.strip() for part in extra.split(","))
         return replace(self, teachers={role: absolute(spec) for role, spec in self.teachers.items()}, data=data,
-                       extra_data=extra,
+                       extra_data=extra, initial_weights=absolute(self.initial_weights),
+                       data_dir=str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None,
                        out=str(Path(self.out).resolve()) if self.out else None,
                        resume=str(Path(self.resume).resolve()) if self.resume else None)
 

@@ -1,5 +1,5 @@
-"""One model under every kind of name: a file, zoo:NAME, a RobustBench name and hf-hub:ORG/REPO[@REV], all
-offline (a pre-filled RobustBench cache, the Hub stand-in on 127.0.0.1)."""
+"""One model under every kind of name: a file, zoo:NAME, a RobustBench name, hf-hub:ORG/REPO[@REV] and
+hf://ORG/REPO[@REV][/FILE], all offline (a pre-filled RobustBench cache, the Hub stand-in on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -34,4 +34,5 @@ def names(tiny_teacher, hub, tmp_path, monkeypatch) -> dict[str, str]:  # noqa: 
         "teacher": "none", "results": {"clean": 10, "pgd20": 0, "aa": 0}, "command": f"rdist attack zoo:{ZOO_NAME}"}]}))
     monkeypatch.setenv("RDIST_ZOO", str(zoo))
     return {"file": str(file), "zoo": f"zoo:{ZOO_NAME}", "robustbench": tiny_teacher.entry.name,
-            "hf-hub": f"hf-hub:{REPO}", "hf-hub@rev": f"hf-hub:{REPO}@{revision}"}
+            "hf-hub": f"hf-hub:{REPO}", "hf-hub@rev": f"hf-hub:{REPO}@{revision}",
+            "hf": f"hf://{REPO}", "hf@rev/file": f"hf://{REPO}@{revision}/model.safetensors"}
