@@ -70,3 +70,22 @@ def short_run(robust_teacher):
         return TrainConfig(**{**values, **overrides})
 
     return config
+
+
+@pytest.fixture(scope="session")
+def generated_digits(tmp_path_factory) -> dict[str, Path]:
+    """Stand-ins for generated digits, 600 of them (the training digits shifted by a pixel, with noise), in the two
+    layouts `--extra-data` reads: "deepmind" (image N x H x W x C, label: DeepMind's and the EDM sets' layout) and
+    "rdist" (x_train N x C x H x W, y_train)."""
+    import numpy as np
+
+    from rdist.data import load_dataset
+
+    digits = load_dataset("digits")
+    rng = np.random.default_rng(0)
+    images = np.roll(digits.x_train.numpy()[:600].astype(np.int16), 1, axis=3) + rng.integers(-20, 21, (600, 1, 8, 8))
+    images, labels = images.clip(0, 255).astype(np.uint8), digits.y_train.numpy()[:600]
+    directory = tmp_path_factory.mktemp("generated-digits")
+    np.savez(directory / "digits_ddpm.npz", image=images.transpose(0, 2, 3, 1), label=labels)
+    np.savez(directory / "digits_rdist.npz", x_train=images, y_train=labels.astype(np.int64))
+    return {"deepmind": directory / "digits_ddpm.npz", "rdist": directory / "digits_rdist.npz"}

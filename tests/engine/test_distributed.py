@@ -148,17 +148,27 @@ REQUEUED_OPTIONS = ["--method", "natural", "--arch", "tinycnn", "--data", "digit
                     "64", "--lr", "0.05", "--steps", "2", "--eval-n", "1000", "--val-size", "0.8686", "--sync-bn"]
 
 
+def extra_config(natural_teacher: Path, generated_digits: dict[str, Path], out: Path, **overrides) -> TrainConfig:
+    """RSLAD on batches of 64 with 45 generated digits (DeepMind's layout) and an EMA of the weights: 10 steps an
+    epoch, the last with 18 real images (filled up to 64, it splits 32/32)."""
+    return digits_config(natural_teacher, out, "rslad", extra_data=str(generated_digits["deepmind"]),
+                         extra_fraction=0.7, ema=0.9, **overrides)
+
+
 @pytest.fixture(scope="module")
-def runs(natural_teacher, tmp_path_factory) -> Path:
+def runs(natural_teacher, generated_digits, tmp_path_factory) -> Path:
     """One torchrun job of the runs above, no-sync-bn, nan-on-rank-1 (one epoch), requeue-whole (what the restart
-    test's job trains, uninterrupted) and killed (Tutor, rank 1 killed in epoch 2), and the one-process runs they are
-    compared with, all under one directory: two/<run> (sync BN) and one/<run> (one process)."""
+    test's job trains, uninterrupted), two/extra (generated data and EMA) and killed (Tutor, rank 1 killed in epoch
+    2), and the one-process runs they are compared with, all under one directory: two/<run> (sync BN), one/<run> and
+    one/extra (one process, one thread) and one-two-threads/extra (the same run on two threads: the floating-point
+    floor)."""
     root = tmp_path_factory.mktemp("distributed")
     jobs = [digits_config(natural_teacher, root / "two" / name, method, method_args=args)
             for name, (method, args) in DISTRIBUTED_RUNS.items()]
     jobs.append(digits_config(natural_teacher, root / "no-sync-bn", "natural", sync_bn=False))
     jobs.append(digits_config(natural_teacher, root / "nan-on-rank-1", "natural", epochs=1))
     jobs.append(digits_config(natural_teacher, root / "requeue-whole", "natural", **REQUEUED))
+    jobs.append(extra_config(natural_teacher, generated_digits, root / "two" / "extra"))
     jobs.append(digits_config(natural_teacher, root / "killed", "tutor"))
     with one_thread(), pytest.MonkeyPatch.context() as patch:
         process = train_on_two_ranks(jobs, root / "rank_run.py", kill_at=STEPS_PER_EPOCH + 2,
@@ -169,6 +179,13 @@ def runs(natural_teacher, tmp_path_factory) -> Path:
         register_method(Tutor)
         for name, (method, args) in DISTRIBUTED_RUNS.items():  # one process: BN sees the global batch
             train(digits_config(natural_teacher, root / "one" / name, method, method_args=args, sync_bn=False))
+        train(extra_config(natural_teacher, generated_digits, root / "one" / "extra", sync_bn=False))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(extra_config(natural_teacher, generated_digits, root / "one-two-threads" / "extra", sync_bn=False))
+    finally:
+        torch.set_num_threads(threads)
     return root
 
 
@@ -203,6 +220,24 @@ def test_two_ranks_with_sync_bn_train_what_one_process_trains(runs, name):
     for a, b in zip(log_one, log_two):  # the evaluation is sharded and gathered: the same per-image attacks
         assert abs(a.clean_acc - b.clean_acc) <= 1 / 64
         assert abs(a.train_loss - b.train_loss) < 1e-3 * a.train_loss
+
+
+def test_two_ranks_with_extra_data_and_an_ema_train_what_one_process_trains_within_the_floating_point_floor(runs):
+    """Each rank takes its rows of the same global batch from both streams (real and generated): the weights and their
+    average end where one process's do, to within the floor, the gap between one process on one and on two
+    threads (the same computation in another order of float additions)."""
+    two_dir = runs / "two" / "extra"
+    assert (two_dir / "rank1.pt").is_file(), job_stderr(runs)[-3000:]
+    ranks = [torch.load(two_dir / f"rank{r}.pt") for r in range(2)]
+    assert all(torch.equal(v, ranks[1][k]) for k, v in ranks[0].items())
+    one, two, threads = (load_checkpoint(d) for d in (runs / "one" / "extra", two_dir, runs / "one-two-threads" /
+                                                      "extra"))
+    assert one["global_step"] == two["global_step"] == 2 * 10
+    for part in ("model", "average"):
+        floor, gap = relative_difference(one[part], threads[part]), relative_difference(one[part], two[part])
+        print(f"{part}: two threads {floor:.2e}, two ranks {gap:.2e}")
+        assert 0 < floor and gap <= 10 * floor, (part, gap, floor)
+    assert two["identity"]["extra_data"] == one["identity"]["extra_data"]
 
 
 def test_without_sync_bn_every_rank_keeps_rank_0s_running_statistics(runs):
@@ -289,7 +324,7 @@ def test_attack_under_torchrun_reports_what_one_process_reports(digits_artifact,
     process = torchrun("-m", "rdist", "attack", str(digits_artifact), "--attacks", "clean,pgd20", "--n-images", "150",
                        "--batch-size", "40", "--out", str(tmp_path / "two.json"), "--quiet")
     assert process.returncode == 0, process.stderr[-3000:]
-    assert process.stdout.count("worst case") == 1  # rank 0 prints the report, rank 1 nothing
+    assert process.stdout.count("worst class:") == 1  # rank 0 prints the report, rank 1 nothing
     two = json.loads((tmp_path / "two.json").read_text())
     # Each rank attacked whole batches with the seeds one process gives them: the same per-image results.
     assert two["accuracy"] == one["accuracy"] and two["worst_case"] == one["worst_case"]

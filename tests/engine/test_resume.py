@@ -58,7 +58,7 @@ def killed_run(config: TrainConfig, kill_at: int, *methods: str) -> subprocess.C
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     state = load_checkpoint(run_dir)
     return {**{f"model.{k}": v for k, v in state["model"].items()},
-            **{f"swa.{k}": v for k, v in state["swa"].items()}}
+            **{f"average.{k}": v for k, v in state["average"].items()}}
 
 
 def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(short_run, natural_teacher, tmp_path):

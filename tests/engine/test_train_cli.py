@@ -154,7 +154,9 @@ def test_paper_recipe_is_applied(tmp_path):
     meta = rdist.read_metadata(tmp_path / "last.safetensors")
     # SAT's paper recipe: 200 epochs, x0.1 at 100 and 150, weight decay 2e-4, batch 128: scaled to 2 epochs.
     assert meta["provenance"]["schedule"] == {"epochs": 2, "milestones": [1, 2], "lr": 0.1, "weight_decay": 2e-4,
-                                              "batch_size": 128, "swa_start": None}
+                                              "batch_size": 128, "swa_start": None, "ema": None,
+                                              "lr_schedule": "step", "warmup_epochs": 0, "nesterov": False,
+                                              "label_smoothing": 0.0}
     assert torch.isfinite(torch.tensor(json.loads(result.output)["history"][0]["train_loss"]))
 
 
