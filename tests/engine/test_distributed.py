@@ -21,7 +21,6 @@ from rdist.engine.ddp import DataParallelTraining
 from rdist.errors import RdistError
 from rdist.files import LOCK_FILE, hold_directory
 from rdist.parallel import Group, Ranks
-from tests.helpers import one_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -125,13 +124,12 @@ def runs(natural_teacher, tmp_path_factory) -> Path:
     jobs.append(digits_config(natural_teacher, root / "no-sync-bn", "natural", sync_bn=False))
     jobs.append(digits_config(natural_teacher, root / "nan-on-rank-1", "natural", epochs=1))
     jobs.append(digits_config(natural_teacher, root / "killed", "natural"))
-    with one_thread():
-        process = train_on_two_ranks(jobs, root / "rank_run.py", kill_at=STEPS_PER_EPOCH + 2,
-                                     nan_run=len(DISTRIBUTED_METHODS) + 1)
-        (root / "job.stderr").write_text(process.stderr)
-        (root / "job.returncode").write_text(str(process.returncode))
-        for method in DISTRIBUTED_METHODS:  # one process: BN sees the global batch
-            train(digits_config(natural_teacher, root / "one" / method, method, sync_bn=False))
+    process = train_on_two_ranks(jobs, root / "rank_run.py", kill_at=STEPS_PER_EPOCH + 2,
+                                 nan_run=len(DISTRIBUTED_METHODS) + 1)
+    (root / "job.stderr").write_text(process.stderr)
+    (root / "job.returncode").write_text(str(process.returncode))
+    for method in DISTRIBUTED_METHODS:  # one process: BN sees the global batch
+        train(digits_config(natural_teacher, root / "one" / method, method, sync_bn=False))
     return root
 
 

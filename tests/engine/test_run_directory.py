@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from rdist.cli.app import app
 from rdist.engine import CHECKPOINT, LOG, load_checkpoint, read_log, resume_config, train, train_seeds
 from rdist.errors import RdistError
 from rdist.files import LOCK_FILE, hold_directory
@@ -152,7 +150,7 @@ save_png(Figure(figsize=(1, 1)), f"{out}/figure.png")
 """
 
 
-def test_new_artifacts_follow_the_umask_and_record_keeps_a_files_mode(tmp_path):
+def test_new_artifacts_follow_the_umask_and_record_keeps_a_files_mode(cli, tmp_path):
     subprocess.run([sys.executable, "-c", WRITE_UNDER_UMASK, str(tmp_path)], env=ENV, umask=0o022, check=True,
                    capture_output=True, timeout=300)
     run = tmp_path / "run"
@@ -165,7 +163,5 @@ def test_new_artifacts_follow_the_umask_and_record_keeps_a_files_mode(tmp_path):
     model = run / "best.safetensors"
     for mode in (0o644, 0o640):
         model.chmod(mode)
-        recorded = CliRunner().invoke(app, ["attack", str(model), "--attacks", "clean", "--n", "10", "--quiet",
-                                            "--record"])
-        assert recorded.exit_code == 0, recorded.output
+        cli("attack", model, "--attacks", "clean", "--n", "10", "--quiet", "--record")
         assert _mode(model) == mode
