@@ -49,6 +49,7 @@ def test_attack_list_shows_attacks_and_suites(cli):
     assert "pgd20-trades" in result.output and "autoattack" in result.output
 
 
+@pytest.mark.e2e
 @requires_cifar_subset()
 def test_real_natural_resnet18_is_accurate_and_not_robust(cli, pyautoattack_resnet18, tmp_path):
     """The naturally trained ResNet-18 shipped in pyautoattack, imported and attacked on real CIFAR-10 images."""

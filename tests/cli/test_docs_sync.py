@@ -59,6 +59,7 @@ def _rdist_on_path(tmp_path: Path) -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_bash_completion_script_completes_commands_and_options(tmp_path):
     script = ROOT / "completions" / "rdist.bash"

@@ -2,10 +2,12 @@
 
 import json
 
+import pytest
 
 from rdist.artifact import read_metadata, results_key
 
 
+@pytest.mark.e2e
 def test_quickstart_trains_three_models_and_compares_them(cli, tmp_path):
     result = cli("quickstart", "--epochs", "1", "--n", "120", "--out", tmp_path, "--json")
     comparison = json.loads(result.output)

@@ -137,6 +137,7 @@ def job_stderr(runs: Path) -> str:
     return (runs / "job.stderr").read_text()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("method", DISTRIBUTED_METHODS)
 def test_two_ranks_with_sync_bn_train_what_one_process_trains(runs, method):
     one_dir, two_dir = runs / "one" / method, runs / "two" / method
@@ -154,6 +155,7 @@ def test_two_ranks_with_sync_bn_train_what_one_process_trains(runs, method):
         assert abs(a.train_loss - b.train_loss) < 1e-3 * a.train_loss
 
 
+@pytest.mark.e2e
 def test_without_sync_bn_every_rank_keeps_rank_0s_running_statistics(runs):
     # Each rank's BN normalises with its own shard, so their running statistics would drift apart; they are
     # broadcast from rank 0 after every step, so that all ranks attack and evaluate one model.
@@ -163,6 +165,7 @@ def test_without_sync_bn_every_rank_keeps_rank_0s_running_statistics(runs):
     assert int(ranks[0]["features.0.1.num_batches_tracked"]) == 2 * STEPS_PER_EPOCH
 
 
+@pytest.mark.e2e
 def test_a_loss_that_goes_non_finite_on_one_rank_stops_every_rank_at_that_step(runs):
     # Rank 0's own loss at step 2 is finite; had it gone on, it would have waited forever in step 3's gradient
     # all-reduce for rank 1. The job went on to its next run, so the ranks left this one in step.
@@ -172,6 +175,7 @@ def test_a_loss_that_goes_non_finite_on_one_rank_stops_every_rank_at_that_step(r
     assert not (runs / "nan-on-rank-1" / "checkpoint.pt").exists()
 
 
+@pytest.mark.e2e
 def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(runs):
     killed = runs / "killed"
     assert int((runs / "job.returncode").read_text()) != 0
@@ -186,6 +190,7 @@ def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(runs):
     assert relative_difference(one, after_kill) < 1e-4
 
 
+@pytest.mark.e2e
 def test_attack_under_torchrun_reports_what_one_process_reports(digits_artifact, tmp_path):
     from rdist.report.config import EvalConfig
     from rdist.report.robustness import robustness_report
@@ -202,6 +207,7 @@ def test_attack_under_torchrun_reports_what_one_process_reports(digits_artifact,
     assert two["n"] == 150 and two["processes"] == 2
 
 
+@pytest.mark.e2e
 def test_seeds_under_torchrun_train_one_run_after_the_other_in_one_process_group(tmp_path):
     process = torchrun("-m", "rdist", "teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data",
                        "digits", "--epochs", "1", "--max-steps", "2", "--batch-size", "64", "--eval-n", "16",
@@ -210,6 +216,7 @@ def test_seeds_under_torchrun_train_one_run_after_the_other_in_one_process_group
     assert all((tmp_path / "group" / f"seed-{seed}" / "last.safetensors").is_file() for seed in (0, 1))
 
 
+@pytest.mark.e2e
 def test_torchrun_refuses_a_batch_that_does_not_split_over_the_processes(tmp_path):
     process = torchrun("-m", "rdist", "teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data",
                        "digits", "--epochs", "1", "--batch-size", "63", "--out", str(tmp_path / "run"), timeout=120)
@@ -221,6 +228,7 @@ def test_torchrun_refuses_a_batch_that_does_not_split_over_the_processes(tmp_pat
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+@pytest.mark.e2e
 def test_torchrun_is_refused_a_run_directory_another_process_holds(tmp_path):
     """Rank 0 alone tries the run directory's lock and every rank hears its verdict: the whole job stops at once, with
     the one line naming the holder (here this test's process), having written nothing."""

@@ -46,6 +46,7 @@ def _wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.e2e
 def test_two_runs_on_one_out_one_trains_and_a_kill_frees_the_directory_for_resume(tmp_path):
     out = tmp_path / "run"
     command = [str(RDIST), *TRAIN, "--epochs", "200", "--out", str(out)]
@@ -115,6 +116,7 @@ train(TrainConfig.from_dict(json.loads(sys.argv[1])))
 """
 
 
+@pytest.mark.e2e
 def test_a_run_killed_inside_a_checkpoint_write_resumes_to_the_end_with_no_temporary_file(short_run, tmp_path):
     out = tmp_path / "run"
     config = short_run(out, epochs=3).with_absolute_paths()
@@ -150,6 +152,7 @@ save_png(Figure(figsize=(1, 1)), f"{out}/figure.png")
 """
 
 
+@pytest.mark.e2e
 def test_new_artifacts_follow_the_umask_and_record_keeps_a_files_mode(cli, tmp_path):
     subprocess.run([sys.executable, "-c", WRITE_UNDER_UMASK, str(tmp_path)], env=ENV, umask=0o022, check=True,
                    capture_output=True, timeout=300)

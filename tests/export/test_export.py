@@ -40,7 +40,7 @@ def _reference_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model.double()(x.double())
 
 
-@pytest.mark.parametrize("arch", ["tinycnn", "resnet18", "mobilenetv2"])
+@pytest.mark.parametrize("arch", ["tinycnn", "resnet18", pytest.param("mobilenetv2", marks=pytest.mark.e2e)])
 def test_export_matches_pytorch_with_normalisation_inside_and_any_batch(arch, tmp_path):
     torch.manual_seed(0)
     model = rdist.create_model(arch, num_classes=10, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26])
@@ -78,6 +78,7 @@ def test_int8_export_of_a_trained_digits_model_keeps_its_accuracy(exported, digi
     assert exported["int8"].stat().st_size < 0.5 * exported["fp32"].stat().st_size  # int8 weights
 
 
+@pytest.mark.e2e
 def test_attack_onnx_clean_square_and_transfer_agree_with_pytorch(cli, exported, digits_artifact):
     args = dict(eps=EPS, n=N, device="cpu")
     pytorch = robustness_report(str(digits_artifact), EvalConfig(attacks="clean,pgd20", **args)).to_dict()

@@ -44,6 +44,7 @@ def uninterrupted(cli, catalogue, tmp_path_factory) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.e2e
 def test_every_stage_leaves_its_output(uninterrupted):
     out = Path(uninterrupted["out"])
     assert (out / "reproduction.json").is_file() and (out / "teacher" / "best.safetensors").is_file()
@@ -61,6 +62,7 @@ def test_every_stage_leaves_its_output(uninterrupted):
     assert summary["aa"]["mean"] <= summary["pgd20"]["mean"] + 1e-9 <= summary["clean"]["mean"] + 2e-9
 
 
+@pytest.mark.e2e
 def test_killed_in_the_middle_and_resumed_to_the_same_table(cli, uninterrupted, catalogue, tmp_path):
     out = tmp_path / "cut"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

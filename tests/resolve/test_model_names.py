@@ -55,6 +55,7 @@ def names(tiny_teacher, hub, tmp_path, monkeypatch) -> dict[str, str]:
             "hf-hub": f"hf-hub:{REPO}", "hf-hub@rev": f"hf-hub:{REPO}@{revision}"}
 
 
+@pytest.mark.e2e
 def test_load_model_takes_every_kind_of_name(names):
     expected = load_artifact(names["file"]).state_dict()
     for kind, spec in names.items():
@@ -65,6 +66,7 @@ def test_load_model_takes_every_kind_of_name(names):
         assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in expected), kind
 
 
+@pytest.mark.e2e
 def test_attack_reports_the_same_numbers_for_every_kind_of_name(cli, names, tiny_teacher):
     reports = {kind: json.loads(cli("attack", spec, "--attacks", "clean,pgd20", "--data", DATA, "--n", N, "--device",
                                     "cpu", "--json").stdout) for kind, spec in names.items()}
@@ -80,6 +82,7 @@ def test_attack_reports_the_same_numbers_for_every_kind_of_name(cli, names, tiny
         assert reports[kind]["model"].startswith(os.environ["HF_HUB_CACHE"]), "a download in the Hub cache"
 
 
+@pytest.mark.e2e
 def test_compare_puts_every_kind_of_name_side_by_side(cli, names):
     comparison = json.loads(cli("compare", *names.values(), "--attacks", "clean,pgd20", "--data", DATA, "--n", N,
                                 "--json", "--quiet").stdout)
@@ -89,6 +92,7 @@ def test_compare_puts_every_kind_of_name_side_by_side(cli, names):
     assert len({(r["params"], r["macs"]) for r in rows}) == 1
 
 
+@pytest.mark.e2e
 def test_surrogate_takes_every_kind_of_name(cli, names):
     reports = {kind: json.loads(cli("attack", names["file"], "--surrogate", spec, "--attacks",
                                     "clean,transfer-pgd20", "--data", DATA, "--n", N, "--device", "cpu",
@@ -98,6 +102,7 @@ def test_surrogate_takes_every_kind_of_name(cli, names):
         assert reports[kind]["accuracy"] == reports["file"]["accuracy"], kind
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("option, method", [("--teacher", "kd"), ("--natural-teacher", "akd2")])
 def test_teacher_options_take_every_kind_of_name(cli, names, tmp_path, option, method):
     """One step of training with the teacher under each name: the same student weights, its name recorded."""
@@ -117,6 +122,7 @@ def test_teacher_options_take_every_kind_of_name(cli, names, tmp_path, option, m
         assert all(torch.equal(state[k], first[k]) for k in first), kind
 
 
+@pytest.mark.e2e
 def test_zoo_push_takes_any_kind_of_name(cli, names, hub):
     # What `rdist attack --record` leaves in a file, then that file published by someone else on the Hub.
     record_results(names["file"], {"attacks": ["clean", "pgd20", "aa"], "dataset": "cifar10", "eps": 8 / 255,
@@ -133,6 +139,7 @@ def test_zoo_push_takes_any_kind_of_name(cli, names, hub):
 KINDS_FRAGMENTS = ("an .safetensors file", "zoo:NAME", "a RobustBench name", "hf-hub:ORG/REPO[@REV]")
 
 
+@pytest.mark.e2e
 def test_an_unknown_name_fails_on_one_line_everywhere_with_the_kinds_and_close_names(cli, names):
     for typo, close in (("Tiny2019Trades_WRN1O", "Tiny2019Trades_WRN10"), ("tiny-wrn", "zoo:tiny-wrn")):
         for args in (["attack", typo, "--data", DATA],
@@ -145,6 +152,7 @@ def test_an_unknown_name_fails_on_one_line_everywhere_with_the_kinds_and_close_n
             cli.fails(args, f"'{typo}' is not a file", f"did you mean: {close}?", *KINDS_FRAGMENTS)
 
 
+@pytest.mark.e2e
 def test_hub_names_that_lead_nowhere_fail_on_one_line(cli, names):
     missing = "0" * 40
     for spec, fragment in (("hf-hub:nobody/ghost", "cannot download model.safetensors of hf-hub:nobody/ghost at main"),
@@ -154,6 +162,7 @@ def test_hub_names_that_lead_nowhere_fail_on_one_line(cli, names):
         cli.fails(["attack", spec, "--data", DATA], fragment)
 
 
+@pytest.mark.e2e
 def test_record_never_writes_into_a_download(cli, names, hub):
     requests = len(hub.state.requests)
     for spec in (names["zoo"], names["hf-hub"]):

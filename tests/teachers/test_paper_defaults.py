@@ -52,6 +52,7 @@ def trades_teacher_cached(offline_cache) -> Path:
     return path
 
 
+@pytest.mark.e2e
 def test_promised_command_trains_iad_i_on_cifar10_with_the_paper_recipe_and_teacher(cli, cifar10_cache,
                                                                                    trades_teacher_cached, tmp_path):
     result = cli("distill", "--method", "iad", "--student", "mobilenetv2", *FAST, "--out", tmp_path / "run")

@@ -31,6 +31,7 @@ def publisher(tmp_path):
     return root
 
 
+@pytest.mark.e2e
 def test_a_pushed_student_names_no_path_of_the_publishers_machine(cli, hub, publisher):
     digits = load_dataset("digits")
     data = publisher / "datasets" / "digits.npz"

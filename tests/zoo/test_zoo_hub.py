@@ -136,6 +136,7 @@ def test_push_refuses_what_is_not_a_measured_rdist_artifact(cli, hub, student, t
     assert hub.state.repos == {} and not [r for r in hub.state.requests if r[0] == "POST"]
 
 
+@pytest.mark.e2e
 def test_push_in_a_fresh_process_reads_the_hub_settings_from_the_environment(hub, student):
     """The way a user runs it: huggingface_hub imported after HF_ENDPOINT is set; the token is in no output."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "HF_HUB_VERBOSITY": "debug"}
