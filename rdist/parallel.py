@@ -103,7 +103,7 @@ class Group:
         if not dist.is_initialized():
             if dev.type == "cuda":
                 torch.cuda.set_device(dev)
-            dist.init_process_group(backend, device_id=dev if backend == "nccl" else None)
+            _join_group(backend, dev if backend == "nccl" else None)
             # One group for the process's life: a process that trains or attacks more than once (--seeds, the
             # models of `rdist compare`) joins it again, since a second init after a destroy can hang under
             # torchrun's rendezvous store.
@@ -167,6 +167,19 @@ class Group:
                             f"failed: {cause}); {advice}") from None
         else:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _join_group(backend: str, device_id: torch.device | None) -> None:
+    """init_process_group from torchrun's environment, reading only this attempt's keys in torchrun's store.
+
+    The store outlives a restart (`--max-restarts`: torchrun shares one TCPStore across its attempts), and the
+    process group's keys carry no attempt: a restarted process could read the address a dead process of the last
+    attempt left there, and fail to connect to it (gloo: "Connection refused") or wait for it. A prefix with
+    torchrun's restart count keeps each attempt's keys apart."""
+    store, rank, world_size = next(dist.rendezvous("env://"))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend, store=dist.PrefixStore(f"rdist/attempt-{attempt}", store), rank=rank,
+                            world_size=world_size, device_id=device_id)
 
 
 def _close_group() -> None:

@@ -4,6 +4,8 @@
     last.safetensors   the latest epoch's model, written at the end of every epoch (and of a --max-steps cut)
     log.jsonl          one `EpochRecord` per epoch, written as the run starts and appended to after each epoch
     checkpoint.pt      everything a resume needs, written at the end of every finished epoch
+    config.yaml        the run's resolved configuration, keyed as the options of the command that trains it
+                       (`rdist.engine.config_file`), written as it starts: `--config` trains the same run again from it
     .rdist.lock        while a process writes here: its hold (`files.hold_directory`; under torchrun rank 0 holds it)
 
 Several seeds of one run (`--seeds`) are run directories `seed-N` under one group directory.
@@ -23,7 +25,8 @@ from typing import Any
 from rdist.errors import RdistError
 
 BEST, LAST, LOG, CHECKPOINT = "best.safetensors", "last.safetensors", "log.jsonl", "checkpoint.pt"
-FILES = (BEST, LAST, LOG, CHECKPOINT)
+CONFIG = "config.yaml"
+FILES = (BEST, LAST, LOG, CHECKPOINT, CONFIG)
 
 
 @dataclass(frozen=True)

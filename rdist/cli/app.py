@@ -6,8 +6,8 @@ import os
 
 import typer
 
-from rdist.cli import attack, compare, distill, export, quickstart, reproduce, teacher, zoo
-from rdist.cli.common import OneLineErrors
+from rdist.cli import attack, compare, distill, env, export, quickstart, reproduce, teacher, zoo
+from rdist.cli.common import OneLineErrors, console
 
 app = typer.Typer(
     name="rdist",
@@ -26,6 +26,22 @@ app.command("export")(export.export)
 app.add_typer(zoo.app, name="zoo")
 app.command("quickstart")(quickstart.quickstart)
 app.command("reproduce")(reproduce.reproduce)
+app.command("env")(env.env)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"rdist {version('rdist')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def rdist(version: bool = typer.Option(None, "--version", callback=_print_version, is_eager=True,
+                                       help="print rdist's version and exit (`rdist env` tells more)")) -> None:
+    """Adversarial robustness distillation: turn a robust teacher into a small robust student, and measure
+    robustness honestly."""
 
 
 def main() -> None:

@@ -14,40 +14,45 @@ from rdist.methods import NATURAL, list_aliases, list_methods, method_rows, meth
 
 @user_errors
 def distill(
-    method: str = typer.Option(None, "--method", "-m",
+    ctx: typer.Context,
+    method: str = typer.Option(None, "--method", "-m", rich_help_panel=opt.METHOD_PANEL,
                                help=f"distillation method: {', '.join(list_methods('distill'))}; as the papers say "
                                f"them: {', '.join(list_aliases('distill'))}"),
-    student: str = typer.Option(None, "--student", "-s", help="student architecture: resnet18, mobilenetv2, "
-                                "preactresnet18, wrn-D-W, tinycnn, ..."),
+    student: str = typer.Option(None, "--student", "-s", rich_help_panel=opt.METHOD_PANEL,
+                                help="student architecture: resnet18, mobilenetv2, preactresnet18, wrn-D-W, tinycnn, "
+                                "..."),
+    initial_weights: str = opt.INITIAL_WEIGHTS,
+    alpha: float = opt.hparam_option("alpha"), beta: float = opt.hparam_option("beta"),
+    tau: float = opt.hparam_option("tau"), kl_scale: float = opt.hparam_option("kl_scale"),
+    warmup_epoch: float = opt.hparam_option("warmup_epoch"), igdm_alpha: float = opt.hparam_option("igdm_alpha"),
+    igdm_beta: float = opt.hparam_option("igdm_beta"), igdm_gamma: float = opt.hparam_option("igdm_gamma"),
+    hparam: list[str] = opt.HPARAM,
     teacher: list[str] = typer.Option(None, "--teacher", "-t", metavar="[ROLE=]MODEL",
+                                      rich_help_panel=opt.TEACHERS_PANEL,
                                       help=f"the robust teacher: {MODEL_HELP}; a RobustBench name is pulled on first "
                                       "use. ROLE=MODEL names the teacher of another role a method declares "
                                       f"(natural=MODEL is {role(NATURAL).option}); repeatable "
                                       "\\[default: the method's paper teacher for --data, see --list]"),
-    natural_teacher: str = typer.Option(None, role(NATURAL).option, help=f"the {role(NATURAL).adjective} teacher of "
+    natural_teacher: str = typer.Option(None, role(NATURAL).option, rich_help_panel=opt.TEACHERS_PANEL,
+                                        help=f"the {role(NATURAL).adjective} teacher of "
                                         f"{', '.join(methods_taking(NATURAL))} "
                                         f"({role(NATURAL).how_to_get.format(data='DATA')}): {MODEL_HELP} "
                                         "\\[default: the method's paper choice for --data, see --list]"),
-    alpha: float = typer.Option(None, "--alpha", help=opt.hparam_help("alpha")),
-    beta: float = typer.Option(None, "--beta", help=opt.hparam_help("beta")),
-    tau: float = typer.Option(None, "--tau", help=opt.hparam_help("tau")),
-    kl_scale: float = typer.Option(None, "--kl-scale", help=opt.hparam_help("kl_scale")),
-    warmup_epoch: float = typer.Option(None, "--warmup-epoch", help=opt.hparam_help("warmup_epoch")),
-    igdm_alpha: float = typer.Option(None, "--igdm-alpha", help=opt.hparam_help("igdm_alpha")),
-    igdm_beta: float = typer.Option(None, "--igdm-beta", help=opt.hparam_help("igdm_beta")),
-    igdm_gamma: float = typer.Option(None, "--igdm-gamma", help=opt.hparam_help("igdm_gamma")),
-    hparam: list[str] = opt.HPARAM, data: str = opt.DATA, epochs: int = opt.EPOCHS, max_steps: int = opt.MAX_STEPS,
-    recipe: str = opt.RECIPE,
-    lr: float = opt.lr_option("distill"), weight_decay: float = opt.WEIGHT_DECAY, batch_size: int = opt.BATCH_SIZE,
-    eps: str = opt.attack_option("--eps", "distill"), step_size: str = opt.attack_option("--step-size", "distill"),
-    steps: int = opt.attack_option("--steps", "distill"), out: str = opt.OUT,
-    resume: Path = opt.RESUME, seed: int = opt.SEED, seeds: str = opt.SEEDS,
-    device: str = opt.DEVICE, compile: bool = opt.COMPILE,
-    sync_bn: bool = opt.SYNC_BN, dist_backend: str = opt.DIST_BACKEND,
+    data: str = opt.DATA, data_dir: str = opt.DATA_DIR, val_size: float = opt.VAL_SIZE,
     select_on: str = opt.SELECT_ON, eval_every: int = opt.EVAL_EVERY, eval_n: int = opt.EVAL_N,
-    quiet: bool = opt.QUIET, json_out: bool = opt.JSON_OUT,
-    list_: bool = typer.Option(False, "--list", help="list the methods (paper, inner attack, outer loss, default "
-                               "teacher and recipe for --data, links to the paper and the official code) and exit"),
+    recipe: str = opt.RECIPE, epochs: int = opt.EPOCHS, milestones: str = opt.MILESTONES,
+    max_steps: int = opt.MAX_STEPS, lr: float = opt.lr_option("distill"), weight_decay: float = opt.WEIGHT_DECAY,
+    batch_size: int = opt.BATCH_SIZE, swa_start: int = opt.SWA_START, seed: int = opt.SEED,
+    eps: str = opt.attack_option("--eps", "distill"), step_size: str = opt.attack_option("--step-size", "distill"),
+    steps: int = opt.attack_option("--steps", "distill"),
+    out: str = opt.OUT, resume: Path = opt.RESUME, config: Path = opt.config_option("rdist distill"),
+    seeds: str = opt.SEEDS,
+    device: str = opt.DEVICE, compile: bool = opt.COMPILE, sync_bn: bool = opt.SYNC_BN,
+    dist_backend: str = opt.DIST_BACKEND,
+    log: list[str] = opt.LOG, quiet: bool = opt.QUIET, json_out: bool = opt.JSON_OUT,
+    list_: bool = typer.Option(False, "--list", rich_help_panel=opt.OUTPUT_PANEL,
+                               help="list the methods (paper, inner attack, outer loss, default teacher and recipe for "
+                               "--data, links to the paper and the official code) and exit"),
 ) -> None:
     """Distil a robust student from a robust teacher with any method of the spec.
 
@@ -59,16 +64,16 @@ def distill(
     if list_:
         print_method_table(data or "cifar10", json_out)
         return
-    method_args = opt.parse_hparams(hparam, {"alpha": alpha, "beta": beta, "tau": tau, "kl_scale": kl_scale,
-                                             "warmup_epoch": warmup_epoch, "igdm_alpha": igdm_alpha,
-                                             "igdm_beta": igdm_beta, "igdm_gamma": igdm_gamma})
-    run_training(kind="distill", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=student,
-                 eps=eps, step_size=step_size, method_args=method_args,
-                 teachers=opt.parse_teachers(teacher, natural_teacher) or None,
-                 data=data, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
-                 batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds,
-                 device=device, compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,
-                 select_on=select_on, eval_every=eval_every, eval_n=eval_n)
+    method_args = opt.method_args(ctx, hparam, {"alpha": alpha, "beta": beta, "tau": tau, "kl_scale": kl_scale,
+                                                "warmup_epoch": warmup_epoch, "igdm_alpha": igdm_alpha,
+                                                "igdm_beta": igdm_beta, "igdm_gamma": igdm_gamma})
+    run_training(kind="distill", resume=resume, quiet=quiet, json_out=json_out, log=log, method=method, arch=student,
+                 eps=eps, step_size=step_size, method_args=method_args, milestones=milestones,
+                 teachers=opt.parse_teachers(teacher, natural_teacher) or None, initial_weights=initial_weights,
+                 data=data, data_dir=data_dir, val_size=val_size, epochs=epochs, max_steps=max_steps, recipe=recipe,
+                 lr=lr, weight_decay=weight_decay, batch_size=batch_size, swa_start=swa_start, attack_steps=steps,
+                 out=out, seed=seed, seeds=seeds, device=device, compile=compile, sync_bn=sync_bn,
+                 dist_backend=dist_backend, select_on=select_on, eval_every=eval_every, eval_n=eval_n)
 
 
 def print_method_table(data: str, json_out: bool) -> None:

@@ -92,6 +92,20 @@ def _params_table(title: str, params, ctx) -> list[str]:
     return out + [""]
 
 
+def _options_tables(options, ctx) -> list[str]:
+    """The options' table, or one table per panel where `--help` groups them in panels (Typer's rich_help_panel),
+    in the order `--help` shows them: the ungrouped ones (--help) first."""
+    panels: dict[str | None, list] = {}
+    for option in options:
+        panels.setdefault(getattr(option, "rich_help_panel", None), []).append(option)
+    if list(panels) == [None]:
+        return _params_table("Option", options, ctx)
+    lines = []
+    for panel, members in sorted(panels.items(), key=lambda item: item[0] is not None):
+        lines += [f"**{panel or 'Options'}**", ""] + _params_table("Option", members, ctx)
+    return lines
+
+
 def cli_markdown() -> str:
     """docs/cli.md: every command with its usage, help, arguments and options, as `--help` states them."""
     root = _command()
@@ -108,7 +122,7 @@ def cli_markdown() -> str:
         lines += ["```", " ".join([c_ctx.command_path, *command.collect_usage_pieces(c_ctx)]), "```", ""]
         params = [p for p in command.params if not getattr(p, "hidden", False)]
         lines += _params_table("Argument", [p for p in params if p.param_type_name == "argument"], c_ctx)
-        lines += _params_table("Option", [p for p in params if p.param_type_name == "option"], c_ctx)
+        lines += _options_tables([p for p in params if p.param_type_name == "option"], c_ctx)
         if hasattr(command, "list_commands"):
             subs = [(name, command.get_command(c_ctx, name)) for name in command.list_commands(c_ctx)]
             lines += ["| Command | Description |", "| --- | --- |"]

@@ -7,13 +7,25 @@ papers' values and recipes), so that they say what each method does and cannot g
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import typer
 
-from rdist.cli.common import data_option
+from rdist.cli.common import MODEL_HELP, data_option
 from rdist.errors import RdistError
 from rdist.methods import NATURAL, ROBUST, Recipe, list_methods, method_class, preset_notes
+from rdist.utils import suggest
+
+# The panels of `rdist distill --help` and `rdist teacher train --help` (Typer's rich_help_panel), in order.
+METHOD_PANEL = "Method and hyper-parameters"
+TEACHERS_PANEL = "Teachers"
+DATA_PANEL = "Data and checkpoint selection"
+SCHEDULE_PANEL = "Schedule"
+ATTACK_PANEL = "Training attack"
+RUN_PANEL = "Run directory"
+DEVICE_PANEL = "Device and distributed"
+OUTPUT_PANEL = "Output"
 
 def parse_hparams(values: list[str] | None, named: dict[str, float | None] | None = None) -> dict[str, Any]:
     """`--hparam NAME=VALUE` (repeatable: any hyper-parameter a method declares) merged with the named options
@@ -78,6 +90,11 @@ def hparam_help(hparam: str, kind: str = "distill") -> str:
     return f"{what} \\[default: the method's paper value: {', '.join(defaults)}{paper}]"
 
 
+def hparam_option(name: str, kind: str = "distill"):
+    """The named option of hyper-parameter `name` (`--kl-scale` for kl_scale), with `hparam_help`'s text."""
+    return typer.Option(None, f"--{name.replace('_', '-')}", help=hparam_help(name, kind), rich_help_panel=METHOD_PANEL)
+
+
 def recipe_option(flag: str, field: str, what: str, default: str, kind: str, paper_only: bool = True):
     """The option `flag` of a `Recipe` `field`; its help names the methods of `kind` whose recipe sets another
     value than the default (applied with `--recipe paper` only, when `paper_only`)."""
@@ -85,7 +102,8 @@ def recipe_option(flag: str, field: str, what: str, default: str, kind: str, pap
     values = [f"{name} {getattr(method_class(name).recipe, field):g}" for name in list_methods(kind)
               if getattr(method_class(name).recipe, field) != standard]
     note = f"; {'with --recipe paper: ' if paper_only else ''}{', '.join(values)}" if values else ""
-    return typer.Option(None, flag, help=f"{what} \\[default: {default}{note}]")
+    panel = ATTACK_PANEL if field in ("eps", "step_size", "attack_steps") else SCHEDULE_PANEL
+    return typer.Option(None, flag, help=f"{what} \\[default: {default}{note}]", rich_help_panel=panel)
 
 
 # The training attack's options: flag -> (Recipe field, default, help).
@@ -110,42 +128,195 @@ def lr_option(kind: str):
 
 
 # Options both commands take. None means "not given": a resumed run keeps its own value, a new run the default.
-DATA = data_option("cifar10")
-EPOCHS = typer.Option(None, "--epochs", help="epochs to train; lr x0.1 at 50% and 75% of them "
-                      "\\[default with --recipe paper: the paper's]")
-MAX_STEPS = typer.Option(None, "--max-steps", help="stop after this many optimiser steps in all (a short run); "
-                         "last.safetensors is still written, best.safetensors once an epoch has finished")
-RECIPE = typer.Option(None, "--recipe", help="'paper': the method's paper recipe (epochs, lr milestones, weight "
-                      "decay, lr, batch size, SWA, attack eps and step); options given explicitly override it")
-WEIGHT_DECAY = typer.Option(None, "--weight-decay",
+DATA = data_option("cifar10", DATA_PANEL)
+DATA_DIR = typer.Option(None, "--data-dir", metavar="DIR", rich_help_panel=DATA_PANEL,
+                        help="a shared folder of datasets: each in DIR/NAME, where a download puts it, or where "
+                        "torchvision's root puts it (DIR/cifar-10-batches-py, as timm's --data-dir) "
+                        "\\[default: $RDIST_DATA_DIR, else ~/.cache/rdist/data]")
+VAL_SIZE = typer.Option(None, "--val-size", rich_help_panel=DATA_PANEL, help="fraction of the training data held "
+                        "out as the selection split \\[default: 0.1, at least min(500, 20%) images]")
+SELECT_ON = typer.Option(None, "--select-on", rich_help_panel=DATA_PANEL, help="'val' (a held-out split of the "
+                         "training data) or 'test' (the papers' protocol; it leaks the test set) for best.safetensors "
+                         "\\[default: val]")
+EVAL_EVERY = typer.Option(None, "--eval-every", rich_help_panel=DATA_PANEL, help="evaluate clean and PGD-20 accuracy "
+                          "every N epochs \\[default: 1]")
+EVAL_N = typer.Option(None, "--eval-n", rich_help_panel=DATA_PANEL, help="images of the selection split to evaluate "
+                      "on \\[default: 1000 on CUDA, 500 on the CPU]")
+INITIAL_WEIGHTS = typer.Option(None, "--initial-weights", metavar="MODEL", rich_help_panel=METHOD_PANEL,
+                               help="start from this model's weights instead of a random initialisation (fine-tune "
+                               f"a published student): {MODEL_HELP}, of the student's architecture and --data's "
+                               "classes; recorded in the provenance")
+HPARAM = typer.Option(None, "--hparam", metavar="NAME=VALUE", rich_help_panel=METHOD_PANEL,
+                      help="any hyper-parameter the method declares, by its field name (the options above are the "
+                      "common ones): e.g. --hparam kl_scale=0.5; repeatable")
+RECIPE = typer.Option(None, "--recipe", rich_help_panel=SCHEDULE_PANEL, help="'paper': the method's paper recipe "
+                      "(epochs, lr milestones, weight decay, lr, batch size, SWA, attack eps and step); options given "
+                      "explicitly override it")
+EPOCHS = typer.Option(None, "--epochs", rich_help_panel=SCHEDULE_PANEL, help="epochs to train; lr x0.1 at 50% and "
+                      "75% of them \\[default with --recipe paper: the paper's]")
+MILESTONES = typer.Option(None, "--milestones", metavar="E1,E2,...", rich_help_panel=SCHEDULE_PANEL,
+                          help="epochs after which the lr drops x0.1, e.g. 100,150 \\[default: 50% and 75% of "
+                          "--epochs; with --recipe paper the paper's, scaled to --epochs]")
+MAX_STEPS = typer.Option(None, "--max-steps", rich_help_panel=SCHEDULE_PANEL, help="stop after this many optimiser "
+                         "steps in all (a short run); last.safetensors is still written, best.safetensors once an "
+                         "epoch has finished")
+WEIGHT_DECAY = typer.Option(None, "--weight-decay", rich_help_panel=SCHEDULE_PANEL,
                             help="SGD weight decay \\[default: the method's paper value]")
-BATCH_SIZE = typer.Option(None, "--batch-size", help="training batch size \\[default: 128]")
-OUT = typer.Option(None, "--out", "-o", help="run directory for best/last.safetensors, log.jsonl and checkpoint.pt "
+BATCH_SIZE = typer.Option(None, "--batch-size", rich_help_panel=SCHEDULE_PANEL,
+                          help="the GLOBAL batch of one optimiser step: under torchrun it is split over the processes "
+                          "(timm's --batch-size is per process), so lr and schedule stay the paper's \\[default: 128]")
+SWA_START = typer.Option(None, "--swa-start", rich_help_panel=SCHEDULE_PANEL, help="first epoch whose weights enter "
+                         "a stochastic weight average, which is then evaluated and saved \\[default: none; with "
+                         "--recipe paper the paper's (akd2), scaled to --epochs]")
+SEED = typer.Option(None, "--seed", rich_help_panel=SCHEDULE_PANEL, help="seed of the initialisation, data order "
+                    "and attacks \\[default: 0]")
+OUT = typer.Option(None, "--out", "-o", rich_help_panel=RUN_PANEL, help="run directory for best/last.safetensors, "
+                   "log.jsonl, checkpoint.pt and config.yaml; one that holds this same run (the same command again, as "
+                   "a cluster's requeue runs it) is continued, another run there is refused "
                    "\\[default: runs/<method>-<arch>-<data>-<timestamp>]")
-RESUME = typer.Option(None, "--resume", help="continue the run in this directory from its last finished epoch "
-                      "(other options may be left out; given ones must match the run)")
-SEED = typer.Option(None, "--seed", help="seed of the initialisation, data order and attacks \\[default: 0]")
-SEEDS = typer.Option(None, "--seeds", help="several seeds, e.g. 0,1,2: one run directory per seed (seed-N) under "
-                     "--out, a group directory that `rdist compare --runs` shows as one row, mean +- std; the same "
-                     "command again continues the group")
-DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1 \\[default: cuda if available]")
-COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile the models (faster long runs on CUDA); "
-                       "drops each epoch's last partial batch, so that no batch shape is compiled twice")
-SYNC_BN = typer.Option(None, "--sync-bn/--no-sync-bn", help="under torchrun: BatchNorm normalises with the "
-                       "statistics of the whole global batch (SyncBatchNorm; the same numbers as one process with "
-                       "that batch, at one all-reduce per BN layer). Off: each process's BN sees its own shard, as "
-                       "the official single-GPU codes' BN sees per-GPU batches, and the running statistics are "
-                       "rank 0's \\[default: off]")
-DIST_BACKEND = typer.Option(None, "--dist-backend", help="under torchrun: nccl or gloo \\[default: nccl on CUDA, "
-                            "gloo on the CPU]")
-SELECT_ON = typer.Option(None, "--select-on", help="'val' (a held-out split of the training data) or 'test' "
-                         "(the papers' protocol; it leaks the test set) for best.safetensors \\[default: val]")
-EVAL_EVERY = typer.Option(None, "--eval-every", help="evaluate clean and PGD-20 accuracy every N epochs "
-                          "\\[default: 1]")
-EVAL_N = typer.Option(None, "--eval-n", help="images of the selection split to evaluate on "
-                      "\\[default: 1000 on CUDA, 500 on the CPU]")
-HPARAM = typer.Option(None, "--hparam", metavar="NAME=VALUE", help="any hyper-parameter the method declares, by "
-                      "its field name (the options above are the common ones): e.g. --hparam kl_scale=0.5; "
-                      "repeatable")
-QUIET = typer.Option(False, "--quiet", "-q", help="no progress bar")
-JSON_OUT = typer.Option(False, "--json", help="print the run's result (paths, best epoch, per-epoch log) as JSON")
+RESUME = typer.Option(None, "--resume", rich_help_panel=RUN_PANEL, help="continue the run in this directory from its "
+                      "last finished epoch (other options may be left out; given ones must match the run)")
+SEEDS = typer.Option(None, "--seeds", rich_help_panel=RUN_PANEL, help="several seeds, e.g. 0,1,2: one run directory "
+                     "per seed (seed-N) under --out, a group directory that `rdist compare --runs` shows as one row, "
+                     "mean +- std; the same command again continues the group")
+DEVICE = typer.Option(None, "--device", rich_help_panel=DEVICE_PANEL, help="cpu, cuda, cuda:1 \\[default: cuda if "
+                      "available]")
+COMPILE = typer.Option(None, "--compile/--no-compile", rich_help_panel=DEVICE_PANEL, help="torch.compile the models "
+                       "(faster long runs on CUDA); drops each epoch's last partial batch, so that no batch shape is "
+                       "compiled twice")
+SYNC_BN = typer.Option(None, "--sync-bn/--no-sync-bn", rich_help_panel=DEVICE_PANEL, help="under torchrun: BatchNorm "
+                       "normalises with the statistics of the whole global batch (SyncBatchNorm; the same numbers as "
+                       "one process with that batch, at one all-reduce per BN layer). Off: each process's BN sees its "
+                       "own shard, as the official single-GPU codes' BN sees per-GPU batches, and the running "
+                       "statistics are rank 0's \\[default: off]")
+DIST_BACKEND = typer.Option(None, "--dist-backend", rich_help_panel=DEVICE_PANEL, help="under torchrun: nccl or gloo "
+                            "\\[default: nccl on CUDA, gloo on the CPU]")
+LOG = typer.Option(None, "--log", metavar="TRACKER", rich_help_panel=OUTPUT_PANEL, help="also report each step's loss "
+                   "and each epoch's record to tensorboard (event files in RUN_DIR/tensorboard; pip install "
+                   "'rdist\\[tensorboard]') or wandb (a W&B run; pip install 'rdist\\[wandb]'); repeatable. A resumed run "
+                   "goes on in the same tracker run")
+QUIET = typer.Option(False, "--quiet", "-q", rich_help_panel=OUTPUT_PANEL, help="no progress bar")
+JSON_OUT = typer.Option(False, "--json", rich_help_panel=OUTPUT_PANEL, help="print the run's result (paths, best "
+                        "epoch, per-epoch log) as JSON")
+
+
+def parse_milestones(text: str | None) -> tuple[int, ...] | None:
+    """(100, 150) from "100,150"; "" is no lr decay at all."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not all(p.isdigit() for p in parts):
+        raise RdistError(f"cannot read --milestones '{text}': give epochs separated by commas, e.g. --milestones "
+                         "100,150")
+    return tuple(int(p) for p in parts)
+
+
+# -- --config FILE.yaml: an experiment as a file -------------------------------------------------------------------
+
+# Options a file cannot give: the file itself, and what prints something else than a run.
+_NOT_IN_FILES = ("config", "list", "help")
+_FILE_HPARAMS = "rdist.config_file.hparams"  # the ctx.meta key of the hyper-parameters a --config file gives
+
+
+def _option_keys(command) -> dict[str, Any]:
+    """key -> option of `command`, a key being an option's long name without its dashes and with _ for -
+    (--batch-size: batch_size; --json: json)."""
+    keys = {}
+    for param in command.params:
+        if getattr(param, "param_type_name", None) != "option":
+            continue
+        for flag in param.opts:
+            if flag.startswith("--"):
+                keys[flag[2:].replace("-", "_")] = param
+    return keys
+
+
+def _file_hparams(value: Any, where: str) -> dict[str, Any]:
+    """The hyper-parameters of a file's `hparam:`, a mapping NAME: VALUE or a list of NAME=VALUE (null: none)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        for name, v in value.items():
+            if v is not None and not isinstance(v, (int, float, bool)):
+                raise typer.BadParameter(f"{where}: hparam {name} must be a number, true or false, got {v!r}")
+        return dict(value)
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        try:
+            return parse_hparams(value)
+        except RdistError as exc:
+            raise typer.BadParameter(f"{where}: {exc}") from None
+    raise typer.BadParameter(f"{where}: hparam must be a mapping of hyper-parameters to values, e.g. "
+                             "hparam: {kl_scale: 0.5}")
+
+
+def read_config_file(ctx: typer.Context, value: Path | None) -> Path | None:
+    """`--config FILE.yaml`: the file's values become the command's defaults, so that options given on the command
+    line win. Its keys are the options' names, with _ or - (`batch_size` or `batch-size` for --batch-size); the
+    hyper-parameters (--alpha, ..., hparam: {NAME: VALUE}) are merged with the command line's by name. An unknown
+    key is refused in one line, with the closest names."""
+    if value is None:
+        return None
+    import yaml
+
+    where = str(value)
+    try:
+        data = yaml.safe_load(Path(value).expanduser().read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {where} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise typer.BadParameter(f"{where} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise typer.BadParameter(f"{where} is not valid YAML{f' at line {mark.line + 1}' if mark else ''}: "
+                                 f"{getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{where} must be a mapping of option names to values, e.g. `epochs: 10`")
+    options = _option_keys(ctx.command)
+    hyper = {name for method in list_methods() for name in method_class(method).defaults()}
+    defaults, hparams, seen = {}, {}, {}
+    for raw, item in data.items():
+        key = str(raw).replace("-", "_")
+        if key in seen:
+            raise typer.BadParameter(f"{where} gives {key} twice (as {seen[key]} and {raw}); give it once")
+        seen[key] = raw
+        if key in _NOT_IN_FILES:
+            raise typer.BadParameter(f"{where}: '{raw}' is an option of the command line only; remove it from the "
+                                     "file")
+        if key not in options:
+            known = [k for k in options if k not in _NOT_IN_FILES]
+            raise typer.BadParameter(f"{where}: unknown key '{raw}'{suggest(key, known)}; the keys are the options "
+                                     f"of `{ctx.command_path}`")
+        param = options[key]
+        if key == "hparam" or param.name in hyper:  # merged with the command line's by name (`method_args`)
+            given = _file_hparams(item if key == "hparam" else {param.name: item}, where)
+            for name in set(given) & set(hparams):
+                raise typer.BadParameter(f"{where} gives hyper-parameter {name} twice; give it once")
+            hparams.update(given)
+            continue
+        if param.multiple and not isinstance(item, list):
+            item = [item]
+        elif not param.multiple and isinstance(item, list):
+            item = ",".join(str(v) for v in item)  # milestones: [100, 150] is --milestones 100,150
+        defaults[param.name] = item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta[_FILE_HPARAMS] = hparams
+    return value
+
+
+def config_option(command: str) -> Any:
+    return typer.Option(None, "--config", "-c", metavar="FILE.yaml", is_eager=True, callback=read_config_file,
+                        rich_help_panel=RUN_PANEL, help="take the options from a YAML file whose keys are their "
+                        "names (batch_size: 64, hparam: {kl_scale: 0.5}); options given here win. A run directory's "
+                        f"config.yaml is such a file: `{command} --config RUN/config.yaml --out OTHER` trains that "
+                        "run again")
+
+
+def method_args(ctx: typer.Context, hparam: list[str] | None, named: dict[str, float | None]) -> dict[str, Any]:
+    """The hyper-parameters given: those of a --config file, overridden by name by the command line's (named
+    options and --hparam, see `parse_hparams`)."""
+    from_file = ctx.meta.get(_FILE_HPARAMS, {}) if ctx is not None else {}
+    return {**from_file, **parse_hparams(hparam, named)}

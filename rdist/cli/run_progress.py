@@ -12,6 +12,25 @@ from rdist.engine import Callback, EpochRecord, RunResult, StepInfo
 from rdist.engine.cost import RunCost, format_duration
 
 
+class RunNotes(Callback):
+    """The one line that says a run is continued though no --resume asked for it: its --out held a checkpoint of the
+    same run (the same command run again, as a cluster's requeue or torchrun's restart runs it). Printed with
+    --quiet too; `EpochProgress` prints it in place of its own first line."""
+
+    def __init__(self, resume_asked: bool):
+        self.resume_asked = resume_asked
+
+    def on_run_start(self, run_dir, start_epoch, epochs, steps_per_epoch, resumed) -> bool:
+        """Print the line where it applies; returns whether it did."""
+        if not resumed or self.resume_asked:
+            return False
+        line = (f"the run in {run_dir} has finished its {epochs} epochs already (same configuration)"
+                if start_epoch > epochs else
+                f"continuing the run in {run_dir} from epoch {start_epoch} (same configuration)")
+        err_console.print(line, highlight=False, soft_wrap=True)
+        return True
+
+
 class EpochProgress(Callback):
     """A rich progress bar for the running epoch with the live loss and training accuracies; each finished
     epoch becomes a line with its validation results.
@@ -25,13 +44,16 @@ class EpochProgress(Callback):
     # After this many steps (or fewer in a shorter run), a run with an estimate reports its measured pace.
     PACE_STEPS = 11
 
-    def __init__(self, estimate: RunCost | None = None):
+    def __init__(self, estimate: RunCost | None = None, resume_asked: bool = True):
         self.estimate, self.bar, self.task, self.epochs = estimate, None, None, 0
+        self.notes = RunNotes(resume_asked)
 
     def on_run_start(self, run_dir, start_epoch, epochs, steps_per_epoch, resumed) -> None:
         self.bar = new_progress()
         self.bar.start()
         self.run_started, self.step_times, self.pace_told = time.perf_counter(), [], self.estimate is None
+        if self.notes.on_run_start(run_dir, start_epoch, epochs, steps_per_epoch, resumed):
+            return
         if start_epoch > epochs:
             err_console.print(f"{run_dir} has finished its {epochs} epochs already", highlight=False, soft_wrap=True)
             return

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from rdist.cli import options
-from rdist.cli.common import console, err_console, print_json, user_errors
+from rdist.cli.common import click_errors, console, err_console, print_json, user_errors
 from rdist.cli.training import run_training
 from rdist.errors import RdistError
 from rdist.methods import list_methods
@@ -138,30 +138,34 @@ _SORTS = {
              "Example: rdist teacher train --method trades --arch wrn-34-10 --recipe paper")
 @user_errors
 def train(
-    method: str = typer.Option(None, "--method", "-m", help=f"teacher training method: {TEACHER_METHODS}"),
-    arch: str = typer.Option(None, "--arch", help="architecture: wrn-34-10, resnet18, preactresnet18, smallcnn, ..."),
-    beta: float = typer.Option(None, "--beta", help=options.hparam_help("beta", "teacher")),
-    hparam: list[str] = options.HPARAM, data: str = options.DATA, epochs: int = options.EPOCHS,
-    max_steps: int = options.MAX_STEPS,
-    recipe: str = options.RECIPE, lr: float = options.lr_option("teacher"),
-    weight_decay: float = options.WEIGHT_DECAY,
-    batch_size: int = options.BATCH_SIZE, eps: str = options.attack_option("--eps", "teacher"),
-    step_size: str = options.attack_option("--step-size", "teacher"),
-    steps: int = options.attack_option("--steps", "teacher"), out: str = options.OUT,
-    resume: Path = options.RESUME, seed: int = options.SEED,
+    ctx: typer.Context,
+    method: str = typer.Option(None, "--method", "-m", help=f"teacher training method: {TEACHER_METHODS}",
+                               rich_help_panel=options.METHOD_PANEL),
+    arch: str = typer.Option(None, "--arch", help="architecture: wrn-34-10, resnet18, preactresnet18, smallcnn, ...",
+                             rich_help_panel=options.METHOD_PANEL),
+    initial_weights: str = options.INITIAL_WEIGHTS,
+    beta: float = options.hparam_option("beta", "teacher"), hparam: list[str] = options.HPARAM,
+    data: str = options.DATA, data_dir: str = options.DATA_DIR, val_size: float = options.VAL_SIZE,
+    select_on: str = options.SELECT_ON, eval_every: int = options.EVAL_EVERY, eval_n: int = options.EVAL_N,
+    recipe: str = options.RECIPE, epochs: int = options.EPOCHS, milestones: str = options.MILESTONES,
+    max_steps: int = options.MAX_STEPS, lr: float = options.lr_option("teacher"),
+    weight_decay: float = options.WEIGHT_DECAY, batch_size: int = options.BATCH_SIZE,
+    swa_start: int = options.SWA_START, seed: int = options.SEED,
+    eps: str = options.attack_option("--eps", "teacher"), step_size: str = options.attack_option("--step-size", "teacher"),
+    steps: int = options.attack_option("--steps", "teacher"),
+    out: str = options.OUT, resume: Path = options.RESUME, config: Path = options.config_option("rdist teacher train"),
     seeds: str = options.SEEDS,
-    device: str = options.DEVICE, compile: bool = options.COMPILE,
-    sync_bn: bool = options.SYNC_BN, dist_backend: str = options.DIST_BACKEND, select_on: str = options.SELECT_ON,
-    eval_every: int = options.EVAL_EVERY, eval_n: int = options.EVAL_N, quiet: bool = options.QUIET,
-    json_out: bool = options.JSON_OUT,
+    device: str = options.DEVICE, compile: bool = options.COMPILE, sync_bn: bool = options.SYNC_BN,
+    dist_backend: str = options.DIST_BACKEND,
+    log: list[str] = options.LOG, quiet: bool = options.QUIET, json_out: bool = options.JSON_OUT,
 ) -> None:
-    run_training(kind="teacher", resume=resume, quiet=quiet, json_out=json_out, method=method, arch=arch,
-                 eps=eps, step_size=step_size, method_args=options.parse_hparams(hparam, {"beta": beta}), data=data,
-                 epochs=epochs,
-                 max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
-                 batch_size=batch_size, attack_steps=steps, out=out, seed=seed, seeds=seeds, device=device,
-                 compile=compile, sync_bn=sync_bn, dist_backend=dist_backend,
-                 select_on=select_on, eval_every=eval_every, eval_n=eval_n)
+    run_training(kind="teacher", resume=resume, quiet=quiet, json_out=json_out, log=log, method=method, arch=arch,
+                 eps=eps, step_size=step_size, method_args=options.method_args(ctx, hparam, {"beta": beta}),
+                 milestones=milestones, initial_weights=initial_weights, data=data, data_dir=data_dir,
+                 val_size=val_size, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
+                 batch_size=batch_size, swa_start=swa_start, attack_steps=steps, out=out, seed=seed, seeds=seeds,
+                 device=device, compile=compile, sync_bn=sync_bn, dist_backend=dist_backend, select_on=select_on,
+                 eval_every=eval_every, eval_n=eval_n)
 
 
 @app.command("import")
@@ -170,24 +174,41 @@ def import_(
     checkpoint: Path = typer.Argument(..., help="PyTorch checkpoint (.pt/.pth) or .safetensors file holding a "
                                       "state dict"),
     arch: str = typer.Option(..., "--arch", help="architecture of the checkpoint, e.g. resnet18, wrn-34-10"),
-    dataset: str = typer.Option(..., "--dataset", help="dataset it was trained on: cifar10, cifar100, svhn, digits"),
-    output: Path = typer.Option(..., "--output", "-o", help="where to write the .safetensors artifact"),
+    data: str = typer.Option(None, "--data", "-d", help="dataset it was trained on: cifar10, cifar100, svhn, digits "
+                             "(required)"),
+    out: Path = typer.Option(None, "--out", "-o", help="where to write the .safetensors artifact (required)"),
     num_classes: int = typer.Option(None, min=1, help="number of classes \\[default: the dataset's]"),
     in_channels: int = typer.Option(None, min=1, help="input channels \\[default: the dataset's]"),
     mean: str = typer.Option(None, help="per-channel mean the model normalises with, e.g. 0.4914,0.4822,0.4465"),
     std: str = typer.Option(None, help="per-channel std the model normalises with, e.g. 0.2471,0.2435,0.2616"),
     json_out: bool = typer.Option(False, "--json", help="print the artifact's metadata as JSON"),
+    # The spellings of earlier versions, kept working but out of the help: every other command says --data, --out.
+    dataset: str = typer.Option(None, "--dataset", hidden=True),
+    output: Path = typer.Option(None, "--output", hidden=True),
 ) -> None:
-    """Convert a foreign PyTorch checkpoint into a self-describing rdist artifact (safe: weights only)."""
+    """Convert a foreign PyTorch checkpoint into a self-describing rdist artifact (safe: weights only).
+
+    Example: rdist teacher import model.pt --arch resnet18 --data cifar10 --out resnet18.safetensors
+    """
     from rdist.teachers.convert import import_checkpoint
 
-    meta = import_checkpoint(checkpoint, arch=arch, dataset=dataset, output=output, num_classes=num_classes,
+    data, out = _one_of(data, dataset, "--data", "--dataset"), _one_of(out, output, "--out", "--output")
+    meta = import_checkpoint(checkpoint, arch=arch, dataset=data, output=out, num_classes=num_classes,
                              in_channels=in_channels, mean=_floats(mean, "--mean"), std=_floats(std, "--std"))
     if json_out:
         print_json(meta)
     else:
-        console.print(f"wrote {output} ({meta['arch']['name']}, {meta['arch']['num_classes']} classes, "
+        console.print(f"wrote {out} ({meta['arch']['name']}, {meta['arch']['num_classes']} classes, "
                       f"{meta['dataset']})")
+
+
+def _one_of(value, alias, option: str, old: str):
+    """The value of `option` or of its old spelling `old`; one of them is required."""
+    if value is not None and alias is not None and value != alias:
+        raise RdistError(f"{option} and {old} are the same option: give it once")
+    if value is None and alias is None:
+        raise click_errors.UsageError(f"Missing option '{option}'.")
+    return value if value is not None else alias
 
 
 def _floats(text: str | None, option: str) -> list[float] | None:

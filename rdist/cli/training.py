@@ -8,15 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from rdist.cli.common import console, err_console, print_json
+from rdist.cli.options import parse_milestones
 from rdist.cli.progress import plural
-from rdist.cli.run_progress import EpochProgress
-from rdist.engine import (BEST, CHECKPOINT, LAST, LOG, RunResult, TrainConfig, parse_seeds, resume_config, train,
-                          train_seeds)
+from rdist.cli.run_progress import EpochProgress, RunNotes
+from rdist.engine import (BEST, CHECKPOINT, LAST, LOG, Callbacks, RunResult, TrainConfig, parse_seeds, resume_config,
+                          train, train_seeds)
 from rdist.device import default_device
 from rdist.engine.config import fill_paper_defaults
 from rdist.engine.cost import format_duration, matmul_flops_per_s, run_cost
 from rdist.engine.rundir import check_run_dir
 from rdist.engine.sync_bn import sync_bn_note
+from rdist.engine.trackers import create_tracker
 from rdist.errors import RdistError
 from rdist.methods import canonical_method, check_kind
 from rdist.parallel import ranks_from_env
@@ -26,9 +28,10 @@ from rdist.utils import parse_eps
 
 def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool, method: str | None,
                  arch: str | None, eps: str | None, step_size: str | None, method_args: dict[str, Any],
-                 seeds: str | None = None, **options: Any) -> None:
+                 seeds: str | None = None, log: list[str] | None = None, milestones: str | None = None,
+                 **options: Any) -> None:
     """Build the TrainConfig from the given options (or the resumed run's), train, and print the result;
-    with `seeds`, one run per seed in a group directory."""
+    with `seeds`, one run per seed in a group directory; with `log`, also to those trackers (rank 0's)."""
     seed_list = parse_seeds(seeds) if seeds is not None else None
     if seed_list is not None and options.get("seed") is not None:
         raise RdistError("give --seed or --seeds, not both")
@@ -37,7 +40,7 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
                          "again, not --resume")
     given = {"method": method, "student": arch, "eps": parse_eps(eps) if eps is not None else None,
              "step_size": parse_eps(step_size, "--step-size") if step_size is not None else None,
-             "method_args": method_args, **options}
+             "method_args": method_args, "milestones": parse_milestones(milestones), **options}
     if resume is not None:
         config = resume_config(resume, **{**given, "method": canonical_method(method) if method else None})
     else:
@@ -47,6 +50,9 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
     check_kind(config.method, kind, str(resume) if resume is not None else None)
     ranks = ranks_from_env()
+    # Made first, so that a tracker whose package is missing is refused before anything else happens.
+    names = [name.strip() for value in log or [] for name in value.split(",") if name.strip()]
+    trackers = [create_tracker(name) for name in dict.fromkeys(names)]
     config, defaults = fill_paper_defaults(config)
     # An output that cannot be written is refused before the header announces (and measures) a long run.
     check_run_dir(config.with_absolute_paths())
@@ -68,8 +74,11 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
     show_progress = not (quiet or json_out or not ranks.is_main)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="--sync-bn has no effect")  # said above, once
-        progress = EpochProgress(estimate) if show_progress else None
-        results = train_seeds(config, seed_list, progress) if seed_list is not None else [train(config, progress)]
+        asked = resume is not None
+        progress = EpochProgress(estimate, resume_asked=asked) if show_progress else \
+            RunNotes(resume_asked=asked) if ranks.is_main else None
+        callback = Callbacks([progress, *(trackers if ranks.is_main else [])])
+        results = train_seeds(config, seed_list, callback) if seed_list is not None else [train(config, callback)]
     if not ranks.is_main:
         return
     if json_out:

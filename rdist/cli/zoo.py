@@ -57,16 +57,25 @@ def list_(
 @app.command("pull")
 @user_errors
 def pull(
-    name: str = typer.Argument(..., help="a name from `rdist zoo list`"),
+    name: str = typer.Argument(..., help="a name from `rdist zoo list` (or zoo:NAME), or any Hub repo's model: "
+                               "hf://ORG/REPO[@REV][/FILE] or hf-hub:ORG/REPO[@REV]"),
     zoo: Path = ZOO,
 ) -> None:
     """Download a published student into the Hub cache, check its sha256 against zoo.yaml, print its path.
 
+    A Hub name downloads that repo's file (model.safetensors unless /FILE names another) unchecked: no catalogue
+    vouches for it. Either way the repo's config.json is requested too, by which the Hub counts downloads.
+
     Example: rdist zoo pull NAME, then rdist attack zoo:NAME
     """
-    from rdist.zoo import pull_model
+    from rdist.resolve import model_kind, resolve_model
+    from rdist.zoo import ZOO_PREFIX, pull_model
 
-    console.print(str(pull_model(name, zoo)), highlight=False, soft_wrap=True)
+    if model_kind(name) in ("hf", "hf-hub"):
+        path = resolve_model(name).path
+    else:
+        path = pull_model(name.removeprefix(ZOO_PREFIX), zoo)
+    console.print(str(path), highlight=False, soft_wrap=True)
 
 
 @app.command("push")
@@ -79,6 +88,8 @@ def push(
     method: str = typer.Option(None, "--method", help="distillation method \\[default: recorded in the artifact]"),
     teacher: str = typer.Option(None, "--teacher", help="teacher name \\[default: recorded in the artifact]"),
     private: bool = typer.Option(False, "--private", help="create the repo as private"),
+    license: str = typer.Option("mit", "--license", help="the weights' licence on the model card, as the Hub names "
+                                "licences: mit, apache-2.0, cc-by-4.0, other, ..."),
 ) -> None:
     """Publish a student: the safetensors file, config.json and a model card with its results, in one commit.
 
@@ -90,7 +101,7 @@ def push(
     from rdist.zoo.hub import push_student
 
     entry = push_student(resolve_model(model).path, repo, name=name, method=method, teacher=teacher,
-                         private=private)
+                         private=private, license=license)
     err_console.print(f"pushed {model} to {repo} at commit {entry.revision}; add this entry under `students:` "
                       "in zoo.yaml:", highlight=False, soft_wrap=True)
     sys.stdout.write(yaml.safe_dump([entry.to_dict()], sort_keys=False, width=1000))

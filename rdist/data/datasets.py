@@ -6,6 +6,7 @@ training and attacks never copy from host memory on the hot path.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ class Dataset:
         val, train = order[:n_val], order[n_val:]
         return self.x_train[train], self.y_train[train], self.x_train[val], self.y_train[val]
 
+
+DATA_DIR_ENV = "RDIST_DATA_DIR"  # a shared dataset folder (torchvision's root), as --data-dir names one
 
 # Labels beyond this are a corrupted file, not a task: the model would get that many outputs.
 MAX_CLASSES = 100_000
@@ -107,25 +110,36 @@ def _torchvision(name: str, cls_name: str, split_kw: Callable[[bool], dict]):
     def load(root: Path, classes: int) -> Dataset:
         import torchvision
 
-        folder = root / name
         cls = getattr(torchvision.datasets, cls_name)
+        try:  # a folder laid out as torchvision's root (ROOT/cifar-10-batches-py: timm's --data-dir, a cluster's copy)
+            train, test = (cls(str(root), download=False, **split_kw(is_train)) for is_train in (True, False))
+        except RuntimeError:  # "Dataset not found or corrupted": rdist's own layout, ROOT/<name>, downloaded once
+            pass
+        else:
+            return _torchvision_arrays(name, train, test, classes)
+        folder = root / name
         try:
             train, test = (cls(str(folder), download=True, **split_kw(is_train)) for is_train in (True, False))
         except Exception as exc:  # torchvision raises URLError, RuntimeError or OSError when offline
             raise RdistError(
                 f"could not download {name} into {folder} ({type(exc).__name__}: {exc}); offline, place the "
-                f"official archive files in {folder} (or set RDIST_CACHE) and run again"
+                f"official archive files in {folder} (or point --data-dir, RDIST_DATA_DIR or RDIST_CACHE elsewhere) "
+                "and run again"
             ) from None
-        arrays = []
-        for split in (train, test):
-            images = np.asarray(split.data)
-            if images.ndim == 4 and images.shape[-1] == 3:  # CIFAR stores NHWC
-                images = images.transpose(0, 3, 1, 2)
-            labels = np.asarray(getattr(split, "targets", None) if hasattr(split, "targets") else split.labels)
-            arrays += [images, labels]
-        return _from_numpy(name, *arrays, num_classes=classes)
+        return _torchvision_arrays(name, train, test, classes)
 
     return load
+
+
+def _torchvision_arrays(name: str, train, test, classes: int) -> Dataset:
+    arrays = []
+    for split in (train, test):
+        images = np.asarray(split.data)
+        if images.ndim == 4 and images.shape[-1] == 3:  # CIFAR stores NHWC
+            images = images.transpose(0, 3, 1, 2)
+        labels = np.asarray(getattr(split, "targets", None) if hasattr(split, "targets") else split.labels)
+        arrays += [images, labels]
+    return _from_numpy(name, *arrays, num_classes=classes)
 
 
 def _tiny_imagenet(root: Path, classes: int) -> Dataset:
@@ -173,7 +187,7 @@ class DatasetFacts:
     classes: int
     size: int  # images are size x size
     train_images: int  # images in the training split (before rdist holds out a validation split)
-    load: Callable[[Path, int], Dataset]  # (cache directory, classes) -> the dataset
+    load: Callable[[Path, int], Dataset]  # (root of the datasets: `data_root`, classes) -> the dataset
 
 
 # Every named dataset: one entry here is all a new dataset needs.
@@ -216,13 +230,22 @@ def list_datasets() -> list[str]:
     return [*DATASETS, "npz:PATH"]
 
 
+def data_root(root: str | Path | None = None) -> Path:
+    """The folder named datasets are read from and downloaded to: `root` (--data-dir), else $RDIST_DATA_DIR, else
+    rdist's cache. A dataset lies in ROOT/<name> (ROOT/cifar10/cifar-10-batches-py), where it is downloaded; a
+    torchvision set is also found where torchvision's own root puts it (ROOT/cifar-10-batches-py)."""
+    root = root or os.environ.get(DATA_DIR_ENV)
+    return Path(root).expanduser() if root else cache_dir() / "data"
+
+
 def load_dataset(name: str, root: str | Path | None = None, device: torch.device | str = "cpu") -> Dataset:
-    """Load a dataset by name (`cifar10`, `cifar100`, `svhn`, `tiny-imagenet`, `digits`, `npz:PATH`) onto `device`."""
+    """Load a dataset by name (`cifar10`, `cifar100`, `svhn`, `tiny-imagenet`, `digits`, `npz:PATH`) onto `device`;
+    `root` is the folder of datasets to read (or download) a named one in (see `data_root`)."""
     if name.startswith("npz:"):
         dataset = _npz(name[4:])
     elif name in DATASETS:
         facts = DATASETS[name]
-        dataset = facts.load(Path(root) if root else cache_dir() / "data", facts.classes)
+        dataset = facts.load(data_root(root), facts.classes)
     else:
         raise unknown("dataset", name, list_datasets())
     return dataset.to(device)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rdist.artifact import check_fits
+from rdist.artifact import check_fits, load_weights
 from rdist.data import Dataset, dataset_shape, load_dataset
 from rdist.device import channels_last
 from rdist.engine.config import TrainConfig, fill_paper_defaults
@@ -24,7 +24,7 @@ from rdist.errors import RdistError
 from rdist.methods import Method, Recipe, create_method, method_class, methods_taking, missing_teacher_hint, role
 from rdist.models import create_model
 from rdist.parallel import Ranks
-from rdist.resolve import resolve_teacher
+from rdist.resolve import model_weights, resolve_teacher
 from rdist.runs import RunDirectory
 
 MIN_VAL_IMAGES = 500  # a validation split smaller than this makes PGD accuracy too noisy to select on
@@ -61,8 +61,8 @@ class Run:
     def identity(self) -> dict[str, Any]:
         """What must be equal for a resumed run to be the same run; stored in the checkpoint."""
         c = self.config
-        return {"method": self.method.config(), "student": c.student, "data": c.data, "teachers": c.teachers,
-                "schedule": self.schedule.to_dict(), "seed": c.seed,
+        return {"method": self.method.config(), "student": c.student, "initial_weights": c.initial_weights,
+                "data": c.data, "teachers": c.teachers, "schedule": self.schedule.to_dict(), "seed": c.seed,
                 "select_on": c.select_on, "val_size": c.val_size, "eval_n": len(self.eval_y)}
 
 
@@ -89,10 +89,12 @@ def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Da
     device = group.device
     torch.manual_seed(config.seed)
     student = create_model(config.student, num_classes=classes, in_channels=channels)
-    student = parallel.convert_sync_bn(student).to(device)
-    with group.main_first():  # teachers and data may be downloaded: once, by rank 0
+    with group.main_first():  # teachers, initial weights and data may be downloaded: once, by rank 0
+        if config.initial_weights:
+            _load_initial_weights(student, config)
         teachers = {name: _load_teacher(config.teachers[name], name, device, config.data) for name in method.teachers}
-        dataset = load_dataset(config.data, device=device)
+        dataset = load_dataset(config.data, root=config.data_dir, device=device)
+    student = parallel.convert_sync_bn(student).to(device)
     if config.select_on == "test":  # the papers' protocol: all training data trains, the test set selects
         train_x, train_y, eval_x, eval_y = dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test
     else:
@@ -158,3 +160,19 @@ def _load_teacher(spec: str, role_name: str, device: torch.device, data: str) ->
     teacher = resolve_teacher(spec, device, dataset=data)
     check_fits(getattr(teacher, "rdist_meta", {}), data, f"{noun} {spec}", instead=f"a {noun}")
     return teacher
+
+
+def _load_initial_weights(student: nn.Module, config: TrainConfig) -> None:
+    """The weights of model `config.initial_weights` (any model name) into `student`: the run fine-tunes them. The
+    model must be an artifact of the student's architecture, for the run's classes and input shape."""
+    spec, what = config.initial_weights, f"--initial-weights {config.initial_weights}"
+    meta, state = model_weights(spec, config.data)
+    arch = meta["arch"]
+    if arch["name"] != config.student:
+        raise RdistError(f"{what} is a {arch['name']}, not a {config.student}: pass --student {arch['name']} (the "
+                         f"architecture of the weights), or initial weights of a {config.student}")
+    check_fits(meta, config.data, what, instead=f"weights of a {config.student}")
+    if arch.get("mean") is not None:
+        raise RdistError(f"{what} normalises its input inside itself (mean {arch['mean']}, std {arch['std']}), which "
+                         f"a {config.student} student does not: pass the weights of a model trained by rdist")
+    load_weights(student, state, what)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterable
 
 from rdist.runs import EpochRecord
 
@@ -35,6 +35,17 @@ class Callback:
     # Steps between two `on_step` reports. Each report waits for the device to finish the steps so far (a
     # host sync), which a training step otherwise never does; 1 reports every step, at that cost.
     report_every: int = 20
+    # The name under which the run's checkpoint keeps this callback's `state_dict` (None: it keeps nothing).
+    state_key: str | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain values to keep in the run's checkpoint, written at the end of every finished epoch, so that a
+        resumed run picks up where this one was (a tracker: its run id). Called only if `state_key` is set."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """What `state_dict` returned when the checkpoint a run resumes from was written; called before
+        `on_run_start`, and only for a resumed run whose checkpoint holds state under `state_key`."""
 
     def on_run_start(self, run_dir: Path, start_epoch: int, epochs: int, steps_per_epoch: int,
                      resumed: bool) -> None:
@@ -56,3 +67,52 @@ class Callback:
         """After the run's last step, with what it wrote; None when it stopped on an error. Either way the last
         hook of a run, where a callback releases what `on_run_start` took (a live display, a file), so that one
         callback can watch several runs in turn."""
+
+
+class Callbacks(Callback):
+    """Several callbacks as one (a progress display and trackers): each hook calls them in order; reports come as
+    often as the most frequent asks, and the checkpoint keeps each one's state under its `state_key`."""
+
+    def __init__(self, callbacks: Iterable[Callback | None]):
+        self.callbacks = [c for c in callbacks if c is not None]
+        self.report_every = min((c.report_every for c in self.callbacks), default=Callback.report_every)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {c.state_key: c.state_dict() for c in self.callbacks if c.state_key}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for c in self.callbacks:
+            if c.state_key and c.state_key in state:
+                c.load_state_dict(state[c.state_key])
+
+    def on_run_start(self, *args) -> None:
+        for c in self.callbacks:
+            c.on_run_start(*args)
+
+    def on_epoch_start(self, *args) -> None:
+        for c in self.callbacks:
+            c.on_epoch_start(*args)
+
+    def on_step(self, info: StepInfo) -> None:
+        for c in self.callbacks:
+            c.on_step(info)
+
+    def on_eval(self, *args) -> None:
+        for c in self.callbacks:
+            c.on_eval(*args)
+
+    def on_epoch_end(self, record: EpochRecord) -> None:
+        for c in self.callbacks:
+            c.on_epoch_end(record)
+
+    def on_run_end(self, result: RunResult | None) -> None:
+        """Every callback's, even when one of them fails (each releases what it holds); the first error is raised
+        after the others have run."""
+        error = None
+        for c in self.callbacks:
+            try:
+                c.on_run_end(result)
+            except Exception as exc:  # noqa: BLE001  (re-raised below)
+                error = error or exc
+        if error is not None:
+            raise error

@@ -2,7 +2,8 @@
 
 It holds only tensors and plain Python values, so it loads with `torch.load(weights_only=True)`:
 model, optimiser, scheduler and SWA states, RNG states (as tensors), epoch, global step, best so far,
-the full config and the run's identity (what must match for a resume to be the same run).
+the full config, the run's identity (what must match for a resume to be the same run) and what the run's callbacks
+keep to pick up again (a tracker's run id: `Callback.state_dict`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from rdist.utils import first_line
 
 FORMAT = "rdist-checkpoint"
 # 2: TrainConfig.hparams became method_args, the methods' steps attack_steps (in the identity), and a composition's
-# identity holds every hyper-parameter of its term.
-FORMAT_VERSION = 2
+# identity holds every hyper-parameter of its term. 3: the callbacks' state (a tracker's run id); the identity names the
+# initial weights.
+FORMAT_VERSION = 3
 
 
 def _field_validator(annotation: Any) -> schema.Validator:
@@ -66,8 +68,9 @@ CHECKPOINT_SCHEMA = schema.mapping({
     "scheduler": schema.mapping(other=schema.anything()), "swa": schema.optional(_STATE_DICT),
     "rng": schema.mapping({"cpu": _TENSOR, "cuda": schema.list_of(_TENSOR)}, required=("cpu", "cuda")),
     "best_epoch": schema.optional(schema.integer(1)), "best_acc": schema.optional(schema.number(0, 1)),
+    "callbacks": schema.mapping(other=schema.anything()),
 }, required=("config", "identity", "epoch", "global_step", "model", "optimizer", "scheduler", "swa", "rng",
-             "best_epoch", "best_acc"), other=schema.anything())
+             "best_epoch", "best_acc", "callbacks"), other=schema.anything())
 
 
 def rng_state() -> dict[str, Any]:
@@ -126,13 +129,21 @@ def resume_config(run_dir: str | Path, **given: Any) -> TrainConfig:
                                   "out": None})
 
 
-def check_same_run(run_dir: Path, stored: dict[str, Any], current: dict[str, Any]) -> None:
-    """Refuse to continue a run whose identity (method config, models, data, schedule, seed) differs."""
+def check_same_run(run_dir: Path, stored: dict[str, Any], current: dict[str, Any], *, asked: bool = True) -> None:
+    """Refuse to continue a run whose identity (method config, models, data, schedule, seed) differs.
+
+    `asked`: --resume asked for this run; otherwise a new run was given the run directory of an earlier one (the
+    same command again, as a cluster's requeue or torchrun's restart runs it), which is continued only when it is
+    the same run, and any other run there is refused.
+    """
     stored_method, current_method = stored["method"]["method"], current["method"]["method"]
-    if stored_method != current_method:
-        raise _other_method(run_dir, stored_method, current_method)
     differences = [f"{key} {stored_value!r} (run) vs {current_value!r} (now)"
                    for key, stored_value, current_value in _differences(stored, current)]
+    if not asked and differences:
+        raise RdistError(f"{run_dir} already holds a run of another configuration ({'; '.join(differences)}); "
+                         f"continue it with --resume {run_dir}, or pass another --out")
+    if stored_method != current_method:
+        raise _other_method(run_dir, stored_method, current_method)
     if differences:
         raise RdistError(f"cannot resume {run_dir}: its configuration differs: {'; '.join(differences)}; resume with "
                          "the run's own settings (give only --resume) or start a new run")

@@ -30,7 +30,13 @@ class TrainConfig:
 
     method: str
     student: str
+    # Any model name (a published student, a file, ...) whose weights the student starts from instead of a random
+    # initialisation: fine-tuning. Its architecture must be `student`'s, its classes and input those of `data`.
+    initial_weights: str | None = None
     data: str | None = None  # [default: cifar10]
+    # The folder the named datasets are read from and downloaded to (`rdist.data.data_root`) [default:
+    # $RDIST_DATA_DIR, else the cache]; where the data lies is no part of what the run is.
+    data_dir: str | None = None
     # role -> any model name: a path, zoo:NAME, a RobustBench name, hf-hub:ORG/REPO[@REV]
     teachers: dict[str, str] = field(default_factory=dict)
     recipe: str | None = None  # "paper" or None
@@ -85,8 +91,10 @@ class TrainConfig:
             raise RdistError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.attack_steps is not None and self.attack_steps < 0:
             raise RdistError(f"--steps (attack steps) must be >= 0, got {self.attack_steps}")
+        if self.swa_start is not None and self.swa_start < 1:
+            raise RdistError(f"--swa-start must be a positive epoch, got {self.swa_start}")
         if not 0 < self.val_size < 1:
-            raise RdistError(f"val_size is a fraction of the training data in (0, 1), got {self.val_size}")
+            raise RdistError(f"--val-size is a fraction of the training data in (0, 1), got {self.val_size}")
 
     def with_absolute_paths(self) -> "TrainConfig":
         """Teacher files, npz data and directories as absolute paths, so a resume from elsewhere finds them
@@ -101,6 +109,8 @@ class TrainConfig:
         if data is not None and data.startswith("npz:"):
             data = "npz:" + (absolute(data[4:]) or data[4:])
         return replace(self, teachers={role: absolute(spec) for role, spec in self.teachers.items()}, data=data,
+                       initial_weights=absolute(self.initial_weights),
+                       data_dir=str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None,
                        out=str(Path(self.out).resolve()) if self.out else None,
                        resume=str(Path(self.resume).resolve()) if self.resume else None)
 

@@ -96,6 +96,7 @@ def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_s
         teachers[key], teachers[f"{key}_arch"] = c.teachers[role_name], _arch_name(teacher)
     provenance = {
         "method": run.method.name, "method_config": run.method.config(), **teachers,
+        **({"initial_weights": c.initial_weights} if c.initial_weights else {}),
         "dataset": c.data, "eps": c.eps, "eps_text": format_eps(c.eps), "seed": c.seed,
         "epochs": s.epochs, "epoch": epoch, "global_step": global_step, "recipe": c.recipe,
         "schedule": s.to_dict(), "swa": swa,

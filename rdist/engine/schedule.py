@@ -39,7 +39,7 @@ def resolve_schedule(config: TrainConfig, recipe: Recipe) -> Schedule:
     if config.recipe == "paper":
         epochs = config.epochs or recipe.epochs
         scale = epochs / recipe.epochs  # a shortened paper run keeps the recipe's proportions
-        milestones = config.milestones or _scaled(recipe.milestones, scale)
+        milestones = config.milestones if config.milestones is not None else _scaled(recipe.milestones, scale)
         swa_start = config.swa_start or (max(1, round(recipe.swa_start * scale)) if recipe.swa_start else None)
         lr, batch_size = config.lr or recipe.lr, config.batch_size or recipe.batch_size
     else:
@@ -47,7 +47,7 @@ def resolve_schedule(config: TrainConfig, recipe: Recipe) -> Schedule:
             raise RdistError("give the number of epochs (--epochs N) for a short run, or --recipe paper for the "
                              "paper's full schedule")
         epochs = config.epochs
-        milestones = config.milestones or _scaled((0.5, 0.75), epochs)
+        milestones = config.milestones if config.milestones is not None else _scaled((0.5, 0.75), epochs)
         swa_start = config.swa_start
         # The recipe's lr goes with its weight decay (a recipe may pair a small lr with a large weight decay).
         lr, batch_size = config.lr or recipe.lr, config.batch_size or DEFAULT_BATCH_SIZE

@@ -23,9 +23,10 @@ from rdist.artifact import load_weights
 from rdist.attacks import evaluate
 from rdist.device import cudnn_autotune, input_layout
 from rdist.engine.build import Run, build_run
-from rdist.engine.callbacks import Callback, StepInfo
+from rdist.engine.callbacks import Callback, Callbacks, StepInfo
 from rdist.engine.checkpoint import check_same_run, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from rdist.engine.config import TrainConfig
+from rdist.engine.config_file import write_config_file
 from rdist.engine.log import EpochLog
 from rdist.engine.rundir import EVAL_ATTACKS, check_run_dir, eval_report, hold_run_dir, save_artifact
 from rdist.engine.schedule import build_optimizer
@@ -56,7 +57,10 @@ class RunResult:
 
 
 def train(config: TrainConfig, callback: Callback | None = None) -> RunResult:
-    """Train the run `config` describes (or continue it, with `config.resume`); returns where it wrote what."""
+    """Train the run `config` describes (or continue it, with `config.resume`); returns where it wrote what.
+
+    A run directory (`config.out`) that holds a checkpoint of the same run is continued, as `--resume` would: a
+    cluster's requeue or torchrun's restart runs the same command again. Another run there is refused."""
     config = config.with_absolute_paths()
     check_run_dir(config)
     run = build_run(config)
@@ -67,7 +71,8 @@ def train(config: TrainConfig, callback: Callback | None = None) -> RunResult:
 
 def resume_advice(run_dir: Path) -> str:
     """How to go on after a run stopped: what a lost peer's error ends with."""
-    return f"the last finished epoch's checkpoint is in {run_dir}: continue with --resume {run_dir}"
+    return (f"the last finished epoch's checkpoint is in {run_dir}: continue with --resume {run_dir}, or run the same "
+            "command again (as torchrun --max-restarts does)")
 
 
 def attack_seed(seed: int, epoch: int) -> int:
@@ -77,7 +82,8 @@ def attack_seed(seed: int, epoch: int) -> int:
 
 class Trainer:
     def __init__(self, run: Run, callback: Callback):
-        self.run, self.callback = run, callback
+        # One composite, so that the checkpoint keeps every callback's state by its name whatever was passed.
+        self.run, self.callback = run, callback if isinstance(callback, Callbacks) else Callbacks([callback])
         self.config, self.schedule, self.device = run.config, run.schedule, run.device
         self.main, self.parallel = run.ranks.is_main, run.parallel
         self.optimizer, self.scheduler = build_optimizer(run.student, self.schedule)
@@ -94,18 +100,19 @@ class Trainer:
         self.checkpoint_epoch = 0  # the last epoch whose checkpoint is on disk
         self.best_epoch: int | None = None
         self.best_acc: float | None = None
-        if self.config.resume:
+        # A checkpoint in a new run's --out is the same command run again (a requeue, a restart): continued if it
+        # is the same run (`_restore` refuses another), under the directory's lock, held since `train` began.
+        self.restored = bool(self.config.resume) or run.directory.has_checkpoint()
+        if self.restored:
             self._restore()
-        elif run.directory.has_checkpoint():
-            raise RdistError(f"{run.run_dir} already holds a run ({CHECKPOINT}); continue it with --resume "
-                             f"{run.run_dir}, or pass another --out")
         if self.main:
             run.run_dir.mkdir(parents=True, exist_ok=True)
+            write_config_file(run)
             self.log = EpochLog(run.directory.log, keep_through=self.epoch)
 
     def _restore(self) -> None:
         state = load_checkpoint(self.run.run_dir)
-        check_same_run(self.run.run_dir, state["identity"], self.run.identity())
+        check_same_run(self.run.run_dir, state["identity"], self.run.identity(), asked=bool(self.config.resume))
         try:
             load_weights(self.run.student, state["model"], CHECKPOINT)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -121,12 +128,13 @@ class Trainer:
         self.epoch = self.checkpoint_epoch = state["epoch"]
         self.global_step = state["global_step"]
         self.best_epoch, self.best_acc = state["best_epoch"], state["best_acc"]
+        self.callback.load_state_dict(state["callbacks"])
 
     def fit(self) -> RunResult:
-        self.callback.on_run_start(self.run.run_dir, self.epoch + 1, self.schedule.epochs, len(self.batches),
-                                   bool(self.config.resume))
         result = None
-        try:
+        try:  # on_run_start too: a callback that fails to start (a tracker) still lets the others release theirs
+            self.callback.on_run_start(self.run.run_dir, self.epoch + 1, self.schedule.epochs, len(self.batches),
+                                       self.restored)
             with cudnn_autotune(self.device):
                 for epoch in range(self.epoch + 1, self.schedule.epochs + 1):
                     if self._steps_left() == 0:
@@ -253,7 +261,7 @@ class Trainer:
             "global_step": self.global_step, "model": self.run.student.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "swa": self.swa.state_dict() if self.swa is not None else None, "rng": rng_state(),
-            "best_epoch": self.best_epoch, "best_acc": self.best_acc})
+            "best_epoch": self.best_epoch, "best_acc": self.best_acc, "callbacks": self.callback.state_dict()})
         self.checkpoint_epoch = self.epoch
 
     def _non_finite(self, loss: float, epoch: int, step: int, steps: int, global_step: int, lr: float) -> RdistError:

@@ -55,18 +55,22 @@ def model_dir() -> Path:
     return cache_dir() / "robustbench"
 
 
-def checkpoint_path(entry: TeacherEntry) -> Path:
-    """Where robustbench expects the checkpoint; a manually downloaded file goes exactly here."""
-    return model_dir() / entry.dataset / entry.threat_model / f"{entry.name}.pt"
+def checkpoint_path(entry: TeacherEntry, directory: str | Path | None = None) -> Path:
+    """Where robustbench expects the checkpoint, under its `model_dir` (`directory`, default `model_dir()`); a
+    manually downloaded file goes exactly here."""
+    return Path(directory or model_dir()).expanduser() / entry.dataset / entry.threat_model / f"{entry.name}.pt"
 
 
 def artifact_path(entry: TeacherEntry) -> Path:
     return cache_dir() / "teachers" / entry.dataset / f"{entry.name}.safetensors"
 
 
-def pull_teacher(name: str, dataset: str = "cifar10", *, catalogue: Catalogue = TEACHERS,
-                 log: Log | None = None) -> Path:
-    """The artifact of RobustBench teacher `name`: converted on first use, then reused from the cache."""
+def pull_teacher(name: str, dataset: str = "cifar10", *, catalogue: Catalogue = TEACHERS, log: Log | None = None,
+                 checkpoints: str | Path | None = None) -> Path:
+    """The artifact of RobustBench teacher `name`: converted on first use, then reused from the cache.
+
+    `checkpoints` is robustbench's `model_dir` to read the checkpoint from (and download it into), as its own
+    `load_model(model_dir=...)` does [default: `model_dir()`, in rdist's cache]."""
     entry = find_teacher(name, dataset, catalogue)
     out = artifact_path(entry)
     if out.is_file():
@@ -74,7 +78,7 @@ def pull_teacher(name: str, dataset: str = "cifar10", *, catalogue: Catalogue = 
     zoo = import_robustbench()
     spec = _zoo_entry(zoo, entry)
     _check_layout(spec, entry)
-    checkpoint = _ensure_checkpoint(entry, spec["gdrive_id"], log)
+    checkpoint = _ensure_checkpoint(entry, spec["gdrive_id"], log, checkpoints)
     if log:
         log(f"converting {checkpoint} to {out}")
     reference = spec["model"]()
@@ -128,9 +132,10 @@ def _text(layout: Layout | str) -> str:
     return f"{layout.arch} normalising with mean {list(layout.mean)}, std {list(layout.std)}"
 
 
-def _ensure_checkpoint(entry: TeacherEntry, gdrive_id: str, log: Log | None) -> Path:
-    """The checkpoint file in robustbench's cache, downloaded if absent; never an HTML page."""
-    path = checkpoint_path(entry)
+def _ensure_checkpoint(entry: TeacherEntry, gdrive_id: str, log: Log | None, directory: str | Path | None) -> Path:
+    """The checkpoint file in robustbench's cache (`model_dir` `directory`), downloaded if absent; never an HTML
+    page."""
+    path = checkpoint_path(entry, directory)
     manual = f"download {drive_url(gdrive_id)} in a browser, save it as {path}, and run the command again"
     if path.is_file():
         if _is_html(path):

@@ -1,7 +1,10 @@
 """What a published student's Hub repo holds besides the weights: config.json and a model card.
 
 The card's YAML header carries the measured accuracies in the Hub's `model-index` format (built
-with huggingface_hub's own ModelCardData), so the Hub shows them and tools can read them back.
+with huggingface_hub's own ModelCardData), so the Hub shows them and tools can read them back, and what the Hub
+files a model under: its licence, the task (`pipeline_tag: image-classification`) and the library (rdist). It
+never names the teacher as `base_model`: the Hub would show the student as a fine-tune of the teacher, which it
+is not (distillation trains a new network); the card's text names the teacher instead.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN",
 # metric -> (model-index name, config); all three are accuracies in percent on the test set.
 _METRICS = {"clean": ("Clean accuracy", "clean"), "pgd20": ("PGD-20 accuracy", "pgd20"),
             "aa": ("AutoAttack accuracy", "autoattack")}
+PIPELINE_TAG = "image-classification"
+DEFAULT_LICENSE = "mit"  # rdist's own; `rdist zoo push --license` names another
 
 
 def config_json(entry: ZooEntry, meta: dict, eps_text: str, reproduction: dict | None = None) -> bytes:
@@ -55,7 +60,8 @@ test images. Published: {source['paper']}{url}, {source['table']}.
 """
 
 
-def model_card(entry: ZooEntry, eps_text: str, reproduction: dict | None = None) -> str:
+def model_card(entry: ZooEntry, eps_text: str, reproduction: dict | None = None,
+               license: str = DEFAULT_LICENSE) -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
     dataset = DATASET_NAMES.get(entry.dataset, entry.dataset)
@@ -65,7 +71,8 @@ def model_card(entry: ZooEntry, eps_text: str, reproduction: dict | None = None)
                           metric_type="accuracy", metric_value=entry.results[metric], metric_name=name,
                           metric_config=config, metric_args=None if metric == "clean" else attack)
                for metric, (name, config) in _METRICS.items()]
-    data = ModelCardData(library_name="rdist", model_name=entry.name, eval_results=results,
+    data = ModelCardData(library_name="rdist", license=license, pipeline_tag=PIPELINE_TAG, model_name=entry.name,
+                         eval_results=results,
                          tags=["adversarial-robustness", "robustness-distillation", "rdist", entry.method],
                          datasets=[entry.dataset])
     rows = "\n".join(f"| {name} | {entry.results[metric]:.2f}% |" for metric, (name, _) in _METRICS.items())

@@ -1,5 +1,9 @@
 """Students on the Hugging Face Hub: download into the Hub cache, verified by sha256; publish with a model card.
-Any Hub repo holding an rdist model.safetensors (`hf-hub:ORG/REPO[@REV]`) downloads the same way.
+Any Hub repo holding an rdist model.safetensors (`hf-hub:ORG/REPO[@REV]`, or any file of it: huggingface_hub's own
+`hf://ORG/REPO[@REV][/FILE]`) downloads the same way.
+
+Every download also asks for the repo's config.json, as transformers does: the Hub counts the downloads of a library
+it does not know by the requests for that file, so pulls through rdist are counted (a repo without one is fine).
 
 All traffic goes through huggingface_hub, so its usual settings apply: HF_ENDPOINT, HF_HUB_CACHE /
 HF_HOME, HF_HUB_OFFLINE, and the token from HF_TOKEN or `hf auth login`. The token is handed to
@@ -23,12 +27,14 @@ from rdist.catalogues import problem
 from rdist.errors import RdistError
 from rdist.files import sha256_file
 from rdist.utils import first_line, format_eps
-from rdist.zoo.card import config_json, model_card
+from rdist.zoo.card import DEFAULT_LICENSE, config_json, model_card
 from rdist.zoo.catalogue import FIELD_PATTERNS, METRICS, ZooEntry
 from rdist.zoo.public import public_metadata, public_reproduction, teacher_name
 
 HUB_FILE = "model.safetensors"
 HF_HUB_PREFIX = "hf-hub:"  # hf-hub:ORG/REPO[@REV], any repo holding HUB_FILE
+HF_URI_PREFIX = "hf://"  # hf://ORG/REPO[@REV][/FILE], huggingface_hub's file-system URI of a model repo's file
+CONFIG_FILE = "config.json"  # the file the Hub counts downloads by (see the module docstring)
 
 
 def pull_student(entry: ZooEntry, *, cache_dir: str | Path | None = None, endpoint: str | None = None) -> Path:
@@ -40,21 +46,25 @@ def pull_student(entry: ZooEntry, *, cache_dir: str | Path | None = None, endpoi
         _remove_from_cache(local)
         raise RdistError(f"zoo model '{entry.name}': the downloaded {entry.file} has sha256 {actual}, but zoo.yaml "
                          f"records {entry.sha256}; rdist deleted it from the cache and will not use it")
+    _count_download(entry.repo, entry.revision, cache_dir, endpoint)
     return local
 
 
-def pull_repo(repo: str, revision: str | None = None, *, cache_dir: str | Path | None = None,
-              endpoint: str | None = None) -> Path:
-    """The local path of Hub repo `repo`'s model.safetensors at `revision` (default: main), downloaded if needed.
+def pull_repo(repo: str, revision: str | None = None, file: str = HUB_FILE, *, cache_dir: str | Path | None = None,
+              endpoint: str | None = None, prefix: str = HF_HUB_PREFIX) -> Path:
+    """The local path of Hub repo `repo`'s `file` (model.safetensors) at `revision` (default: main), downloaded if
+    needed; `prefix` is how the name was written (hf-hub: or hf://), for messages.
 
     No catalogue vouches for it: huggingface_hub checks the download, `read_metadata` that it is an rdist model.
     """
     pattern, meaning = FIELD_PATTERNS["repo"]
     if not pattern.fullmatch(repo):
-        raise RdistError(f"{HF_HUB_PREFIX}{repo} does not name a Hub repo: write {HF_HUB_PREFIX}ORG/REPO or "
-                         f"{HF_HUB_PREFIX}ORG/REPO@REV ({meaning})")
-    return _download(repo, HUB_FILE, revision, cache_dir, endpoint,
-                     f"{HUB_FILE} of {HF_HUB_PREFIX}{repo} at {revision or 'main'}")
+        forms = (f"{HF_URI_PREFIX}ORG/REPO[@REV][/FILE]" if prefix == HF_URI_PREFIX
+                 else f"{HF_HUB_PREFIX}ORG/REPO or {HF_HUB_PREFIX}ORG/REPO@REV")
+        raise RdistError(f"{prefix}{repo} does not name a Hub repo: write {forms} ({meaning})")
+    local = _download(repo, file, revision, cache_dir, endpoint, f"{file} of {prefix}{repo} at {revision or 'main'}")
+    _count_download(repo, revision, cache_dir, endpoint)
+    return local
 
 
 def _download(repo: str, file: str, revision: str | None, cache_dir: str | Path | None, endpoint: str | None,
@@ -69,12 +79,22 @@ def _download(repo: str, file: str, revision: str | None, cache_dir: str | Path 
         raise RdistError(f"cannot download {what}: {first_line(exc)}") from None
 
 
+def _count_download(repo: str, revision: str | None, cache_dir: str | Path | None, endpoint: str | None) -> None:
+    """Ask for the repo's config.json, by which the Hub counts downloads (see the module docstring), once the model
+    itself was downloaded (and verified); rdist needs nothing of it, so a repo without one is no error."""
+    try:
+        _download(repo, CONFIG_FILE, revision, cache_dir, endpoint, CONFIG_FILE)
+    except RdistError:
+        pass
+
+
 def push_student(model: str | Path, repo: str, *, name: str | None = None, method: str | None = None,
                  teacher: str | None = None, private: bool = False, endpoint: str | None = None,
-                 reproduction: dict | None = None) -> ZooEntry:
+                 reproduction: dict | None = None, license: str = DEFAULT_LICENSE) -> ZooEntry:
     """Publish artifact `model` to Hub repo `repo` in one commit; returns the zoo.yaml entry that lists it.
 
-    `reproduction` (`rdist reproduce`'s result as a dict) adds its seeds and the published numbers to the card.
+    `reproduction` (`rdist reproduce`'s result as a dict) adds its seeds and the published numbers to the card;
+    `license` is the weights' licence as the Hub names licences (mit, apache-2.0, cc-by-4.0, other, ...).
     Nothing uploaded names a path of this machine (`rdist.zoo.public`): where the artifact's metadata does, the
     file uploaded is a copy with the public metadata (the same weights), and the entry records that copy's sha256.
     """
@@ -116,7 +136,7 @@ def push_student(model: str | Path, repo: str, *, name: str | None = None, metho
         reproduction = public_reproduction(reproduction)
     operations = [CommitOperationAdd(HUB_FILE, content),
                   CommitOperationAdd("config.json", config_json(entry, meta, eps_text, reproduction)),
-                  CommitOperationAdd("README.md", model_card(entry, eps_text, reproduction).encode())]
+                  CommitOperationAdd("README.md", model_card(entry, eps_text, reproduction, license).encode())]
     try:
         api.create_repo(repo, private=private, exist_ok=True)
         commit = api.create_commit(repo, operations, commit_message=f"Publish {name} (rdist)")

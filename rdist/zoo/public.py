@@ -3,6 +3,7 @@ reproduction's record (run directory, teachers, npz datasets, the files an attac
 file or directory name, or a path relative to the reproduction's directory. The local files keep their paths.
 
     provenance.teacher, natural_teacher, ... (a local file)  ->  its name without suffix, as the zoo lists teachers
+    provenance.initial_weights (a local file)                ->  the same
     provenance.run_dir                                       ->  the run directory's name
     dataset, provenance.dataset, results.*.dataset (npz:)    ->  npz:FILE.npz (the file's name)
     results.*.model, results.*.surrogate                     ->  the file's name (zoo:, hf-hub: and RobustBench names
@@ -19,8 +20,9 @@ from typing import Any
 
 from rdist.artifact import results_key
 
-# Model names that are no file of this machine: zoo:NAME and hf-hub:ORG/REPO[@REV] (ZOO_PREFIX, hub.HF_HUB_PREFIX).
-_NAMED_MODELS = ("zoo:", "hf-hub:")
+# Model names that are no file of this machine: zoo:NAME, hf-hub:ORG/REPO[@REV] and hf://ORG/REPO[@REV][/FILE]
+# (ZOO_PREFIX, hub.HF_HUB_PREFIX, hub.HF_URI_PREFIX).
+_NAMED_MODELS = ("zoo:", "hf-hub:", "hf://")
 # An absolute path: /..., ~/..., ~user/... or C:\... (not the // of a URL), where it starts a value or follows a
 # separator; it runs to the next separator. A whole value that is one (spaces and all) is handled before this.
 _ABSOLUTE = re.compile(r"(?<![\w.~/\\-])(?:~[\w.-]*|[A-Za-z]:)?[/\\](?![/\\])[^\s|,;\"'<>()\[\]{}]*")
@@ -73,7 +75,7 @@ def public_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     meta = dict(meta)
     provenance = dict(meta.get("provenance") or {})
     for key, value in provenance.items():
-        if key == "teacher" or key.endswith("_teacher"):
+        if key in ("teacher", "initial_weights") or key.endswith("_teacher"):
             provenance[key] = teacher_name(value) if value else value
         elif key == "run_dir" and isinstance(value, str):
             provenance[key] = _last_part(value) or value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,3 +81,24 @@ def test_zsh_and_fish_scripts_ask_rdist_in_a_way_it_answers(cli, shell, extra):
     env = {"_RDIST_COMPLETE": f"complete_{shell}", "_TYPER_COMPLETE_ARGS": "rdist comp", **extra}
     out = cli(env=env)
     assert "compare" in out.stdout, out.output
+
+
+def test_the_doc_groups_options_in_the_panels_of_help():
+    """`rdist distill --help` groups its options in panels (Typer's rich_help_panel); docs/cli.md shows the same
+    groups, each with the same options in the same order."""
+    doc = cli_markdown()
+    for path in (("distill",), ("teacher", "train")):
+        command = typer.main.get_command(app)
+        for name in path:
+            command = command.commands[name]
+        section = doc.split(f"\n## rdist {' '.join(path)}\n", 1)[1].split("\n## ", 1)[0]
+        panels: dict[str, list[str]] = {}
+        for param in command.params:
+            if param.param_type_name == "option" and not param.hidden:
+                panels.setdefault(param.rich_help_panel or "Options", []).append(param.opts[-1])
+        assert len(panels) >= 7, panels
+        groups = re.findall(r"\*\*(.+?)\*\*\n\n\| Option \| Description \|\n\| --- \| --- \|\n((?:\|.*\n)+)", section)
+        assert [title for title, _ in groups] == list(panels)
+        for (title, table), (_, flags) in zip(groups, panels.items()):
+            rows = table.splitlines()
+            assert len(rows) == len(flags) and all(flag in row for flag, row in zip(flags, rows)), title

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rdist.engine import Callback, TrainConfig, train, train_seeds
+from rdist.engine import Callback, Callbacks, TrainConfig, train, train_seeds
 
 
 class Recorder(Callback):
@@ -45,3 +45,24 @@ def test_a_failed_run_ends_with_none_and_its_error(tmp_path):
     with pytest.raises(RuntimeError, match="the watcher broke"):
         train(config(tmp_path / "run"), recorder)
     assert recorder.calls == ["run_start", "epoch_end", "run_end"] and recorder.results == [None]
+
+
+class FailsToStart(Callback):
+    def on_run_start(self, *args) -> None:
+        raise RuntimeError("the tracker could not start")
+
+
+def test_callbacks_combine_and_each_ends_even_when_one_fails_to_start(tmp_path):
+    first, last = Recorder(), Recorder()
+    fast = Recorder()
+    fast.report_every = 3
+    combined = Callbacks([first, None, fast, last])
+    assert combined.callbacks == [first, fast, last] and combined.report_every == 3
+    train(config(tmp_path / "run"), combined)
+    assert first.calls == fast.calls == last.calls == ["run_start", "epoch_end", "run_end"]
+
+    watchers = [Recorder(), FailsToStart(), Recorder()]
+    with pytest.raises(RuntimeError, match="the tracker could not start"):
+        train(config(tmp_path / "other"), Callbacks(watchers))
+    assert watchers[0].calls == ["run_start", "run_end"] and watchers[2].calls == ["run_end"]
+    assert watchers[0].results == watchers[2].results == [None]

@@ -1,13 +1,17 @@
 """Training under `torchrun --nproc-per-node 2` (gloo, CPU) computes what one process computes with the same global
-batch, every rank ends with the same weights, and a job that loses a rank resumes on one process."""
+batch, every rank ends with the same weights, a job that loses a rank resumes on one process, and one that torchrun
+restarts (`--max-restarts`) continues by itself."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,15 +118,24 @@ def digits_config(natural_teacher: Path, out: Path, method: str, **overrides) ->
     return TrainConfig(**{**values, **overrides})
 
 
+# The run the restart test kills and torchrun restarts, as `rdist teacher train` options and as the TrainConfig they
+# make. Its evaluation of 1000 images every epoch gives the test a second or more between the first epoch's checkpoint
+# and the end of the run to kill it in.
+REQUEUED = dict(epochs=4, eval_n=1000)
+REQUEUED_OPTIONS = ["--method", "natural", "--arch", "tinycnn", "--data", "digits", "--epochs", "4", "--batch-size",
+                    "64", "--lr", "0.05", "--steps", "2", "--eval-n", "1000", "--val-size", "0.8686", "--sync-bn"]
+
+
 @pytest.fixture(scope="module")
 def runs(natural_teacher, tmp_path_factory) -> Path:
-    """One torchrun job of five runs, and the one-process runs they are compared with, all under one directory:
-    two/<method> (sync BN), no-sync-bn, nan-on-rank-1 (one epoch), killed (rank 1 killed in epoch 2) and
-    one/<method> (one process)."""
+    """One torchrun job of six runs, and the one-process runs they are compared with, all under one directory:
+    two/<method> (sync BN), no-sync-bn, nan-on-rank-1 (one epoch), requeue-whole (what the restart test's job
+    trains, uninterrupted), killed (rank 1 killed in epoch 2) and one/<method> (one process)."""
     root = tmp_path_factory.mktemp("distributed")
     jobs = [digits_config(natural_teacher, root / "two" / m, m) for m in DISTRIBUTED_METHODS]
     jobs.append(digits_config(natural_teacher, root / "no-sync-bn", "natural", sync_bn=False))
     jobs.append(digits_config(natural_teacher, root / "nan-on-rank-1", "natural", epochs=1))
+    jobs.append(digits_config(natural_teacher, root / "requeue-whole", "natural", **REQUEUED))
     jobs.append(digits_config(natural_teacher, root / "killed", "natural"))
     process = train_on_two_ranks(jobs, root / "rank_run.py", kill_at=STEPS_PER_EPOCH + 2,
                                  nan_run=len(DISTRIBUTED_METHODS) + 1)
@@ -188,6 +201,45 @@ def test_a_killed_rank_ends_the_job_and_the_run_resumes_on_one_process(runs):
     assert [r.epoch for r in read_log(killed / LOG)] == [1, 2]
     one, after_kill = load_checkpoint(runs / "one" / "natural")["model"], load_checkpoint(killed)["model"]
     assert relative_difference(one, after_kill) < 1e-4
+
+
+@pytest.mark.e2e
+def test_torchrun_restarts_a_killed_worker_and_the_same_command_continues_to_the_uninterrupted_weights(runs, tmp_path):
+    """`torchrun --max-restarts 1` reruns the command of a job whose worker died; the run directory holds the
+    checkpoint of the same run, so the command continues it (one line says so) instead of refusing it, and ends with
+    the weights of the run trained without interruption (the module's job trained it), bit for bit. The kill comes
+    from outside, as a node's failure would: rank 0, found by the lock it holds, once the first epoch's checkpoint
+    is on disk."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "--max-restarts", "1", "-m",
+                                "rdist", "teacher", "train", *REQUEUED_OPTIONS, "--out", str(out), "--quiet"],
+                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint.pt").exists():
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no checkpoint after 240 s"
+            time.sleep(0.005)
+        holder = json.loads((out / LOCK_FILE).read_text())["pid"]  # rank 0: it holds the run directory
+        os.kill(holder, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    continued = re.findall(rf"^continuing the run in {re.escape(str(out))} from epoch (\d+) \(same configuration\)$",
+                           stderr, re.M)
+    assert len(continued) == 1 and 2 <= int(continued[0]) <= REQUEUED["epochs"], stderr[-3000:]
+    assert "finished: 4 epochs" in stdout
+    whole = runs / "requeue-whole"
+    assert [r.epoch for r in read_log(out / LOG)] == [1, 2, 3, 4]
+    assert [(r.global_step, r.clean_acc, r.train_loss) for r in read_log(out / LOG)] == \
+        [(r.global_step, r.clean_acc, r.train_loss) for r in read_log(whole / LOG)]
+    restarted, uninterrupted = load_checkpoint(out)["model"], load_checkpoint(whole)["model"]
+    assert restarted.keys() == uninterrupted.keys()
+    assert all(torch.equal(v, uninterrupted[k]) for k, v in restarted.items())
 
 
 @pytest.mark.e2e

@@ -14,9 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rdist.engine import CHECKPOINT, LAST, LOG, TrainConfig, load_checkpoint, read_log, resume_config, train
+from rdist.engine import (CHECKPOINT, LAST, LOG, Callback, TrainConfig, load_checkpoint, read_log, resume_config,
+                          train)
 from rdist.artifact import read_metadata
 from rdist.errors import RdistError
+from rdist.files import hold_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,8 +124,48 @@ def test_a_run_given_a_switch_resumes(short_run, tmp_path):
 
 def test_a_new_run_does_not_overwrite_an_existing_one(short_run, tmp_path):
     train(short_run(tmp_path, epochs=1))
+    before = load_checkpoint(tmp_path)
     with pytest.raises(RdistError, match="already holds a run.*--resume"):
-        train(short_run(tmp_path, epochs=1))
+        train(short_run(tmp_path, epochs=1, seed=1))  # another run given the same --out
+    with pytest.raises(RdistError, match=rf"^{tmp_path} already holds a run of another configuration \(seed 0 \(run\) "
+                                         rf"vs 1 \(now\)\); continue it with --resume {tmp_path}, or pass another --out$"):
+        train(short_run(tmp_path, epochs=1, seed=1))
+    after = load_checkpoint(tmp_path)
+    assert all(torch.equal(v, after["model"][k]) for k, v in before["model"].items()), "nothing was overwritten"
+
+
+class Starts(Callback):
+    """Records how each run starts: (start epoch, resumed)."""
+
+    def __init__(self):
+        self.starts = []
+
+    def on_run_start(self, run_dir, start_epoch, epochs, steps_per_epoch, resumed) -> None:
+        self.starts.append((start_epoch, resumed))
+
+
+def test_the_same_run_started_again_continues_a_killed_run_to_the_uninterrupted_weights(short_run, tmp_path):
+    """A cluster's requeue (or torchrun's restart) runs the same command again: with no --resume, a run directory
+    holding a checkpoint of the same run is continued, exactly as --resume would, and a finished run returns."""
+    uninterrupted = train(short_run(tmp_path / "whole", epochs=3))
+    steps_per_epoch = uninterrupted.global_step // 3
+    config = short_run(tmp_path / "killed", epochs=3).with_absolute_paths()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.run([sys.executable, "-c", KILLED_RUN, json.dumps(config.to_dict()),
+                              str(steps_per_epoch + 2)], env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    assert load_checkpoint(tmp_path / "killed")["epoch"] == 1
+
+    starts = Starts()
+    again = train(config, starts)  # the very same config: no resume given
+    assert starts.starts == [(2, True)]
+    assert again.epochs_done == 3 and again.global_step == uninterrupted.global_step
+    whole, continued = load_checkpoint(tmp_path / "whole")["model"], load_checkpoint(tmp_path / "killed")["model"]
+    assert all(torch.equal(v, continued[k]) for k, v in whole.items())
+    assert [r.epoch for r in read_log(tmp_path / "killed" / LOG)] == [1, 2, 3]
+
+    finished = train(config, starts)
+    assert starts.starts[-1] == (4, True) and finished.global_step == again.global_step, "nothing more to train"
 
 
 def test_a_paper_run_stores_its_resolved_attack(tmp_path):
@@ -136,3 +178,17 @@ def test_a_paper_run_stores_its_resolved_attack(tmp_path):
     assert (state["config"]["eps"], state["config"]["step_size"], state["config"]["attack_steps"]) == (0.031, 0.007, 2)
     assert read_metadata(tmp_path / LAST)["provenance"]["eps"] == 0.031
     assert resume_config(tmp_path).eps == 0.031
+
+
+def test_a_requeued_run_is_refused_while_the_first_still_holds_its_directory(short_run, tmp_path):
+    """The directory's lock is taken before its checkpoint is read: a requeued job that starts while the old one
+    still runs is refused at once, not interleaved with it; once the old one is gone, it continues."""
+    train(short_run(tmp_path, epochs=2, max_steps=18))  # one epoch, then cut: its checkpoint holds epoch 1
+    before = (tmp_path / CHECKPOINT).read_bytes()
+    with hold_directory(tmp_path, "wait for it or pass another --out"):  # the old job, still alive
+        with pytest.raises(RdistError, match=rf"^{tmp_path} is being written by process {os.getpid()} on host .*; "
+                                             "wait for it or pass another --out$"):
+            train(short_run(tmp_path, epochs=2))
+    assert (tmp_path / CHECKPOINT).read_bytes() == before, "nothing read into, nothing written"
+    result = train(short_run(tmp_path, epochs=2))
+    assert result.epochs_done == 2 and [r.epoch for r in read_log(tmp_path / LOG)] == [1, 2]

@@ -1,7 +1,8 @@
 """Every command and option that takes a model takes every kind of name, and means the same model by it:
 `rdist attack NAME`, `rdist compare NAME`, `--surrogate NAME`, `--teacher NAME`, `--natural-teacher NAME`,
-`rdist zoo push NAME` and `rdist.load_model(NAME)`, for a file, zoo:NAME, a RobustBench name and hf-hub:ORG/REPO,
-all offline (a pre-filled RobustBench cache, the Hub stand-in on 127.0.0.1)."""
+`rdist zoo push NAME`, `--initial-weights NAME` and `rdist.load_model(NAME)`, for a file, zoo:NAME, a RobustBench name,
+hf-hub:ORG/REPO and hf://ORG/REPO[@REV][/FILE], all offline (a pre-filled RobustBench cache, the Hub stand-in on
+127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -52,14 +53,15 @@ def names(tiny_teacher, hub, tmp_path, monkeypatch) -> dict[str, str]:
         "teacher": "none", "results": {"clean": 10, "pgd20": 0, "aa": 0}, "command": f"rdist attack zoo:{ZOO_NAME}"}]}))
     monkeypatch.setenv("RDIST_ZOO", str(zoo))
     return {"file": str(file), "zoo": f"zoo:{ZOO_NAME}", "robustbench": tiny_teacher.entry.name,
-            "hf-hub": f"hf-hub:{REPO}", "hf-hub@rev": f"hf-hub:{REPO}@{revision}"}
+            "hf-hub": f"hf-hub:{REPO}", "hf-hub@rev": f"hf-hub:{REPO}@{revision}",
+            "hf": f"hf://{REPO}", "hf@rev/file": f"hf://{REPO}@{revision}/model.safetensors"}
 
 
 @pytest.mark.e2e
 def test_load_model_takes_every_kind_of_name(names):
     expected = load_artifact(names["file"]).state_dict()
     for kind, spec in names.items():
-        assert model_kind(spec) == kind.removesuffix("@rev")
+        assert model_kind(spec) == kind.split("@")[0]
         model = rdist.load_model(spec)
         assert not model.training and model.rdist_meta["arch"]["name"] == "wrn-10-1"
         state = model.state_dict()
@@ -78,7 +80,7 @@ def test_attack_reports_the_same_numbers_for_every_kind_of_name(cli, names, tiny
         assert report["n"] == N and report["accuracy"]["clean"] == pytest.approx(clean, abs=1e-6), kind
         assert report["accuracy"] == reports["file"]["accuracy"], kind
     assert reports["robustbench"]["model"] == str(artifact_path(tiny_teacher.entry))
-    for kind in ("zoo", "hf-hub", "hf-hub@rev"):
+    for kind in ("zoo", "hf-hub", "hf-hub@rev", "hf", "hf@rev/file"):
         assert reports[kind]["model"].startswith(os.environ["HF_HUB_CACHE"]), "a download in the Hub cache"
 
 
@@ -88,7 +90,7 @@ def test_compare_puts_every_kind_of_name_side_by_side(cli, names):
                                 "--json", "--quiet").stdout)
     rows = comparison["models"]
     assert [r["label"] for r in rows] == ["tiny-wrn", *list(names.values())[1:]]
-    assert len({json.dumps(r["accuracy"]) for r in rows}) == 1, "one model under five names"
+    assert len({json.dumps(r["accuracy"]) for r in rows}) == 1, "one model under seven names"
     assert len({(r["params"], r["macs"]) for r in rows}) == 1
 
 
@@ -120,6 +122,28 @@ def test_teacher_options_take_every_kind_of_name(cli, names, tmp_path, option, m
     first = students["file"]
     for kind, state in students.items():
         assert all(torch.equal(state[k], first[k]) for k in first), kind
+
+
+@pytest.mark.e2e
+def test_initial_weights_take_every_kind_of_name(cli, names, tmp_path):
+    """A run started from a model's weights (fine-tuning), under each name: the student starts as that model, so a
+    step of training from each name ends with the same weights; the name is recorded in the provenance."""
+    expected = load_artifact(names["file"]).state_dict()
+    students = {}
+    for kind, spec in names.items():
+        out = tmp_path / f"initial-{kind.replace('@', '-').replace('/', '-')}"
+        json.loads(cli("teacher", "train", "--method", "natural", "--arch", "wrn-10-1", "--initial-weights", spec,
+                       "--data", DATA, "--epochs", 1, "--max-steps", 1, "--batch-size", 16, "--eval-n", 16, "--lr",
+                       1e-9, "--device", "cpu", "--out", out, "--json").stdout)
+        student = load_artifact(out / "last.safetensors")
+        assert student.rdist_meta["provenance"]["initial_weights"] == spec
+        students[kind] = student.state_dict()
+    first = students["file"]
+    for kind, state in students.items():
+        assert all(torch.equal(state[k], first[k]) for k in first), kind
+    # A step at a learning rate of 1e-9 leaves the weights where they started: the model's own.
+    weights = [k for k, v in expected.items() if k.endswith("weight") and v.dim() > 1]
+    assert weights and all(torch.allclose(first[k], expected[k], atol=1e-6) for k in weights)
 
 
 @pytest.mark.e2e
@@ -158,14 +182,20 @@ def test_hub_names_that_lead_nowhere_fail_on_one_line(cli, names):
     for spec, fragment in (("hf-hub:nobody/ghost", "cannot download model.safetensors of hf-hub:nobody/ghost at main"),
                            (f"hf-hub:{REPO}@{missing}", f"hf-hub:{REPO} at {missing}"),
                            ("hf-hub:no-org", "does not name a Hub repo"),
-                           (f"hf-hub:{REPO}@", "without a revision")):
+                           (f"hf-hub:{REPO}@", "without a revision"),
+                           ("hf://nobody/ghost", "cannot download model.safetensors of hf://nobody/ghost at main"),
+                           (f"hf://{REPO}/other.safetensors", f"cannot download other.safetensors of hf://{REPO}"),
+                           (f"hf://{REPO}@{missing}/model.safetensors", f"hf://{REPO} at {missing}"),
+                           ("hf://no-org", "does not name a Hub repo: write hf://ORG/REPO[@REV][/FILE]"),
+                           (f"hf://{REPO}@/model.safetensors", "has @ without a revision"),
+                           (f"hf://datasets/{REPO}", "names a file of a Hub dataset repo")):
         cli.fails(["attack", spec, "--data", DATA], fragment)
 
 
 @pytest.mark.e2e
 def test_record_never_writes_into_a_download(cli, names, hub):
     requests = len(hub.state.requests)
-    for spec in (names["zoo"], names["hf-hub"]):
+    for spec in (names["zoo"], names["hf-hub"], names["hf"]):
         cli.fails(["attack", spec, "--record", "--data", DATA], f"--record would change {spec}")
     assert len(hub.state.requests) == requests, "refused before anything was downloaded"
 
@@ -183,7 +213,7 @@ def test_every_model_argument_and_option_says_which_names_it_takes():
 
     def walk(command, path):
         for param in command.params:
-            if param.name in ("model", "models", "teacher", "natural_teacher", "surrogate"):
+            if param.name in ("model", "models", "teacher", "natural_teacher", "surrogate", "initial_weights"):
                 taking[f"{path} {param.name}"] = getattr(param, "help", None) or ""
         for name, sub in getattr(command, "commands", {}).items():
             walk(sub, f"{path} {name}")
@@ -193,7 +223,8 @@ def test_every_model_argument_and_option_says_which_names_it_takes():
     assert "recorded in the artifact" in taking.pop("rdist zoo push teacher")
     assert set(taking) == {"rdist distill teacher", "rdist distill natural_teacher", "rdist attack model",
                            "rdist attack surrogate", "rdist compare models", "rdist compare surrogate",
-                           "rdist export model", "rdist zoo push model"}
+                           "rdist export model", "rdist zoo push model", "rdist distill initial_weights",
+                           "rdist teacher train initial_weights"}
     assert {where for where, text in taking.items() if MODEL_HELP not in text} == set()
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     sentence = re.search(r"A model is [^\n]*(?:\n[^\n]+)*", readme).group(0)

@@ -55,3 +55,40 @@ def test_a_cifar100_only_name_pulls_the_cifar100_checkpoint(offline_cache):
     with pytest.raises(RdistError) as error:
         resolve_teacher("Gowal2020Uncovering_extra")
     assert str(checkpoint_path(TEACHERS[("Gowal2020Uncovering_extra", "cifar100")])) in str(error.value)
+
+
+def test_load_model_takes_robustbench_s_keywords_and_reads_its_model_dir(tiny_teacher, tmp_path, monkeypatch):
+    """Code written for `robustbench.utils.load_model(model_name=..., model_dir=..., dataset=..., threat_model=...)`
+    runs on rdist.load_model by changing the import: the same model (the same logits as rdist's own form), and a
+    checkpoint RobustBench downloaded into its model_dir is read from there, not fetched again."""
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    name = tiny_teacher.entry.name
+    _, reference = tiny_teacher.place_checkpoint(seed=5)  # in rdist's cache, robustbench/cifar10/Linf/NAME.pt
+    positional = rdist.load_model(name, dataset="cifar10")
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+
+    # A fresh rdist cache and RobustBench's own folder layout elsewhere: ./models/cifar10/Linf/NAME.pt.
+    model_dir = tmp_path / "models"
+    (model_dir / "cifar10" / "Linf").mkdir(parents=True)
+    checkpoint_path(tiny_teacher.entry).rename(model_dir / "cifar10" / "Linf" / f"{name}.pt")
+    monkeypatch.setenv("RDIST_CACHE", str(tmp_path / "another-cache"))
+    keywords = rdist.load_model(model_name=name, model_dir=str(model_dir), dataset="cifar10", threat_model="Linf")
+    enums = rdist.load_model(model_name=name, model_dir=model_dir, dataset=BenchmarkDataset.cifar_10,
+                             threat_model=ThreatModel.Linf)
+    assert artifact_path(tiny_teacher.entry).is_file(), "converted from the model_dir's checkpoint into the new cache"
+    assert not keywords.training and not positional.training
+    with torch.no_grad():
+        expected = reference(x)
+        for model in (positional, keywords, enums):
+            torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+        assert torch.equal(keywords(x), positional(x))
+
+    with pytest.raises(RdistError, match=r"threat_model 'L2': rdist has Linf teachers only.*threat_model='Linf'"):
+        rdist.load_model(model_name=name, threat_model="L2")
+    with pytest.raises(RdistError, match="load_model got two models"):
+        rdist.load_model(name, model_name=name)
+    with pytest.raises(RdistError, match="name the model once"):
+        rdist.load_model()
+    with pytest.raises(RdistError, match="model_dir is where RobustBench keeps its checkpoints"):
+        rdist.load_model(model_name=str(artifact_path(tiny_teacher.entry)), model_dir=model_dir)

@@ -41,7 +41,9 @@ def test_push_publishes_the_best_seed_with_the_reproduction_in_its_card(cli, hub
 
     from huggingface_hub import hf_hub_download
 
-    card = open(hf_hub_download(entry["repo"], "README.md", revision=entry["revision"], endpoint=hub.url)).read()
+    # A cache of the test's own: huggingface_hub read HF_HUB_CACHE at import, and the stand-in's commits repeat.
+    card = open(hf_hub_download(entry["repo"], "README.md", revision=entry["revision"], endpoint=hub.url,
+                                cache_dir=tmp_path / "test-reads")).read()
     assert "rdist reproduce digits-tiny --seeds 0,1" in card
     assert "| AutoAttack accuracy | 20.00% |" in card and "a test, none" in card
     # The same push as `rdist zoo push`: nothing names this machine's paths (the teacher stage's file, the runs).

@@ -56,21 +56,35 @@ def test_push_then_pull_round_trip(cli, hub, student, tmp_path, monkeypatch):
     assert api.model_info(entry["repo"]).sha == entry["revision"]
     assert {f.path for f in api.list_repo_tree(entry["repo"], revision=entry["revision"])} >= {
         "model.safetensors", "config.json", "README.md"}
-    card = ModelCard.load(hf_hub_download(entry["repo"], "README.md", revision=entry["revision"], endpoint=hub.url))
+    # A cache of the test's own, named explicitly: huggingface_hub read HF_HUB_CACHE when it was imported, before the
+    # fixture set it, and the stand-in's commits are the same in every run, so the user's cache could answer with a
+    # stale copy; and the pull below must find rdist's cache empty.
+    cache = tmp_path / "test-reads"
+    card = ModelCard.load(hf_hub_download(entry["repo"], "README.md", revision=entry["revision"], endpoint=hub.url,
+                                          cache_dir=cache))
     metrics = {r.metric_config: (r.metric_value, r.dataset_type, r.metric_args) for r in card.data.eval_results}
     assert metrics == {"clean": (88.12, "digits", None), "pgd20": (44.23, "digits", {"norm": "Linf", "eps": "8/255"}),
                        "autoattack": (42.01, "digits", {"norm": "Linf", "eps": "8/255"})}
     config = json.loads(Path(hf_hub_download(entry["repo"], "config.json", revision=entry["revision"],
-                                             endpoint=hub.url)).read_text())
+                                             endpoint=hub.url, cache_dir=cache)).read_text())
     assert config["arch"]["name"] == "tinycnn" and config["provenance"]["teacher"] == "smallcnn"
+    # Filed on the Hub as an image classifier of the rdist library, under a licence; the teacher is no base_model:
+    # the Hub would show the student as a fine-tune of it.
+    assert (card.data.license, card.data.pipeline_tag, card.data.library_name) == ("mit", "image-classification",
+                                                                                   "rdist")
+    assert card.data.base_model is None and "base_model" not in card.content.split("---")[1]
 
     zoo = tmp_path / "zoo.yaml"
     zoo.write_text(yaml.safe_dump({"students": [entry]}, sort_keys=False))
     (listed,) = ZOO.load(zoo)
+    before = len(hub.state.requests)
     pulled = cli("zoo", "pull", "tinycnn-digits", "--zoo", zoo)
     local = Path(pulled.stdout.strip())
     assert local.is_file() and str(local).startswith(os.environ["HF_HUB_CACHE"])
     assert sha256_file(local) == listed.sha256 and read_metadata(local)["arch"]["name"] == "tinycnn"
+    # The Hub counts downloads of a library it does not know by the requests for config.json: the pull makes one.
+    asked = [path for _, path, _ in hub.state.requests[before:]]
+    assert f"/{entry['repo']}/resolve/{entry['revision']}/config.json" in asked, asked
 
     monkeypatch.setenv("RDIST_ZOO", str(zoo))
     assert resolve_model("zoo:tinycnn-digits").path == local
@@ -81,6 +95,40 @@ def test_push_then_pull_round_trip(cli, hub, student, tmp_path, monkeypatch):
     attacked = cli("attack", "zoo:tinycnn-digits", "--attacks", "clean", "--n", "40", "--json")
     report = json.loads(attacked.stdout)
     assert report["model"] == str(local) and report["n"] == 40 and 0 <= report["accuracy"]["clean"] <= 1
+
+
+def test_zoo_pull_takes_hub_names_and_asks_for_config_json_as_the_hub_counts_downloads(cli, hub, student, write_zoo,
+                                                                                       tmp_path, monkeypatch):
+    content = student.read_bytes()
+    revision = hub.publish("someone/student", {"model.safetensors": content, "config.json": b"{}",
+                                               "student.onnx": b"an exported copy"})
+    zoo = write_zoo([{"name": "student", "repo": "someone/student", "file": "model.safetensors",
+                      "revision": revision, "sha256": hashlib.sha256(content).hexdigest(), "arch": "tinycnn",
+                      "dataset": "digits", "method": "rslad", "teacher": "smallcnn",
+                      "results": {"clean": 88.12, "pgd20": 44.23, "aa": 42.01}, "command": "rdist attack zoo:student"}])
+    for name, file in (("hf://someone/student", "model.safetensors"),
+                       (f"hf://someone/student@{revision}/student.onnx", "student.onnx"),
+                       ("hf-hub:someone/student", "model.safetensors"), ("zoo:student", "model.safetensors"),
+                       ("student", "model.safetensors")):
+        # Each into an empty cache: a file cached at a pinned commit is not asked for again, config.json neither.
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / f"cache-{len(hub.state.requests)}"))
+        before = len(hub.state.requests)
+        pulled = cli("zoo", "pull", name, "--zoo", zoo)
+        local = Path(pulled.stdout.strip())
+        assert local.name == file and str(local).startswith(os.environ["HF_HUB_CACHE"]), name
+        asked = [(method, path) for method, path, _ in hub.state.requests[before:]]
+        assert any(path.startswith("/someone/student/resolve/") and path.endswith("/config.json")
+                   for _, path in asked), (name, asked)
+    cli.fails(["zoo", "pull", "hf://someone/ghost"], "cannot download model.safetensors of hf://someone/ghost")
+
+
+def test_a_card_carries_the_licence_it_is_given(cli, hub, student):
+    from huggingface_hub import ModelCard
+
+    result = cli(*push(student, "rdist-zoo/licensed", "--license", "apache-2.0"))
+    assert TOKEN not in result.output
+    card = ModelCard(uploaded_files(hub, "rdist-zoo/licensed")["README.md"].decode())
+    assert card.data.license == "apache-2.0" and card.data.pipeline_tag == "image-classification"
 
 
 def test_a_download_whose_sha256_differs_is_deleted_and_refused(cli, hub, write_zoo, tmp_path):
@@ -108,7 +156,7 @@ def test_pull_of_a_missing_repo_or_name_fails_on_one_line(cli, hub, write_zoo):
 
 def test_push_without_a_token_sends_nothing(cli, hub, student, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")
-    cli.fails(push(student, "rdist-zoo/tinycnn-digits"), "no Hugging Face token", "HF_TOKEN")
+    assert TOKEN not in cli.fails(push(student, "rdist-zoo/tinycnn-digits"), "no Hugging Face token", "HF_TOKEN").output
     assert not [r for r in hub.state.requests if r[0] == "POST"] and hub.state.repos == {}
 
 
