@@ -15,8 +15,6 @@ import pytest
 
 from rdist.data import ExtraData, convert_npz, map_npz, open_extra_data
 from rdist.errors import RdistError
-from tests.helpers import assert_one_line_error
-from tests.zoo.conftest import hub  # noqa: F401  (the Hub stand-in fixture)
 
 CIFAR = {"image_shape": (3, 32, 32), "num_classes": 10}
 
@@ -244,7 +242,7 @@ def test_map_npz_maps_every_member_in_place(tmp_path):
 # ------------------------------------------------------------------ hf://datasets
 
 
-def test_hub_dataset_file_downloads_once_into_the_cache(hub, tmp_path, monkeypatch):  # noqa: F811
+def test_hub_dataset_file_downloads_once_into_the_cache(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     arrays = edm_arrays()
     local = save(tmp_path / "1m.npz", **arrays)

@@ -1,8 +1,7 @@
-"""Teachers for engine tests (trained by the engine itself on digits in seconds, or random-weight artifacts), and one
-CPU thread for every engine test.
+"""Teachers for engine tests: trained by the engine itself on digits in seconds, or random-weight artifacts.
 
-One thread keeps the float reduction order the same in every process (the exact-resume test compares
-weights across processes) and avoids oversubscribing small shared machines.
+Every test runs on one CPU thread (tests/conftest.py): that keeps the float reduction order the same in every process
+(the exact-resume test compares weights across processes) and avoids oversubscribing small shared machines.
 """
 
 from __future__ import annotations
@@ -14,30 +13,21 @@ import torch
 
 import rdist
 from rdist.engine import TrainConfig, train
-from tests.helpers import one_thread
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="session")
 def robust_teacher(tmp_path_factory) -> Path:
     """smallcnn adversarially trained with TRADES on digits: about 85% clean, 75% PGD-20 accuracy on validation."""
-    with one_thread():
-        result = train(TrainConfig(method="trades", student="smallcnn", data="digits", epochs=4, batch_size=64,
-                                   lr=0.05, attack_steps=5, eval_n=64, out=str(tmp_path_factory.mktemp("trades"))))
+    result = train(TrainConfig(method="trades", student="smallcnn", data="digits", epochs=4, batch_size=64,
+                               lr=0.05, attack_steps=5, eval_n=64, out=str(tmp_path_factory.mktemp("trades"))))
     return result.best_path
 
 
 @pytest.fixture(scope="session")
 def natural_teacher(tmp_path_factory) -> Path:
     """smallcnn trained naturally on digits, the Tstd of AKD2 and IAD-II."""
-    with one_thread():
-        result = train(TrainConfig(method="natural", student="smallcnn", data="digits", epochs=3, batch_size=64,
-                                   lr=0.05, eval_n=64, out=str(tmp_path_factory.mktemp("natural"))))
+    result = train(TrainConfig(method="natural", student="smallcnn", data="digits", epochs=3, batch_size=64,
+                               lr=0.05, eval_n=64, out=str(tmp_path_factory.mktemp("natural"))))
     return result.best_path
 
 
