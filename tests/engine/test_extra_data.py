@@ -64,6 +64,7 @@ def test_every_step_trains_on_the_asked_fraction_and_an_epoch_is_one_pass_over_t
     assert run_cost(config).steps == steps and mixed_epoch(N_REAL, 64, 0.7) == (steps, steps * 64)
 
 
+@pytest.mark.e2e
 def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights_with_extra_data_and_ema(generated_digits,
                                                                                                  tmp_path, cli):
     # SAT (random starts) on mixed batches, the EMA updated every step, the cosine lr after a warm-up stepped every

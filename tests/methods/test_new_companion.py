@@ -89,6 +89,7 @@ def tutor_config(out: Path, **overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
+@pytest.mark.e2e
 def test_a_killed_run_resumes_to_the_uninterrupted_student_peer_and_state(registered, tmp_path):
     uninterrupted = train(tutor_config(tmp_path / "whole"))
     steps_per_epoch = uninterrupted.global_step // 3

@@ -45,6 +45,7 @@ def subset():
         return torch.from_numpy(arrays["x_test"]), torch.from_numpy(arrays["y_test"])
 
 
+@pytest.mark.e2e
 def test_l2_pgd20_accuracy_falls_with_eps_and_every_example_lies_in_the_l2_ball(resnet18, subset):
     model = rdist.load_model(str(resnet18))
     x, y = subset[0][:4].float() / 255, subset[1][:4]
@@ -76,6 +77,7 @@ def test_the_protocol_fixes_attacks_images_precision_and_the_boards_eps():
         EvalConfig(protocol="robustbench").check_protocol("digits")
 
 
+@pytest.mark.e2e
 def test_aa_in_l2_by_the_protocol_then_its_robustbench_entry(resnet18, tmp_path, monkeypatch, cli):
     """`rdist attack --protocol robustbench --norm L2 --record` (AutoAttack standard, L2, eps 0.5) with the protocol's
     10,000 CIFAR-10 test images shrunk to the subset's first 2, then `rdist export --format robustbench`, checked
@@ -165,6 +167,7 @@ def build_archive(path: Path, labels: np.ndarray, images: np.ndarray) -> None:
             tar.addfile(member, data)
 
 
+@pytest.mark.e2e
 def test_corruptions_from_the_official_archive_layout(resnet18, subset, tmp_path, monkeypatch, cli):
     x, y = subset
     monkeypatch.setenv("RDIST_CACHE", str(tmp_path / "cache"))

@@ -32,6 +32,7 @@ def masked_artifact(natural_artifact, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.e2e
 def test_a_trained_digits_student_gets_per_class_accuracies_and_no_flag(cli, robust_artifact):
     report = json.loads(cli("attack", robust_artifact, "--attacks", QUICKSTART, "--eps", EPS, "--n", "60",
                             "--json").stdout)
@@ -47,6 +48,7 @@ def test_a_trained_digits_student_gets_per_class_accuracies_and_no_flag(cli, rob
     assert per_class["worst_class"] == {"class": worst.index(min(worst)), "accuracy": min(worst)}
 
 
+@pytest.mark.e2e
 def test_the_masked_model_gets_its_flags_with_their_numbers(cli, masked_artifact):
     report = json.loads(cli("attack", masked_artifact, "--attacks", "clean,pgd20,square", "--eps", EPS, "--n", "40",
                             "--json").stdout)
