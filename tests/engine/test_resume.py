@@ -154,6 +154,7 @@ class Starts(Callback):
         self.starts.append((start_epoch, resumed))
 
 
+@pytest.mark.e2e
 def test_the_same_run_started_again_continues_a_killed_run_to_the_uninterrupted_weights(short_run, tmp_path):
     """A cluster's requeue (or torchrun's restart) runs the same command again: with no --resume, a run directory
     holding a checkpoint of the same run is continued, exactly as --resume would, and a finished run returns."""
