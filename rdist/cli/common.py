@@ -117,12 +117,12 @@ def suite_summary() -> str:
     return ", ".join(parts)
 
 
-def data_option(default: str, panel: str | None = None) -> Any:
-    """--data, whose help lists the datasets of the data registry (`rdist.data.list_datasets`); `panel` is the group
-    of options --help shows it in."""
+def data_option(default: str | None, panel: str | None = None, what: str = "") -> Any:
+    """--data, whose help lists the datasets of the data registry (`rdist.data.list_datasets`) after `what`, then
+    `default` (None: the option is required); `panel` is the group of options --help shows it in."""
     *names, last = list_datasets()
-    return typer.Option(None, "--data", "-d", help=f"{', '.join(names)} or {last} \\[default: {default}]",
-                        rich_help_panel=panel)
+    tail = "(required)" if default is None else f"\\[default: {default}]"
+    return typer.Option(None, "--data", "-d", help=f"{what}{', '.join(names)} or {last} {tail}", rich_help_panel=panel)
 
 
 # Options that `rdist attack` and `rdist compare` share, with the same meaning and defaults.
