@@ -26,6 +26,7 @@ def compare(
     eps: str = common.EPS,
     norm: str = common.NORM,
     data: str = common.DATA,
+    data_dir: str = common.DATA_DIR,
     n: int = common.N_IMAGES,
     batch_size: str = common.BATCH_SIZE,
     seed: int = typer.Option(0, "--seed", help="seed of the attacks' random starts"),
@@ -67,8 +68,8 @@ def compare(
     from rdist.report.render import to_csv, to_markdown
     from rdist.files import atomic_path, check_output
 
-    config = EvalConfig(attacks=resolve_attacks(suite, attacks), eps=eps, data=data, n=n, batch_size=batch_size,
-                        seed=seed, surrogate=surrogate, device=device, norm=norm)
+    config = EvalConfig(attacks=resolve_attacks(suite, attacks), eps=eps, data=data, data_dir=data_dir, n=n,
+                        batch_size=batch_size, seed=seed, surrogate=surrogate, device=device, norm=norm)
     to_stdout = [name for name, on in (("--json", json_out), ("--csv -", csv_out == "-"), ("--md -", md_out == "-"))
                  if on]
     if len(to_stdout) > 1:

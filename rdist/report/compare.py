@@ -188,7 +188,7 @@ class Evaluator:
 
     def __init__(self, entries: list[Entry], config: EvalConfig, *, fresh: bool = False, record: bool = False,
                  progress: Progress | None = None):
-        self.dataset = load_dataset(config.data, device="cpu")
+        self.dataset = load_dataset(config.data, root=config.data_dir, device="cpu")
         for entry in entries:
             check_fits(entry.meta, self.dataset, entry.label)
         self.config = replace(config, n=min(config.n, len(self.dataset.y_test)))
