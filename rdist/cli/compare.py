@@ -84,13 +84,13 @@ def compare(
         if target and target != "-":
             check_output(target, option, inputs=inputs)
     with progress_bar(quiet or json_out) as bar:
-        comparison = compare_models(models, config, runs=runs, fresh=fresh, record=record,
-                                    sweep=(sweep or DEFAULT_SWEEP[config.norm]) if plot is not None else None,
-                                    sweep_attack=sweep_attack,
-                                    progress=attack_progress(bar))
+        result = compare_models(models, config, runs=runs, fresh=fresh, record=record,
+                                sweep=(sweep or DEFAULT_SWEEP[config.norm]) if plot is not None else None,
+                                sweep_attack=sweep_attack, progress=attack_progress(bar))
+    comparison = result.to_dict()  # what the renderers lay out and --json prints, with the files written
     notes = err_console if to_stdout else console
     if plot is not None:
-        written = write_plots(comparison, plot, training_logs(comparison) if runs else None)
+        written = write_plots(comparison, plot, training_logs(result) if runs else None)
         comparison["plots"] = [str(p) for p in written]
     for target, render in ((csv_out, to_csv), (md_out, to_markdown)):
         if target == "-":
