@@ -68,7 +68,8 @@ def export(
 
     silent = quiet or json_out
     result = export_model(model, out, int8=int8, calibration=calibration, opset=opset, data=data, data_dir=data_dir,
-                          check_n=check_n, note=None if silent else (lambda text: err_console.print(text, highlight=False)))
+                          check_n=check_n,
+                          note=None if silent else (lambda text: err_console.print(text, highlight=False)))
     if json_out:
         print_json(result)
         return

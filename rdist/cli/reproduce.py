@@ -59,7 +59,8 @@ def reproduce(
     show = not (quiet or json_out)
     from rdist.cli.run_progress import EpochProgress
 
-    result = run(entry, seed_list, out, select_on=select_on, device=device, data_dir=data_dir, callback=EpochProgress() if show else None,
+    result = run(entry, seed_list, out, select_on=select_on, device=device, data_dir=data_dir,
+                 callback=EpochProgress() if show else None,
                  on_stage=(lambda m: err_console.print(m, highlight=False, soft_wrap=True)) if show
                  else (lambda m: None))
     pushed = push_best(result, push, private=private) if push is not None else None
