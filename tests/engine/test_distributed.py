@@ -24,7 +24,7 @@ from rdist.attacks.evaluator import eval_shard
 from rdist.engine.ddp import DataParallelTraining
 from rdist.errors import RdistError
 from rdist.files import LOCK_FILE, hold_directory
-from rdist.methods import register_method, registry
+from rdist.methods import method_class, register_method, registry
 from rdist.parallel import Group, Ranks
 from tests.helpers import one_thread
 from tests.methods.test_new_companion import Tutor
@@ -101,6 +101,9 @@ DISTRIBUTED_RUNS = {"rslad": ("rslad", {}), "natural": ("natural", {}), "dgad": 
                     "dgad-code-bs": ("dgad", {"dgad_code_bs": 128}),
                     "dgad-code-mnv2": ("dgad", {"dgad_code_mnv2_loss": True, "kl_scale": 0.5}),
                     "tutor": ("tutor", {})}
+# PeerAiD: a peer trained beside the student under DDP and SyncBatchNorm, whose loss reaches the student through its
+# undetached target S(xa): one backward through both networks, then both optimisers.
+DISTRIBUTED_RUNS["peeraid"] = ("peeraid", {})
 
 
 def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -196,7 +199,9 @@ def test_two_ranks_with_sync_bn_train_what_one_process_trains(runs, name):
             < 1e-4, role
     if one_state["method_state"]:
         assert relative_difference(one_state["method_state"], two_state["method_state"]) < 1e-4
-    assert (name == "tutor") == bool(one_state["companions"]) == bool(one_state["method_state"])
+    cls = Tutor if name == "tutor" else method_class(DISTRIBUTED_RUNS[name][0])
+    assert bool(one_state["companions"]) == bool(cls.companions)
+    assert bool(one_state["method_state"]) == bool(cls().initial_state(10))
     log_one, log_two = read_log(one_dir / LOG), read_log(two_dir / LOG)
     assert [r.best_epoch for r in log_two] == [r.best_epoch for r in log_one] and log_one[-1].best_epoch
     assert [r.global_step for r in log_two] == [r.global_step for r in log_one] == [3, 6]

@@ -25,6 +25,7 @@ OFFICIAL = {
     "adaad": ["x", "xa"],  # S(x) even at alpha 1, where its term has weight 0
     "dgad": ["x", "xa"],  # main.py --method DGAD: ori_outputs, adv_outputs
     "saad": ["xa", "x-d", "x"],  # saad.py: student_plus, student_minus, student_clean (even at clean weight 0)
+    "peeraid": ["xa", "xa", "x"],  # main.py train_kd: S(xa) as the peer's target, student_outputs, logit_nat
     ("iad-i", "warm-up"): [*ATTACK, "xa", "xa", "x"],
     ("iad-i", "after"): [*ATTACK, "xa", "xa", "x", "x"],
     ("iad-ii", "warm-up"): [*ATTACK, "xa"],

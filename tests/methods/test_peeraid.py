@@ -32,23 +32,6 @@ SETTINGS = [{}, {"kl_peer": 1.0}, {"tau": 1.0, "kl_peer": 100.0, "ce_student": 0
             {"peer_target_grad": False}]
 
 
-@pytest.fixture
-def peer() -> nn.Module:
-    return linear_model(seed=4)
-
-
-@pytest.fixture
-def peer_batch(make_batch, peer):
-    """`peer_batch(seed=0)`: the fixed batch with the peer as its companion."""
-
-    def make(seed: int = 0) -> Step:
-        step = make_batch(seed=seed)
-        step.companions = {PEER: peer}
-        return step
-
-    return make
-
-
 def reference_loss(reference, student, peer, batch, xa, method: PeerAiD):
     """main.py L359-397 from the spec, in KLbm units (the element mean is KLbm / C), and the error float32 may
     honestly leave in it. The peer's target S(xa) is its own forward, detached only when the switch says so."""
@@ -78,8 +61,8 @@ def adversarial(batch: Step) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("hparams", SETTINGS)
-def test_loss_is_the_peers_and_the_students(student, peer, peer_batch, reference, close, float64_logits, hparams):
-    batch, method = peer_batch(), PeerAiD(**hparams)
+def test_loss_is_the_peers_and_the_students(student, peer, make_batch, reference, close, float64_logits, hparams):
+    batch, method = make_batch(), PeerAiD(**hparams)
     xa = adversarial(batch)
     expected, error = reference_loss(reference, float64_logits(student), float64_logits(peer), batch, xa, method)
     close(method.loss(student, batch, xa), expected, error)
@@ -87,10 +70,10 @@ def test_loss_is_the_peers_and_the_students(student, peer, peer_batch, reference
 
 
 @pytest.mark.parametrize("target_grad", [True, False])
-def test_gradients_reach_the_student_and_the_peer_as_the_official_code(student, peer, peer_batch, reference,
+def test_gradients_reach_the_student_and_the_peer_as_the_official_code(student, peer, make_batch, reference,
                                                                        float64_logits, close_gradients, target_grad):
     """The peer gets CE and its KL; the student its own terms, and the peer's KL through S(xa) unless detached."""
-    batch, method = peer_batch(), PeerAiD(peer_target_grad=target_grad)
+    batch, method = make_batch(), PeerAiD(peer_target_grad=target_grad)
     xa = adversarial(batch)
     method.loss(student, batch, xa).backward()
     student64, peer64 = float64_logits(student), float64_logits(peer)
@@ -99,7 +82,7 @@ def test_gradients_reach_the_student_and_the_peer_as_the_official_code(student, 
     close_gradients(peer, peer64)
     # The leak is of substance: detached, the student's gradient is its own loss's alone.
     other = copy.deepcopy(student)
-    PeerAiD(peer_target_grad=not target_grad).loss(other, peer_batch(), xa).backward()
+    PeerAiD(peer_target_grad=not target_grad).loss(other, make_batch(), xa).backward()
     gap = max((a.grad - b.grad).abs().max() for a, b in zip(student.parameters(), other.parameters()))
     assert gap > 1e-3 * max(p.grad.abs().max() for p in student.parameters())
 
@@ -111,18 +94,18 @@ def attack_objective(reference, student, peer, batch):
     return lambda xa: reference.kl(peer_clean, student(xa)).sum()
 
 
-def test_attack_steps_on_the_kl_from_the_peers_clean_soft_labels(student, peer, peer_batch, reference,
+def test_attack_steps_on_the_kl_from_the_peers_clean_soft_labels(student, peer, make_batch, reference,
                                                                   float64_logits, first_step_follows, check_in_ball):
-    objective = attack_objective(reference, float64_logits(student), float64_logits(peer), peer_batch())
-    first_step_follows(objective, lambda n: PeerAiD(attack_steps=n), student, peer_batch)
-    start = PeerAiD(attack_steps=0).perturb(student, peer_batch(seed=5))
-    xa = PeerAiD().perturb(student, peer_batch(seed=5))
-    check_in_ball(xa, peer_batch().x, EPS)
-    assert 0 < (start - peer_batch().x).abs().amax() < 0.01  # x + 0.001 N(0, 1), not clamped
+    objective = attack_objective(reference, float64_logits(student), float64_logits(peer), make_batch())
+    first_step_follows(objective, lambda n: PeerAiD(attack_steps=n), student, make_batch)
+    start = PeerAiD(attack_steps=0).perturb(student, make_batch(seed=5))
+    xa = PeerAiD().perturb(student, make_batch(seed=5))
+    check_in_ball(xa, make_batch().x, EPS)
+    assert 0 < (start - make_batch().x).abs().amax() < 0.01  # x + 0.001 N(0, 1), not clamped
     with torch.no_grad():
         assert objective(xa.double()) > objective(start.double()) + 0.05
     # Against the peer: another peer, another attack.
-    other = peer_batch(seed=5)
+    other = make_batch(seed=5)
     other.companions = {PEER: linear_model(seed=7)}
     assert (PeerAiD().perturb(student, other) - xa).abs().amax() > EPS / 2
 
