@@ -46,7 +46,7 @@ class PeerAiD(Method):
                   "[KL(P(xa)/tau || S(xa)/tau) + KL(S(x)/tau || S(xa)/tau)], tau 5, SWA",
                   url="https://arxiv.org/abs/2403.06668", code="https://github.com/jaewonalive/PeerAiD")
 
-    tau: float = 5.0  # temperature of the student's KL terms (the paper's T)
+    tau: float = 5.0  # distillation temperature
     tau_peer: float = 1.0  # temperature of the peer's KL term (the official --re_kd_temperature)
     ce_peer: float = 1.0  # weight of the peer's CE(P(xa), y) (the paper's gamma1)
     kl_peer: float = 0.1  # weight of the peer's KL(S(xa) || P(xa)) (the paper's gamma2)
