@@ -37,7 +37,7 @@ PEER = "peer"
 class PeerAiD(Method):
     name = "peeraid"
     bn_mode = "eval"
-    companions = {PEER: Companion()}  # the student's architecture, lr 0.1, schedule and weight decay (configs/*.json)
+    companions = {PEER: Companion()}  # the student's architecture, lr, schedule and weight decay, as configs/*.json
     # configs/PeerAiD_*_cifar10.json: 300 epochs, x0.1 once the 0-based epoch reaches 214, 259, 284; SWA of the
     # student from the first decay (--swa_s: `epoch >= 214`, 0-based).
     recipe = Recipe(epochs=300, milestones=(214, 259, 284), weight_decay=2e-4, swa_start=215)
