@@ -37,7 +37,7 @@ ARCH_FIELDS = {
 ARCH_SCHEMA = schema.mapping(ARCH_FIELDS, required=("name", "num_classes", "in_channels"))
 # A robustness report as `rdist attack` records it; compare reuses these fields.
 REPORT_SCHEMA = schema.mapping({
-    "dataset": schema.text(), "attacks": schema.list_of(schema.text()), "eps": schema.number(0, 1),
+    "dataset": schema.text(), "attacks": schema.list_of(schema.text()), "eps": schema.number(0),
     "n": schema.integer(1), "accuracy": schema.mapping(other=schema.number(0, 1)), "worst_case": schema.number(0, 1),
 }, required=("dataset", "attacks", "eps", "n", "accuracy", "worst_case"), other=schema.anything())
 # Provenance is open (each producer adds its own keys); the keys rdist reads back are typed.
@@ -208,12 +208,17 @@ def with_metadata(path: str | Path, meta: dict[str, Any]) -> bytes:
     return save(load_file(str(path)), metadata={_KEY: json.dumps(meta)})
 
 
-def results_key(attacks: list[str], dataset: str, eps: float, n: int) -> str:
-    """The key under which a robustness report is stored: the same attacks, data, eps and n mean the same numbers."""
-    return f"{'+'.join(attacks)}|{dataset}|{eps:.6f}|n={n}"
+def results_key(attacks: list[str], dataset: str, eps: float, n: int, norm: str = "Linf") -> str:
+    """The key under which a robustness report is stored: the same attacks, data, eps, n and norm mean the same
+    numbers (an L-inf key has no norm part)."""
+    return f"{'+'.join(attacks)}|{dataset}|{eps:.6f}|n={n}" + ("" if norm == "Linf" else f"|{norm}")
+
+
+def report_key(report: dict[str, Any]) -> str:
+    """`results_key` of a report as `rdist attack` writes it."""
+    return results_key(report["attacks"], report["dataset"], report["eps"], report["n"], report.get("norm", "Linf"))
 
 
 def record_results(path: str | Path, report: dict[str, Any]) -> dict[str, Any]:
     """Store a robustness report (from `rdist attack`) in the artifact's metadata, atomically."""
-    key = results_key(report["attacks"], report["dataset"], report["eps"], report["n"])
-    return update_metadata(path, results={key: report})
+    return update_metadata(path, results={report_key(report): report})

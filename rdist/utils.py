@@ -34,8 +34,9 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def parse_eps(text: str | float, option: str = "--eps") -> float:
-    """Parse an L-inf budget given as '8/255' or '0.031' in [0,1] pixel units; errors name `option`."""
+def parse_eps(text: str | float, option: str = "--eps", norm: str = "Linf") -> float:
+    """Parse a budget given as '8/255' or '0.031' in [0,1] pixel units; errors name `option`. An L-inf budget is
+    below 1 (a pixel's whole range); an L2 one (the perturbation's Euclidean length) may exceed it."""
     try:
         value = float(Fraction(text)) if isinstance(text, str) else float(text)
     except (ValueError, ZeroDivisionError):
@@ -43,7 +44,7 @@ def parse_eps(text: str | float, option: str = "--eps") -> float:
                          "or a number like 0.031") from None
     if value < 0:
         raise RdistError(f"{option} must be >= 0, got {text}")
-    if value >= 1:
+    if value >= 1 and norm == "Linf":
         raise RdistError(
             f"{option} {text} is not in [0,1] pixel units: did you mean {text}/255? (write {option} {text}/255)"
         )

@@ -17,10 +17,10 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, kappa: float = 50.0) -> t
 class CW(PGD):
     """CW-inf: PGD on the margin loss of "Towards Evaluating the Robustness of Neural Networks" (Carlini and Wagner,
     IEEE S&P 2017) [https://arxiv.org/abs/1608.04644], within an L-inf ball, as the evaluation codes of the
-    robust-training and distillation papers run it (`margin_loss`, kappa 50). It is not Carlini and Wagner's L2
-    optimisation attack.
+    robust-training and distillation papers run it (`margin_loss`, kappa 50); in L2 the same loss with normalised
+    gradient steps in the L2 ball. It is not Carlini and Wagner's L2 optimisation attack.
 
-    Distance: L-inf.
+    Distance: L-inf or L2 (`norm`).
 
     Arguments:
         model (nn.Module): the model to attack, in eval mode, taking [0, 1] pixels.
@@ -30,8 +30,10 @@ class CW(PGD):
         kappa (float): the confidence margin: the loss stops rewarding a runner-up logit kappa above the true one.
             (default: 50)
         generator (torch.Generator): the uniform random start's source.
+        norm (str): "Linf" or "L2". (default: "Linf")
 
-    The protocol: `cw` is CW(eps=8/255, steps=30, step_size=2/255, kappa=50), uniform random start.
+    The protocol: `cw` is CW(eps=8/255, steps=30, step_size=2/255, kappa=50), uniform random start; in L2 steps
+    of eps/4.
 
     Shape:
         x: (N, C, H, W) floats in [0, 1]; y: (N,) class indices; returns x_adv of x's shape, checked.
@@ -41,9 +43,10 @@ class CW(PGD):
     """
 
     def __init__(self, model, eps: float, *, steps: int = 30, step_size: float = 2 / 255, kappa: float = 50.0,
-                 generator: torch.Generator | None = None):
-        super().__init__(model, eps, steps=steps, step_size=step_size, start="uniform", generator=generator)
+                 generator: torch.Generator | None = None, norm: str = "Linf"):
+        super().__init__(model, eps, steps=steps, step_size=step_size, start="uniform", generator=generator,
+                         norm=norm)
         self.kappa = kappa
 
-    def objective(self, xa: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return margin_loss(self.model(xa), y, self.kappa).sum()
+    def losses(self, xa: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return margin_loss(self.model(xa), y, self.kappa)

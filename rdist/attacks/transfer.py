@@ -12,11 +12,11 @@ class Transfer(Attack):
     [https://arxiv.org/abs/1605.07277]. The black-box check that a model's robustness is not gradient masking,
     and the way an ONNX Runtime model meets a gradient attack.
 
-    Distance: that of `source` (L-inf for every rdist attack).
+    Distance: that of `source` (its `norm`).
 
     Arguments:
         model (nn.Module): the model the examples are scored on (any model: ONNX Runtime's too).
-        eps (float): the L-inf budget the examples are checked against, that of `source`.
+        eps (float): the budget the examples are checked against, that of `source`, in its norm.
         source (Attack): the white-box attack, built on the surrogate model.
         name (str): the attack's name in reports and errors. (default: "transfer")
 
@@ -32,7 +32,7 @@ class Transfer(Attack):
     """
 
     def __init__(self, model, eps: float, source: Attack, name: str = "transfer"):
-        super().__init__(model, eps)
+        super().__init__(model, eps, norm=source.norm)
         self.source, self.name = source, name
 
     def perturb(self, x, y):

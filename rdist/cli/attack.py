@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from rdist.attacks.flags import Flag
 from rdist.cli import common
 from rdist.cli.common import console, print_json, user_errors
 from rdist.cli.progress import attack_progress, progress_bar
@@ -23,6 +25,7 @@ def attack(
     suite: str = common.SUITE,
     attacks: str = common.ATTACKS,
     eps: str = common.EPS,
+    norm: str = common.NORM,
     data: str = common.DATA,
     n: int = common.N_IMAGES,
     batch_size: str = common.BATCH_SIZE,
@@ -37,12 +40,16 @@ def attack(
     record: bool = typer.Option(False, "--record", help="write the results into the model's metadata"),
     json_out: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
-    list_attacks: bool = typer.Option(False, "--list", help="list the attacks and suites, then exit"),
+    list_attacks: bool = typer.Option(False, "--list", help="list the attacks, suites and flags, then exit"),
+    protocol: str = typer.Option(None, "--protocol", help="robustbench: AutoAttack standard on the first 10,000 test "
+                                 "images in fp32 at the board's eps (8/255 Linf, 0.5 L2), as RobustBench's "
+                                 "benchmark(); fixes --attacks, --n and --precision"),
 ) -> None:
     """Evaluate a model's accuracy under attacks (worst case over the suite), in eval mode, eps-checked.
 
     An .onnx file (from `rdist export`) runs in ONNX Runtime, which gives no gradients: clean, square, and
-    transfer attacks crafted on --surrogate (default: the artifact it was exported from).
+    transfer attacks crafted on --surrogate (default: the artifact it was exported from). The report shows the
+    accuracy per class and flags the signs of gradient masking or a failed attack (`--list` explains them).
 
     Example: rdist attack --suite autoattack --data cifar10 --n 1000 student.safetensors
     """
@@ -56,7 +63,8 @@ def attack(
     if model is None:
         raise RdistError(f"give the MODEL to attack ({MODEL_NAMES}), or --list")
     config = EvalConfig(attacks=resolve_attacks(suite, attacks), eps=eps, data=data, n=n, batch_size=batch_size,
-                        seed=seed, precision=precision, surrogate=surrogate, device=device)
+                        seed=seed, precision=precision, surrogate=surrogate, device=device, norm=norm,
+                        protocol=protocol)
     main = ranks_from_env().is_main  # under torchrun only rank 0 shows progress and the report
     with progress_bar(quiet or json_out or not main) as bar:
         report = robustness_report(model, config, record=record, out=out, progress=attack_progress(bar)).to_dict()
@@ -69,23 +77,36 @@ def attack(
 
 
 def _print_report(report: dict) -> None:
+    norm = "" if report.get("norm", "Linf") == "Linf" else f" ({report['norm']})"
+    protocol = f", protocol {report['protocol']}" if report.get("protocol") else ""
     console.print(f"[bold]{report['model']}[/]  {report['dataset']}, n={report['n']}, "
-                  f"eps={format_eps(report['eps'])}, seed={report['seed']}, answered by {report['runtime']}"
+                  f"eps={format_eps(report['eps'])}{norm}, seed={report['seed']}{protocol}, answered by "
+                  f"{report['runtime']}"
                   + (f", transfer crafted on {report['surrogate']}" if report.get("surrogate") else ""),
                   highlight=False, soft_wrap=True)
+    marked = {f["attack"] for f in report.get("flags", [])}
     table = Table()
     table.add_column("attack")
     table.add_column("accuracy", justify="right")
     for name, acc in report["accuracy"].items():
-        table.add_row(name, f"{100 * acc:.2f}%")
+        table.add_row(name + (" [red]![/]" if name in marked else ""), f"{100 * acc:.2f}%")
     table.add_row("[bold]worst case[/]", f"[bold]{100 * report['worst_case']:.2f}%[/]")
     console.print(table)
+    worst = (report.get("per_class") or {}).get("worst_class")
+    if worst:
+        console.print(f"worst class: {worst['class']} ({100 * worst['accuracy']:.2f}% in the worst case; "
+                      "every class's accuracy in --json)", highlight=False)
+    for flag in report.get("flags", []):
+        console.print(f"[red]flag[/] {escape(Flag.from_dict(flag).line())}", highlight=False, soft_wrap=True)
+    if report.get("flags"):
+        console.print("what each flag means and what to do: `rdist attack --list`", highlight=False)
     if report.get("recorded"):
         console.print(f"results recorded in {report['model']}")
 
 
 def _print_attack_list() -> None:
     from rdist.attacks import ATTACK_HELP, SUITES
+    from rdist.attacks.flags import FLAG_HELP
 
     table = Table(title="attacks")
     table.add_column("name")
@@ -99,3 +120,10 @@ def _print_attack_list() -> None:
     for name, names in SUITES.items():
         suites.add_row(name, ", ".join(names))
     console.print(suites)
+    flags = Table(title="flags (signs of gradient masking or a failed attack)")
+    flags.add_column("flag", no_wrap=True)
+    flags.add_column("raised when")
+    flags.add_column("what to do")
+    for name, (meaning, remedy) in FLAG_HELP.items():
+        flags.add_row(name, meaning, remedy)
+    console.print(flags)

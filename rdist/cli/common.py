@@ -129,7 +129,9 @@ def data_option(default: str, panel: str | None = None) -> Any:
 SUITE = typer.Option("standard", "--suite", "-s", help=f"named suite: {suite_summary()}")
 ATTACKS = typer.Option(None, "--attacks", "-a", help="comma-separated attacks instead of a suite, e.g. "
                        "clean,pgd20,cw,aa:apgd-ce+apgd-t; `rdist attack --list` shows them all")
-EPS = typer.Option("8/255", "--eps", help="L-inf budget in [0,1] pixel units: 8/255 or 0.031")
+EPS = typer.Option(None, "--eps", help="the budget in [0,1] pixel units: 8/255 or 0.031 (L-inf), 0.5 (L2) "
+                   "\\[default: 8/255 for Linf, 0.5 for L2]", show_default=False)
+NORM = typer.Option("Linf", "--norm", help="the distance eps bounds: Linf or L2")
 # --n-images because torchrun's own parser refuses `--n` (an abbreviation of several of its options).
 N_IMAGES = typer.Option(1000, "--n", "--n-images", help="number of test images (the first n); under torchrun "
                         "write --n-images")

@@ -13,7 +13,8 @@ from rdist.cli.common import console, err_console, print_json, user_errors
 from rdist.cli.progress import attack_progress, progress_bar
 from rdist.errors import RdistError
 
-DEFAULT_SWEEP = "0:16/255:2/255"  # the x axis of the robust-accuracy plot: 0 to 16/255 in steps of 2/255
+# The x axis of the robust-accuracy plot: 0 to 16/255 in steps of 2/255 (L-inf), 0 to 1 in steps of 0.125 (L2).
+DEFAULT_SWEEP = {"Linf": "0:16/255:2/255", "L2": "0:1:0.125"}
 
 
 @user_errors
@@ -23,6 +24,7 @@ def compare(
     suite: str = common.SUITE,
     attacks: str = common.ATTACKS,
     eps: str = common.EPS,
+    norm: str = common.NORM,
     data: str = common.DATA,
     n: int = common.N_IMAGES,
     batch_size: str = common.BATCH_SIZE,
@@ -38,9 +40,11 @@ def compare(
     runs: bool = typer.Option(False, "--runs", help="the arguments are training run directories: compare their "
                               "best checkpoints and, with --plot, draw their training curves from log.jsonl"),
     plot: Path = typer.Option(None, "--plot", help="write PNG figures to this directory: robust accuracy against "
-                              "eps, accuracy against parameters, and with --runs the training curves"),
-    sweep: str = typer.Option(DEFAULT_SWEEP, "--sweep", help="eps values of the robust-accuracy plot: "
-                              "START:STOP:STEP or a list such as 0,4/255,8/255"),
+                              "eps, accuracy against parameters, worst-case accuracy per class, and with --runs the "
+                              "training curves"),
+    sweep: str = typer.Option(None, "--sweep", help="eps values of the robust-accuracy plot: START:STOP:STEP or a "
+                              f"list such as 0,4/255,8/255 \\[default: {DEFAULT_SWEEP['Linf']} for Linf, "
+                              f"{DEFAULT_SWEEP['L2']} for L2]", show_default=False),
     sweep_attack: str = typer.Option("pgd20", "--sweep-attack", help="the attack of the robust-accuracy plot"),
     csv_out: str = typer.Option(None, "--csv", help="write the table as CSV (raw numbers) to this file; - for stdout"),
     md_out: str = typer.Option(None, "--md", help="write the table as Markdown (for a paper or a README) to this "
@@ -48,9 +52,10 @@ def compare(
     json_out: bool = typer.Option(False, "--json", help="print the comparison as JSON instead of a table"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ) -> None:
-    """Put models side by side: size, MACs, latency, accuracy under each attack, worst case and provenance.
+    """Put models side by side: size, MACs, latency, accuracy under each attack, worst case, worst class and
+    provenance; a flagged number (a sign of gradient masking or a failed attack) gets a footnote.
 
-    Results an artifact already records for the same attacks, data, eps and n are reused. An .onnx file is
+    Results an artifact already records for the same attacks, data, eps, norm and n are reused. An .onnx file is
     timed in ONNX Runtime and attacked with what needs no gradient of it (clean, square, transfer-*).
     Example: rdist compare --suite quick --data digits --md table.md --plot figures a.safetensors b.safetensors
     """
@@ -63,7 +68,7 @@ def compare(
     from rdist.files import atomic_path, check_output
 
     config = EvalConfig(attacks=resolve_attacks(suite, attacks), eps=eps, data=data, n=n, batch_size=batch_size,
-                        seed=seed, surrogate=surrogate, device=device)
+                        seed=seed, surrogate=surrogate, device=device, norm=norm)
     to_stdout = [name for name, on in (("--json", json_out), ("--csv -", csv_out == "-"), ("--md -", md_out == "-"))
                  if on]
     if len(to_stdout) > 1:
@@ -79,7 +84,8 @@ def compare(
             check_output(target, option, inputs=inputs)
     with progress_bar(quiet or json_out) as bar:
         comparison = compare_models(models, config, runs=runs, fresh=fresh, record=record,
-                                    sweep=sweep if plot is not None else None, sweep_attack=sweep_attack,
+                                    sweep=(sweep or DEFAULT_SWEEP[config.norm]) if plot is not None else None,
+                                    sweep_attack=sweep_attack,
                                     progress=attack_progress(bar))
     notes = err_console if to_stdout else console
     if plot is not None:

@@ -45,7 +45,7 @@ def distill(
     max_steps: int = opt.MAX_STEPS, lr: float = opt.lr_option("distill"), weight_decay: float = opt.WEIGHT_DECAY,
     batch_size: int = opt.BATCH_SIZE, swa_start: int = opt.SWA_START, seed: int = opt.SEED,
     eps: str = opt.attack_option("--eps", "distill"), step_size: str = opt.attack_option("--step-size", "distill"),
-    steps: int = opt.attack_option("--steps", "distill"),
+    steps: int = opt.attack_option("--steps", "distill"), norm: str = opt.norm_option("distill"),
     out: str = opt.OUT, resume: Path = opt.RESUME, config: Path = opt.config_option("rdist distill"),
     seeds: str = opt.SEEDS,
     device: str = opt.DEVICE, compile: bool = opt.COMPILE, sync_bn: bool = opt.SYNC_BN,
@@ -74,6 +74,7 @@ def distill(
                  companions=opt.parse_companions(companion) or None,
                  data=data, data_dir=data_dir, val_size=val_size, epochs=epochs, max_steps=max_steps, recipe=recipe,
                  lr=lr, weight_decay=weight_decay, batch_size=batch_size, swa_start=swa_start, attack_steps=steps,
+                 norm=norm,
                  out=out, seed=seed, seeds=seeds, device=device, compile=compile, sync_bn=sync_bn,
                  dist_backend=dist_backend, select_on=select_on, eval_every=eval_every, eval_n=eval_n)
 

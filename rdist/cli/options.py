@@ -124,8 +124,8 @@ def recipe_option(flag: str, field: str, what: str, default: str, kind: str, pap
 
 # The training attack's options: flag -> (Recipe field, default, help).
 ATTACK_OPTIONS = {
-    "--eps": ("eps", "8/255", "L-inf budget of the training attack and the evaluation, in [0,1] pixel units: "
-              "8/255 or 0.031"),
+    "--eps": ("eps", "8/255", "budget of the training attack and the evaluation, in [0,1] pixel units: "
+              "8/255 or 0.031 (L-inf), 0.5 (L2)"),
     "--step-size": ("step_size", "2/255", "step of the training attack"),
     "--steps": ("attack_steps", "10", "iterations of the training attack"),
 }
@@ -136,6 +136,14 @@ def attack_option(flag: str, kind: str):
     (`--recipe paper`) sets another value than the default."""
     field, default, what = ATTACK_OPTIONS[flag]
     return recipe_option(flag, field, what, default, kind)
+
+
+def norm_option(kind: str):
+    """--norm: the training attack's distance; its help names the methods of `kind` that attack in L2."""
+    l2 = [name for name in list_methods(kind) if "L2" in getattr(method_class(name), "norms", ("Linf",))]
+    return typer.Option(None, "--norm", rich_help_panel=ATTACK_PANEL, help="distance of the training attack's ball and the evaluation's: Linf, or "
+                        f"L2 ({', '.join(l2) or 'no method here'}; the others attack in L-inf only, as their official "
+                        "codes); L2 needs --eps and --step-size \\[default: Linf]")
 
 
 def lr_option(kind: str):

@@ -152,7 +152,7 @@ def train(
     weight_decay: float = options.WEIGHT_DECAY, batch_size: int = options.BATCH_SIZE,
     swa_start: int = options.SWA_START, seed: int = options.SEED,
     eps: str = options.attack_option("--eps", "teacher"), step_size: str = options.attack_option("--step-size", "teacher"),
-    steps: int = options.attack_option("--steps", "teacher"),
+    steps: int = options.attack_option("--steps", "teacher"), norm: str = options.norm_option("teacher"),
     out: str = options.OUT, resume: Path = options.RESUME, config: Path = options.config_option("rdist teacher train"),
     seeds: str = options.SEEDS,
     device: str = options.DEVICE, compile: bool = options.COMPILE, sync_bn: bool = options.SYNC_BN,
@@ -164,7 +164,7 @@ def train(
                  milestones=milestones, initial_weights=initial_weights,
                  companions=options.parse_companions(companion) or None, data=data, data_dir=data_dir,
                  val_size=val_size, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
-                 batch_size=batch_size, swa_start=swa_start, attack_steps=steps, out=out, seed=seed, seeds=seeds,
+                 batch_size=batch_size, swa_start=swa_start, attack_steps=steps, norm=norm, out=out, seed=seed, seeds=seeds,
                  device=device, compile=compile, sync_bn=sync_bn, dist_backend=dist_backend, select_on=select_on,
                  eval_every=eval_every, eval_n=eval_n)
 

@@ -38,8 +38,9 @@ def run_training(*, kind: str, resume: Path | None, quiet: bool, json_out: bool,
     if seed_list is not None and resume is not None:
         raise RdistError("--seeds trains a group of runs: continue it by running the same command with its --out "
                          "again, not --resume")
-    given = {"method": method, "student": arch, "eps": parse_eps(eps) if eps is not None else None,
-             "step_size": parse_eps(step_size, "--step-size") if step_size is not None else None,
+    norm = options.get("norm") or "Linf"
+    given = {"method": method, "student": arch, "eps": parse_eps(eps, norm=norm) if eps is not None else None,
+             "step_size": parse_eps(step_size, "--step-size", norm) if step_size is not None else None,
              "method_args": method_args, "milestones": parse_milestones(milestones), **options}
     if resume is not None:
         config = resume_config(resume, **{**given, "method": canonical_method(method) if method else None})

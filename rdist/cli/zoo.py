@@ -90,6 +90,8 @@ def push(
     private: bool = typer.Option(False, "--private", help="create the repo as private"),
     license: str = typer.Option("mit", "--license", help="the weights' licence on the model card, as the Hub names "
                                 "licences: mit, apache-2.0, cc-by-4.0, other, ..."),
+    allow_flagged: bool = typer.Option(False, "--allow-flagged", help="publish even if the recorded report raised "
+                                       "attack-failure flags (refused otherwise); the model card then lists them"),
 ) -> None:
     """Publish a student: the safetensors file, config.json and a model card with its results, in one commit.
 
@@ -101,7 +103,7 @@ def push(
     from rdist.zoo.hub import push_student
 
     entry = push_student(resolve_model(model).path, repo, name=name, method=method, teacher=teacher,
-                         private=private, license=license)
+                         private=private, license=license, allow_flagged=allow_flagged)
     err_console.print(f"pushed {model} to {repo} at commit {entry.revision}; add this entry under `students:` "
                       "in zoo.yaml:", highlight=False, soft_wrap=True)
     sys.stdout.write(yaml.safe_dump([entry.to_dict()], sort_keys=False, width=1000))

@@ -134,7 +134,8 @@ def resolve_method(config: TrainConfig) -> tuple[Method, Recipe]:
     the method's class defaults and the default attack.
     """
     values = {k: v for k, v in config.method_args.items() if v is not None}
-    attack = {"eps": config.eps, "step_size": config.step_size, "attack_steps": config.attack_steps}
+    attack = {"eps": config.eps, "step_size": config.step_size, "attack_steps": config.attack_steps,
+              "norm": config.norm}
     recipe = None
     if config.recipe == "paper":
         recipe, preset = method_class(config.method).paper_preset(config.data, config.student)

@@ -51,9 +51,10 @@ class TrainConfig:
     batch_size: int | None = None
     swa_start: int | None = None
     max_steps: int | None = None  # stop after this many optimiser steps in all (short runs); still saves
-    eps: float | None = None  # L-inf budget of the training attack and of the evaluation
+    eps: float | None = None  # budget of the training attack and of the evaluation, in `norm`
     step_size: float | None = None
     attack_steps: int | None = None
+    norm: str = "Linf"  # the distance of the training attack's ball and the evaluation's: Linf or L2
     # The method's hyper-parameters given (`--hparam`, `--alpha`, ...), by field name; the others keep the paper's
     # values. Numbers and switches, as the options give them (a float field takes an int).
     method_args: dict[str, float | int | bool | None] = field(default_factory=dict)
@@ -99,6 +100,11 @@ class TrainConfig:
             raise RdistError(f"--swa-start must be a positive epoch, got {self.swa_start}")
         if not 0 < self.val_size < 1:
             raise RdistError(f"--val-size is a fraction of the training data in (0, 1), got {self.val_size}")
+        if self.norm not in ("Linf", "L2"):
+            raise RdistError(f"--norm must be Linf or L2, got '{self.norm}'")
+        if self.norm != "Linf" and (self.eps is None or self.step_size is None):
+            raise RdistError(f"--norm {self.norm} needs --eps and --step-size (the defaults, 8/255 and 2/255, are "
+                             "L-inf budgets): e.g. --eps 0.5 --step-size 0.1")
 
     def with_absolute_paths(self) -> "TrainConfig":
         """Teacher files, npz data and directories as absolute paths, so a resume from elsewhere finds them

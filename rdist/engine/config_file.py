@@ -49,6 +49,7 @@ def resolved_options(run: Run) -> dict[str, Any]:
         "weight_decay": s.weight_decay, "batch_size": s.batch_size, "swa_start": s.swa_start,
         "max_steps": c.max_steps, "seed": c.seed,
         "eps": _eps_text(m.eps), "step_size": _eps_text(m.step_size), "steps": m.attack_steps,
+        "norm": m.norm,
         "device": c.device, "compile": c.compile, "sync_bn": c.sync_bn, "dist_backend": c.dist_backend,
     })
     return options

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from torch import nn
 
-from rdist.artifact import results_key, save_model
+from rdist.artifact import report_key, save_model
 from rdist.attacks import EvalResult
 from rdist.data import npz_file
 from rdist.engine.config import TrainConfig
@@ -115,7 +115,7 @@ def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_s
     }
     results = {}
     if report is not None:
-        results[results_key(report["attacks"], report["dataset"], report["eps"], report["n"])] = report
+        results[report_key(report)] = report
     return save_model(model, run.run_dir / name, dataset=run.config.data, input_shape=list(run.dataset.input_shape),
                       provenance=provenance, results=results)
 

@@ -271,8 +271,9 @@ class Trainer:
 
     def _evaluate(self, model: torch.nn.Module, epoch: int):
         """The selection split's robustness, sharded over the ranks under torchrun (every rank gets it all)."""
+        # The attack-failure checks are for reports (rdist attack); selection needs the accuracies only.
         return evaluate(model, self.run.eval_x, self.run.eval_y, EVAL_ATTACKS, eps=self.config.eps,
-                        seed=self.config.seed, ranks=self.run.ranks,
+                        seed=self.config.seed, ranks=self.run.ranks, norm=self.config.norm, checks=False,
                         progress=lambda name, done, total, note: self.callback.on_eval(epoch, name, done, total))
 
     def _save_checkpoint(self) -> None:

@@ -65,7 +65,8 @@ from rdist.attacks.pgd import Noise, pgd
 from rdist.errors import RdistError
 from rdist.parallel import GlobalBatch
 
-ATTACK_FIELDS = ("eps", "step_size", "attack_steps")  # the inner attack's settings, every method's first fields
+# The inner attack's settings, every method's first fields.
+ATTACK_FIELDS = ("eps", "step_size", "attack_steps", "norm")
 
 # The training attack everywhere but where a paper recipe sets its own (`--recipe paper`): 10 steps of 2/255
 # within 8/255, which is also the budget checkpoints are evaluated at.
@@ -149,10 +150,13 @@ class Method:
     about: ClassVar[About | None] = None
     # The paper's teachers: role -> dataset -> RobustBench name.
     paper_teachers: ClassVar[dict[str, dict[str, str]]] = {}
+    # The distances its inner attack may bound: those its official code attacks in (sign steps are L-inf only).
+    norms: ClassVar[tuple[str, ...]] = ("Linf",)
 
     eps: float = DEFAULT_EPS
     step_size: float = DEFAULT_STEP_SIZE
     attack_steps: int = DEFAULT_ATTACK_STEPS
+    norm: str = "Linf"  # the distance of the inner attack's ball: Linf or L2 (where the method has it)
     # What it carries from step to step (`initial_state`), on the training device once the engine has reset it.
     state: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
@@ -163,6 +167,10 @@ class Method:
         dataclass(cls, kw_only=True, eq=False)
 
     def __post_init__(self) -> None:
+        if self.norm not in type(self).norms:
+            with_l2 = ", ".join(n for n in _methods_with(self.norm))
+            raise RdistError(f"method {self.name} attacks in {' and '.join(type(self).norms)} only, as its official "
+                             f"code does; train it with --norm Linf{f' (with --norm {self.norm}: {with_l2})' if with_l2 else ''}")
         # Values arrive from the CLI, JSON and YAML: an int where a float is declared becomes a float (so that a
         # run's recorded config does not depend on how a value was typed); any other mismatch is refused.
         hints = typing.get_type_hints(type(self))
@@ -216,7 +224,7 @@ class Method:
         (`random_start`), unless `clamp_start` (SAT: IAD's AT.py clamps, as Madry's code)."""
         return pgd(lambda xa: F.cross_entropy(student(xa), step.y, reduction="sum"), step.x, eps=self.eps,
                    step_size=self.step_size, steps=self.attack_steps, start=start, generator=step.generator,
-                   clamp_start=clamp_start)
+                   clamp_start=clamp_start, norm=self.norm)
 
     def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
@@ -271,7 +279,14 @@ class Method:
     def config(self) -> dict[str, Any]:
         """Everything that defines this run's method, for provenance and for refusing a mismatched resume."""
         return {"method": self.name, "eps": self.eps, "step_size": self.step_size, "attack_steps": self.attack_steps,
-                **self.values()}
+                **({} if self.norm == "Linf" else {"norm": self.norm}), **self.values()}
+
+
+def _methods_with(norm: str) -> list[str]:
+    """The registered methods whose inner attack bounds `norm`."""
+    from rdist.methods.registry import METHODS
+
+    return [name for name, cls in METHODS.items() if isinstance(cls, type) and norm in cls.norms]
 
 
 _TYPE_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "text", type(None): "unset (None)"}

@@ -6,6 +6,9 @@ the PyTorch teacher script of IAD, https://github.com/ZFancy/IAD (pre_train/AT.p
 
     xa   = argmax_{|xa - x|_inf <= eps} CE(S(xa), y)     uniform start U(-eps, eps) clamped to [0, 1], BN eval
     loss = CE(S(xa), y)
+
+Madry et al.'s method bounds any norm: `--norm L2` attacks in the L2 ball with normalised gradient steps (as
+MadryLab's robustness library trains its L2 models), from a uniform start in the ball.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class SAT(Method):
     bn_mode = "eval"
     # IAD's PyTorch teacher recipe.
     recipe = Recipe(epochs=200, milestones=(100, 150), weight_decay=2e-4)
+    norms = ("Linf", "L2")
 
     def perturb(self, student: nn.Module, step: Step) -> torch.Tensor:
         # The one training attack whose start is clamped to [0, 1]: IAD's AT.py (the teacher recipe) and

@@ -37,10 +37,12 @@ class Term(Method):
     eps: float = field(init=False, default=DEFAULT_EPS)
     step_size: float = field(init=False, default=DEFAULT_STEP_SIZE)
     attack_steps: int = field(init=False, default=DEFAULT_ATTACK_STEPS)
+    norm: str = field(init=False, default="Linf")
 
     def __post_init__(self) -> None:
         type(self).check_base(type(self.base), built=True)
         self.eps, self.step_size, self.attack_steps = self.base.eps, self.base.step_size, self.base.attack_steps
+        self.norm = self.base.norm
         super().__post_init__()
 
     # What the composition is: its base's, but for the name and the recipe.

@@ -121,11 +121,32 @@ def group_seeds(rows: list[dict[str, Any]], entries: list[Entry]) -> list[dict[s
         first.update(label=label, accuracy={a: m for a, (m, _) in accuracy.items()},
                      accuracy_std={a: sd for a, (_, sd) in accuracy.items()}, worst_case=worst[0],
                      worst_case_std=worst[1], seeds=seeds, reused=all(r["reused"] for r, _ in members),
+                     per_class=(per_class := _mean_per_class([r for r, _ in members])),
+                     worst_class=per_class["worst_class"] if per_class else None,
+                     flags=[{**f, "seed": seed} for (r, _), seed in zip(members, seeds) for f in r["flags"]]
+                     if len(members) > 1 else first["flags"],
                      members=[{"label": r["label"], "run_dir": r["run_dir"], "model": r["model"], "seed": seed,
                                "accuracy": r["accuracy"], "worst_case": r["worst_case"]}
                               for (r, _), seed in zip(members, seeds)])
         grouped.append(first)
     return grouped
+
+
+def _mean_per_class(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A seed group's per-class accuracies: each class's mean over its runs (None unless every run has per-class
+    numbers for the same classes), and the class whose mean worst-case accuracy is the lowest."""
+    tables = [r.get("per_class") for r in rows]
+    if any(t is None for t in tables) or len({t["classes"] for t in tables}) > 1:
+        return None
+
+    def mean(lists: list[list[float | None]]) -> list[float | None]:
+        return [None if None in column else statistics.fmean(column) for column in zip(*lists)]
+
+    worst = mean([t["worst_case"] for t in tables])
+    value, lowest = min((v, k) for k, v in enumerate(worst) if v is not None)
+    return {"classes": tables[0]["classes"], "images": tables[0]["images"],
+            "accuracy": {a: mean([t["accuracy"][a] for t in tables]) for a in tables[0]["accuracy"]},
+            "worst_case": worst, "worst_class": {"class": lowest, "accuracy": value}}
 
 
 def training_logs(comparison: dict[str, Any]) -> dict[str, list[EpochRecord]]:
@@ -189,7 +210,7 @@ class Evaluator:
         recorded = [] if self.fresh else [Report.from_dict(r) for r in entry.meta.get("results", {}).values()]
         for report in (*computed, *recorded):
             # results_key stores eps to 6 decimals: the same tolerance decides what "the same eps" is.
-            if (report.dataset == self.dataset.name and report.n == self.config.n
+            if (report.dataset == self.dataset.name and report.n == self.config.n and report.norm == self.config.norm
                     and abs(report.eps - eps) < 5e-7 and covers(report)):
                 return report, not any(report is c for c in computed)
         progress = self.progress
@@ -230,7 +251,7 @@ def compare_models(models: list[str], config: EvalConfig | None = None, *, runs:
     """
     config = config or EvalConfig()
     names, eps_value = list(config.attacks), config.eps
-    sweep_values = parse_sweep(sweep) if sweep is not None else None
+    sweep_values = parse_sweep(sweep, config.norm) if sweep is not None else None
     if sweep_values is not None:
         sweep_attack = resolve_attacks(None, [sweep_attack])[-1]
     entries = resolve_entries(models, runs=runs, data=config.data)
@@ -260,12 +281,14 @@ def compare_models(models: list[str], config: EvalConfig | None = None, *, runs:
                      "file_bytes": entry.path.stat().st_size, **profile, "input_shape": list(shape),
                      "accuracy": {a: report.accuracy.get(a) for a in names},
                      "worst_case": report.worst_case if applicable == names else None,
+                     "worst_class": (report.per_class or {}).get("worst_class") if applicable == names else None,
+                     "per_class": report.per_class, "flags": report.flags,
                      "reused": reused, **_provenance(entry.meta)})
     if runs:
         rows = group_seeds(rows, entries)
     comparison = {"dataset": evaluator.dataset.name, "eps": eps_value, "eps_text": format_eps(eps_value),
-                  "n": evaluator.config.n, "seed": config.seed, "attacks": names, "surrogate": config.surrogate,
-                  "edge": edge, "models": rows}
+                  "norm": config.norm, "n": evaluator.config.n, "seed": config.seed, "attacks": names,
+                  "surrogate": config.surrogate, "edge": edge, "models": rows}
     if sweep_values is not None:
         accuracy = {e.label: [evaluator.accuracy(e, sweep_attack, v) for v in sweep_values] for e in entries}
         comparison["sweep"] = {"attack": sweep_attack, "eps": sweep_values, "accuracy": accuracy}
@@ -281,21 +304,21 @@ def _runtime(entry: Entry) -> str:
     return f"ONNX {graph_precision(entry.path)}" if entry.onnx else "PyTorch fp32"
 
 
-def parse_sweep(text: str | list[float]) -> list[float]:
+def parse_sweep(text: str | list[float], norm: str = "Linf") -> list[float]:
     """Eps values from "0,4/255,8/255" or "START:STOP:STEP" (STOP included), e.g. "0:16/255:2/255"."""
     if not isinstance(text, str):
-        return [parse_eps(v, "--sweep") for v in text]
+        return [parse_eps(v, "--sweep", norm) for v in text]
     if ":" in text:
         parts = text.split(":")
         if len(parts) != 3:
             raise RdistError(f"cannot read the eps sweep '{text}': write START:STOP:STEP like 0:16/255:2/255, "
                              "or a list like 0,4/255,8/255")
-        start, stop, step = (parse_eps(p, "--sweep") for p in parts)
+        start, stop, step = (parse_eps(p, "--sweep", norm) for p in parts)
         if step <= 0 or stop < start:
             raise RdistError(f"eps sweep '{text}' is empty: STEP must be > 0 and STOP >= START")
         count = int(round((stop - start) / step)) + 1
         return [start + i * step for i in range(count) if start + i * step <= stop + 1e-9]
-    values = [parse_eps(v, "--sweep") for v in text.split(",") if v.strip()]
+    values = [parse_eps(v, "--sweep", norm) for v in text.split(",") if v.strip()]
     if not values:
         raise RdistError("the eps sweep is empty: give values like 0,4/255,8/255")
     return sorted(set(values))

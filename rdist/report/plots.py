@@ -46,11 +46,14 @@ def _subtitle(comparison: dict[str, Any]) -> str:
 
 
 def eps_sweep_figure(comparison: dict[str, Any]) -> Figure:
-    """Accuracy under the sweep's attack at each eps, one line per model, eps in units of 1/255."""
+    """Accuracy under the sweep's attack at each eps, one line per model, eps in units of 1/255 (L-inf) or in pixel
+    units (L2)."""
     sweep = comparison["sweep"]
+    linf = comparison.get("norm", "Linf") == "Linf"
+    scale = 255 if linf else 1
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
-    x = [255 * e for e in sweep["eps"]]
+    x = [scale * e for e in sweep["eps"]]
     spread = sweep.get("std", {})  # seed groups: error bars of one sample std
     for i, (label, acc) in enumerate(sweep["accuracy"].items()):
         std = spread.get(label)
@@ -58,13 +61,14 @@ def eps_sweep_figure(comparison: dict[str, Any]) -> Figure:
         if std and any(s is not None for s in std):
             ax.errorbar(x, [100 * a for a in acc], yerr=[100 * (s or 0.0) for s in std], fmt="none",
                         ecolor=_color(i), capsize=3)
-    ax.axvline(255 * comparison["eps"], color="grey", linestyle=":",
+    ax.axvline(scale * comparison["eps"], color="grey", linestyle=":",
                label=f"eps of the table ({comparison['eps_text']})")
-    ax.set_xlabel("eps (L-inf budget, in units of 1/255)")
+    ax.set_xlabel("eps (L-inf budget, in units of 1/255)" if linf else "eps (L2 budget, [0, 1] pixel units)")
     ax.set_ylabel(f"accuracy under {sweep['attack']} (%)")
     ax.set_ylim(0, 100)
     ax.set_xticks(x if len(x) <= 12 else x[::2])
-    ax.set_xticklabels([format_eps(e).removesuffix("/255") for e in sweep["eps"]][::1 if len(x) <= 12 else 2])
+    labels = [format_eps(e).removesuffix("/255") if linf else f"{e:g}" for e in sweep["eps"]]
+    ax.set_xticklabels(labels[::1 if len(x) <= 12 else 2])
     ax.grid(alpha=0.3)
     _legend_outside(ax)
     ax.set_title(f"Robust accuracy against eps ({sweep['attack']}; {_subtitle(comparison)})")
@@ -124,6 +128,36 @@ def size_figure(comparison: dict[str, Any]) -> Figure:
     return fig
 
 
+def per_class_figure(comparison: dict[str, Any]) -> Figure | None:
+    """Worst-case accuracy of each class, a bar per model (clean accuracy as an outline behind it); None when no
+    model has per-class numbers (results recorded before rdist measured them)."""
+    rows = [r for r in comparison["models"] if (r.get("per_class") or {}).get("worst_case") and r["worst_case"]
+            is not None]
+    if not rows:
+        return None
+    classes = max(r["per_class"]["classes"] for r in rows)
+    fig = Figure(figsize=(max(7.0, 0.45 * classes * len(rows) + 2), 4.5))
+    ax = fig.add_subplot()
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        worst = [100 * (v or 0.0) for v in r["per_class"]["worst_case"]]
+        clean = r["per_class"]["accuracy"].get("clean")
+        x = [k - 0.4 + (i + 0.5) * width for k in range(len(worst))]
+        if clean:
+            ax.bar(x, [100 * (v or 0.0) for v in clean], width, fill=False, edgecolor=_color(i), linewidth=0.8)
+        ax.bar(x, worst, width, color=_color(i), label=f"{r['label']} (worst class {r['worst_class']['class']})")
+    ax.set_xticks(range(classes))
+    ax.set_xlabel("class")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3, axis="y")
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="black", linewidth=0.8, label="outline: clean accuracy"))
+    _legend_outside(ax, handles=handles)
+    ax.set_title(f"Worst-case accuracy per class (eps {comparison['eps_text']}; {_subtitle(comparison)})")
+    return fig
+
+
 def _series(records: list[EpochRecord], key: str) -> tuple[list[int], list[float]]:
     points = [(r.epoch, getattr(r, key)) for r in records if getattr(r, key) is not None]
     return [p[0] for p in points], [p[1] for p in points]
@@ -176,6 +210,9 @@ def write_plots(comparison: dict[str, Any], directory: str | Path,
     if "sweep" in comparison:
         figures[f"robust-accuracy-vs-eps-{comparison['sweep']['attack']}.png"] = eps_sweep_figure(comparison)
     figures["accuracy-vs-params.png"] = size_figure(comparison)
+    classes = per_class_figure(comparison)
+    if classes is not None:
+        figures["per-class-accuracy.png"] = classes
     if runs:
         figures["training-curves.png"] = training_figure(runs)
     return [save_png(fig, directory / name) for name, fig in figures.items()]

@@ -20,12 +20,15 @@ from torch import nn
 
 from rdist.artifact import check_fits, record_results
 from rdist.attacks.evaluator import EvalResult, Progress, evaluate
+from rdist.attacks.registry import CORRUPTIONS
 from rdist.data import Dataset, load_dataset, npz_file
+from rdist.data.corruptions import SETS as CORRUPTION_SETS, CorruptedImages, corrupted_images
 from rdist.device import channels_last
 from rdist.errors import RdistError
 from rdist.files import atomic_path, check_output
 from rdist.onnx import check_surrogate, is_onnx_path, onnx_target
 from rdist.parallel import Group
+from rdist.attacks.protocol import PROTOCOLS
 from rdist.report.config import EvalConfig
 from rdist.resolve import check_recordable, resolve_model
 from rdist.utils import format_eps
@@ -47,6 +50,7 @@ class Report(EvalResult):
     device: str = "cpu"
     processes: int = 1  # torchrun processes that shared the attacks
     seconds: float = 0.0  # the attacks' wall time
+    protocol: str | None = None  # the protocol that fixed the evaluation (rdist.attacks.protocol.PROTOCOLS)
     recorded: bool = False  # whether it was written into the artifact's metadata
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,7 +58,8 @@ class Report(EvalResult):
         result = {f.name: values[f.name] for f in fields(EvalResult)}
         report = {"model": self.model, "dataset": self.dataset, "attacks": list(self.attacks), **result,
                   "eps_text": format_eps(self.eps), "surrogate": self.surrogate, "runtime": self.runtime,
-                  "device": self.device, "processes": self.processes, "seconds": self.seconds}
+                  "device": self.device, "processes": self.processes, "seconds": self.seconds,
+                  "protocol": self.protocol}
         return {**report, "recorded": True} if self.recorded else report
 
     @classmethod
@@ -86,11 +91,12 @@ def robustness_report(model: str, config: EvalConfig | None = None, *, record: b
     result = evaluate(target.net, target.dataset.x_test[:config.n], target.dataset.y_test[:config.n],
                       list(config.attacks), eps=config.eps, batch_size=config.batch_size, seed=config.seed,
                       surrogate=target.surrogate_net, precision=config.precision, progress=progress,
-                      ranks=group.ranks)
+                      ranks=group.ranks, norm=config.norm, corruptions=target.corruptions)
     report = Report(**asdict(result), model=str(target.path), dataset=target.dataset.name,
                     attacks=list(config.attacks), surrogate=target.surrogate,
                     runtime=getattr(target.net, "runtime", "PyTorch fp32"), device=str(group.device),
-                    processes=group.ranks.world_size, seconds=round(time.perf_counter() - started, 2))
+                    processes=group.ranks.world_size, seconds=round(time.perf_counter() - started, 2),
+                    protocol=config.protocol)
     if not group.ranks.is_main:
         return report
     if out:
@@ -111,6 +117,7 @@ class _Target:
     dataset: Dataset
     surrogate: str | None
     surrogate_net: nn.Module | None
+    corruptions: CorruptedImages | None = None
 
 
 def _load(model: str, config: EvalConfig, group: Group, out: str | Path | None, record: bool) -> _Target:
@@ -135,6 +142,9 @@ def _load(model: str, config: EvalConfig, group: Group, out: str | Path | None, 
                                                ("the dataset", npz_file(data))])
         dataset = load_dataset(data, device=dev)
     check_fits(meta, dataset, str(path))
+    config.check_protocol(_benchmark_name(config, dataset.name))
+    with group.main_first():  # downloaded once, by rank 0
+        corruptions = _corruptions(config, dataset, meta)
     surrogate_net = None
     if surrogate:
         check_surrogate(surrogate)
@@ -143,5 +153,22 @@ def _load(model: str, config: EvalConfig, group: Group, out: str | Path | None, 
         # The model fits the dataset, so a surrogate that fits it too is of the model's task.
         check_fits(surrogate_net.rdist_meta, dataset, f"--surrogate {surrogate}", instead="a surrogate",
                    data_option=False)
-    return _Target(path, net, dataset, surrogate, surrogate_net)
+    return _Target(path, net, dataset, surrogate, surrogate_net, corruptions)
+
+
+def _benchmark_name(config: EvalConfig, dataset: str) -> str:
+    """The dataset a protocol knows `dataset` as (its own name, unless the protocol maps it)."""
+    return PROTOCOLS[config.protocol].datasets.get(dataset, dataset) if config.protocol else dataset
+
+
+def _corruptions(config: EvalConfig, dataset: Dataset, meta: dict) -> CorruptedImages | None:
+    """The corrupted test images of `dataset` when the attacks ask for them: CIFAR-10-C for cifar10, CIFAR-100-C for
+    cifar100; for an npz file, those of the dataset the model records, provided that its test labels are those of
+    the set (the first n test images of the original, in order)."""
+    if CORRUPTIONS not in config.attacks:
+        return None
+    name = dataset.name if dataset.name in CORRUPTION_SETS else meta.get("dataset") or dataset.name
+    images = corrupted_images(name)
+    images.check_labels(dataset.y_test[:config.n])
+    return images
 

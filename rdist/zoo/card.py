@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 
+from rdist.attacks.base import NORM_TEXT
+from rdist.attacks.flags import Flag
 from rdist.zoo.catalogue import ZooEntry
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN", "tiny-imagenet": "Tiny-ImageNet",
@@ -22,8 +24,10 @@ PIPELINE_TAG = "image-classification"
 DEFAULT_LICENSE = "mit"  # rdist's own; `rdist zoo push --license` names another
 
 
-def config_json(entry: ZooEntry, meta: dict, eps_text: str, reproduction: dict | None = None) -> bytes:
-    """The artifact's description without the full attack reports: enough to rebuild and judge the model."""
+def config_json(entry: ZooEntry, meta: dict, eps_text: str, reproduction: dict | None = None,
+                flags: list[Flag] | None = None) -> bytes:
+    """The artifact's description without the full attack reports: enough to rebuild and judge the model (and the
+    flags its measured report raised, when it was published with them)."""
     config = {"library": "rdist", "name": entry.name, "format": meta["format"],
               "format_version": meta["format_version"], "arch": meta["arch"], "dataset": entry.dataset,
               "input_shape": meta.get("input_shape"),
@@ -32,7 +36,23 @@ def config_json(entry: ZooEntry, meta: dict, eps_text: str, reproduction: dict |
               "results": {**entry.results, "eps": eps_text, "unit": "percent"}, "command": entry.command}
     if reproduction is not None:
         config["reproduction"] = reproduction
+    if flags:
+        config["flags"] = [f.to_dict() for f in flags]
     return (json.dumps(config, indent=2) + "\n").encode()
+
+
+def flags_section(flags: list[Flag]) -> str:
+    """The card's warning: the measured report raised attack-failure flags and was published anyway."""
+    lines = "\n".join(f"- **{f.name}**{f' ({f.attack})' if f.attack else ''}: {f.message}" for f in flags)
+    return f"""
+## Flags: read before trusting these numbers
+
+This model was published with `--allow-flagged`: the evaluation that measured it raised these signs of gradient
+masking or a failed attack (rdist's attack-failure checks; `rdist attack --list` says what each means), so the
+accuracies above may overstate its robustness.
+
+{lines}
+"""
 
 
 def reproduction_section(reproduction: dict) -> str:
@@ -61,11 +81,11 @@ test images. Published: {source['paper']}{url}, {source['table']}.
 
 
 def model_card(entry: ZooEntry, eps_text: str, reproduction: dict | None = None,
-               license: str = DEFAULT_LICENSE) -> str:
+               flags: list[Flag] | None = None, norm: str = "Linf", license: str = DEFAULT_LICENSE) -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
     dataset = DATASET_NAMES.get(entry.dataset, entry.dataset)
-    attack = {"norm": "Linf", "eps": eps_text}
+    attack = {"norm": norm, "eps": eps_text}
     results = [EvalResult(task_type="image-classification", task_name="Image Classification",
                           dataset_type=entry.dataset, dataset_name=dataset, dataset_split="test",
                           metric_type="accuracy", metric_value=entry.results[metric], metric_name=name,
@@ -86,7 +106,7 @@ A {entry.arch} student for {dataset}, trained by `rdist` with the **{entry.metho
 teacher **{entry.teacher}**. Inputs are images with pixel values in [0, 1]; any normalisation is
 inside the model.
 
-## Robustness (L-inf, eps {eps_text}, test set)
+## Robustness ({NORM_TEXT[norm]}, eps {eps_text}, test set)
 
 | metric | accuracy |
 |---|---|
@@ -97,7 +117,7 @@ Measured with:
 ```
 {entry.command}
 ```
-{reproduction_section(reproduction) if reproduction is not None else ""}
+{flags_section(flags) if flags else ""}{reproduction_section(reproduction) if reproduction is not None else ""}
 ## Use
 
 With rdist installed:

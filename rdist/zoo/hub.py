@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rdist.artifact import read_metadata, with_metadata
+from rdist.attacks.flags import Flag
 from rdist.catalogues import problem
 from rdist.errors import RdistError
 from rdist.files import sha256_file
@@ -90,11 +91,14 @@ def _count_download(repo: str, revision: str | None, cache_dir: str | Path | Non
 
 def push_student(model: str | Path, repo: str, *, name: str | None = None, method: str | None = None,
                  teacher: str | None = None, private: bool = False, endpoint: str | None = None,
-                 reproduction: dict | None = None, license: str = DEFAULT_LICENSE) -> ZooEntry:
+                 reproduction: dict | None = None, license: str = DEFAULT_LICENSE,
+                 allow_flagged: bool = False) -> ZooEntry:
     """Publish artifact `model` to Hub repo `repo` in one commit; returns the zoo.yaml entry that lists it.
 
     `reproduction` (`rdist reproduce`'s result as a dict) adds its seeds and the published numbers to the card;
     `license` is the weights' licence as the Hub names licences (mit, apache-2.0, cc-by-4.0, other, ...).
+    A report with attack-failure flags (rdist.attacks.flags) is refused unless `allow_flagged`; the card then lists
+    them.
     Nothing uploaded names a path of this machine (`rdist.zoo.public`): where the artifact's metadata does, the
     file uploaded is a copy with the public metadata (the same weights), and the entry records that copy's sha256.
     """
@@ -109,6 +113,12 @@ def push_student(model: str | Path, repo: str, *, name: str | None = None, metho
         if not pattern.fullmatch(value):
             raise RdistError(f"{option} must be {meaning}, got '{value}'")
     report = measured_report(meta, model)
+    flags = [Flag.from_dict(f) for f in report.get("flags") or []]
+    if flags and not allow_flagged:
+        listed = "; ".join(f.line() for f in flags[:3]) + ("; ..." if len(flags) > 3 else "")
+        raise RdistError(f"{model}'s recorded report is flagged ({listed}): its numbers may be gradient masking or a "
+                         "failed attack, not robustness; investigate (`rdist attack --list` says what each flag "
+                         "means), or publish it anyway with --allow-flagged, and the card will say so")
     provenance = meta.get("provenance") or {}
     method = method or provenance.get("method")
     if not method:
@@ -135,8 +145,9 @@ def push_student(model: str | Path, repo: str, *, name: str | None = None, metho
     if reproduction is not None:
         reproduction = public_reproduction(reproduction)
     operations = [CommitOperationAdd(HUB_FILE, content),
-                  CommitOperationAdd("config.json", config_json(entry, meta, eps_text, reproduction)),
-                  CommitOperationAdd("README.md", model_card(entry, eps_text, reproduction, license).encode())]
+                  CommitOperationAdd("config.json", config_json(entry, meta, eps_text, reproduction, flags)),
+                  CommitOperationAdd("README.md", model_card(entry, eps_text, reproduction, flags,
+                                                              report.get("norm", "Linf"), license).encode())]
     try:
         api.create_repo(repo, private=private, exist_ok=True)
         commit = api.create_commit(repo, operations, commit_message=f"Publish {name} (rdist)")

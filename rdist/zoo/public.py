@@ -18,7 +18,7 @@ import re
 from pathlib import Path, PurePath
 from typing import Any
 
-from rdist.artifact import results_key
+from rdist.artifact import report_key
 
 # Model names that are no file of this machine: zoo:NAME, hf-hub:ORG/REPO[@REV] and hf://ORG/REPO[@REV][/FILE]
 # (ZOO_PREFIX, hub.HF_HUB_PREFIX, hub.HF_URI_PREFIX).
@@ -85,7 +85,7 @@ def public_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     for report in (meta.get("results") or {}).values():
         report = {**report, **{k: model_name(report[k]) for k in ("model", "surrogate") if k in report}}
         report = public(report)
-        results[results_key(report["attacks"], report["dataset"], report["eps"], report["n"])] = report
+        results[report_key(report)] = report
     if meta.get("results") is not None:
         meta["results"] = results
     return public(meta)

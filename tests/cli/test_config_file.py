@@ -55,7 +55,7 @@ def test_a_run_from_a_file_writes_its_resolved_config_which_trains_the_same_run_
         "hparam": {"kl_scale": 0.5}, "data": "digits", "data_dir": None, "val_size": 0.1, "select_on": "val",
         "eval_every": 1, "eval_n": 64, "recipe": None, "epochs": 2, "milestones": [1, 2], "lr": 0.1,
         "weight_decay": 2e-4, "batch_size": 64, "swa_start": None, "max_steps": None, "seed": 0, "eps": "8/255",
-        "step_size": "2/255", "steps": 2, "device": "cpu", "compile": False, "sync_bn": False, "dist_backend": None}
+        "step_size": "2/255", "steps": 2, "norm": "Linf", "device": "cpu", "compile": False, "sync_bn": False, "dist_backend": None}
     assert (tmp_path / "first" / "config.yaml").read_text().startswith("# The resolved configuration of this run")
 
     again = rdist_cli("distill", "--config", tmp_path / "first" / "config.yaml", "--out", tmp_path / "again",

@@ -131,8 +131,8 @@ def test_a_directory_without_runs_points_to_runs(run_dir):
 def test_markdown_is_a_table_with_a_caption(comparison):
     text = to_markdown(comparison)
     lines = text.splitlines()
-    assert lines[0] == ("| model | arch | params | MACs | CPU ms | clean | fgsm | pgd20 | worst case | method | "
-                        "teacher | epochs |")
+    assert lines[0] == ("| model | arch | params | MACs | CPU ms | clean | fgsm | pgd20 | worst case | worst class | "
+                        "method | teacher | epochs |")
     assert lines[1].startswith("| --- | --- | ---: |")
     robust = comparison["models"][1]
     assert lines[3].startswith("| robust | tinycnn | 24.1k | ") and f"| {100 * robust['worst_case']:.2f} |" in lines[3]

@@ -49,8 +49,8 @@ def test_runs_with_plots_draw_every_figure(run_dir, tmp_path):
     result = invoke("--runs", str(run_dir), "--attacks", "clean,pgd20", "--n", "30", "--sweep", "0,8/255",
                     "--plot", str(figures), "-q")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in figures.iterdir()) == ["accuracy-vs-params.png", "robust-accuracy-vs-eps-pgd20.png",
-                                                         "training-curves.png"]
+    assert sorted(p.name for p in figures.iterdir()) == ["accuracy-vs-params.png", "per-class-accuracy.png",
+                                                         "robust-accuracy-vs-eps-pgd20.png", "training-curves.png"]
     assert f"wrote {figures / 'training-curves.png'}" in result.stdout
 
 

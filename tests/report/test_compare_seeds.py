@@ -63,7 +63,7 @@ def test_two_seeds_of_two_methods_are_two_rows_with_mean_std_and_seed_count(grou
             assert row["accuracy"][attack] == pytest.approx(statistics.fmean(values))
             assert row["accuracy_std"][attack] == pytest.approx(statistics.stdev(values))
     assert {p.rsplit("/", 1)[-1] for p in comparison["plots"]} == {
-        "robust-accuracy-vs-eps-pgd20.png", "accuracy-vs-params.png", "training-curves.png"}
+        "robust-accuracy-vs-eps-pgd20.png", "accuracy-vs-params.png", "per-class-accuracy.png", "training-curves.png"}
     assert len(comparison["sweep"]["std"]["sat"]) == 2
 
     table = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text())))

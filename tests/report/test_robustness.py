@@ -18,7 +18,8 @@ from tests.report.conftest import EPS, EPS_VALUE
 
 # The keys of `rdist attack --json`, --out and the results an artifact records: files and tools read them.
 REPORT_KEYS = ["model", "dataset", "attacks", "n", "eps", "accuracy", "worst_case", "seed", "precision", "batch_size",
-               "eps_text", "surrogate", "runtime", "device", "processes", "seconds"]
+               "norm", "per_class", "flags", "corruptions", "eps_text", "surrogate", "runtime", "device", "processes",
+               "seconds", "protocol"]
 
 
 def test_the_config_reads_the_command_lines_text():
