@@ -294,7 +294,8 @@ def test_attack_under_torchrun_reports_what_one_process_reports(digits_artifact,
     process = torchrun("-m", "rdist", "attack", str(digits_artifact), "--attacks", "clean,pgd20", "--n-images", "150",
                        "--batch-size", "40", "--out", str(tmp_path / "two.json"), "--quiet")
     assert process.returncode == 0, process.stderr[-3000:]
-    assert process.stdout.count("worst case") == 1  # rank 0 prints the report, rank 1 nothing
+    # Rank 0 prints the report (its header line names the model), rank 1 nothing.
+    assert process.stdout.count(f"{digits_artifact}  digits, n=150") == 1 and "worst case" in process.stdout
     two = json.loads((tmp_path / "two.json").read_text())
     # Each rank attacked whole batches with the seeds one process gives them: the same per-image results.
     assert two["accuracy"] == one["accuracy"] and two["worst_case"] == one["worst_case"]
