@@ -105,7 +105,7 @@ class EpochRecord:
     pgd20_acc: float | None = None
     eval_n: int | None = None
     best_epoch: int | None = None  # the epoch best.safetensors holds, so far
-    swa: bool = False  # whether the saved model is the weight average
+    average: str | None = None  # the weight average the saved model is: "ema", "swa", or None (the live weights)
     train_seconds: float | None = None
     seconds: float | None = None  # training, evaluation and saving
     images_per_s: float | None = None  # training images per second

@@ -1,12 +1,18 @@
-"""Small helpers shared by every layer: name suggestions, error text and eps parsing.
+"""Small helpers shared by every layer: name suggestions, error text, eps parsing, the comments of dataclass fields.
 
 Files (atomic writes, the cache) are in `rdist.files`, the YAML catalogues in `rdist.catalogues`, devices in
 `rdist.device`."""
 
 from __future__ import annotations
 
+import ast
 import difflib
+import functools
+import inspect
+import io
 import re
+import textwrap
+import tokenize
 from fractions import Fraction
 from typing import Iterable
 
@@ -55,3 +61,17 @@ def format_eps(eps: float) -> str:
     """8/255 for budgets that are whole multiples of 1/255, else the plain number."""
     k = eps * 255
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
+
+
+@functools.cache
+def field_comments(cls: type) -> dict[str, str]:
+    """field name -> the comment at the end of its line, for the fields `cls` itself declares ({} without source)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments = {token.start[0]: token.string.lstrip("#").strip()
+                for token in tokenize.generate_tokens(io.StringIO(source).readline) if token.type == tokenize.COMMENT}
+    (node,) = ast.parse(source).body
+    return {field.target.id: comments[field.end_lineno] for field in node.body
+            if isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name) and field.end_lineno in comments}

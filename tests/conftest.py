@@ -1,13 +1,19 @@
-"""Fixtures shared across the suite: real data, and real small models trained for seconds on digits."""
+"""Fixtures shared across the suite: the `rdist` command line (`cli`), real data, and real small models trained for
+seconds on digits; with the plugins below, the Hub stand-in (`hub`) and RobustBench teachers without a network
+(`offline_cache`, `tiny_teacher`, ...). A fixture that tests of several folders use lives here or in a plugin, never
+imported from another folder's conftest."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 import rdist
-from tests.helpers import one_thread, train_briefly
+from tests.helpers import Cli, train_briefly
+
+pytest_plugins = ["tests.fixtures.hub", "tests.fixtures.robustbench"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -16,10 +22,20 @@ def one_cpu_thread():
 
     The models here are small: a second thread buys little on them, and on two cores that something else also
     uses, two threads spin-wait on each other (the digits model's training took 87 s instead of 26 s).
-    Subprocesses the tests start set OMP_NUM_THREADS=1 themselves.
+    It also keeps the float reduction order the same in every process. Subprocesses the tests start set
+    OMP_NUM_THREADS=1 themselves. No test or fixture needs its own one-thread block.
     """
-    with one_thread():
-        yield
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def cli() -> Cli:
+    """`cli(*args, env=None, code=0)` runs `rdist ARGS` in this process and checks its exit code;
+    `cli.fails(args, *fragments, code=1, unchanged=())` checks a one-line refusal (tests/helpers.py:Cli)."""
+    return Cli()
 
 
 @pytest.fixture(scope="session")

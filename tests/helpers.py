@@ -1,9 +1,10 @@
-"""Helpers shared by tests: where the shared data lives, one CPU thread, a few-second training, and the check
-of a one-line CLI error."""
+"""Helpers shared by tests: where the shared data lives, the `rdist` command line run in-process (the `cli`
+fixture) and a few-second training."""
 
 from __future__ import annotations
 
-import contextlib
+import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typer.testing import CliRunner
 
 import rdist
 from rdist.data import Batches
@@ -24,29 +26,55 @@ def requires_cifar_subset():
                               reason=f"the shared CIFAR-10 subset is not at {CIFAR_SUBSET} (a clone without ../shared)")
 
 
-def assert_one_line_error(result, *fragments: str, code: int = 1) -> None:
-    """A CLI `result` that failed with exit code `code` (1: bad input, 2: bad usage) and a single `error: ...`
-    line containing every fragment."""
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+class Cli:
+    """`rdist ARGS` run in this process (Click's CliRunner), as the `cli` fixture of tests/conftest.py.
 
-
-@contextlib.contextmanager
-def one_thread():
-    """Torch on one CPU thread inside the block.
-
-    Two threads on two shared cores spin-wait on each other, so one thread makes tests several times faster;
-    it also keeps the float reduction order the same in every process.
+    `cli(*args, env=None, code=0)` runs the command (each argument through str(), so paths pass as they are) and
+    checks its exit code (`code=None`: unchecked); it returns Click's Result (`.output`, `.stdout`, `.stderr`).
+    `cli.fails(args, *fragments, code=1, env=None, unchanged=())` checks a refusal: exit code `code` (1: bad input,
+    2: bad usage), nothing printed but a single `error: ...` line on stderr holding every fragment, and each path
+    of `unchanged` (a file, or a folder with everything under it) byte-identical and with no file added.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+
+    def __call__(self, *args, env: dict[str, str] | None = None, code: int | None = 0):
+        from rdist.cli.app import app  # here, not at the top: the tests that run no command do not import the CLI
+
+        result = CliRunner().invoke(app, [str(a) for a in args], prog_name="rdist", env=env)
+        if code is not None:
+            assert result.exit_code == code, _explained(result)
+        return result
+
+    def fails(self, args, *fragments: str, code: int = 1, env: dict[str, str] | None = None,
+              unchanged: Path | Sequence[Path] = ()):
+        paths = [unchanged] if isinstance(unchanged, (str, Path)) else list(unchanged)
+        before = [_snapshot(Path(path)) for path in paths]
+        result = self(*args, env=env, code=code)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:"), _explained(result)
+        assert lines[0] in result.stderr.splitlines(), f"the error is not on stderr: {result.output}"
+        assert "Traceback" not in result.output
+        for fragment in fragments:
+            assert fragment in lines[0], lines[0]
+        for path, snapshot in zip(paths, before):
+            assert _snapshot(Path(path)) == snapshot, \
+                f"a refused command must not change {path} or leave a file behind in it"
+        return result
+
+
+def _explained(result) -> str:
+    """The command's output, and the traceback of an exception it raised (CliRunner keeps it from the output)."""
+    if result.exc_info is None or isinstance(result.exception, SystemExit):
+        return result.output
+    return result.output + "".join(traceback.format_exception(*result.exc_info))
+
+
+def _snapshot(path: Path) -> dict[str, bytes] | bytes | None:
+    """A file's bytes; every file under a folder (hidden ones included) with its bytes; None for nothing there."""
+    if path.is_file():
+        return path.read_bytes()
+    if path.is_dir():
+        return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return None
 
 
 Attack = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -109,6 +109,7 @@ def test_new_files_follow_the_umask_and_rewritten_files_keep_their_mode(tmp_path
         assert _mode(path) == mode and torch.equal(load_file(str(path))["w"], state["w"])
 
 
+@pytest.mark.e2e
 def test_new_files_get_the_umask_of_the_process(tmp_path):
     """Read from the process itself: a child with umask 0022 writes 0644 files, with 0027 0640 files."""
     script = ("import sys, torch\nfrom safetensors.torch import save_file\nfrom rdist.files import atomic_path\n"

@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 
 CHECK = """

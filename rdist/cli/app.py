@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from rdist.cli import attack, compare, distill, env, export, quickstart, reproduce, teacher, zoo
+from rdist.cli import attack, compare, data, distill, env, export, quickstart, reproduce, teacher, zoo
 from rdist.cli.common import OneLineErrors, console
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.command("export")(export.export)
 app.add_typer(zoo.app, name="zoo")
 app.command("quickstart")(quickstart.quickstart)
 app.command("reproduce")(reproduce.reproduce)
+app.add_typer(data.app, name="data")
 app.command("env")(env.env)
 
 

@@ -40,10 +40,13 @@ def distill(
                                         "\\[default: the method's paper choice for --data, see --list]"),
     companion: list[str] = opt.COMPANION,
     data: str = opt.DATA, data_dir: str = opt.DATA_DIR, val_size: float = opt.VAL_SIZE,
+    extra_data: str = opt.EXTRA_DATA, extra_fraction: float = opt.EXTRA_FRACTION,
     select_on: str = opt.SELECT_ON, eval_every: int = opt.EVAL_EVERY, eval_n: int = opt.EVAL_N,
     recipe: str = opt.RECIPE, epochs: int = opt.EPOCHS, milestones: str = opt.MILESTONES,
     max_steps: int = opt.MAX_STEPS, lr: float = opt.lr_option("distill"), weight_decay: float = opt.WEIGHT_DECAY,
-    batch_size: int = opt.BATCH_SIZE, swa_start: int = opt.SWA_START, seed: int = opt.SEED,
+    batch_size: int = opt.BATCH_SIZE, swa_start: int = opt.SWA_START, ema: float = opt.EMA,
+    schedule: str = opt.LR_SCHEDULE, warmup_epochs: int = opt.WARMUP_EPOCHS, nesterov: bool = opt.NESTEROV,
+    label_smoothing: float = opt.LABEL_SMOOTHING, seed: int = opt.SEED,
     eps: str = opt.attack_option("--eps", "distill"), step_size: str = opt.attack_option("--step-size", "distill"),
     steps: int = opt.attack_option("--steps", "distill"), norm: str = opt.norm_option("distill"),
     out: str = opt.OUT, resume: Path = opt.RESUME, config: Path = opt.config_option("rdist distill"),
@@ -76,7 +79,9 @@ def distill(
                  lr=lr, weight_decay=weight_decay, batch_size=batch_size, swa_start=swa_start, attack_steps=steps,
                  norm=norm,
                  out=out, seed=seed, seeds=seeds, device=device, compile=compile, sync_bn=sync_bn,
-                 dist_backend=dist_backend, select_on=select_on, eval_every=eval_every, eval_n=eval_n)
+                 dist_backend=dist_backend, select_on=select_on, eval_every=eval_every, eval_n=eval_n,
+                 extra_data=extra_data, extra_fraction=extra_fraction, ema=ema, lr_schedule=schedule,
+                 warmup_epochs=warmup_epochs, nesterov=nesterov, label_smoothing=label_smoothing)
 
 
 def print_method_table(data: str, json_out: bool) -> None:

@@ -196,8 +196,33 @@ BATCH_SIZE = typer.Option(None, "--batch-size", rich_help_panel=SCHEDULE_PANEL,
                           help="the GLOBAL batch of one optimiser step: under torchrun it is split over the processes "
                           "(timm's --batch-size is per process), so lr and schedule stay the paper's \\[default: 128]")
 SWA_START = typer.Option(None, "--swa-start", rich_help_panel=SCHEDULE_PANEL, help="first epoch whose weights enter "
-                         "a stochastic weight average, which is then evaluated and saved \\[default: none; with "
+                         "a stochastic weight average, which is then evaluated and saved (BN statistics recomputed "
+                         "on the real training images; not with --ema) \\[default: none; with "
                          "--recipe paper the paper's (akd2), scaled to --epochs]")
+# The recipe of the generated-data papers (Gowal et al. 2020, Rebuffi et al. 2021, Wang et al. 2023): their images,
+# the weight average, the schedule.
+EXTRA_DATA = typer.Option(None, "--extra-data", metavar="SOURCE", rich_help_panel=DATA_PANEL,
+                          help="generated images mixed into every batch: PATH.npz with arrays image/label (N x H x W x "
+                          "C, as DeepMind's DDPM and the EDM sets) or x_train/y_train (N x C x H x W, rdist's layout), "
+                          "hf://datasets/ORG/REPO[@REV]/PATH, https://.../NAME.npz (downloaded once), or parts "
+                          "separated by commas; memory-mapped, checked before anything trains. An epoch stays one "
+                          "pass over the real training images")
+EXTRA_FRACTION = typer.Option(None, "--extra-fraction", metavar="F", rich_help_panel=DATA_PANEL,
+                              help="the generated share of every batch: round(F x batch size) images \\[default: 0.7, "
+                              "the recipes' value]")
+EMA = typer.Option(None, "--ema", metavar="DECAY", rich_help_panel=SCHEDULE_PANEL, help="evaluate, select and save "
+                   "an exponential moving average of the weights, updated every step with the warm-up decay "
+                   "min(DECAY, (1+t)/(10+t)) of Gowal et al.'s code (the recipes: 0.995); not with --swa-start")
+LR_SCHEDULE = typer.Option(None, "--schedule", rich_help_panel=SCHEDULE_PANEL, help="the lr schedule: step (x0.1 "
+                           "after each milestone epoch, the papers') or cosine (to 0 over the run, every step, as the "
+                           "generated-data recipes) \\[default: step]")
+WARMUP_EPOCHS = typer.Option(None, "--warmup-epochs", rich_help_panel=SCHEDULE_PANEL, help="epochs of linear lr "
+                             "warm-up from 0, step by step \\[default: 0]")
+NESTEROV = typer.Option(None, "--nesterov/--no-nesterov", rich_help_panel=SCHEDULE_PANEL, help="Nesterov momentum "
+                        "(the generated-data recipes) \\[default: off]")
+LABEL_SMOOTHING = typer.Option(None, "--label-smoothing", rich_help_panel=SCHEDULE_PANEL, help="label smoothing of "
+                               "the cross-entropy terms of the method's loss (not of its attack or KL terms; the "
+                               "recipes: 0.1) \\[default: 0]")
 SEED = typer.Option(None, "--seed", rich_help_panel=SCHEDULE_PANEL, help="seed of the initialisation, data order "
                     "and attacks \\[default: 0]")
 OUT = typer.Option(None, "--out", "-o", rich_help_panel=RUN_PANEL, help="run directory for best/last.safetensors, "

@@ -146,11 +146,14 @@ def train(
     initial_weights: str = options.INITIAL_WEIGHTS, companion: list[str] = options.COMPANION,
     beta: float = options.hparam_option("beta", "teacher"), hparam: list[str] = options.HPARAM,
     data: str = options.DATA, data_dir: str = options.DATA_DIR, val_size: float = options.VAL_SIZE,
+    extra_data: str = options.EXTRA_DATA, extra_fraction: float = options.EXTRA_FRACTION,
     select_on: str = options.SELECT_ON, eval_every: int = options.EVAL_EVERY, eval_n: int = options.EVAL_N,
     recipe: str = options.RECIPE, epochs: int = options.EPOCHS, milestones: str = options.MILESTONES,
     max_steps: int = options.MAX_STEPS, lr: float = options.lr_option("teacher"),
     weight_decay: float = options.WEIGHT_DECAY, batch_size: int = options.BATCH_SIZE,
-    swa_start: int = options.SWA_START, seed: int = options.SEED,
+    swa_start: int = options.SWA_START, ema: float = options.EMA, schedule: str = options.LR_SCHEDULE,
+    warmup_epochs: int = options.WARMUP_EPOCHS, nesterov: bool = options.NESTEROV,
+    label_smoothing: float = options.LABEL_SMOOTHING, seed: int = options.SEED,
     eps: str = options.attack_option("--eps", "teacher"), step_size: str = options.attack_option("--step-size", "teacher"),
     steps: int = options.attack_option("--steps", "teacher"), norm: str = options.norm_option("teacher"),
     out: str = options.OUT, resume: Path = options.RESUME, config: Path = options.config_option("rdist teacher train"),
@@ -166,7 +169,8 @@ def train(
                  val_size=val_size, epochs=epochs, max_steps=max_steps, recipe=recipe, lr=lr, weight_decay=weight_decay,
                  batch_size=batch_size, swa_start=swa_start, attack_steps=steps, norm=norm, out=out, seed=seed, seeds=seeds,
                  device=device, compile=compile, sync_bn=sync_bn, dist_backend=dist_backend, select_on=select_on,
-                 eval_every=eval_every, eval_n=eval_n)
+                 eval_every=eval_every, eval_n=eval_n, extra_data=extra_data, extra_fraction=extra_fraction, ema=ema,
+                 lr_schedule=schedule, warmup_epochs=warmup_epochs, nesterov=nesterov, label_smoothing=label_smoothing)
 
 
 @app.command("import")

@@ -1,6 +1,9 @@
 """Generated training images (`--extra-data`): one or more `.npz` files, memory-mapped, checked before training.
 
 A source is a local file, `hf://datasets/ORG/REPO[@REV]/PATH` (downloaded once into the Hugging Face cache),
+`https://HOST/PATH.npz` (downloaded once into `$RDIST_CACHE/extra/HOST/PATH`, e.g. DeepMind's
+`https://storage.googleapis.com/dm-adversarial-robustness/cifar10_ddpm.npz`; a compressed download is converted there
+once, as `rdist data convert` would),
 or several of them separated by commas (the parts of one set, e.g. EDM's 20M in two files), concatenated
 logically: nothing is copied. Each file is in one of two layouts:
 
@@ -22,17 +25,24 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import urllib.parse
+import urllib.request
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from rdist.data.npzfile import Member, map_member, npz_members
+from rdist.data.npzfile import Member, convert_npz, map_member, npz_members
 from rdist.errors import RdistError
+from rdist.files import atomic_path
+from rdist.files import cache_dir as rdist_cache
 from rdist.utils import first_line
 
 HF_PREFIX = "hf://datasets/"
+URL_PREFIXES = ("https://", "http://")
 # (images, labels, layout of the images)
 LAYOUTS = (("image", "label", "NHWC"), ("x_train", "y_train", "NCHW"))
 _LABEL_CHUNK = 1 << 22
@@ -42,7 +52,7 @@ _LABEL_CHUNK = 1 << 22
 class ExtraPart:
     """One file of a generated set: its arrays memory-mapped, its labels checked and held compactly."""
 
-    source: str  # as given (a path or hf:// name)
+    source: str  # as given (a path, an hf:// name or a URL)
     path: Path  # the local file
     layout: str  # "NHWC" (image/label) or "NCHW" (x_train/y_train)
     images: np.ndarray  # np.memmap, (N, H, W, C) or (N, C, H, W) uint8
@@ -56,7 +66,7 @@ class ExtraPart:
 
 
 def parse_sources(source: str | Sequence[str]) -> list[str]:
-    """The parts of `source`: a comma-separated string or a sequence of paths / hf:// names."""
+    """The parts of `source`: a comma-separated string or a sequence of paths / hf:// names / URLs."""
     parts = [s.strip() for s in (source.split(",") if isinstance(source, str) else source)]
     if not parts or not all(parts):
         raise RdistError(f"extra data '{source}' names no file (an empty part); give PATH.npz, "
@@ -90,6 +100,48 @@ def download_hf(source: str, *, cache_dir: str | os.PathLike | None = None, endp
         raise RdistError(f"cannot download {source} ({type(exc).__name__}: {first_line(exc)}); offline, fetch {url} "
                          f"on a machine with network and give its local path instead (e.g. --extra-data "
                          f"/data/{Path(path).name})") from None
+
+
+def url_cache_path(url: str) -> Path:
+    """Where a downloaded `url` is kept: $RDIST_CACHE/extra/HOST/PATH."""
+    parsed = urllib.parse.urlparse(url)
+    parts = [p for p in urllib.parse.unquote(parsed.path).split("/") if p not in ("", ".", "..")]
+    if not parsed.netloc or not parts or not parts[-1].endswith(".npz"):
+        raise RdistError(f"'{url}' names no .npz file; give the URL of one (e.g. https://storage.googleapis.com/"
+                         "dm-adversarial-robustness/cifar10_ddpm.npz)")
+    return rdist_cache() / "extra" / parsed.netloc / Path(*parts)
+
+
+def download_url(url: str) -> Path:
+    """The local copy of `url`, downloaded once into `url_cache_path(url)` (a second call reads it) and, if its
+    arrays are compressed, converted there once into an uncompressed npz that can be memory-mapped. Offline or
+    unreachable: one line naming the URL and where to put the file."""
+    path = url_cache_path(url)
+    if path.is_file():
+        return path
+    download = path.with_name(path.name + ".download")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=60) as response, atomic_path(download) as tmp:
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+    except (OSError, ValueError) as exc:  # URLError, HTTPError and timeouts are OSErrors
+        raise RdistError(f"cannot download {url} ({type(exc).__name__}: {first_line(exc)}); offline, fetch it on a "
+                         f"machine with network and save it as {path} (or give its local path to --extra-data)") \
+            from None
+    try:
+        with zipfile.ZipFile(download) as archive:
+            compressed = any(i.compress_type != zipfile.ZIP_STORED for i in archive.infolist())
+    except (zipfile.BadZipFile, OSError):
+        compressed = False  # not an npz: opening it says so
+    if compressed:
+        try:
+            convert_npz(download, path)
+        finally:  # converted, or not convertible: the download is no use either way
+            download.unlink()
+    else:
+        download.replace(path)
+    return path
 
 
 def _layout(path: Path, members: dict[str, Member]) -> tuple[str, str, str]:
@@ -246,14 +298,19 @@ class ExtraData:
 
 def open_extra_data(source: str | Sequence[str], *, image_shape: tuple[int, int, int], num_classes: int,
                     cache_dir: str | os.PathLike | None = None, endpoint: str | None = None) -> ExtraData:
-    """The generated set `source` (PATH.npz, hf://datasets/ORG/REPO[@REV]/PATH, or parts separated by commas),
+    """The generated set `source` (PATH.npz, hf://datasets/ORG/REPO[@REV]/PATH, https://.../NAME.npz, or parts
+    separated by commas),
     every part checked against the real dataset's `image_shape` (C, H, W) and `num_classes` before anything
     trains. Opening reads the zip and npy headers and the labels; the images stay on disk."""
     parts: list[ExtraPart] = []
     try:
         for name in parse_sources(source):
-            path = download_hf(name, cache_dir=cache_dir, endpoint=endpoint) if name.startswith("hf://") \
-                else Path(name).expanduser()
+            if name.startswith("hf://"):
+                path = download_hf(name, cache_dir=cache_dir, endpoint=endpoint)
+            elif name.startswith(URL_PREFIXES):
+                path = download_url(name)
+            else:
+                path = Path(name).expanduser()
             parts.append(_open_part(name, path, image_shape, num_classes))
     except BaseException:
         for part in parts:  # the files opened before the one refused

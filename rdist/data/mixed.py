@@ -52,6 +52,29 @@ def generated_positions(total: int, generated: int) -> np.ndarray:
     return (p + 1) * generated // total > p * generated // total
 
 
+def mixed_counts(batch_size: int, fraction: float) -> tuple[int, int]:
+    """(real, generated) images of every full batch of `batch_size` with the generated share `fraction`: round(F x B)
+    generated; refused when no real image is left (an epoch is one pass over the real ones)."""
+    if not 0 <= fraction < 1:
+        raise RdistError(f"the extra-data fraction must be in [0, 1), got {fraction}: an epoch is one pass over "
+                         f"the real images, so every batch needs at least one")
+    generated = round(fraction * batch_size)
+    if batch_size - generated < 1:
+        raise RdistError(f"a fraction of {fraction} leaves no real image in a batch of {batch_size}; lower "
+                         f"the fraction or raise the batch size")
+    return batch_size - generated, generated
+
+
+def mixed_epoch(n_real: int, batch_size: int, fraction: float, drop_last: bool = False) -> tuple[int, int]:
+    """(batches, images) of one epoch over `n_real` real images: ceil(n_real / real per batch) batches (floor with
+    `drop_last`), every one filled up to `batch_size` with generated images (with F = 0 the last is just smaller)."""
+    real, generated = mixed_counts(batch_size, fraction)
+    batches = n_real // real if drop_last else -(-n_real // real)
+    if generated or drop_last:
+        return batches, batches * batch_size
+    return batches, n_real
+
+
 class MixedBatches:
     """Iterate float [0,1] batches of real images (uint8 `x`, labels `y`, on the compute device) mixed with
     generated ones from `extra`: `fraction` of each batch generated, same augmentation for both.
@@ -63,14 +86,7 @@ class MixedBatches:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, extra: ExtraData, batch_size: int, *,
                  fraction: float = 0.7, augment: bool = True, seed: int = 0, drop_last: bool = False,
                  padding: int | None = None, rank: int = 0, world_size: int = 1, prefetch: int = 2):
-        if not 0 <= fraction < 1:
-            raise RdistError(f"the extra-data fraction must be in [0, 1), got {fraction}: an epoch is one pass over "
-                             f"the real images, so every batch needs at least one")
-        self.n_generated = round(fraction * batch_size)
-        self.n_real = batch_size - self.n_generated
-        if self.n_real < 1:
-            raise RdistError(f"a fraction of {fraction} leaves no real image in a batch of {batch_size}; lower "
-                             f"the fraction or raise the batch size")
+        self.n_real, self.n_generated = mixed_counts(batch_size, fraction)
         if tuple(x.shape[1:]) != tuple(extra.image_shape):
             raise RdistError(f"the generated images are {extra.image_shape} (C, H, W) but the real ones "
                              f"{tuple(x.shape[1:])}; give generated images of the real dataset's shape")
@@ -85,8 +101,7 @@ class MixedBatches:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        n = len(self.y)
-        return n // self.n_real if self.drop_last else -(-n // self.n_real)
+        return mixed_epoch(len(self.y), self.batch_size, self.fraction, self.drop_last)[0]
 
     def _counts(self, i: int) -> tuple[int, int]:
         """(real, generated) images of global batch `i`: a short last batch is filled up to the batch size."""

@@ -5,7 +5,7 @@ fixed offset of the file: the member's local zip header, then the `.npy` header,
 finds that offset from the zip's central directory and the two headers, and `map_npz` puts an `np.memmap`
 there: opening a 61 GB file reads a few kilobytes. Members compressed by `np.savez_compressed` have no such
 offset; they are refused with the one-time conversion (`convert_npz`, on the command line
-`python -m rdist.data.convert SRC DST`), which streams each member into an uncompressed copy in bounded memory.
+`rdist data convert SRC DST`), which streams each member into an uncompressed copy in bounded memory.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from rdist.errors import RdistError
 from rdist.files import atomic_path
 from rdist.utils import first_line
 
-CONVERT_COMMAND = "python -m rdist.data.convert {src} {dst}"  # rdist/data/convert.py
+CONVERT_COMMAND = "rdist data convert {src} {dst}"  # rdist/cli/data.py
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # the zip local file header, before its name and extra field
 _COPY_CHUNK = 16 << 20
 

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from rdist.artifact import check_fits, load_weights
-from rdist.data import Dataset, dataset_shape, load_dataset
+from rdist.data import Dataset, ExtraData, dataset_shape, load_dataset, open_extra_data
+from rdist.data.mixed import mixed_counts
 from rdist.device import channels_last
 from rdist.engine.companions import CompanionPlan, build_companion, plan_companions
 from rdist.engine.config import TrainConfig, fill_paper_defaults
@@ -48,6 +49,7 @@ class Run:
     directory: RunDirectory
     companions: dict[str, nn.Module] = field(default_factory=dict)  # by role (Method.companions); trained
     companion_plans: dict[str, CompanionPlan] = field(default_factory=dict)
+    extra: ExtraData | None = None  # generated images mixed into every batch (`--extra-data`), checked and open
 
     @property
     def run_dir(self) -> Path:
@@ -64,11 +66,25 @@ class Run:
     def identity(self) -> dict[str, Any]:
         """What must be equal for a resumed run to be the same run; stored in the checkpoint."""
         c = self.config
+        extra = self.extra_data_provenance()
         return {"method": self.method.config(), "student": c.student, "initial_weights": c.initial_weights,
                 "data": c.data, "teachers": c.teachers,
                 "companions": {role: plan.to_dict() for role, plan in self.companion_plans.items()},
                 "schedule": self.schedule.to_dict(), "seed": c.seed,
-                "select_on": c.select_on, "val_size": c.val_size, "eval_n": len(self.eval_y)}
+                "select_on": c.select_on, "val_size": c.val_size, "eval_n": len(self.eval_y),
+                "extra_data": {k: extra[k] for k in ("sources", "images", "fraction")} if extra else None}
+
+    def extra_data_provenance(self) -> dict[str, Any] | None:
+        """The generated images the run mixes in: sources as given, local files, image counts, layouts, and the
+        share of every batch; None without."""
+        if self.extra is None:
+            return None
+        return {**self.extra.describe(), "fraction": self.config.extra_fraction}
+
+    def close(self) -> None:
+        """Release what the run holds open (the extra data's files)."""
+        if self.extra is not None:
+            self.extra.close()
 
 
 def build_run(config: TrainConfig) -> Run:
@@ -79,8 +95,11 @@ def build_run(config: TrainConfig) -> Run:
     # The attack the method resolved (the recipe's unless given) is what the run evaluates at, stores in its
     # checkpoint (a resume then finds concrete values, not a recipe's that may change) and writes into the
     # artifacts' provenance.
-    config = replace(config, eps=method.eps, step_size=method.step_size, attack_steps=method.attack_steps)
+    config = replace(config, eps=method.eps, step_size=method.step_size, attack_steps=method.attack_steps,
+                     extra_fraction=config.generated_fraction)
     schedule = resolve_schedule(config, recipe)
+    if config.extra_data is not None:
+        mixed_counts(schedule.batch_size, config.extra_fraction)  # a batch with no real image is refused now
     _check_teachers_wanted(method, config)
     plans = plan_companions(config, method, schedule, recipe)
     # Joins the job under torchrun; checks the device exists.
@@ -92,7 +111,7 @@ def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Da
            plans: dict[str, CompanionPlan]) -> Run:
     group = parallel.group
     group.check_same(config=config.to_dict())
-    channels, classes, _ = dataset_shape(config.data)
+    channels, classes, size = dataset_shape(config.data)
     device = group.device
     torch.manual_seed(config.seed)
     student = create_model(config.student, num_classes=classes, in_channels=channels)
@@ -100,6 +119,9 @@ def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Da
     with group.main_first():  # companions, teachers, initial weights and data may be downloaded: once, by rank 0
         # Right after the student: a companion's initialisation depends on the seed alone.
         companions = {role: build_companion(plan, config, parallel) for role, plan in plans.items()}
+        # The generated images next: a bad file is refused in a second, before any teacher or dataset download.
+        extra = (open_extra_data(config.extra_data, image_shape=(channels, size, size), num_classes=classes)
+                 if config.extra_data is not None else None)
         if config.initial_weights:
             _load_initial_weights(student, config)
         teachers = {name: _load_teacher(config.teachers[name], name, device, config.data) for name in method.teachers}
@@ -111,14 +133,15 @@ def _build(config: TrainConfig, method: Method, schedule: Schedule, parallel: Da
         n_val = validation_size(len(dataset.y_train), config.val_size)
         train_x, train_y, eval_x, eval_y = dataset.validation_split(n_val, seed=0)
     if parallel.distributed:
-        parallel.check_batch(schedule.batch_size, len(train_y))
+        # Generated images fill every batch up to the batch size, the last one too.
+        parallel.check_batch(schedule.batch_size, len(train_y), filled=bool(extra and config.extra_fraction))
     eval_n = min(config.eval_n or (1000 if device.type == "cuda" else 500), len(eval_y))
     for model in (student, *teachers.values()):
         channels_last(model)
     directory = RunDirectory(config.resume or config.out) if config.resume or config.out else \
         default_run_dir(config)
     return Run(config, method, schedule, parallel, device, dataset, train_x, train_y, eval_x[:eval_n], eval_y[:eval_n],
-               student, teachers, directory, companions, plans)
+               student, teachers, directory, companions, plans, extra)
 
 
 def validation_size(n: int, val_size: float) -> int:

@@ -1,10 +1,10 @@
 """checkpoint.pt: everything a run needs to continue exactly, written atomically at the end of every epoch.
 
 It holds only tensors and plain Python values, so it loads with `torch.load(weights_only=True)`:
-model, optimiser, scheduler and SWA states, the companions' (model, optimiser, scheduler by role), the method's
-state tensors, RNG states (as tensors), epoch, global step, best so far, the full config, the run's identity (what
-must match for a resume to be the same run) and what the run's callbacks keep to pick up again (a tracker's run id:
-`Callback.state_dict`).
+model, optimiser, scheduler and weight-average (EMA or SWA) states, the companions' (model, optimiser, scheduler by
+role), the method's state tensors, RNG states (as tensors), epoch, global step, best so far, the full config, the
+run's identity (what must match for a resume to be the same run) and what the run's callbacks keep to pick up again
+(a tracker's run id: `Callback.state_dict`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from rdist.utils import first_line
 FORMAT = "rdist-checkpoint"
 # 2: TrainConfig.hparams became method_args, the methods' steps attack_steps (in the identity), and a composition's
 # identity holds every hyper-parameter of its term. 3: the callbacks' state (a tracker's run id); the identity names the
-# initial weights. 4: the companions (their weights, optimisers and schedules; in the identity, how each is built and
-# trained) and the method's state.
+# initial weights. 4: "swa" became "average" (EMA or SWA), the lr scheduler steps every optimiser step (a LambdaLR),
+# the identity holds the extra data; the companions (their weights, optimisers and schedules; in the identity, how
+# each is built and trained) and the method's state.
 FORMAT_VERSION = 4
 
 
@@ -68,7 +69,7 @@ CHECKPOINT_SCHEMA = schema.mapping({
                                required=("method",), other=schema.anything()),
     "epoch": schema.integer(0), "global_step": schema.integer(0),
     "model": _STATE_DICT, "optimizer": _OPTIMIZER,
-    "scheduler": schema.mapping(other=schema.anything()), "swa": schema.optional(_STATE_DICT),
+    "scheduler": schema.mapping(other=schema.anything()), "average": schema.optional(_STATE_DICT),
     "rng": schema.mapping({"cpu": _TENSOR, "cuda": schema.list_of(_TENSOR)}, required=("cpu", "cuda")),
     "best_epoch": schema.optional(schema.integer(1)), "best_acc": schema.optional(schema.number(0, 1)),
     "callbacks": schema.mapping(other=schema.anything()),
@@ -76,7 +77,7 @@ CHECKPOINT_SCHEMA = schema.mapping({
         "model": _STATE_DICT, "optimizer": _OPTIMIZER, "scheduler": schema.mapping(other=schema.anything())},
         required=("model", "optimizer", "scheduler"))),
     "method_state": _STATE_DICT,
-}, required=("config", "identity", "epoch", "global_step", "model", "optimizer", "scheduler", "swa", "rng",
+}, required=("config", "identity", "epoch", "global_step", "model", "optimizer", "scheduler", "average", "rng",
              "best_epoch", "best_acc", "callbacks", "companions", "method_state"), other=schema.anything())
 
 

@@ -94,12 +94,12 @@ class Companions:
     their part of the checkpoint."""
 
     def __init__(self, models: dict[str, nn.Module], plans: dict[str, CompanionPlan],
-                 parallel: DataParallelTraining, compile_: Callable[[nn.Module], nn.Module]):
+                 parallel: DataParallelTraining, compile_: Callable[[nn.Module], nn.Module], steps_per_epoch: int):
         self.models, self.plans = models, plans
         self.optimizers, self.schedulers = {}, {}
         for role, model in models.items():
-            self.optimizers[role], self.schedulers[role] = build_optimizer(model, plans[role].schedule,
-                                                                           momentum=plans[role].momentum)
+            self.optimizers[role], self.schedulers[role] = build_optimizer(
+                model, plans[role].schedule, steps_per_epoch, momentum=plans[role].momentum)
         self.attack_view = {role: compile_(model) for role, model in models.items()}
         wrapped = {role: parallel.wrap(model) for role, model in models.items()}
         self.update_view = {role: self.attack_view[role] if wrapped[role] is model else compile_(wrapped[role])
@@ -118,6 +118,7 @@ class Companions:
         return self.update_view
 
     def step_schedules(self) -> None:
+        """After every optimiser step, as the student's (`build_optimizer`)."""
         for scheduler in self.schedulers.values():
             scheduler.step()
 

@@ -8,8 +8,11 @@ from typing import Any
 
 from rdist.errors import RdistError
 from rdist.methods import Default, paper_defaults
+from rdist.utils import unknown
 
 SELECT_ON = ("val", "test")
+LR_SCHEDULES = ("step", "cosine")
+DEFAULT_EXTRA_FRACTION = 0.7  # the generated-data recipes' share of each batch (Gowal, Rebuffi, Wang et al.)
 
 
 @dataclass
@@ -49,7 +52,15 @@ class TrainConfig:
     lr: float | None = None
     weight_decay: float | None = None
     batch_size: int | None = None
-    swa_start: int | None = None
+    swa_start: int | None = None  # first epoch whose weights enter the SWA average (evaluated and saved from then on)
+    ema: float | None = None  # decay of an exponential moving average of the weights, updated every step
+    lr_schedule: str | None = None  # "step" (lr x0.1 at the milestones) or "cosine" [default: the recipe's, step]
+    warmup_epochs: int | None = None  # epochs of linear lr warm-up from 0, step by step [default: the recipe's, 0]
+    nesterov: bool | None = None  # Nesterov momentum [default: the recipe's, off]
+    label_smoothing: float | None = None  # of the cross-entropy terms of the method's loss [default: the recipe's, 0]
+    # `rdist.data.open_extra_data`: PATH.npz, https://.../NAME.npz, hf://datasets/ORG/REPO[@REV]/PATH, parts
+    extra_data: str | None = None  # generated images mixed into every batch (PATH.npz, hf://, https://, a,b,...)
+    extra_fraction: float | None = None  # the generated share of every batch [default: 0.7 with extra_data]
     max_steps: int | None = None  # stop after this many optimiser steps in all (short runs); still saves
     eps: float | None = None  # budget of the training attack and of the evaluation, in `norm`
     step_size: float | None = None
@@ -69,6 +80,14 @@ class TrainConfig:
     val_size: float = 0.1  # fraction of the training data held out (at least min(500, 20%) images)
     out: str | None = None  # the run directory [default: runs/<method>-<student>-<data>-<timestamp>]
     resume: str | None = None  # a run directory to continue
+
+    @property
+    def generated_fraction(self) -> float | None:
+        """The generated share of every batch: extra_fraction, 0.7 when extra data is given without it; None without
+        extra data."""
+        if self.extra_data is None:
+            return None
+        return DEFAULT_EXTRA_FRACTION if self.extra_fraction is None else self.extra_fraction
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "milestones": list(self.milestones) if self.milestones is not None else None}
@@ -105,6 +124,29 @@ class TrainConfig:
         if self.norm != "Linf" and (self.eps is None or self.step_size is None):
             raise RdistError(f"--norm {self.norm} needs --eps and --step-size (the defaults, 8/255 and 2/255, are "
                              "L-inf budgets): e.g. --eps 0.5 --step-size 0.1")
+        self._validate_recipe_options()
+
+    def _validate_recipe_options(self) -> None:
+        """The weight average, the lr schedule and the generated data."""
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise RdistError(f"--ema is the decay of the moving average, in (0, 1) (the recipes use 0.995), got "
+                             f"{self.ema}")
+        if self.ema is not None and self.swa_start is not None:
+            raise RdistError("--ema and --swa-start each choose the weight average that is evaluated and saved; "
+                             "give one of them")
+        if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
+            raise unknown("--schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise RdistError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+        if self.label_smoothing is not None and not 0 <= self.label_smoothing < 1:
+            raise RdistError(f"--label-smoothing must be in [0, 1) (the recipes use 0.1), got {self.label_smoothing}")
+        if self.extra_fraction is not None:
+            if self.extra_data is None:
+                raise RdistError("--extra-fraction is the share of generated images in a batch: give the images "
+                                 "with --extra-data SOURCE")
+            if not 0 <= self.extra_fraction < 1:
+                raise RdistError(f"--extra-fraction must be in [0, 1) (every batch keeps real images; the recipes "
+                                 f"use {DEFAULT_EXTRA_FRACTION}), got {self.extra_fraction}")
 
     def with_absolute_paths(self) -> "TrainConfig":
         """Teacher files, npz data and directories as absolute paths, so a resume from elsewhere finds them
@@ -118,8 +160,11 @@ class TrainConfig:
         data = self.data
         if data is not None and data.startswith("npz:"):
             data = "npz:" + (absolute(data[4:]) or data[4:])
+        extra = self.extra_data
+        if extra is not None:  # each local part; hf:// and https:// names stay
+            extra = ",".join(absolute(part.strip()) or part.strip() for part in extra.split(","))
         return replace(self, teachers={role: absolute(spec) for role, spec in self.teachers.items()}, data=data,
-                       initial_weights=absolute(self.initial_weights),
+                       extra_data=extra, initial_weights=absolute(self.initial_weights),
                        data_dir=str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None,
                        companions={role: absolute(spec) for role, spec in self.companions.items()},
                        out=str(Path(self.out).resolve()) if self.out else None,

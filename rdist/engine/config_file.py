@@ -1,7 +1,8 @@
 """config.yaml: a run's whole configuration, resolved, written into its run directory as the run starts.
 
-Every default is filled in and the recipe spelled out (epochs, milestones, lr, weight decay, batch size, SWA, the
-attack), the method's hyper-parameters with their values, and the held-out split; its keys are the options of the
+Every default is filled in and the recipe spelled out (epochs, milestones, lr and its schedule, weight decay, batch
+size, the weight average, label smoothing, the generated data and its share, the attack), the method's
+hyper-parameters with their values, and the held-out split; its keys are the options of the
 command that trains the run (`rdist distill` or `rdist teacher train`; `batch_size` for `--batch-size`), so that
 
     rdist distill --config runs/X/config.yaml --out runs/Y
@@ -46,7 +47,9 @@ def resolved_options(run: Run) -> dict[str, Any]:
         "data": c.data, "data_dir": c.data_dir, "val_size": c.val_size, "select_on": c.select_on,
         "eval_every": c.eval_every, "eval_n": len(run.eval_y),
         "recipe": c.recipe, "epochs": s.epochs, "milestones": list(s.milestones), "lr": s.lr,
-        "weight_decay": s.weight_decay, "batch_size": s.batch_size, "swa_start": s.swa_start,
+        "weight_decay": s.weight_decay, "batch_size": s.batch_size, "swa_start": s.swa_start, "ema": s.ema,
+        "schedule": s.lr_schedule, "warmup_epochs": s.warmup_epochs, "nesterov": s.nesterov,
+        "label_smoothing": s.label_smoothing, "extra_data": c.extra_data, "extra_fraction": c.extra_fraction,
         "max_steps": c.max_steps, "seed": c.seed,
         "eps": _eps_text(m.eps), "step_size": _eps_text(m.step_size), "steps": m.attack_steps,
         "norm": m.norm,

@@ -28,6 +28,7 @@ from torch import nn
 from rdist.artifact import read_metadata
 from rdist.attacks.autoattack import AA_COMPONENTS, AA_STANDARD
 from rdist.data import dataset_shape, train_size
+from rdist.data.mixed import mixed_epoch
 from rdist.engine.build import resolve_method, validation_size
 from rdist.engine.companions import plan_companions
 from rdist.engine.config import TrainConfig, fill_paper_defaults
@@ -161,11 +162,13 @@ def run_cost(config: TrainConfig, teachers: dict[str, str] | None = None) -> Run
     channels, classes, _ = dataset_shape(config.data)
     n = train_size(config.data)
     n_train = n if config.select_on == "test" else n - validation_size(n, config.val_size)
-    per_epoch = math.ceil(n_train / schedule.batch_size)
-    steps, images, epochs = schedule.epochs * per_epoch, schedule.epochs * n_train, schedule.epochs
+    # An epoch is one pass over the real images; with generated ones, each batch holds fewer of them and is filled up.
+    fraction = config.generated_fraction or 0.0
+    per_epoch, epoch_images = mixed_epoch(n_train, schedule.batch_size, fraction, drop_last=config.compile)
+    steps, images, epochs = schedule.epochs * per_epoch, schedule.epochs * epoch_images, schedule.epochs
     if config.max_steps is not None and config.max_steps < steps:  # a cut run: whole epochs, then part of one
         whole, rest = divmod(config.max_steps, per_epoch)
-        steps, images, epochs = config.max_steps, whole * n_train + rest * schedule.batch_size, whole + (rest > 0)
+        steps, images, epochs = config.max_steps, whole * epoch_images + rest * schedule.batch_size, whole + (rest > 0)
     teachers = teachers or {}
     macs = {"student": model_macs(config.student, config.data),
             **{role: model_macs(teachers[role], config.data) if role in teachers

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from rdist.attacks.pgd import Noise, ShardNoise
-from rdist.data import Batches
+from rdist.data import Batches, ExtraData, MixedBatches
 from rdist.engine.sync_bn import convert_sync_bn, sync_bn_note
 from rdist.errors import RdistError
 from rdist.parallel import GlobalBatch, Group, broadcast_tensors
@@ -69,14 +69,16 @@ class DataParallelTraining:
     def world_size(self) -> int:
         return self.group.ranks.world_size
 
-    def check_batch(self, batch_size: int, train_size: int) -> None:
+    def check_batch(self, batch_size: int, train_size: int, filled: bool = False) -> None:
+        """Refuse a global batch that does not split over the processes, or an epoch whose last batch leaves a
+        process without a row (unless `filled`: generated images fill every batch up to the batch size)."""
         world = self.world_size
         if batch_size % world:
             lower, higher = batch_size - batch_size % world, batch_size - batch_size % world + world
             raise RdistError(f"--batch-size {batch_size} (the global batch) does not divide by the {world} "
                              f"processes torchrun started; pass a multiple of {world}, e.g. "
                              f"{lower or higher} or {higher}")
-        last = train_size % batch_size
+        last = 0 if filled else train_size % batch_size
         if 0 < last < world:
             raise RdistError(f"with --batch-size {batch_size} each epoch ends with a batch of {last} image(s), "
                              f"fewer than the {world} processes; pick a batch size that leaves 0 or at least "
@@ -112,7 +114,8 @@ class DataParallelTraining:
         buffers = [] if self.sync_bn else [b for model in models for b in model.buffers() if b.is_floating_point()]
         broadcast_tensors([*buffers, *state])
 
-    def shard(self, generator: torch.Generator, batches: Batches, i: int) -> tuple[Noise, float, GlobalBatch]:
+    def shard(self, generator: torch.Generator, batches: Batches | MixedBatches, i: int
+              ) -> tuple[Noise, float, GlobalBatch]:
         """For global batch `i` (0-based) of `batches`: the attack's noise source (every rank draws the whole
         batch's random starts and keeps its rows), this rank's weight in the mean gradient (its share of the
         batch times the number of ranks: 1 when the batch splits evenly) and its rows of the batch (`step.batch`)."""
@@ -122,9 +125,15 @@ class DataParallelTraining:
         return (ShardNoise(generator, rows.start, rows.stop, total), (rows.stop - rows.start) * self.world_size / total,
                 GlobalBatch(total, rows.start, rows.stop))
 
-    def batches(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, **options) -> Batches:
-        """Batches of which this rank yields its rows."""
+    def batches(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, extra: ExtraData | None = None,
+                fraction: float | None = None, **options) -> Batches | MixedBatches:
+        """Batches of which this rank yields its rows; with `extra`, mixed with its generated images at `fraction`
+        of every batch (`MixedBatches`: the real split is shuffled, not sampled, and both streams augmented)."""
         ranks = self.group.ranks
+        if extra is not None:
+            options = {k: v for k, v in options.items() if k != "shuffle"}
+            return MixedBatches(x, y, extra, batch_size, fraction=fraction, rank=ranks.rank,
+                                world_size=ranks.world_size, **options)
         return Batches(x, y, batch_size, rank=ranks.rank, world_size=ranks.world_size, **options)
 
     def bn_refresh_batches(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Batches:

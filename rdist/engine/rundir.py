@@ -99,17 +99,18 @@ def _provenance(run: Run, epoch: int, global_step: int) -> dict[str, Any]:
         **({"initial_weights": c.initial_weights} if c.initial_weights else {}),
         "dataset": c.data, "eps": c.eps, "eps_text": format_eps(c.eps), "seed": c.seed,
         "epochs": s.epochs, "epoch": epoch, "global_step": global_step, "recipe": c.recipe,
-        "schedule": s.to_dict(), "run_dir": str(run.run_dir), "device": str(run.device),
-        "precision": "bf16-autocast" if run.device.type == "cuda" else "fp32", "rdist_version": version("rdist"),
+        "schedule": s.to_dict(), "extra_data": run.extra_data_provenance(), "run_dir": str(run.run_dir),
+        "device": str(run.device), "precision": "bf16-autocast" if run.device.type == "cuda" else "fp32",
+        "rdist_version": version("rdist"),
     }
 
 
 def save_artifact(run: Run, model: nn.Module, name: str, *, epoch: int, global_step: int,
-                  report: dict[str, Any] | None, best_epoch: int | None, swa: bool) -> Path:
-    """Write `model` as run_dir/name with the run's provenance and, when evaluated, its results; `swa` says
-    whether `model` is the weight average."""
+                  report: dict[str, Any] | None, best_epoch: int | None, average: dict | None) -> Path:
+    """Write `model` as run_dir/name with the run's provenance and, when evaluated, its results; `average` says
+    which weight average `model` is (`WeightAverage.describe()`; None: the live weights)."""
     provenance = {
-        **_provenance(run, epoch, global_step), "swa": swa,
+        **_provenance(run, epoch, global_step), "average": average,
         "selection": {"checkpoint": name.removesuffix(".safetensors"), "on": run.eval_split,
                       "metric": run.method.select_metric, "n": len(run.eval_y), "best_epoch": best_epoch},
     }

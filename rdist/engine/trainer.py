@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.optim.swa_utils import AveragedModel, update_bn
 
 from rdist.artifact import load_weights
 from rdist.attacks import evaluate
 from rdist.device import cudnn_autotune, input_layout
+from rdist.engine.averaging import weight_average
 from rdist.engine.build import Run, build_run
 from rdist.engine.callbacks import Callback, Callbacks, StepInfo
 from rdist.engine.checkpoint import check_same_run, load_checkpoint, restore_rng, rng_state, save_checkpoint
@@ -67,8 +67,11 @@ def train(config: TrainConfig, callback: Callback | None = None) -> RunResult:
     check_run_dir(config)
     run = build_run(config)
     # Held before anything is written there, and before the checkpoint that a resume continues is read.
-    with hold_run_dir(run), run.parallel.group.session(resume_advice(run.run_dir)):
-        return Trainer(run, callback or Callback()).fit()
+    try:
+        with hold_run_dir(run), run.parallel.group.session(resume_advice(run.run_dir)):
+            return Trainer(run, callback or Callback()).fit()
+    finally:
+        run.close()
 
 
 def resume_advice(run_dir: Path) -> str:
@@ -88,18 +91,19 @@ class Trainer:
         self.run, self.callback = run, callback if isinstance(callback, Callbacks) else Callbacks([callback])
         self.config, self.schedule, self.device = run.config, run.schedule, run.device
         self.main, self.parallel = run.ranks.is_main, run.parallel
-        self.optimizer, self.scheduler = build_optimizer(run.student, self.schedule)
-        self.swa = AveragedModel(run.student) if self.schedule.swa_start else None
+        # Under --compile every batch has the same shape: a smaller last batch would be compiled again.
+        self.batches = self.parallel.batches(run.train_x, run.train_y, self.schedule.batch_size, shuffle=True,
+                                             augment=True, seed=self.config.seed, drop_last=self.config.compile,
+                                             extra=run.extra, fraction=self.config.extra_fraction)
+        self.optimizer, self.scheduler = build_optimizer(run.student, self.schedule, len(self.batches))
+        self.average = weight_average(run.student, self.schedule.average)  # EMA or SWA, or None
         compile_ = torch.compile if self.config.compile else (lambda module: module)
         self.model = compile_(run.student)  # the attack, the accuracy probe and the evaluation run it unwrapped
         wrapped = self.parallel.wrap(run.student)
         self.update_model = self.model if wrapped is run.student else compile_(wrapped)  # the outer loss: DDP
         self.teachers = {role: compile_(teacher) for role, teacher in run.teachers.items()}
-        self.companions = Companions(run.companions, run.companion_plans, self.parallel, compile_)
+        self.companions = Companions(run.companions, run.companion_plans, self.parallel, compile_, len(self.batches))
         self.sums: dict[str, torch.Tensor] = {}  # the epoch's `step.sums` (Method.epoch_sums)
-        # Under --compile every batch has the same shape: a smaller last batch would be compiled again.
-        self.batches = self.parallel.batches(run.train_x, run.train_y, self.schedule.batch_size, shuffle=True,
-                                             augment=True, seed=self.config.seed, drop_last=self.config.compile)
         self.epoch = self.global_step = 0
         self.checkpoint_epoch = 0  # the last epoch whose checkpoint is on disk
         self.best_epoch: int | None = None
@@ -121,17 +125,17 @@ class Trainer:
             load_weights(self.run.student, state["model"], CHECKPOINT)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
-            if self.swa is not None:
-                self.swa.load_state_dict(state["swa"])
+            if self.average is not None:
+                self.average.load_state_dict(state["average"])
             self.companions.load_state_dict(state["companions"], CHECKPOINT)
             self.run.method.load_state_dict(state["method_state"])
             restore_rng(state["rng"])
         except RdistError as exc:
             raise RdistError(f"cannot resume {self.run.run_dir}: {exc}; start a new run") from None
         except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise RdistError(f"cannot resume {self.run.run_dir}: the optimiser, schedule, SWA or RNG state in "
-                             f"{CHECKPOINT} (the student's or a companion's) does not fit this run ({first_line(exc)}); "
-                             "start a new run") from None
+            raise RdistError(f"cannot resume {self.run.run_dir}: the optimiser, schedule, weight average or RNG state "
+                             f"in {CHECKPOINT} (the student's or a companion's) does not fit this run "
+                             f"({first_line(exc)}); start a new run") from None
         self.epoch = self.checkpoint_epoch = state["epoch"]
         self.global_step = state["global_step"]
         self.best_epoch, self.best_acc = state["best_epoch"], state["best_acc"]
@@ -167,30 +171,28 @@ class Trainer:
         train_seconds = time.perf_counter() - started
         if complete:
             self._finish_epoch(epoch)
-        model, swa = self._model_to_save(epoch), self._swa_active(epoch)
-        report = self._evaluate_and_select(model, epoch, complete, swa)
+        model, average = self._model_to_save(epoch)
+        report = self._evaluate_and_select(model, epoch, complete, average)
         accuracy = report["accuracy"] if report else {}
         record = EpochRecord(
             epoch=epoch, partial=not complete, global_step=self.global_step, lr=totals.lr, train_loss=totals.mean_loss,
             train_clean_acc=totals.clean_acc, train_robust_acc=totals.robust_acc, split=self.run.eval_split,
             clean_acc=accuracy.get("clean"), pgd20_acc=accuracy.get("pgd20"), eval_n=len(self.run.eval_y),
-            best_epoch=self.best_epoch, swa=swa, train_seconds=round(train_seconds, 3),
+            best_epoch=self.best_epoch, average=(average or {}).get("kind"), train_seconds=round(train_seconds, 3),
             seconds=round(time.perf_counter() - started, 3), images_per_s=round(totals.images / train_seconds, 1))
         if self.main:
-            self._save(model, record, report, complete)
+            self._save(model, record, report, complete, average)
         self.callback.on_epoch_end(record)
 
     def _finish_epoch(self, epoch: int) -> None:
-        """What ends a whole epoch: the method's epoch-end hook (with its sums over the ranks), the lr schedules'
-        steps and, once SWA has begun, the weight average's update."""
+        """What ends a whole epoch: the method's epoch-end hook (with its sums over the ranks) and SWA's update, once
+        it has begun (the lr schedules step with every step)."""
         self.run.method.end_epoch(epoch, {name: sum_over_ranks(total) for name, total in self.sums.items()})
-        self.scheduler.step()
-        self.companions.step_schedules()
-        if self.swa is not None and epoch >= self.schedule.swa_start:
-            self.swa.update_parameters(self.run.student)
+        if self.average is not None:
+            self.average.after_epoch(epoch)
         self.epoch = epoch
 
-    def _evaluate_and_select(self, model: torch.nn.Module, epoch: int, complete: bool, swa: bool
+    def _evaluate_and_select(self, model: torch.nn.Module, epoch: int, complete: bool, average: dict | None
                              ) -> dict[str, Any] | None:
         """The epoch's robustness report (None when --eval-every skips it); a whole epoch that beats the best so
         far becomes best.safetensors."""
@@ -202,16 +204,16 @@ class Trainer:
             self.best_acc, self.best_epoch = accuracy, epoch
             if self.main:
                 save_artifact(self.run, model, BEST, epoch=epoch, global_step=self.global_step, report=report,
-                              best_epoch=epoch, swa=swa)
+                              best_epoch=epoch, average=average)
         return report
 
     def _save(self, model: torch.nn.Module, record: EpochRecord, report: dict[str, Any] | None,
-              complete: bool) -> None:
+              complete: bool, average: dict | None) -> None:
         """The log line, last.safetensors and, for a whole epoch, the checkpoint: last, so that a kill before it
         costs only the epoch."""
         self.log.write(record)
         save_artifact(self.run, model, LAST, epoch=record.epoch, global_step=self.global_step, report=report,
-                      best_epoch=self.best_epoch, swa=record.swa)
+                      best_epoch=self.best_epoch, average=average)
         for role, companion in self.companions.models.items():
             save_companion(self.run, role, companion, epoch=record.epoch, global_step=self.global_step)
         if complete:
@@ -229,13 +231,18 @@ class Trainer:
             noise, grad_scale, rows = self.parallel.shard(generator, self.batches, step - 1)
             batch = Step(input_layout(x), y, epoch, self.schedule.epochs, self.teachers, noise,
                          companions=companions.for_attack(), batch=rows, sums=self.sums,
-                         lr_scale=self.optimizer.param_groups[0]["lr"] / self.schedule.lr)
+                         lr_scale=self.optimizer.param_groups[0]["lr"] / self.schedule.lr,
+                         label_smoothing=self.schedule.label_smoothing)
             xa = attack_phase(self.model, method, batch)
             batch.companions = companions.for_update()
             totals.add(update_phase(self.update_model, method, batch, xa, self.optimizer, grad_scale,
                                     others=list(companions.optimizers.values())))
+            self.scheduler.step()  # the next step's lr (host arithmetic: no wait for the device)
+            companions.step_schedules()
             # Without --sync-bn rank 0's BN statistics everywhere; the method's state kept equal on every rank.
             self.parallel.sync_buffers(self.run.student, *companions.models.values(), state=method.state_tensors())
+            if self.average is not None:
+                self.average.after_step()  # the EMA's update
             self.global_step += 1
             if step % self.callback.report_every == 0 or step == steps:
                 self._read(totals, epoch, steps)
@@ -256,18 +263,17 @@ class Trainer:
                                        totals.mean_loss, totals.clean_acc, totals.robust_acc, totals.lr,
                                        tuple(losses)))
 
-    def _swa_active(self, epoch: int) -> bool:
-        return self.swa is not None and epoch >= self.schedule.swa_start and int(self.swa.n_averaged) > 0
-
-    def _model_to_save(self, epoch: int) -> torch.nn.Module:
-        """The model epoch `epoch` is evaluated and saved as: the weight average once SWA has begun. Called once
-        per epoch, as it recomputes the average's BN statistics: averaged weights need statistics of their own
-        (on the unaugmented training data), and every artifact written must hold them, evaluated or not."""
-        if not self._swa_active(epoch):
-            return self.run.student
-        update_bn(self.parallel.bn_refresh_batches(self.run.train_x, self.run.train_y, self.schedule.batch_size),
-                  self.swa)
-        return self.swa.module
+    def _model_to_save(self, epoch: int) -> tuple[torch.nn.Module, dict | None]:
+        """The model epoch `epoch` is evaluated and saved as, and which average it is (None: the live weights): the
+        EMA from the start, SWA once it has begun. Called once per epoch, as it sets the average's BN statistics
+        (`rdist.engine.averaging`), which every artifact written must hold, evaluated or not. SWA recomputes them
+        on the real training split, unaugmented: generated images never enter them (a pass over a file of
+        millions each epoch would cost more than the epoch)."""
+        if self.average is None or not self.average.active(epoch):
+            return self.run.student, None
+        refresh = lambda: self.parallel.bn_refresh_batches(self.run.train_x, self.run.train_y,  # noqa: E731
+                                                           self.schedule.batch_size)
+        return self.average.model(refresh), self.average.describe()
 
     def _evaluate(self, model: torch.nn.Module, epoch: int):
         """The selection split's robustness, sharded over the ranks under torchrun (every rank gets it all)."""
@@ -281,7 +287,7 @@ class Trainer:
             "config": self.config.to_dict(), "identity": self.run.identity(), "epoch": self.epoch,
             "global_step": self.global_step, "model": self.run.student.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "swa": self.swa.state_dict() if self.swa is not None else None, "rng": rng_state(),
+            "average": self.average.state_dict() if self.average is not None else None, "rng": rng_state(),
             "best_epoch": self.best_epoch, "best_acc": self.best_acc, "callbacks": self.callback.state_dict(),
             "companions": self.companions.state_dict(), "method_state": self.run.method.state_dict()})
         self.checkpoint_epoch = self.epoch

@@ -16,7 +16,6 @@ official code averages from its 0-based epoch 55 (rdist counts epochs from 1).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rdist.methods.base import About, Method, Recipe, Step
@@ -52,6 +51,6 @@ class AKD2(Method):
         with torch.no_grad():
             robust_teacher, natural_teacher = step.teachers[ROBUST](xa), step.teachers[NATURAL](xa)
         adversarial = student(xa)
-        return (self.ce_weight * F.cross_entropy(adversarial, step.y)
+        return (self.ce_weight * step.cross_entropy(adversarial)
                 + self.natural_weight * self.tau ** 2 * kl_batchmean(natural_teacher, adversarial, self.tau)
                 + self.adv_weight * self.tau ** 2 * kl_batchmean(robust_teacher, adversarial, self.tau))

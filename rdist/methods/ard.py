@@ -13,7 +13,6 @@ Paper preset alpha 1, tau 30, kl_scale 1/C. The official code reduces its KL by 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rdist.methods.base import About, Method, Recipe, Step
@@ -54,4 +53,4 @@ class ARD(Method):
             teacher = step.teachers[ROBUST](step.x)
         kl_scale = self.kl_scale if self.kl_scale is not None else 1.0 / adversarial.shape[1]
         return (self.alpha * self.tau ** 2 * kl_scale * kl_batchmean(teacher, adversarial, self.tau)
-                + (1 - self.alpha) * F.cross_entropy(clean, step.y))
+                + (1 - self.alpha) * step.cross_entropy(clean))

@@ -45,13 +45,8 @@ so either form gives the one-process gradient (`tests/engine/test_global_batch.p
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import functools
 import inspect
-import io
-import textwrap
-import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -64,6 +59,7 @@ from torch import nn
 from rdist.attacks.pgd import Noise, pgd
 from rdist.errors import RdistError
 from rdist.parallel import GlobalBatch
+from rdist.utils import field_comments
 
 # The inner attack's settings, every method's first fields.
 ATTACK_FIELDS = ("eps", "step_size", "attack_steps", "norm")
@@ -75,8 +71,9 @@ DEFAULT_EPS, DEFAULT_STEP_SIZE, DEFAULT_ATTACK_STEPS = 8 / 255, 2 / 255, 10
 
 @dataclass(frozen=True)
 class Recipe:
-    """A paper's training recipe: SGD(momentum 0.9) with lr x0.1 at each milestone epoch, and the training
-    attack's settings, which only `--recipe paper` applies (a short run keeps the defaults above)."""
+    """A paper's training recipe: SGD(momentum 0.9) with lr x0.1 at each milestone epoch (or a cosine decay), the
+    weight average, and the training attack's settings, which only `--recipe paper` applies (a short run keeps the
+    defaults above)."""
 
     epochs: int
     milestones: tuple[int, ...]
@@ -84,6 +81,11 @@ class Recipe:
     lr: float = 0.1
     batch_size: int = 128
     swa_start: int | None = None  # epoch from which weights are averaged (AKD2)
+    ema: float | None = None  # decay of a moving average of the weights, updated every step (the generated-data recipes)
+    lr_schedule: str = "step"  # "step": lr x0.1 after each milestone epoch; "cosine": to 0 over the run
+    warmup_epochs: int = 0  # epochs of linear lr warm-up from 0, step by step
+    nesterov: bool = False
+    label_smoothing: float = 0.0  # of the cross-entropy terms of the method's loss
     eps: float = DEFAULT_EPS
     step_size: float = DEFAULT_STEP_SIZE
     attack_steps: int = DEFAULT_ATTACK_STEPS
@@ -126,10 +128,17 @@ class Step:
     batch: GlobalBatch | None = None  # statistics over the global batch [default: x is the whole batch]
     sums: dict[str, torch.Tensor] = field(default_factory=dict)  # this epoch's sums so far (Method.epoch_sums)
     lr_scale: float = 1.0  # the student's learning rate now over its initial one (0.1 after the first milestone)
+    label_smoothing: float = 0.0  # the run's (`--label-smoothing`), for the cross-entropy terms of the loss
 
     def __post_init__(self) -> None:
         if self.batch is None:
             self.batch = GlobalBatch(len(self.y))
+
+    def cross_entropy(self, logits: torch.Tensor) -> torch.Tensor:
+        """CE(logits, y), the mean over the batch, with the run's label smoothing: what a method's outer loss calls
+        for its cross-entropy terms, so that `--label-smoothing` reaches them with no method naming it. Inner
+        attacks (`Method.ce_pgd`) and KL terms keep the hard labels and the teachers' distributions."""
+        return F.cross_entropy(logits, self.y, label_smoothing=self.label_smoothing)
 
 
 @typing.dataclass_transform(kw_only_default=True, eq_default=False)
@@ -198,7 +207,7 @@ class Method:
         comments = {}
         for klass in reversed(cls.__mro__):
             if isinstance(klass, type) and issubclass(klass, Method):
-                comments.update(_field_comments(klass))
+                comments.update(field_comments(klass))
         return {name: comments.get(name, "") for name in cls.defaults()}
 
     def values(self) -> dict[str, Any]:
@@ -298,17 +307,3 @@ def _allowed_types(annotation: Any) -> tuple[type, ...] | None:
     args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
         else (annotation,)
     return tuple(args) if all(isinstance(a, type) for a in args) else None
-
-
-@functools.cache
-def _field_comments(cls: type) -> dict[str, str]:
-    """field name -> the comment at the end of its line, for the fields `cls` itself declares ({} without source)."""
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return {}
-    comments = {token.start[0]: token.string.lstrip("#").strip()
-                for token in tokenize.generate_tokens(io.StringIO(source).readline) if token.type == tokenize.COMMENT}
-    (node,) = ast.parse(source).body
-    return {field.target.id: comments[field.end_lineno] for field in node.body
-            if isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name) and field.end_lineno in comments}

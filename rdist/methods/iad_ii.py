@@ -15,7 +15,6 @@ Outer loss (KL terms in KLbm units, the official `(1/B) * sum`; temperature 1 as
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rdist.methods.base import About, Method, Recipe, Step
@@ -58,5 +57,5 @@ class IADII(Method):
             adv_term = (w * kl_per_sample(adv_teacher, student_adv)
                         + (1 - w) * kl_per_sample(student(step.x), student_adv)).mean()
         std_term = kl_batchmean(std_teacher, student_adv)
-        return (CE_WEIGHT * F.cross_entropy(student_adv, step.y)
+        return (CE_WEIGHT * step.cross_entropy(student_adv)
                 + self.kl_scale * (ADV_TEACHER_WEIGHT * adv_term + STD_TEACHER_WEIGHT * std_term))

@@ -12,7 +12,6 @@ the recipe is the 200-epoch distillation recipe with weight decay 5e-4, a rdist 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rdist.methods.base import About, Method, Recipe, Step
@@ -40,4 +39,4 @@ class KD(Method):
             teacher = step.teachers[ROBUST](step.x)
         student_logits = student(step.x)
         return (self.alpha * self.tau ** 2 * kl_batchmean(teacher, student_logits, self.tau)
-                + (1 - self.alpha) * F.cross_entropy(student_logits, step.y))
+                + (1 - self.alpha) * step.cross_entropy(student_logits))

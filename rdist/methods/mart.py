@@ -53,7 +53,7 @@ class MART(Method):
         clean, adversarial = student(step.x), student(xa)
         adv_probs = F.softmax(adversarial.float(), dim=1)
         wrong_class = adv_probs.detach().scatter(1, y[:, None], -1.0).argmax(1)
-        boosted_ce = F.cross_entropy(adversarial, y) + F.nll_loss(torch.log(1.0001 - adv_probs), wrong_class)
+        boosted_ce = step.cross_entropy(adversarial) + F.nll_loss(torch.log(1.0001 - adv_probs), wrong_class)
         clean_true_prob = F.softmax(clean.float(), dim=1).gather(1, y[:, None]).squeeze(1)
         weighted_kl = (kl_per_sample(clean, adversarial) * (1 - clean_true_prob)).mean()
         return boosted_ce + self.beta * weighted_kl

@@ -10,7 +10,6 @@ Trains the naturally trained teacher `Tstd` that AKD2 and IAD-II need.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rdist.methods.base import Method, Recipe, Step
@@ -27,4 +26,4 @@ class Natural(Method):
     recipe = Recipe(epochs=100, milestones=(75, 90), weight_decay=5e-4)
 
     def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
-        return F.cross_entropy(student(step.x), step.y)
+        return step.cross_entropy(student(step.x))

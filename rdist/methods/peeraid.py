@@ -22,7 +22,6 @@ sets the CIFAR-100 and Tiny-ImageNet values.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rdist.attacks.pgd import pgd
@@ -82,9 +81,9 @@ class PeerAiD(Method):
             peer_target = student(xa)
         student_adv, student_clean = student(xa), student(step.x)
         kl_scale = self.kl_scale if self.kl_scale is not None else 1.0 / student_adv.shape[1]
-        peer_loss = (self.ce_peer * F.cross_entropy(peer_adv.float(), step.y) + self.kl_peer * self.tau_peer ** 2
+        peer_loss = (self.ce_peer * step.cross_entropy(peer_adv) + self.kl_peer * self.tau_peer ** 2
                      * kl_scale * kl_batchmean(peer_target, peer_adv, self.tau_peer))
-        student_loss = (self.ce_student * F.cross_entropy(student_adv.float(), step.y) + self.tau ** 2 * kl_scale
+        student_loss = (self.ce_student * step.cross_entropy(student_adv) + self.tau ** 2 * kl_scale
                         * (self.kl_student * kl_batchmean(peer_adv.detach(), student_adv, self.tau)
                            + self.self_kl * kl_batchmean(student_clean, student_adv, self.tau)))
         return peer_loss + student_loss

@@ -14,7 +14,6 @@ MadryLab's robustness library trains its L2 models), from a uniform start in the
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rdist.methods.base import Method, Recipe, Step
@@ -36,4 +35,4 @@ class SAT(Method):
         return self.ce_pgd(student, step, start="uniform", clamp_start=True)
 
     def loss(self, student: nn.Module, step: Step, xa: torch.Tensor | None) -> torch.Tensor:
-        return F.cross_entropy(student(xa), step.y)
+        return step.cross_entropy(student(xa))

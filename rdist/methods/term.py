@@ -17,10 +17,15 @@ import torch
 from torch import nn
 
 from rdist.errors import RdistError
-from rdist.methods.base import (DEFAULT_ATTACK_STEPS, DEFAULT_EPS, DEFAULT_STEP_SIZE, About, Companion, Method, Recipe,
+from rdist.methods.base import (DEFAULT_ATTACK_STEPS, DEFAULT_EPS, DEFAULT_STEP_SIZE, About, Method, Recipe,
                                 Step)
 
 BASE = "base."  # the prefix of the base's state in a composition's
+
+
+def _of_base(name: str) -> property:
+    """What a composition answers as its base does (its kind, teachers, companions, ...)."""
+    return property(lambda self: getattr(self.base, name), doc=f"the base's {name}")
 
 
 class Term(Method):
@@ -50,25 +55,11 @@ class Term(Method):
     def name(self) -> str:
         return f"{self.base.name}+{self.term}"
 
-    @property
-    def kind(self) -> str:
-        return self.base.kind
-
-    @property
-    def bn_mode(self) -> str:
-        return self.base.bn_mode
-
-    @property
-    def select_metric(self) -> str:
-        return self.base.select_metric
-
-    @property
-    def teachers(self) -> tuple[str, ...]:
-        return self.base.teachers
-
-    @property
-    def companions(self) -> dict[str, Companion]:
-        return self.base.companions
+    kind = _of_base("kind")
+    bn_mode = _of_base("bn_mode")
+    select_metric = _of_base("select_metric")
+    teachers = _of_base("teachers")
+    companions = _of_base("companions")
 
     @property
     def recipe(self) -> Recipe:
@@ -147,17 +138,9 @@ class Composition:
     def name(self) -> str:
         return f"{self.base.name}+{self.term.term}"
 
-    @property
-    def kind(self) -> str:
-        return self.base.kind
-
-    @property
-    def teachers(self) -> tuple[str, ...]:
-        return self.base.teachers
-
-    @property
-    def companions(self) -> dict[str, Companion]:
-        return self.base.companions
+    kind = _of_base("kind")
+    teachers = _of_base("teachers")
+    companions = _of_base("companions")
 
     @property
     def recipe(self) -> Recipe:

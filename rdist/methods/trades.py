@@ -17,7 +17,6 @@ gradient steps, clamped to [0, 1] then renormed into the ball); docs/methods.md 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rdist.attacks.pgd import pgd
@@ -49,4 +48,4 @@ class TRADES(Method):
         # for the KL target. Train-mode BN gives the second S(x) the first's values, but its running statistics
         # count the clean batch twice, as in the official run.
         clean, adversarial = student(step.x), student(xa)
-        return F.cross_entropy(clean, step.y) + self.beta * kl_batchmean(student(step.x), adversarial)
+        return step.cross_entropy(clean) + self.beta * kl_batchmean(student(step.x), adversarial)

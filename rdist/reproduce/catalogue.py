@@ -20,7 +20,7 @@ from rdist.catalogues import Catalogue, Entry, Name, Percent, Text
 from rdist.engine import TrainConfig
 from rdist.engine.config import SELECT_ON
 from rdist.errors import RdistError
-from rdist.utils import parse_eps, suggest
+from rdist.utils import field_comments, parse_eps, suggest
 
 METRICS = ("clean", "pgd20", "aa")
 # TrainConfig fields an entry sets through its own keys, or that belong to one invocation, not the row.
@@ -58,8 +58,10 @@ def _options(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _options_schema() -> dict[str, Any]:
     """What an editor offers for `options`: every option with its TrainConfig type."""
-    hints = get_type_hints(TrainConfig)
-    properties = {name: _EPS_SCHEMA if name in _EPS_OPTIONS else TypeAdapter(Optional[hints[name]]).json_schema()
+    hints, described = get_type_hints(TrainConfig), field_comments(TrainConfig)
+    properties = {name: _EPS_SCHEMA if name in _EPS_OPTIONS else
+                  {**TypeAdapter(Optional[hints[name]]).json_schema(),
+                   **({"description": described[name]} if name in described else {})}
                   for name in OPTIONS}
     return {"type": "object", "properties": properties, "additionalProperties": False,
             "description": "a mapping of training options, TrainConfig's fields (epochs, eps, eval_n, ...)"}

@@ -19,12 +19,13 @@ EPS = 32 / 255
 
 
 @pytest.fixture(scope="module")
-def test_batch(digits):
+def digits_images(digits):
+    """The first 200 digits test images in [0, 1], and their labels."""
     return digits.x_test[:200].float() / 255, digits.y_test[:200]
 
 
-def test_pgd20_le_fgsm_le_clean_on_a_trained_model(digits_model, test_batch):
-    x, y = test_batch
+def test_pgd20_le_fgsm_le_clean_on_a_trained_model(digits_model, digits_images):
+    x, y = digits_images
     result = evaluate(digits_model, x, y, ["clean", "fgsm", "pgd20"], eps=EPS)
     acc = result.accuracy
     assert acc["clean"] > 0.9, "the fixture model should be accurate"
@@ -34,16 +35,16 @@ def test_pgd20_le_fgsm_le_clean_on_a_trained_model(digits_model, test_batch):
     assert result.worst_case <= min(acc.values())
 
 
-def test_pgd_steps_stay_in_the_ball_and_box(digits_model, test_batch):
-    x, y = test_batch
+def test_pgd_steps_stay_in_the_ball_and_box(digits_model, digits_images):
+    x, y = digits_images
     attack = PGD(digits_model, EPS, generator=torch.Generator().manual_seed(0))
     x_adv = attack(x, y)
     assert (x_adv - x).abs().max() <= EPS + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     assert F.cross_entropy(digits_model(x_adv), y) > F.cross_entropy(digits_model(x), y)
 
 
-def test_fgsm_is_one_full_signed_step_without_random_start(digits_model, test_batch):
-    x, y = test_batch
+def test_fgsm_is_one_full_signed_step_without_random_start(digits_model, digits_images):
+    x, y = digits_images
     x = x.clone().requires_grad_(True)
     F.cross_entropy(digits_model(x), y, reduction="sum").backward()
     expected = (x + EPS * x.grad.sign()).clamp(0, 1).detach()
@@ -58,8 +59,8 @@ def test_margin_loss_matches_the_cw_formula():
     assert torch.allclose(margin_loss(logits, y, kappa=0.0), torch.tensor([-3.0, 0.0]))
 
 
-def test_cw_maximises_the_margin_loss_not_cross_entropy(digits_model, test_batch):
-    x, y = test_batch
+def test_cw_maximises_the_margin_loss_not_cross_entropy(digits_model, digits_images):
+    x, y = digits_images
     attack = CW(digits_model, EPS, generator=torch.Generator().manual_seed(0))
     assert attack.steps == 30 and attack.kappa == 50.0
     assert torch.allclose(attack.objective(x, y), margin_loss(digits_model(x), y, 50.0).sum())
@@ -67,10 +68,10 @@ def test_cw_maximises_the_margin_loss_not_cross_entropy(digits_model, test_batch
     assert margin_loss(digits_model(x_adv), y).sum() > margin_loss(digits_model(x), y).sum()
 
 
-def test_autoattack_runs_through_pyautoattack(digits_model, test_batch):
+def test_autoattack_runs_through_pyautoattack(digits_model, digits_images):
     import pyautoattack
 
-    x, y = test_batch[0][:40], test_batch[1][:40]
+    x, y = digits_images[0][:40], digits_images[1][:40]
     stages = []
     attack = create_attack("aa:apgd-ce", digits_model, EPS, seed=0, on_stage=stages.append)
     assert isinstance(attack.adversary, pyautoattack.AutoAttack)
@@ -89,8 +90,8 @@ def test_standard_autoattack_is_the_four_attack_ensemble(digits_model):
     assert attack.adversary.square.n_queries == 5000
 
 
-def test_same_seed_same_numbers(digits_model, test_batch):
-    x, y = test_batch
+def test_same_seed_same_numbers(digits_model, digits_images):
+    x, y = digits_images
     runs = [evaluate(digits_model, x, y, ["pgd20", "cw"], eps=EPS, batch_size=64, seed=s) for s in (1, 1)]
     assert runs[0].accuracy == runs[1].accuracy
     # the seed drives the random start: the same seed gives the same examples, another seed others
@@ -98,8 +99,8 @@ def test_same_seed_same_numbers(digits_model, test_batch):
     assert torch.equal(examples[0], examples[1]) and not torch.equal(examples[0], examples[2])
 
 
-def test_transfer_needs_a_surrogate_and_uses_it(digits_model, test_batch):
-    x, y = test_batch
+def test_transfer_needs_a_surrogate_and_uses_it(digits_model, digits_images):
+    x, y = digits_images
     with pytest.raises(RdistError, match="--surrogate"):
         create_attack("transfer-pgd20", digits_model, EPS)
     # crafted on the model itself, transfer equals the white-box attack with the same seed

@@ -16,14 +16,15 @@ EPS = 32 / 255
 
 
 @pytest.fixture(scope="module")
-def test_batch(digits):
+def digits_images(digits):
+    """The first 150 digits test images in [0, 1], and their labels."""
     return digits.x_test[:150].float() / 255, digits.y_test[:150]
 
 
-@pytest.mark.parametrize("name", ["pgd20", "cw", "aa:apgd-ce"])
-def test_one_attack_per_evaluation_draws_what_one_attack_per_batch_drew(name, digits_model, test_batch,
+@pytest.mark.parametrize("name", ["pgd20", "cw", pytest.param("aa:apgd-ce", marks=pytest.mark.e2e)])
+def test_one_attack_per_evaluation_draws_what_one_attack_per_batch_drew(name, digits_model, digits_images,
                                                                         monkeypatch):
-    x, y = test_batch[0][:60], test_batch[1][:60]
+    x, y = digits_images[0][:60], digits_images[1][:60]
     built = []
     monkeypatch.setattr(evaluator, "create_attack",
                         lambda *args, **kwargs: built.append(args[0]) or create_attack(*args, **kwargs))
@@ -41,8 +42,8 @@ def test_one_attack_per_evaluation_draws_what_one_attack_per_batch_drew(name, di
     assert result.accuracy[name] == pytest.approx(torch.cat(correct).float().mean().item(), abs=0)
 
 
-def test_bf16_is_opt_in_and_close_to_fp32(digits_model, test_batch):
-    x, y = test_batch
+def test_bf16_is_opt_in_and_close_to_fp32(digits_model, digits_images):
+    x, y = digits_images
     fp32 = evaluate(digits_model, x, y, ["clean", "pgd20"], eps=EPS, seed=1)
     bf16 = evaluate(digits_model, x, y, ["clean", "pgd20"], eps=EPS, seed=1, precision="bf16")
     assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
@@ -53,8 +54,8 @@ def test_bf16_is_opt_in_and_close_to_fp32(digits_model, test_batch):
         evaluate(digits_model, x, y, ["clean"], precision="fp16")
 
 
-def test_bf16_attacks_stay_in_the_eps_ball(digits_model, test_batch):
-    x, y = test_batch[0][:16], test_batch[1][:16]  # bf16 on a CPU is emulated and slow: the ball is per image
+def test_bf16_attacks_stay_in_the_eps_ball(digits_model, digits_images):
+    x, y = digits_images[0][:16], digits_images[1][:16]  # bf16 on a CPU is emulated and slow: the ball is per image
     for name in ("pgd20", "cw", "aa:apgd-ce"):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             x_adv = create_attack(name, digits_model.eval(), EPS, seed=0)(x, y)  # checks ball and box itself
@@ -62,8 +63,8 @@ def test_bf16_attacks_stay_in_the_eps_ball(digits_model, test_batch):
         assert (x_adv - x).abs().max() <= EPS + 1e-6
 
 
-def test_auto_batch_size_on_the_cpu_is_the_default_and_is_reported(digits_model, test_batch):
-    x, y = test_batch
+def test_auto_batch_size_on_the_cpu_is_the_default_and_is_reported(digits_model, digits_images):
+    x, y = digits_images
     assert auto_batch_size(digits_model, x, y) == 150  # min(256, len(x)): memory does not bound a CPU batch
     result = evaluate(digits_model, x, y, ["clean"], batch_size="auto")
     assert result.batch_size == 150 and result.to_dict()["batch_size"] == 150

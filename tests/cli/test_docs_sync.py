@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import typer.main
-from typer.testing import CliRunner
 
 from rdist.cli.app import app
 from rdist.cli.docs import ROOT, cli_markdown, generated_files
@@ -61,6 +60,7 @@ def _rdist_on_path(tmp_path: Path) -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_bash_completion_script_completes_commands_and_options(tmp_path):
     script = ROOT / "completions" / "rdist.bash"
@@ -73,14 +73,14 @@ def test_bash_completion_script_completes_commands_and_options(tmp_path):
 
 
 @pytest.mark.parametrize("shell, extra", [("zsh", {}), ("fish", {"_TYPER_COMPLETE_FISH_ACTION": "get-args"})])
-def test_zsh_and_fish_scripts_ask_rdist_in_a_way_it_answers(shell, extra):
+def test_zsh_and_fish_scripts_ask_rdist_in_a_way_it_answers(cli, shell, extra):
     # zsh and fish are rarely installed on test machines: check the request their script makes instead, answered
     # in this process (the bash test above runs the `rdist` executable itself).
     script = (ROOT / "completions" / f"rdist.{shell}").read_text()
     assert f"_RDIST_COMPLETE=complete_{shell}" in script
     env = {"_RDIST_COMPLETE": f"complete_{shell}", "_TYPER_COMPLETE_ARGS": "rdist comp", **extra}
-    out = CliRunner().invoke(app, [], prog_name="rdist", env=env)
-    assert out.exit_code == 0 and "compare" in out.stdout, out.output
+    out = cli(env=env)
+    assert "compare" in out.stdout, out.output
 
 
 def test_the_doc_groups_options_in_the_panels_of_help():

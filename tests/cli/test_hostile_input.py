@@ -17,34 +17,11 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
 import rdist
 from rdist.artifact import ARCH_FIELDS
-from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.files import atomic_path
-from tests.helpers import assert_one_line_error, one_thread
-
-runner = CliRunner()
-
-
-def run(*args) -> object:
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` (hidden ones included) with its bytes."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def refused(folder: Path, args: list, *fragments: str, code: int = 1):
-    """The command fails in one line, and `folder` (its inputs, and where its outputs would go) is unchanged."""
-    before = snapshot(folder)
-    result = run(*args)
-    assert_one_line_error(result, *fragments, code=code)
-    assert snapshot(folder) == before, "a refused command must not change an input or leave a file behind"
-    return result
 
 
 # --- artifact metadata ---------------------------------------------------------------------------------
@@ -79,20 +56,20 @@ def _tampered(source: Path, target: Path, change: Callable[[dict], object]) -> P
 
 
 @pytest.mark.parametrize("case", METADATA_CASES)
-def test_tampered_metadata_is_refused_naming_the_field(digits_artifact, tmp_path, case):
+def test_tampered_metadata_is_refused_naming_the_field(cli, digits_artifact, tmp_path, case):
     change, fragments = METADATA_CASES[case]
     model = _tampered(digits_artifact, tmp_path / "tampered.safetensors", change)
-    refused(tmp_path, ["attack", model, "--attacks", "clean", "--n", "10", "--quiet", "-o", tmp_path / "r.json",
-                       "--record"], str(model), *fragments)
+    cli.fails(["attack", model, "--attacks", "clean", "--n", "10", "--quiet", "-o", tmp_path / "r.json", "--record"],
+              str(model), *fragments, unchanged=tmp_path)
     with pytest.raises(RdistError, match="metadata"):
         rdist.load_model(model)
 
 
-def test_compare_refuses_tampered_metadata(digits_artifact, tmp_path):
+def test_compare_refuses_tampered_metadata(cli, digits_artifact, tmp_path):
     change, fragments = METADATA_CASES["num_classes as text"]
     model = _tampered(digits_artifact, tmp_path / "tampered.safetensors", change)
-    refused(tmp_path, ["compare", "--attacks", "clean", "--n", "10", "--quiet", "--md", tmp_path / "t.md",
-                       digits_artifact, model], *fragments)
+    cli.fails(["compare", "--attacks", "clean", "--n", "10", "--quiet", "--md", tmp_path / "t.md",
+               digits_artifact, model], *fragments, unchanged=tmp_path)
 
 
 def test_the_schema_knows_every_argument_of_create_model():
@@ -156,12 +133,12 @@ def _npy_bytes() -> bytes:
 
 
 @pytest.mark.parametrize("case", DATASET_CASES)
-def test_bad_npz_dataset_is_refused(digits_artifact, tmp_path, case):
+def test_bad_npz_dataset_is_refused(cli, digits_artifact, tmp_path, case):
     write, fragments = DATASET_CASES[case]
     data = tmp_path / "data.npz"
     write(data)
-    refused(tmp_path, ["attack", digits_artifact, "--data", f"npz:{data}", "--attacks", "clean", "--n", "10",
-                       "--quiet", "-o", tmp_path / "r.json"], str(data), *fragments)
+    cli.fails(["attack", digits_artifact, "--data", f"npz:{data}", "--attacks", "clean", "--n", "10",
+               "--quiet", "-o", tmp_path / "r.json"], str(data), *fragments, unchanged=tmp_path)
     assert not (tmp_path / "pwned").exists(), "an object array was unpickled"
 
 
@@ -178,9 +155,8 @@ def test_a_good_npz_dataset_loads(tmp_path):
 def finished_run(tmp_path_factory) -> Path:
     """A one-epoch natural run of tinycnn on digits (seconds), with its checkpoint.pt."""
     out = tmp_path_factory.mktemp("run") / "natural"
-    with one_thread():
-        rdist.train(rdist.TrainConfig(method="natural", student="tinycnn", data="digits", epochs=1, batch_size=128,
-                                      eval_n=16, out=str(out)))
+    rdist.train(rdist.TrainConfig(method="natural", student="tinycnn", data="digits", epochs=1, batch_size=128,
+                                  eval_n=16, out=str(out)))
     return out
 
 
@@ -225,32 +201,31 @@ CHECKPOINT_CASES: dict[str, tuple[Callable[[dict], object], tuple[str, ...]]] = 
 
 
 @pytest.mark.parametrize("case", CHECKPOINT_CASES)
-def test_crafted_checkpoint_is_refused_on_resume(finished_run, tmp_path, case):
+def test_crafted_checkpoint_is_refused_on_resume(cli, finished_run, tmp_path, case):
     change, fragments = CHECKPOINT_CASES[case]
     run_dir = shutil.copytree(finished_run, tmp_path / "run")
     checkpoint = run_dir / "checkpoint.pt"
     torch.save(change(torch.load(checkpoint, weights_only=True)), checkpoint)
-    with one_thread():
-        refused(tmp_path, ["teacher", "train", "--resume", run_dir, "--quiet"],
-                f"cannot resume {run_dir}", *fragments)
+    cli.fails(["teacher", "train", "--resume", run_dir, "--quiet"],
+              f"cannot resume {run_dir}", *fragments, unchanged=tmp_path)
 
 
-def test_a_checkpoint_that_is_text_is_refused(finished_run, tmp_path):
+def test_a_checkpoint_that_is_text_is_refused(cli, finished_run, tmp_path):
     run_dir = shutil.copytree(finished_run, tmp_path / "run")
     (run_dir / "checkpoint.pt").write_text("not a checkpoint")
-    refused(tmp_path, ["teacher", "train", "--resume", run_dir, "--quiet"], "checkpoint.pt is unreadable")
+    cli.fails(["teacher", "train", "--resume", run_dir, "--quiet"], "checkpoint.pt is unreadable", unchanged=tmp_path)
 
 
 # --- output paths ----------------------------------------------------------------------------------------
 
 
-def test_attack_out_naming_the_model_leaves_it_byte_identical(digits_artifact, tmp_path):
+def test_attack_out_naming_the_model_leaves_it_byte_identical(cli, digits_artifact, tmp_path):
     model = tmp_path / "model.safetensors"
     model.write_bytes(digits_artifact.read_bytes())
-    refused(tmp_path, ["attack", model, "--attacks", "clean", "--n", "10", "--quiet", "-o", model],
-            "--out", "would overwrite the model", str(model))
-    refused(tmp_path, ["attack", model, "--attacks", "clean", "--n", "10", "--quiet", "-o",
-                       tmp_path / "." / "model.safetensors"], "would overwrite the model")
+    cli.fails(["attack", model, "--attacks", "clean", "--n", "10", "--quiet", "-o", model],
+              "--out", "would overwrite the model", str(model), unchanged=tmp_path)
+    cli.fails(["attack", model, "--attacks", "clean", "--n", "10", "--quiet", "-o",
+               tmp_path / "." / "model.safetensors"], "would overwrite the model", unchanged=tmp_path)
 
 
 def _blocker(tmp_path: Path) -> Path:
@@ -314,12 +289,12 @@ def _copy(model: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", OUTPUT_CASES)
-def test_unusable_output_is_refused_before_any_work(digits_artifact, tmp_path, case):
+def test_unusable_output_is_refused_before_any_work(cli, digits_artifact, tmp_path, case):
     if "unwritable" in case and not _unwritable("/sys"):
         pytest.skip("/sys is writable here")
     build, fragments = OUTPUT_CASES[case]
     args = build(tmp_path, digits_artifact)
-    refused(tmp_path, args, *fragments)
+    cli.fails(args, *fragments, unchanged=tmp_path)
 
 
 def _unwritable(directory: str) -> bool:
@@ -377,18 +352,18 @@ NUMBER_AND_FILE_CASES: dict[str, tuple[Callable[[Path], list], tuple[str, ...], 
 
 
 @pytest.mark.parametrize("case", NUMBER_AND_FILE_CASES)
-def test_bad_numbers_and_files_are_refused(tmp_path, case):
+def test_bad_numbers_and_files_are_refused(cli, tmp_path, case):
     build, fragments, code = NUMBER_AND_FILE_CASES[case]
     args = build(tmp_path)
-    result = refused(tmp_path, args, *fragments, code=code)
+    result = cli.fails(args, *fragments, code=code, unchanged=tmp_path)
     if "step-size" in case:
         assert "--eps" not in result.output
 
 
-def test_import_reads_a_safetensors_state_dict(tmp_path):
+def test_import_reads_a_safetensors_state_dict(cli, tmp_path):
     model = rdist.create_model("tinycnn", in_channels=1)
     save_file(model.state_dict(), str(tmp_path / "weights.safetensors"))
-    assert run(*_import(tmp_path, tmp_path / "weights.safetensors")).exit_code == 0
+    cli(*_import(tmp_path, tmp_path / "weights.safetensors"))
     loaded = rdist.load_model(tmp_path / "out.safetensors")
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
 
@@ -407,27 +382,26 @@ USAGE_CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
 
 
 @pytest.mark.parametrize("case", USAGE_CASES)
-def test_usage_errors_are_one_line_with_exit_code_2(tmp_path, monkeypatch, case):
+def test_usage_errors_are_one_line_with_exit_code_2(cli, tmp_path, monkeypatch, case):
     monkeypatch.chdir(tmp_path)
     args, fragments = USAGE_CASES[case]
-    refused(tmp_path, args, *fragments, code=2)
+    cli.fails(args, *fragments, code=2, unchanged=tmp_path)
 
 
 def _bug(*args, **kwargs):
     raise ZeroDivisionError("division by zero, deep inside")
 
 
-def test_an_unexpected_exception_is_one_line_with_a_hint(monkeypatch):
+def test_an_unexpected_exception_is_one_line_with_a_hint(cli, monkeypatch):
     monkeypatch.setattr("rdist.cli.attack._print_attack_list", _bug)  # a bug planted where `--list` runs
     monkeypatch.delenv("RDIST_DEBUG", raising=False)
-    result = run("attack", "--list")
-    assert_one_line_error(result, "unexpected ZeroDivisionError: division by zero, deep inside", "report it",
-                          "RDIST_DEBUG=1")
+    result = cli.fails(["attack", "--list"],
+                       "unexpected ZeroDivisionError: division by zero, deep inside", "report it", "RDIST_DEBUG=1")
     assert "Traceback" not in result.output
 
 
-def test_rdist_debug_shows_the_traceback(monkeypatch):
+def test_rdist_debug_shows_the_traceback(cli, monkeypatch):
     monkeypatch.setattr("rdist.cli.attack._print_attack_list", _bug)
     monkeypatch.setenv("RDIST_DEBUG", "1")
-    result = run("attack", "--list")
+    result = cli("attack", "--list", code=1)
     assert isinstance(result.exception, ZeroDivisionError) and result.exit_code == 1

@@ -2,15 +2,14 @@
 
 import json
 
-from typer.testing import CliRunner
+import pytest
 
 from rdist.artifact import read_metadata, results_key
-from rdist.cli.app import app
 
 
-def test_quickstart_trains_three_models_and_compares_them(tmp_path):
-    result = CliRunner().invoke(app, ["quickstart", "--epochs", "1", "--n", "120", "--out", str(tmp_path), "--json"])
-    assert result.exit_code == 0, result.output
+@pytest.mark.e2e
+def test_quickstart_trains_three_models_and_compares_them(cli, tmp_path):
+    result = cli("quickstart", "--epochs", "1", "--n", "120", "--out", tmp_path, "--json")
     comparison = json.loads(result.output)
     assert comparison["dataset"] == "digits" and comparison["eps_text"] == "32/255"
     assert comparison["attacks"] == ["clean", "pgd20", "aa:apgd-ce+apgd-t"] and comparison["n"] == 120
@@ -27,12 +26,11 @@ def test_quickstart_trains_three_models_and_compares_them(tmp_path):
     assert read_metadata(teacher)["results"][key]["accuracy"] == rows[0]["accuracy"]
 
 
-def test_epochs_help_states_the_epochs_the_stages_run():
+def test_epochs_help_states_the_epochs_the_stages_run(cli):
     """The help's default is what runs when --epochs is left out: each stage's own epochs, not one number."""
     from rdist.reproduce.quickstart import STUDENTS, TEACHER
 
-    result = CliRunner().invoke(app, ["quickstart", "--help"], env={"COLUMNS": "400"})
-    assert result.exit_code == 0, result.output
+    result = cli("quickstart", "--help", env={"COLUMNS": "400"})
     line = " ".join(next(line for line in result.output.splitlines() if "--epochs" in line).split())
     assert "[default: 10]" not in line
     assert f"{TEACHER.epochs} for the teacher" in line and f"{STUDENTS[0].epochs} for each student" in line, line

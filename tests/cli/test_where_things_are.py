@@ -8,41 +8,30 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
 
 import rdist
-from rdist.cli.app import app
 from rdist.cli.options import (ATTACK_PANEL, DATA_PANEL, DEVICE_PANEL, METHOD_PANEL, OUTPUT_PANEL, RUN_PANEL,
                                SCHEDULE_PANEL, TEACHERS_PANEL)
 from rdist.data import DATA_DIR_ENV, data_root
 from rdist.files import cache_dir
 from tests.data.test_tiny_imagenet import build_archive
-from tests.helpers import assert_one_line_error
-
-runner = CliRunner()
 
 
-def rdist_cli(*args, **kwargs):
-    return runner.invoke(app, [str(a) for a in args], **kwargs)
-
-
-def test_version():
-    result = rdist_cli("--version")
+def test_version(cli):
+    result = cli("--version")
     assert result.exit_code == 0 and result.stdout == f"rdist {rdist.__version__}\n"
 
 
-def test_env_says_what_a_bug_report_needs(tmp_path, monkeypatch):
+def test_env_says_what_a_bug_report_needs(cli, tmp_path, monkeypatch):
     import huggingface_hub
     import torch
 
     monkeypatch.setenv("RDIST_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "shared-data"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    result = rdist_cli("env", "--json")
-    assert result.exit_code == 0, result.output
+    result = cli("env", "--json")
     info = json.loads(result.stdout)
     assert info["rdist"] == rdist.__version__ and info["torch"] == torch.__version__
     assert info["cuda"]["available"] == torch.cuda.is_available() and info["cuda"]["torch_built_with"] == \
@@ -56,14 +45,13 @@ def test_env_says_what_a_bug_report_needs(tmp_path, monkeypatch):
     assert info["paths"]["hub_cache"] == str(tmp_path / "hub")
     assert info["environment"][DATA_DIR_ENV] == str(tmp_path / "shared-data")
 
-    text = rdist_cli("env")
-    assert text.exit_code == 0, text.output
+    text = cli("env")
     lines = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in text.stdout.splitlines())
     assert lines["rdist"] == rdist.__version__ and lines["torch"].startswith(torch.__version__)
     assert lines["wandb (optional)"] == info["optional"]["wandb"] and lines["hub cache"] == str(tmp_path / "hub")
 
 
-def test_the_data_dir_is_where_datasets_are_read_and_downloaded(tmp_path, monkeypatch):
+def test_the_data_dir_is_where_datasets_are_read_and_downloaded(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("RDIST_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
     assert data_root() == cache_dir() / "data"
@@ -80,10 +68,9 @@ def test_the_data_dir_is_where_datasets_are_read_and_downloaded(tmp_path, monkey
     monkeypatch.setenv(DATA_DIR_ENV, str(shared))
     from_env = rdist.load_dataset("tiny-imagenet")
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "empty"))
-    result = rdist_cli("teacher", "train", "--method", "natural", "--arch", "resnet18", "--data", "tiny-imagenet",
-                       "--data-dir", shared, "--epochs", 1, "--batch-size", 8, "--eval-n", 2, "--device", "cpu",
-                       "--out", tmp_path / "run", "--json")
-    assert result.exit_code == 0, result.output
+    result = cli("teacher", "train", "--method", "natural", "--arch", "resnet18", "--data", "tiny-imagenet",
+                 "--data-dir", shared, "--epochs", 1, "--batch-size", 8, "--eval-n", 2, "--device", "cpu",
+                 "--out", tmp_path / "run", "--json")
     assert json.loads(result.stdout)["history"][0]["eval_n"] == 2
     assert len(from_env.y_train) == 12
     resolved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
@@ -121,9 +108,9 @@ def test_a_torchvision_set_is_found_in_torchvision_s_own_layout_of_the_data_dir(
                      (tmp_path / "rdist-layout" / "cifar10", True)]
 
 
-def test_help_groups_the_training_options_in_panels():
+def test_help_groups_the_training_options_in_panels(cli):
     for command, student in ((["distill"], "--student"), (["teacher", "train"], "--arch")):
-        text = rdist_cli(*command, "--help", env={"COLUMNS": "200", "TERM": "dumb"}).stdout
+        text = cli(*command, "--help", env={"COLUMNS": "200", "TERM": "dumb"}).stdout
         titles = re.findall(r"╭─ (.+?) ─", text)
         assert titles == ["Options", METHOD_PANEL, *([TEACHERS_PANEL] if command == ["distill"] else []), DATA_PANEL,
                           SCHEDULE_PANEL, ATTACK_PANEL, RUN_PANEL, DEVICE_PANEL, OUTPUT_PANEL], titles
@@ -134,20 +121,20 @@ def test_help_groups_the_training_options_in_panels():
         assert "--config" in text.split(f"╭─ {RUN_PANEL}")[1].split("╰")[0]
 
 
-def test_teacher_import_takes_data_and_out_like_every_other_command(tmp_path):
+def test_teacher_import_takes_data_and_out_like_every_other_command(cli, tmp_path):
     checkpoint = tmp_path / "model.pt"
     torch.manual_seed(0)
     torch.save(rdist.create_model("tinycnn", in_channels=1).state_dict(), checkpoint)
-    new = rdist_cli("teacher", "import", checkpoint, "--arch", "tinycnn", "--data", "digits", "--out",
-                    tmp_path / "new.safetensors")
-    old = rdist_cli("teacher", "import", checkpoint, "--arch", "tinycnn", "--dataset", "digits", "--output",
-                    tmp_path / "old.safetensors")
+    new = cli("teacher", "import", checkpoint, "--arch", "tinycnn", "--data", "digits", "--out",
+              tmp_path / "new.safetensors")
+    old = cli("teacher", "import", checkpoint, "--arch", "tinycnn", "--dataset", "digits", "--output",
+              tmp_path / "old.safetensors")
     assert new.exit_code == old.exit_code == 0, new.output + old.output
     assert (tmp_path / "new.safetensors").read_bytes() == (tmp_path / "old.safetensors").read_bytes()
     assert rdist.read_metadata(tmp_path / "new.safetensors")["dataset"] == "digits"
-    assert_one_line_error(rdist_cli("teacher", "import", checkpoint, "--arch", "tinycnn", "--out", tmp_path / "x"),
-                          "Missing option '--data'", code=2)
-    assert_one_line_error(rdist_cli("teacher", "import", checkpoint, "--arch", "tinycnn", "--data", "digits",
-                                    "--dataset", "cifar10", "-o", tmp_path / "x"), "--data and --dataset")
-    help_text = rdist_cli("teacher", "import", "--help").stdout
+    cli.fails(["teacher", "import", checkpoint, "--arch", "tinycnn", "--out", tmp_path / "x"],
+              "Missing option '--data'", code=2)
+    cli.fails(["teacher", "import", checkpoint, "--arch", "tinycnn", "--data", "digits",
+               "--dataset", "cifar10", "-o", tmp_path / "x"], "--data and --dataset")
+    help_text = cli("teacher", "import", "--help").stdout
     assert "--data" in help_text and "--dataset" not in help_text and "--output" not in help_text

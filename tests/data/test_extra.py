@@ -14,9 +14,7 @@ import numpy as np
 import pytest
 
 from rdist.data import ExtraData, convert_npz, map_npz, open_extra_data
-from rdist.data.convert import main as convert_main
 from rdist.errors import RdistError
-from tests.zoo.conftest import hub  # noqa: F401  (the Hub stand-in fixture)
 
 CIFAR = {"image_shape": (3, 32, 32), "num_classes": 10}
 
@@ -201,21 +199,23 @@ def test_not_an_npz_or_truncated_or_absent(tmp_path):
     refused(f"{tmp_path / 'whole.npz'},", "empty part")
 
 
-def test_compressed_members_are_refused_and_the_named_conversion_fixes_them(tmp_path, capsys):
+def test_compressed_members_are_refused_and_the_named_conversion_fixes_them(tmp_path):
     arrays = edm_arrays()
     packed = tmp_path / "packed.npz"
     np.savez_compressed(packed, **arrays)
-    message = refused(packed, "array 'image' is compressed", "python -m rdist.data.convert")
+    message = refused(packed, "array 'image' is compressed", "rdist data convert")
     converted = tmp_path / "packed-uncompressed.npz"
-    command = f"python -m rdist.data.convert {packed} {converted}"
+    command = f"rdist data convert {packed} {converted}"
     assert command in message, "the command names the file and its converted copy"
-    # The command as the message writes it, in a fresh interpreter: it works and says nothing on stderr.
-    done = subprocess.run([sys.executable, *command.split()[1:]], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # The command as the message writes it, in a fresh process: it works and says nothing on stderr.
+    done = subprocess.run([str(Path(sys.executable).with_name("rdist")), *command.split()[1:]], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0 and done.stderr == "" and "uncompressed" in done.stdout, done
-    assert convert_main([str(tmp_path / "absent.npz"), str(tmp_path / "out.npz")]) == 1
-    error = capsys.readouterr().err
-    assert error.startswith("error: ") and error.count("\n") == 1 and "absent.npz" in error
+    from typer.testing import CliRunner
+
+    from rdist.cli.app import app
+    absent = CliRunner().invoke(app, ["data", "convert", str(tmp_path / "absent.npz"), str(tmp_path / "out.npz")])
+    assert_one_line_error(absent, "absent.npz")
     with zipfile.ZipFile(converted) as archive:
         assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}
     with open_extra_data(str(converted), **CIFAR) as extra:
@@ -242,7 +242,7 @@ def test_map_npz_maps_every_member_in_place(tmp_path):
 # ------------------------------------------------------------------ hf://datasets
 
 
-def test_hub_dataset_file_downloads_once_into_the_cache(hub, tmp_path, monkeypatch):  # noqa: F811
+def test_hub_dataset_file_downloads_once_into_the_cache(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     arrays = edm_arrays()
     local = save(tmp_path / "1m.npz", **arrays)
@@ -272,3 +272,67 @@ def test_hub_dataset_offline_names_the_file_and_where_to_put_it(tmp_path, monkey
 
 def test_hub_names_must_be_dataset_files(tmp_path):
     refused("hf://models/org/repo/x.npz", "is not a Hub dataset file", "hf://datasets/ORG/REPO/PATH")
+
+
+# ------------------------------------------------------------------ https://
+
+
+@pytest.fixture
+def web(tmp_path, monkeypatch):
+    """A local HTTP server over tmp_path/www (a stand-in for storage.googleapis.com): (base URL, paths requested)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    requested: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requested.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("RDIST_CACHE", str(tmp_path / "cache"))
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root, requested
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def test_a_url_downloads_once_into_rdists_cache_and_a_compressed_file_is_converted_there(web):
+    base, root, requested = web
+    arrays = edm_arrays()
+    (root / "dm-adversarial-robustness").mkdir()
+    np.savez_compressed(root / "dm-adversarial-robustness" / "cifar10_ddpm.npz", **arrays)  # compressed, as may be
+    url = f"{base}/dm-adversarial-robustness/cifar10_ddpm.npz"
+    with open_extra_data(url, **CIFAR) as extra:
+        assert np.array_equal(read_all(extra), arrays["image"])
+        local = extra.parts[0].path
+        assert extra.describe()["sources"] == [url]
+    assert local == Path(os.environ["RDIST_CACHE"]) / "extra" / base.removeprefix("http://") / \
+        "dm-adversarial-robustness" / "cifar10_ddpm.npz"
+    with zipfile.ZipFile(local) as archive:
+        assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}
+    assert sorted(p.name for p in local.parent.iterdir()) == ["cifar10_ddpm.npz"]  # no download or temporary left
+    with open_extra_data(url, **CIFAR) as extra:
+        assert len(extra) == 40
+    assert requested == ["/dm-adversarial-robustness/cifar10_ddpm.npz"], "the second open reads the cache"
+
+
+def test_a_url_that_cannot_be_fetched_names_where_to_put_the_file(web):
+    base, _, _ = web
+    url = f"{base}/missing/cifar10_ddpm.npz"
+    target = Path(os.environ["RDIST_CACHE"]) / "extra" / base.removeprefix("http://") / "missing" / "cifar10_ddpm.npz"
+    refused(url, "cannot download", url, "HTTPError", f"save it as {target}")
+    assert not target.parent.exists() or not any(target.parent.iterdir()), "nothing half-downloaded is left"
+    refused(f"{base}/listing/", "names no .npz file")

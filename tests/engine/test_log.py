@@ -9,7 +9,7 @@ from rdist.engine.log import EpochLog
 
 RECORD = EpochRecord(epoch=2, partial=False, global_step=36, lr=0.1, train_loss=1.25, train_clean_acc=0.5,
                      train_robust_acc=None, split="test", clean_acc=0.75, pgd20_acc=0.25, eval_n=64, best_epoch=2,
-                     swa=False, train_seconds=1.5, seconds=2.0, images_per_s=640.0)
+                     average=None, train_seconds=1.5, seconds=2.0, images_per_s=640.0)
 
 
 def test_a_record_is_written_with_its_split_in_the_key_names_and_reads_back_equal(tmp_path):

@@ -58,9 +58,10 @@ def killed_run(config: TrainConfig, kill_at: int, *methods: str) -> subprocess.C
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     state = load_checkpoint(run_dir)
     return {**{f"model.{k}": v for k, v in state["model"].items()},
-            **{f"swa.{k}": v for k, v in state["swa"].items()}}
+            **{f"average.{k}": v for k, v in state["average"].items()}}
 
 
+@pytest.mark.e2e
 def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(short_run, natural_teacher, tmp_path):
     # AKD2 with SWA: BN in train mode during the attack, random starts, two teachers and averaged weights.
     def config(out: Path) -> TrainConfig:

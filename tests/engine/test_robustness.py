@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import rdist
 from rdist.engine import TrainConfig, train
+
+pytestmark = pytest.mark.e2e
 
 # Digits have 17 grey levels about 16/255 apart, so 8/255 does not move them: attack and train at 32/255.
 EPS, STEP_SIZE = 32 / 255, 8 / 255

@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from rdist.cli.app import app
 from rdist.engine import CHECKPOINT, LOG, load_checkpoint, read_log, resume_config, train, train_seeds
 from rdist.errors import RdistError
 from rdist.files import LOCK_FILE, hold_directory
@@ -48,6 +46,7 @@ def _wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.e2e
 def test_two_runs_on_one_out_one_trains_and_a_kill_frees_the_directory_for_resume(tmp_path):
     out = tmp_path / "run"
     command = [str(RDIST), *TRAIN, "--epochs", "200", "--out", str(out)]
@@ -117,6 +116,7 @@ train(TrainConfig.from_dict(json.loads(sys.argv[1])))
 """
 
 
+@pytest.mark.e2e
 def test_a_run_killed_inside_a_checkpoint_write_resumes_to_the_end_with_no_temporary_file(short_run, tmp_path):
     out = tmp_path / "run"
     config = short_run(out, epochs=3).with_absolute_paths()
@@ -152,7 +152,8 @@ save_png(Figure(figsize=(1, 1)), f"{out}/figure.png")
 """
 
 
-def test_new_artifacts_follow_the_umask_and_record_keeps_a_files_mode(tmp_path):
+@pytest.mark.e2e
+def test_new_artifacts_follow_the_umask_and_record_keeps_a_files_mode(cli, tmp_path):
     subprocess.run([sys.executable, "-c", WRITE_UNDER_UMASK, str(tmp_path)], env=ENV, umask=0o022, check=True,
                    capture_output=True, timeout=300)
     run = tmp_path / "run"
@@ -165,7 +166,5 @@ def test_new_artifacts_follow_the_umask_and_record_keeps_a_files_mode(tmp_path):
     model = run / "best.safetensors"
     for mode in (0o644, 0o640):
         model.chmod(mode)
-        recorded = CliRunner().invoke(app, ["attack", str(model), "--attacks", "clean", "--n", "10", "--quiet",
-                                            "--record"])
-        assert recorded.exit_code == 0, recorded.output
+        cli("attack", model, "--attacks", "clean", "--n", "10", "--quiet", "--record")
         assert _mode(model) == mode

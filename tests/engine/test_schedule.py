@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -82,7 +84,7 @@ def test_short_run_defaults():
 
 def test_lr_falls_tenfold_after_each_milestone_epoch():
     s = schedule("sat", epochs=4)  # milestones (2, 3)
-    optimizer, scheduler = build_optimizer(torch.nn.Linear(2, 2), s)
+    optimizer, scheduler = build_optimizer(torch.nn.Linear(2, 2), s, steps_per_epoch=1)
     lrs = []
     for _ in range(s.epochs):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -139,3 +141,52 @@ def test_without_the_paper_recipe_ard_igdm_composes_with_rdists_ard_and_given_va
     assert composition.config()["igdm_code_ard"] is False  # every hyper-parameter of the term is in the identity
     given, _ = paper_run("ard+igdm", method_args={"tau": 30.0, "igdm_gamma": 0.5})
     assert given.igdm_code_ard and given.base.tau == 30.0 and given.igdm_gamma == 0.5
+
+
+def lrs_of_a_run(s, steps_per_epoch: int) -> list[float]:
+    """The lr of every optimiser step of schedule `s`, stepped as the trainer steps it (after each update)."""
+    optimizer, scheduler = build_optimizer(torch.nn.Linear(2, 2), s, steps_per_epoch)
+    lrs = []
+    for _ in range(s.epochs * steps_per_epoch):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_cosine_after_a_linear_warm_up_is_the_official_closed_form():
+    s = schedule("trades", epochs=5, lr=0.4, lr_schedule="cosine", warmup_epochs=1, nesterov=True)
+    assert (s.milestones, s.lr_schedule, s.warmup_epochs, s.nesterov) == ((), "cosine", 1, True)
+    # DeepMind's get_cosine_schedule: lr t / W over the first W steps, then lr (1 + cos(pi (t - W) / (T - W))) / 2.
+    spe, warmup, total = 4, 4, 20
+    expected = [0.4 * t / warmup if t < warmup else 0.4 * 0.5 * (1 + math.cos(math.pi * (t - warmup) / (total - warmup)))
+                for t in range(total)]
+    assert lrs_of_a_run(s, spe) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert expected[0] == 0 and expected[warmup] == pytest.approx(0.4) and expected[-1] > 0
+    optimizer, _ = build_optimizer(torch.nn.Linear(2, 2), s, spe)
+    assert optimizer.param_groups[0]["nesterov"] is True
+
+
+def test_the_step_schedule_with_a_warm_up_ramps_then_falls_at_its_milestones():
+    s = schedule("sat", epochs=4, warmup_epochs=1)  # milestones (2, 3)
+    expected = [0.1 * t / 3 for t in range(3)] + [0.1] * 3 + [0.01] * 3 + [0.001] * 3
+    assert lrs_of_a_run(s, 3) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+def test_recipe_options_resolve_and_bad_ones_are_refused():
+    # An average given explicitly replaces the recipe's (AKD2's SWA from epoch 56).
+    akd2 = schedule("akd2", recipe="paper", ema=0.995)
+    assert (akd2.ema, akd2.swa_start, akd2.average) == (0.995, None, {"kind": "ema", "decay": 0.995})
+    assert schedule("akd2", recipe="paper").average == {"kind": "swa", "start": 56}
+    short = schedule("trades", epochs=8, label_smoothing=0.1)
+    assert (short.label_smoothing, short.lr_schedule, short.warmup_epochs, short.nesterov) == (0.1, "step", 0, False)
+    with pytest.raises(RdistError, match="--warmup-epochs 8 leaves none of the run's 8 epochs"):
+        schedule("trades", epochs=8, warmup_epochs=8)
+    for values, message in (({"lr_schedule": "cosin"}, r"unknown --schedule 'cosin' \(did you mean: cosine"),
+                            ({"ema": 1.0}, r"--ema is the decay of the moving average, in \(0, 1\)"),
+                            ({"ema": 0.99, "swa_start": 3}, "--ema and --swa-start each choose"),
+                            ({"label_smoothing": 1.0}, r"--label-smoothing must be in \[0, 1\)"),
+                            ({"extra_fraction": 0.5}, "give the images with --extra-data SOURCE"),
+                            ({"extra_data": "x.npz", "extra_fraction": 1.0}, r"--extra-fraction must be in \[0, 1\)")):
+        with pytest.raises(RdistError, match=message):
+            TrainConfig(method="trades", student="tinycnn", epochs=8, **values).validate()

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
 
-from rdist.cli.app import app
 from rdist.engine import parse_seeds
 from rdist.errors import RdistError
-from tests.helpers import assert_one_line_error
 
 
 def test_parse_seeds():
@@ -23,10 +20,10 @@ def test_parse_seeds():
 @pytest.mark.parametrize("extra, message", [(["--seed", "3"], "give --seed or --seeds, not both"),
                                             (["--resume", "somewhere"], "not --resume"),
                                             (["--seeds", "0,0"], "repeats seed 0")])
-def test_bad_seed_options_are_one_line(extra, message, tmp_path):
+def test_bad_seed_options_are_one_line(cli, extra, message, tmp_path):
     args = ["distill", "--method", "rslad", "--student", "tinycnn", "--data", "digits", "--epochs", "1",
             "--out", str(tmp_path / "g")]
     if "--seeds" not in extra:
         args += ["--seeds", "0,1"]
-    assert_one_line_error(CliRunner().invoke(app, args + extra), message)
+    cli.fails([*args, *extra], message)
     assert not (tmp_path / "g").exists()

@@ -11,38 +11,28 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from rdist.cli.app import app
 from rdist.engine import LOG, load_checkpoint, read_log
 from rdist.engine.trackers import epoch_scalars
-from tests.helpers import assert_one_line_error
 
-runner = CliRunner()
 STEPS_PER_EPOCH = 18  # digits: 1151 training images at batch 64
 # Two epochs of a small natural run, cut by --max-steps in the second: its checkpoint holds epoch 1.
 RUN = ["teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data", "digits", "--epochs", "2",
        "--batch-size", "64", "--eval-n", "64"]
 
 
-def rdist_cli(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def cut_then_resumed(out: Path, tracker: str) -> None:
+def cut_then_resumed(cli, out: Path, tracker: str) -> None:
     """A run stopped in its second epoch (after steps of it were logged), then resumed to its end."""
-    cut = rdist_cli(*RUN, "--max-steps", STEPS_PER_EPOCH + 6, "--out", out, "--log", tracker, "--json")
-    assert cut.exit_code == 0, cut.output
+    cut = cli(*RUN, "--max-steps", STEPS_PER_EPOCH + 6, "--out", out, "--log", tracker, "--json")
     assert json.loads(cut.stdout)["stopped_by"] == "max_steps", "--json's stdout stays JSON"
-    resumed = rdist_cli("teacher", "train", "--resume", out, "--log", tracker, "--quiet")
-    assert resumed.exit_code == 0, resumed.output
+    cli("teacher", "train", "--resume", out, "--log", tracker, "--quiet")
 
 
-def test_tensorboard_records_the_log_and_every_step_once_through_a_resume(tmp_path):
+def test_tensorboard_records_the_log_and_every_step_once_through_a_resume(cli, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    cut_then_resumed(out, "tensorboard")
+    cut_then_resumed(cli, out, "tensorboard")
     assert load_checkpoint(out)["callbacks"] == {"tensorboard": {"log_dir": "tensorboard",
                                                                  "global_step": 2 * STEPS_PER_EPOCH}}
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
@@ -63,20 +53,18 @@ def test_tensorboard_records_the_log_and_every_step_once_through_a_resume(tmp_pa
         assert math.isclose(sum(e.value for e in steps) / len(steps), record.train_loss, rel_tol=1e-5)
 
 
-def test_wandb_offline_writes_its_run_and_a_resume_goes_on_in_the_same_run(tmp_path, monkeypatch):
+def test_wandb_offline_writes_its_run_and_a_resume_goes_on_in_the_same_run(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
     monkeypatch.setenv("WANDB_PROJECT", "rdist-tests")
     out = tmp_path / "run"
-    cut = rdist_cli(*RUN, "--max-steps", STEPS_PER_EPOCH + 6, "--out", out, "--log", "wandb", "--json")
-    assert cut.exit_code == 0, cut.output
+    cut = cli(*RUN, "--max-steps", STEPS_PER_EPOCH + 6, "--out", out, "--log", "wandb", "--json")
     assert json.loads(cut.stdout)["global_step"] == STEPS_PER_EPOCH + 6, "W&B's messages stay off stdout"
     run_id = load_checkpoint(out)["callbacks"]["wandb"]["id"]
     first = list((tmp_path / "wandb-dir" / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(first) == 1
 
-    resumed = rdist_cli("teacher", "train", "--resume", out, "--log", "wandb", "--quiet")
-    assert resumed.exit_code == 0, resumed.output
+    cli("teacher", "train", "--resume", out, "--log", "wandb", "--quiet")
     assert load_checkpoint(out)["callbacks"]["wandb"] == {"id": run_id, "global_step": 2 * STEPS_PER_EPOCH}
     runs = sorted((tmp_path / "wandb-dir" / "wandb").glob("offline-run-*"))  # by start time (a second's runs: -1)
     assert len(runs) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", r.name) for r in runs), \
@@ -91,11 +79,10 @@ def test_wandb_offline_writes_its_run_and_a_resume_goes_on_in_the_same_run(tmp_p
 
 
 @pytest.mark.parametrize("tracker", ["tensorboard", "wandb"])
-def test_a_tracker_whose_package_is_missing_is_one_line_naming_the_extra(tmp_path, monkeypatch, tracker):
+def test_a_tracker_whose_package_is_missing_is_one_line_naming_the_extra(cli, tmp_path, monkeypatch, tracker):
     monkeypatch.setitem(sys.modules, tracker, None)  # as if not installed: importlib finds no such module
-    result = rdist_cli(*RUN, "--out", tmp_path / "run", "--log", tracker)
-    assert_one_line_error(result, f"--log {tracker} needs the {tracker} package, which is not installed: "
-                                  f"pip install 'rdist[{tracker}]'")
+    cli.fails([*RUN, "--out", tmp_path / "run", "--log", tracker],
+              f"--log {tracker} needs the {tracker} package, which is not installed: pip install 'rdist[{tracker}]'")
     assert not (tmp_path / "run").exists()
-    assert_one_line_error(rdist_cli(*RUN, "--out", tmp_path / "run", "--log", "mlflow"),
-                          "unknown --log tracker 'mlflow'", "tensorboard, wandb")
+    cli.fails([*RUN, "--out", tmp_path / "run", "--log", "mlflow"], "unknown --log tracker 'mlflow'",
+              "tensorboard, wandb")

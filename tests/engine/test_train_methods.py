@@ -22,6 +22,7 @@ class LossRecorder(Callback):
         self.losses.extend(info.losses)  # the steps since the previous report (one read of the device)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("method", list_methods())
 def test_first_epoch_lowers_the_training_loss(method, robust_teacher, natural_teacher, tmp_path):
     cls = method_class(method)

@@ -106,32 +106,32 @@ def test_a_partial_epoch_is_never_selected_as_best(tmp_path):
 def test_swa_averages_weights_and_recomputes_bn_statistics(short_run, natural_teacher, tmp_path):
     train(short_run(tmp_path, method="akd2", teachers={"natural": str(natural_teacher)}, epochs=3, swa_start=2))
     log = read_log(tmp_path / LOG)
-    assert [r.swa for r in log] == [False, True, True]
+    assert [r.average for r in log] == [None, "swa", "swa"]
     state = load_checkpoint(tmp_path)
-    assert int(state["swa"]["n_averaged"]) == 2
+    assert int(state["average"]["n_averaged"]) == 2
     saved = load_file(str(tmp_path / LAST))
-    averaged = {k.removeprefix("module."): v for k, v in state["swa"].items() if k != "n_averaged"}
+    averaged = {k.removeprefix("module."): v for k, v in state["average"].items() if k != "n_averaged"}
     assert torch.equal(saved["linear.weight"], averaged["linear.weight"])
     assert not torch.equal(saved["linear.weight"], state["model"]["linear.weight"])
     # BN statistics of the averaged weights are their own, not the student's running averages.
     bn = "features.0.1.running_mean"
     assert not torch.allclose(saved[bn], state["model"][bn])
-    assert read_metadata(tmp_path / LAST)["provenance"]["swa"] is True
+    assert read_metadata(tmp_path / LAST)["provenance"]["average"] == {"kind": "swa", "start": 2}
 
 
 def test_swa_provenance_and_bn_statistics_hold_at_epochs_without_evaluation(tmp_path):
     # Stopped inside epoch 2, the first SWA epoch: nothing is averaged yet, so the student itself is saved.
     train(_natural_run(tmp_path, swa_start=2, eval_every=3, max_steps=18 + 5))
-    assert [r.swa for r in read_log(tmp_path / LOG)] == [False, False]
-    assert read_metadata(tmp_path / LAST)["provenance"]["swa"] is False
+    assert [r.average for r in read_log(tmp_path / LOG)] == [None, None]
+    assert read_metadata(tmp_path / LAST)["provenance"]["average"] is None
 
     # Resumed to the end of epoch 2, which is not evaluated (eval_every 3): last is the average, and its BN
     # statistics must be those of the averaged weights, computed as for an evaluation.
     config = resume_config(tmp_path, max_steps=36)
     train(config)
     record = read_log(tmp_path / LOG)[-1]
-    assert (record.epoch, record.partial, record.clean_acc, record.swa) == (2, False, None, True)
-    assert read_metadata(tmp_path / LAST)["provenance"]["swa"] is True
+    assert (record.epoch, record.partial, record.clean_acc, record.average) == (2, False, None, "swa")
+    assert read_metadata(tmp_path / LAST)["provenance"]["average"] == {"kind": "swa", "start": 2}
     saved = rdist.load_model(tmp_path / LAST)
     expected = copy.deepcopy(saved)
     run = build_run(config)
@@ -139,7 +139,7 @@ def test_swa_provenance_and_bn_statistics_hold_at_epochs_without_evaluation(tmp_
     for name, buffer in expected.named_buffers():
         if name.endswith(("running_mean", "running_var")):
             assert torch.allclose(saved.get_buffer(name), buffer, atol=1e-6), name
-    assert int(load_checkpoint(tmp_path)["swa"]["n_averaged"]) == 1
+    assert int(load_checkpoint(tmp_path)["average"]["n_averaged"]) == 1
 
 
 def _teacher_artifact(path, num_classes=10, in_channels=1, size=8):

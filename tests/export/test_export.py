@@ -10,43 +10,27 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import rdist
-from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.export.writer import export_model
 from rdist.onnx import load_onnx, read_onnx_metadata
 from rdist.report.config import EvalConfig
 from rdist.report.robustness import robustness_report
-from tests.helpers import assert_one_line_error, one_thread
 
-runner = CliRunner()
 EPS = "32/255"  # digits have 17 grey levels about 16/255 apart: 32/255 is a real budget
 N = 50
 # Accuracy the int8 export of the digits model may lose against fp32 PyTorch, on the 359 test images.
 INT8_MAX_DROP = 0.02
 
 
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_for_the_tests():
-    with one_thread():
-        yield
-
-
 @pytest.fixture(scope="module")
-def exported(digits_artifact, tmp_path_factory) -> dict[str, Path]:
+def exported(cli, digits_artifact, tmp_path_factory) -> dict[str, Path]:
     """The trained digits smallcnn as fp32 and as int8 ONNX, written by the CLI."""
     out = tmp_path_factory.mktemp("onnx")
     files = {"fp32": out / "digits-fp32.onnx", "int8": out / "digits-int8.onnx"}
-    fp32 = run("export", digits_artifact, "-o", files["fp32"], "--quiet")
-    assert fp32.exit_code == 0, fp32.output
-    int8 = run("export", digits_artifact, "-o", files["int8"], "--int8", "--calibration", "256", "--json")
-    assert int8.exit_code == 0, int8.output
+    cli("export", digits_artifact, "-o", files["fp32"], "--quiet")
+    int8 = cli("export", digits_artifact, "-o", files["int8"], "--int8", "--calibration", "256", "--json")
     files["int8_report"] = json.loads(int8.output)
     return files
 
@@ -56,7 +40,7 @@ def _reference_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model.double()(x.double())
 
 
-@pytest.mark.parametrize("arch", ["tinycnn", "resnet18", "mobilenetv2"])
+@pytest.mark.parametrize("arch", ["tinycnn", "resnet18", pytest.param("mobilenetv2", marks=pytest.mark.e2e)])
 def test_export_matches_pytorch_with_normalisation_inside_and_any_batch(arch, tmp_path):
     torch.manual_seed(0)
     model = rdist.create_model(arch, num_classes=10, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26])
@@ -94,12 +78,12 @@ def test_int8_export_of_a_trained_digits_model_keeps_its_accuracy(exported, digi
     assert exported["int8"].stat().st_size < 0.5 * exported["fp32"].stat().st_size  # int8 weights
 
 
-def test_attack_onnx_clean_square_and_transfer_agree_with_pytorch(exported, digits_artifact):
+@pytest.mark.e2e
+def test_attack_onnx_clean_square_and_transfer_agree_with_pytorch(cli, exported, digits_artifact):
     args = dict(eps=EPS, n=N, device="cpu")
     pytorch = robustness_report(str(digits_artifact), EvalConfig(attacks="clean,pgd20", **args)).to_dict()
-    result = run("attack", exported["fp32"], "--attacks", "clean,square,transfer-pgd20", "--eps", EPS, "--n", N,
+    result = cli("attack", exported["fp32"], "--attacks", "clean,square,transfer-pgd20", "--eps", EPS, "--n", N,
                  "--device", "cpu", "--json")
-    assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["runtime"] == "ONNX Runtime fp32" and report["surrogate"] == str(digits_artifact.resolve())
     accuracy = report["accuracy"]
@@ -107,44 +91,41 @@ def test_attack_onnx_clean_square_and_transfer_agree_with_pytorch(exported, digi
     # The same seed crafts the same PGD-20 examples on the source artifact: white-box on PyTorch, transfer on ONNX.
     assert accuracy["transfer-pgd20"] == pytest.approx(pytorch["accuracy"]["pgd20"], abs=1 / N)
     assert accuracy["square"] <= accuracy["clean"] - 0.2  # a natural model falls to 5000 queries at 32/255
-    int8 = run("attack", exported["int8"], "--attacks", "clean", "--n", N, "--quiet")
+    int8 = cli("attack", exported["int8"], "--attacks", "clean", "--n", N, "--quiet")
     assert int8.exit_code == 0 and "answered by ONNX Runtime int8" in int8.output, int8.output
 
 
-def test_gradient_attacks_on_onnx_are_refused_naming_those_that_run(exported):
-    result = run("attack", exported["fp32"], "--attacks", "clean,pgd20,aa", "--quiet")
-    assert_one_line_error(result, "pgd20, aa need gradients", "clean, square, transfer-pgd20, transfer-cw")
+def test_gradient_attacks_on_onnx_are_refused_naming_those_that_run(cli, exported):
+    cli.fails(["attack", exported["fp32"], "--attacks", "clean,pgd20,aa", "--quiet"],
+              "pgd20, aa need gradients", "clean, square, transfer-pgd20, transfer-cw")
     with pytest.raises(RdistError, match="gives no gradients"):
         load_onnx(exported["fp32"])(torch.rand(2, 1, 8, 8, requires_grad=True))
 
 
-def test_truncated_onnx_gives_one_line_error(exported, tmp_path):
+def test_truncated_onnx_gives_one_line_error(cli, exported, tmp_path):
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(exported["fp32"].read_bytes()[:5000])
-    assert_one_line_error(run("attack", truncated, "--attacks", "clean", "--quiet"),
-                          "not a readable ONNX file", "truncated")
+    cli.fails(["attack", truncated, "--attacks", "clean", "--quiet"], "not a readable ONNX file", "truncated")
     not_onnx = tmp_path / "text.onnx"
     not_onnx.write_text("hello")
-    assert_one_line_error(run("compare", not_onnx, "--attacks", "clean", "--quiet"), "not a readable ONNX file")
+    cli.fails(["compare", not_onnx, "--attacks", "clean", "--quiet"], "not a readable ONNX file")
 
 
-def test_onnx_without_rdist_metadata_says_what_still_works(exported, digits_artifact, tmp_path):
+def test_onnx_without_rdist_metadata_says_what_still_works(cli, exported, digits_artifact, tmp_path):
     proto = onnx.load(str(exported["fp32"]))
     del proto.metadata_props[:]
     foreign = tmp_path / "foreign.onnx"
     onnx.save(proto, str(foreign))
     assert read_onnx_metadata(foreign)["arch"]["num_classes"] == 10
-    assert_one_line_error(run("attack", foreign, "--attacks", "clean", "--quiet"), "no rdist metadata",
-                          "clean and square still run", "--data")
-    assert_one_line_error(run("attack", foreign, "--attacks", "transfer-pgd20", "--data", "digits", "--quiet"),
-                          "--surrogate")
-    result = run("attack", foreign, "--attacks", "clean", "--data", "digits", "--n", N, "--json")
-    assert result.exit_code == 0, result.output
+    cli.fails(["attack", foreign, "--attacks", "clean", "--quiet"],
+              "no rdist metadata", "clean and square still run", "--data")
+    cli.fails(["attack", foreign, "--attacks", "transfer-pgd20", "--data", "digits", "--quiet"], "--surrogate")
+    result = cli("attack", foreign, "--attacks", "clean", "--data", "digits", "--n", N, "--json")
     pytorch = robustness_report(str(digits_artifact), EvalConfig(attacks="clean", n=N, device="cpu")).to_dict()
     assert json.loads(result.output)["accuracy"] == pytorch["accuracy"]
 
 
-def test_bad_export_input_gives_one_line_errors_and_writes_nothing(digits_artifact, tmp_path):
+def test_bad_export_input_gives_one_line_errors_and_writes_nothing(cli, digits_artifact, tmp_path):
     out = tmp_path / "out.onnx"
     cases = [
         (("--opset", "17"), ("--opset 17", "writes opsets 18 to")),
@@ -153,40 +134,39 @@ def test_bad_export_input_gives_one_line_errors_and_writes_nothing(digits_artifa
         (("--check-n", "0"), ("--check-n",)),
     ]
     for args, fragments in cases:
-        assert_one_line_error(run("export", digits_artifact, "-o", out, *args), *fragments)
-    assert_one_line_error(run("export", digits_artifact, "-o", tmp_path / "m.safetensors"), "must end in .onnx")
+        cli.fails(["export", digits_artifact, "-o", out, *args], *fragments)
+    cli.fails(["export", digits_artifact, "-o", tmp_path / "m.safetensors"], "must end in .onnx")
     assert list(tmp_path.iterdir()) == [], "a refused export writes nothing"
     a_file = tmp_path.parent / f"{tmp_path.name}-a-file"
     a_file.write_text("")
-    assert_one_line_error(run("export", digits_artifact, "-o", a_file / "m.onnx"), "is a file, not a directory")
+    cli.fails(["export", digits_artifact, "-o", a_file / "m.onnx"], "is a file, not a directory")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
-def test_export_into_a_read_only_directory_is_refused(digits_artifact, tmp_path):
+def test_export_into_a_read_only_directory_is_refused(cli, digits_artifact, tmp_path):
     read_only = tmp_path / "read-only"
     read_only.mkdir()
     read_only.chmod(0o500)
     try:
-        assert_one_line_error(run("export", digits_artifact, "-o", read_only / "m.onnx"), "cannot write to")
+        cli.fails(["export", digits_artifact, "-o", read_only / "m.onnx"], "cannot write to")
         assert list(read_only.iterdir()) == []
     finally:
         read_only.chmod(0o700)
 
 
-def test_surrogate_must_be_pytorch_and_of_the_same_task(exported, tmp_path):
+def test_surrogate_must_be_pytorch_and_of_the_same_task(cli, exported, tmp_path):
     five = tmp_path / "five.safetensors"
     rdist.save_model(rdist.create_model("tinycnn", num_classes=5, in_channels=1), five, dataset="digits",
                      input_shape=[1, 8, 8])
-    assert_one_line_error(run("attack", exported["fp32"], "--attacks", "transfer-pgd20", "--surrogate", five,
-                              "--quiet"), "5 classes", "10")
-    assert_one_line_error(run("attack", exported["fp32"], "--attacks", "transfer-pgd20", "--surrogate",
-                              exported["int8"], "--quiet"), "must be a PyTorch artifact")
+    cli.fails(["attack", exported["fp32"], "--attacks", "transfer-pgd20", "--surrogate", five, "--quiet"],
+              "5 classes", "10")
+    cli.fails(["attack", exported["fp32"], "--attacks", "transfer-pgd20", "--surrogate", exported["int8"], "--quiet"],
+              "must be a PyTorch artifact")
 
 
-def test_compare_puts_pytorch_fp32_and_int8_side_by_side(exported, digits_artifact, tmp_path):
-    result = run("compare", digits_artifact, exported["fp32"], exported["int8"], "--attacks", "clean,fgsm", "--n", 50,
+def test_compare_puts_pytorch_fp32_and_int8_side_by_side(cli, exported, digits_artifact, tmp_path):
+    result = cli("compare", digits_artifact, exported["fp32"], exported["int8"], "--attacks", "clean,fgsm", "--n", 50,
                  "--eps", EPS, "--quiet", "--json")
-    assert result.exit_code == 0, result.output
     rows = {r["label"]: r for r in json.loads(result.output)["models"]}
     pytorch, fp32, int8 = rows["digits-smallcnn"], rows["digits-fp32"], rows["digits-int8"]
     assert [r["runtime"] for r in (pytorch, fp32, int8)] == ["PyTorch fp32", "ONNX fp32", "ONNX int8"]
@@ -196,16 +176,15 @@ def test_compare_puts_pytorch_fp32_and_int8_side_by_side(exported, digits_artifa
     for row in rows.values():
         assert row["file_bytes"] == Path(row["model"]).stat().st_size
         assert row["latency_ms"]["cpu"] > 0 and row["latency_ms"]["cpu_all"] > 0
-    markdown = run("compare", digits_artifact, exported["int8"], "--attacks", "clean,fgsm", "--n", 50, "--quiet",
+    markdown = cli("compare", digits_artifact, exported["int8"], "--attacks", "clean,fgsm", "--n", 50, "--quiet",
                    "--md", "-")
-    assert markdown.exit_code == 0, markdown.output
     header, _, first, second = markdown.output.splitlines()[:4]
     assert "| runtime |" in header and "| MB |" in header and "| CPU ms all |" in header
     assert "| ONNX int8 |" in second and second.count("| - |") >= 2  # fgsm and worst case do not apply
-    assert_one_line_error(run("compare", digits_artifact, exported["fp32"], "--attacks", "pgd20", "--quiet"),
-                          "pgd20 need gradients", "add clean, square or transfer-pgd20")
-    assert_one_line_error(run("compare", digits_artifact, exported["fp32"], "--attacks", "clean", "--plot",
-                              tmp_path / "figures", "--quiet"), "--sweep-attack square")
+    cli.fails(["compare", digits_artifact, exported["fp32"], "--attacks", "pgd20", "--quiet"],
+              "pgd20 need gradients", "add clean, square or transfer-pgd20")
+    cli.fails(["compare", digits_artifact, exported["fp32"], "--attacks", "clean", "--plot",
+               tmp_path / "figures", "--quiet"], "--sweep-attack square")
 
 
 class _Silent(Exception):
@@ -215,7 +194,7 @@ class _Silent(Exception):
         return ""
 
 
-def test_errors_with_an_empty_message_stay_one_line_errors(exported, digits_artifact, tmp_path, monkeypatch):
+def test_errors_with_an_empty_message_stay_one_line_errors(cli, exported, digits_artifact, tmp_path, monkeypatch):
     # str(exc).splitlines()[0] raised IndexError on these, which the CLI reports as a bug in rdist.
     import onnxruntime
 
@@ -234,8 +213,8 @@ def test_errors_with_an_empty_message_stay_one_line_errors(exported, digits_arti
     with pytest.raises(RdistError, match=r"ONNX Runtime cannot load .* \(_Silent\)"):
         create_session(exported["fp32"])
     monkeypatch.setattr(writer.torch.onnx, "export", silent)
-    result = run("export", digits_artifact, "-o", tmp_path / "m.onnx", "--quiet")
-    assert_one_line_error(result, "torch.onnx cannot export smallcnn", "_Silent")
+    cli.fails(["export", digits_artifact, "-o", tmp_path / "m.onnx", "--quiet"],
+              "torch.onnx cannot export smallcnn", "_Silent")
     assert not (tmp_path / "m.onnx").exists()
 
 

@@ -3,8 +3,6 @@ import torch
 from torch import nn
 
 from rdist.methods.adaad import AdaAD
-from rdist.methods.base import Recipe
-from rdist.methods.igdm import IGDM
 
 EPS = 8 / 255
 
@@ -71,10 +69,3 @@ def test_attack_gradient_flows_through_the_teacher(make_batch, check_in_ball):
 def test_paper_preset_scales_the_kl_as_the_official_code_of_each_dataset(dataset, kl_scale):
     # CIFAR-10: nn.KLDivLoss() element mean (KLbm / 10); CIFAR-100: (1/B) * sum (KLbm)
     assert AdaAD.paper_preset(dataset, "resnet18") == (AdaAD.recipe, {"kl_scale": kl_scale})
-
-
-def test_flags_defaults_and_recipe():
-    assert AdaAD.name == "adaad" and AdaAD.kind == "distill" and AdaAD.bn_mode == "eval"
-    assert AdaAD.teachers == ("robust",) and IGDM.accepts(AdaAD)
-    assert AdaAD.defaults() == {"alpha": 1.0, "kl_scale": 0.1}
-    assert AdaAD.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=5e-4)

@@ -1,8 +1,6 @@
 import pytest
 
-from rdist.methods.base import Recipe
 from rdist.methods.kd import KD
-from rdist.methods.igdm import IGDM
 
 
 @pytest.mark.parametrize("hparams", [{}, {"alpha": 0.3, "tau": 2.0}])
@@ -18,10 +16,3 @@ def test_loss_is_hinton_kd_on_clean_inputs(student, teacher, make_batch, referen
 
 def test_trains_without_an_attack(student, make_batch):
     assert KD().perturb(student, make_batch()) is None
-
-
-def test_flags_defaults_and_recipe():
-    assert KD.name == "kd" and KD.kind == "distill"
-    assert KD.teachers == ("robust",) and not IGDM.accepts(KD)
-    assert KD.defaults() == {"alpha": 0.9, "tau": 4.0}
-    assert KD.recipe == Recipe(epochs=200, milestones=(100, 150), weight_decay=5e-4)

@@ -1,6 +1,4 @@
-from rdist.methods.base import Recipe
 from rdist.methods.natural import Natural
-from rdist.methods.igdm import IGDM
 
 
 def test_loss_is_cross_entropy_on_clean_inputs(student, make_batch, reference, close, float64_logits):
@@ -11,10 +9,3 @@ def test_loss_is_cross_entropy_on_clean_inputs(student, make_batch, reference, c
 
 def test_trains_without_an_attack(student, make_batch):
     assert Natural().perturb(student, make_batch()) is None
-
-
-def test_flags_defaults_and_recipe():
-    assert Natural.name == "natural" and Natural.kind == "teacher"
-    assert Natural.teachers == () and not IGDM.accepts(Natural)
-    assert Natural.defaults() == {}
-    assert Natural.recipe == Recipe(epochs=100, milestones=(75, 90), weight_decay=5e-4)

@@ -12,10 +12,8 @@ import json
 import pytest
 import torch
 from torch import nn
-from typer.testing import CliRunner
 
 import rdist
-from rdist.cli.app import app
 from rdist.cli.options import hparam_help
 from rdist.engine import TrainConfig, load_checkpoint, resume_config, train
 from rdist.errors import RdistError
@@ -96,22 +94,19 @@ def test_it_trains_and_resumes_through_the_engine(registered, teacher_files, tmp
     assert provenance["peer_teacher_arch"] == "smallcnn" and provenance["method_config"]["peer_weight"] == 0.3
 
 
-def test_the_cli_takes_a_new_role_and_its_hyper_parameter(registered, teacher_files, tmp_path):
+def test_the_cli_takes_a_new_role_and_its_hyper_parameter(cli, registered, teacher_files, tmp_path):
     common = ["distill", "--method", TwoTeachers.name, "--student", "tinycnn", "--data", "digits", "--epochs", "1",
               "--max-steps", "2", "--batch-size", "32", "--steps", "2", "--eval-n", "16", "--device", "cpu"]
-    result = CliRunner().invoke(app, [*common, "--teacher", teacher_files[ROBUST], "--teacher",
-                                      f"peer={teacher_files[PEER]}", "--hparam", "peer_weight=0.25", "--out",
-                                      str(tmp_path / "cli"), "--json"])
-    assert result.exit_code == 0, result.output
+    result = cli(*common, "--teacher", teacher_files[ROBUST], "--teacher", f"peer={teacher_files[PEER]}", "--hparam",
+                 "peer_weight=0.25", "--out", tmp_path / "cli", "--json")
     assert json.loads(result.stdout)["global_step"] == 2
     provenance = rdist.load_model(str(tmp_path / "cli" / "last.safetensors")).rdist_meta["provenance"]
     assert provenance["peer_teacher"] == teacher_files[PEER] and provenance["method_config"]["peer_weight"] == 0.25
     # Its field's comment is the help of its hyper-parameter.
     assert hparam_help("peer_weight").startswith("the peer's share of the soft labels \\[default: the method's paper "
                                                  "value: two-teachers 0.5]")
-    missing = CliRunner().invoke(app, [*common, "--teacher", teacher_files[ROBUST], "--out", str(tmp_path / "m")])
-    assert missing.exit_code == 1 and "needs a peer teacher" in missing.output
-    assert "--teacher peer=MODEL" in missing.output
+    cli.fails([*common, "--teacher", teacher_files[ROBUST], "--out", tmp_path / "m"], "needs a peer teacher",
+              "--teacher peer=MODEL")
 
 
 def test_a_role_the_method_does_not_declare_is_refused(registered, teacher_files, tmp_path):

@@ -6,6 +6,7 @@ own, and a kill -9 with --resume that ends with the uninterrupted student, peer 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import signal
 
@@ -13,10 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from typer.testing import CliRunner
 
 import rdist
-from rdist.cli.app import app
 from rdist.engine import TrainConfig, load_checkpoint, read_log, train
 from rdist.engine.step import attack_phase, update_phase
 from rdist.methods import Companion, Recipe, Step, create_method, method_rows
@@ -67,6 +66,25 @@ def test_loss_is_the_peers_and_the_students(student, peer, make_batch, reference
     expected, error = reference_loss(reference, float64_logits(student), float64_logits(peer), batch, xa, method)
     close(method.loss(student, batch, xa), expected, error)
     assert expected > 10 * error  # every term of substance at these logits
+
+
+def test_label_smoothing_reaches_both_cross_entropies_and_no_kl(student, make_batch, reference, close,
+                                                                 float64_logits):
+    """--label-smoothing (Step.cross_entropy): the peer's CE and the student's, smoothed; the KL terms as they were."""
+    plain, peer = make_batch(), linear_model(seed=7)  # a peer whose smoothing shift is of substance on this batch
+    plain.companions = {PEER: peer}
+    smoothed, xa, method = dataclasses.replace(plain, label_smoothing=0.1), adversarial(plain), PeerAiD(ce_student=0.5)
+    peer_adv, student_adv = float64_logits(peer)(xa), float64_logits(student)(xa)
+
+    def smoothing_shift(logits):  # smoothed CE - CE = 0.1 (log p_y - mean_k log p_k), per example
+        log_p = reference.log_softmax(logits)
+        return 0.1 * (log_p[torch.arange(len(plain.y)), plain.y] - log_p.mean(dim=1)).mean()
+
+    expected = reference_loss(reference, float64_logits(student), float64_logits(peer), plain, xa, method)[0]
+    expected = expected + smoothing_shift(peer_adv) + 0.5 * smoothing_shift(student_adv)
+    error = reference_loss(reference, float64_logits(student), float64_logits(peer), plain, xa, method)[1]
+    close(method.loss(student, smoothed, xa), expected, error)
+    assert abs(smoothing_shift(peer_adv)) > 10 * error and abs(smoothing_shift(student_adv)) > 20 * error
 
 
 @pytest.mark.parametrize("target_grad", [True, False])
@@ -210,29 +228,29 @@ def digits_run(out, **overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_student_peer_and_average(tmp_path):
+@pytest.mark.e2e
+def test_a_killed_run_resumes_to_the_uninterrupted_student_peer_and_average(cli, tmp_path):
     uninterrupted = train(digits_run(tmp_path / "whole"))
     process = killed_run(digits_run(tmp_path / "killed"), uninterrupted.global_step // 2 + 5)
     assert process.returncode == -signal.SIGKILL, process.stderr
     assert load_checkpoint(tmp_path / "killed")["epoch"] == 1
 
-    result = CliRunner().invoke(app, ["distill", "--resume", str(tmp_path / "killed"), "--json"])
+    result = cli("distill", "--resume", tmp_path / "killed", "--json")
 
-    assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["global_step"] == uninterrupted.global_step
     whole, after_kill = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "killed")
-    for part in ("model", "swa"):
+    for part in ("model", "average"):
         assert all(torch.equal(v, after_kill[part][k]) for k, v in whole[part].items()), part
-    assert whole["swa"]["n_averaged"] == 2  # the average of both epochs, the one before the kill restored
+    assert whole["average"]["n_averaged"] == 2  # the average of both epochs, the one before the kill restored
     assert_resumed_companion(tmp_path / "whole", tmp_path / "killed", PEER)
     assert [r.epoch for r in read_log(tmp_path / "killed" / "log.jsonl")] == [1, 2]
 
 
-def test_distils_from_the_command_line_without_a_teacher_and_its_peer_is_a_model(tmp_path):
+@pytest.mark.e2e
+def test_distils_from_the_command_line_without_a_teacher_and_its_peer_is_a_model(cli, tmp_path):
     # As the issue types it: no --teacher, and none is asked for.
-    result = CliRunner().invoke(app, ["distill", "--method", "peeraid", "--student", "tinycnn", "--data", "digits",
-                                      "--epochs", "2", "--out", str(tmp_path / "run"), "--json"])
-    assert result.exit_code == 0, result.output
+    result = cli("distill", "--method", "peeraid", "--student", "tinycnn", "--data", "digits", "--epochs", "2",
+                 "--out", tmp_path / "run", "--json")
     assert json.loads(result.stdout)["epochs_done"] == 2
     log = read_log(tmp_path / "run" / "log.jsonl")
     assert [record.epoch for record in log] == [1, 2] and all(0 < record.train_loss < 100 for record in log)
@@ -243,8 +261,6 @@ def test_distils_from_the_command_line_without_a_teacher_and_its_peer_is_a_model
     peer = rdist.load_model(str(peer_file))
     assert peer.rdist_arch["name"] == "tinycnn" and peer.rdist_meta["provenance"]["companion"]["role"] == PEER
     # The trained peer is a robust model of its own: rdist attack takes it as any model.
-    attacked = CliRunner().invoke(app, ["attack", str(peer_file), "--attacks", "clean,pgd20", "--n", "64",
-                                        "--eps", "32/255", "--json"])
-    assert attacked.exit_code == 0, attacked.output
+    attacked = cli("attack", peer_file, "--attacks", "clean,pgd20", "--n", "64", "--eps", "32/255", "--json")
     report = json.loads(attacked.stdout)
     assert 0 <= report["accuracy"]["pgd20"] <= report["accuracy"]["clean"] <= 1 and report["accuracy"]["clean"] > 0.1

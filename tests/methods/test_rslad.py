@@ -2,9 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from rdist.methods.base import Step, Recipe
+from rdist.methods.base import Step
 from rdist.methods.rslad import RSLAD
-from rdist.methods.igdm import IGDM
 
 EPS = 8 / 255
 
@@ -78,10 +77,3 @@ def test_teacher_sees_the_clean_batch_once_for_attack_and_loss(student, teacher,
     assert len(recording.seen) == 1 and torch.equal(recording.seen[0], x)
     method.loss(student, Step(x=x.flip(0), y=y, epoch=1, epochs=10, teachers={"robust": recording}), xa)
     assert len(recording.seen) == 2  # a new batch gets its own soft labels
-
-
-def test_flags_defaults_and_recipe():
-    assert RSLAD.name == "rslad" and RSLAD.kind == "distill" and RSLAD.bn_mode == "eval"
-    assert RSLAD.teachers == ("robust",) and IGDM.accepts(RSLAD)
-    assert RSLAD.defaults() == {"kl_scale": 0.1}
-    assert RSLAD.recipe == Recipe(epochs=300, milestones=(215, 260, 285), weight_decay=2e-4)

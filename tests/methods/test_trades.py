@@ -1,9 +1,7 @@
 import pytest
 import torch
 
-from rdist.methods.base import Recipe
 from rdist.methods.trades import TRADES
-from rdist.methods.igdm import IGDM
 
 EPS = 8 / 255
 
@@ -56,12 +54,3 @@ def test_attack_starts_at_x_plus_small_gaussian_noise(student, make_batch):
     batch = make_batch()
     distance = (TRADES(attack_steps=0).perturb(student, batch) - batch.x).abs().amax()
     assert 0 < distance < 0.01  # 0.001 N(0, 1), not U(-eps, eps)
-
-
-def test_flags_defaults_and_recipe():
-    assert TRADES.name == "trades" and TRADES.kind == "teacher" and TRADES.bn_mode == "eval"
-    assert TRADES.teachers == () and not IGDM.accepts(TRADES)
-    assert TRADES.defaults() == {"beta": 6.0}
-    # The official script attacks with eps 0.031 and step 0.007 (10 steps), not 8/255 and 2/255.
-    assert TRADES.recipe == Recipe(epochs=100, milestones=(75, 90), weight_decay=2e-4, eps=0.031, step_size=0.007,
-                                   attack_steps=10)

@@ -4,13 +4,10 @@ with one message naming the model, the mismatch and the fix."""
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
 
 import rdist
 from rdist.artifact import check_fits
-from rdist.cli.app import app
 from rdist.errors import RdistError
-from tests.helpers import assert_one_line_error
 
 
 def meta(classes=10, channels=1, size=8, dataset="digits", shape=True) -> dict:
@@ -46,7 +43,7 @@ def test_classes_then_shape_each_named_with_the_fix(digits):
         "--surrogate s has 5 classes but dataset digits has 10; pass a surrogate trained on digits")
 
 
-def test_every_command_gives_the_same_message(tmp_path):
+def test_every_command_gives_the_same_message(cli, tmp_path):
     five = rdist.save_model(rdist.create_model("tinycnn", num_classes=5, in_channels=1), tmp_path / "five.safetensors",
                             dataset="digits", input_shape=[1, 8, 8])
     expected = "has 5 classes but dataset digits has 10; pass a model trained on digits"
@@ -54,7 +51,6 @@ def test_every_command_gives_the_same_message(tmp_path):
             ("five ", ["compare", five, "--attacks", "clean", "--quiet"]),  # compare names models by their labels
             (f"{five} ", ["export", five, "-o", tmp_path / "five.onnx"])]
     for name, args in runs:
-        assert_one_line_error(CliRunner().invoke(app, [str(a) for a in args]), f"error: {name}{expected}")
-    teacher = CliRunner().invoke(app, ["distill", "--method", "ard", "--student", "tinycnn", "--teacher", str(five),
-                                       "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "run")])
-    assert_one_line_error(teacher, f"teacher {five} {expected.replace('a model', 'a teacher')}")
+        cli.fails(args, f"error: {name}{expected}")
+    cli.fails(["distill", "--method", "ard", "--student", "tinycnn", "--teacher", five, "--data", "digits", "--epochs",
+               "1", "--out", tmp_path / "run"], f"teacher {five} {expected.replace('a model', 'a teacher')}")

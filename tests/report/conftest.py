@@ -11,18 +11,12 @@ import torch.nn.functional as F
 
 import rdist
 from rdist.attacks import pgd
-from tests.helpers import one_thread, train_briefly
+from tests.helpers import train_briefly
 
 # Digits have 17 grey levels (steps of about 16/255): 8/255 moves no pixel across a level, 32/255 does.
 EPS = "32/255"
 EPS_VALUE = 32 / 255
 DIGITS_SHAPE = [1, 8, 8]
-
-
-@pytest.fixture(scope="package", autouse=True)
-def one_thread_for_the_tests():
-    with one_thread():
-        yield
 
 
 def train_adversarial(arch: str, dataset, steps: int = 150, seed: int = 0):
@@ -44,8 +38,7 @@ def artifacts_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def natural_artifact(digits, artifacts_dir) -> Path:
     path = artifacts_dir / "natural.safetensors"
-    with one_thread():
-        model = train_briefly("tinycnn", digits, steps=150)
+    model = train_briefly("tinycnn", digits, steps=150)
     rdist.save_model(model, path, dataset="digits", input_shape=DIGITS_SHAPE,
                      provenance={"method": "natural", "epochs": 4})
     return path
@@ -54,8 +47,7 @@ def natural_artifact(digits, artifacts_dir) -> Path:
 @pytest.fixture(scope="session")
 def robust_artifact(digits, artifacts_dir, natural_artifact) -> Path:
     path = artifacts_dir / "robust.safetensors"
-    with one_thread():
-        model = train_adversarial("tinycnn", digits)
+    model = train_adversarial("tinycnn", digits)
     rdist.save_model(model, path, dataset="digits", input_shape=DIGITS_SHAPE,
                      provenance={"method": "sat", "teacher": str(natural_artifact), "epochs": 4})
     return path
@@ -75,7 +67,6 @@ def run_dir(artifacts_dir) -> Path:
     from rdist.engine import TrainConfig, train
 
     out = artifacts_dir / "run-natural"
-    with one_thread():
-        train(TrainConfig(method="natural", student="tinycnn", data="digits", epochs=2, batch_size=256, eval_n=50,
-                          out=str(out)))
+    train(TrainConfig(method="natural", student="tinycnn", data="digits", epochs=2, batch_size=256, eval_n=50,
+                      out=str(out)))
     return out

@@ -9,24 +9,18 @@ import json
 import statistics
 
 import pytest
-from typer.testing import CliRunner
 
-from rdist.cli.app import app
-from tests.helpers import assert_one_line_error
 
-runner = CliRunner()
 TRAIN = ["--arch", "tinycnn", "--data", "digits", "--epochs", "1", "--batch-size", "256", "--eval-n", "40",
          "--eps", "32/255", "--step-size", "16/255", "--steps", "2", "--quiet"]
 COMPARE = ["--attacks", "clean,pgd20", "--n", "40", "--eps", "32/255"]
 
 
 @pytest.fixture(scope="module")
-def groups(tmp_path_factory):
+def groups(cli, tmp_path_factory):
     root = tmp_path_factory.mktemp("seed-groups")
     for method in ("natural", "sat"):
-        result = runner.invoke(app, ["teacher", "train", "--method", method, *TRAIN, "--seeds", "0,1",
-                                     "--out", str(root / method)])
-        assert result.exit_code == 0, result.output
+        cli("teacher", "train", "--method", method, *TRAIN, "--seeds", "0,1", "--out", root / method)
     return root
 
 
@@ -36,23 +30,19 @@ def test_seeds_train_one_run_directory_per_seed_under_the_group(groups):
         assert all((groups / method / f"seed-{s}" / "best.safetensors").is_file() for s in (0, 1))
 
 
-def test_the_same_command_again_continues_the_group_instead_of_retraining(groups):
+def test_the_same_command_again_continues_the_group_instead_of_retraining(cli, groups):
     before = (groups / "sat" / "seed-1" / "checkpoint.pt").stat().st_mtime_ns
-    result = runner.invoke(app, ["teacher", "train", "--method", "sat", *TRAIN, "--seeds", "0,1",
-                                 "--out", str(groups / "sat")])
-    assert result.exit_code == 0, result.output
+    cli("teacher", "train", "--method", "sat", *TRAIN, "--seeds", "0,1", "--out", groups / "sat")
     assert (groups / "sat" / "seed-1" / "checkpoint.pt").stat().st_mtime_ns == before
     # A different configuration in the same group is refused by the resume's identity check.
-    changed = runner.invoke(app, ["teacher", "train", "--method", "sat", *TRAIN[:-1], "--lr", "0.01", "--seeds", "0",
-                                  "--out", str(groups / "sat")])
-    assert_one_line_error(changed, "configuration differs")
+    cli.fails(["teacher", "train", "--method", "sat", *TRAIN[:-1], "--lr", "0.01", "--seeds", "0",
+               "--out", groups / "sat"], "configuration differs")
 
 
-def test_two_seeds_of_two_methods_are_two_rows_with_mean_std_and_seed_count(groups, tmp_path):
-    result = runner.invoke(app, ["compare", "--runs", str(groups / "natural"), str(groups / "sat"), *COMPARE,
-                                 "--csv", str(tmp_path / "t.csv"), "--json", "--plot", str(tmp_path / "plots"),
-                                 "--sweep", "0,32/255"])
-    assert result.exit_code == 0, result.output
+def test_two_seeds_of_two_methods_are_two_rows_with_mean_std_and_seed_count(cli, groups, tmp_path):
+    result = cli("compare", "--runs", groups / "natural", groups / "sat", *COMPARE,
+                 "--csv", tmp_path / "t.csv", "--json", "--plot", tmp_path / "plots",
+                 "--sweep", "0,32/255")
     comparison = json.loads(result.stdout)
     rows = {r["label"]: r for r in comparison["models"]}
     assert set(rows) == {"natural", "sat"}
@@ -70,16 +60,14 @@ def test_two_seeds_of_two_methods_are_two_rows_with_mean_std_and_seed_count(grou
     assert [r["model"] for r in table] == ["natural", "sat"]
     assert all(r["seeds"] == "2" and r["seed_list"] == "0 1" and r["pgd20_std"] != "" for r in table)
 
-    text = runner.invoke(app, ["compare", "--runs", str(groups / "natural"), str(groups / "sat"), *COMPARE])
-    assert text.exit_code == 0, text.output
+    text = cli("compare", "--runs", groups / "natural", groups / "sat", *COMPARE)
     lines = [line for line in text.output.splitlines() if line.strip().startswith(("natural", "sat"))]
     assert len(lines) == 2 and all(line.count("±") == 3 and " 2 " in line for line in lines), text.output
     assert "seeds" in text.output
 
 
-def test_runs_of_one_group_given_one_by_one_are_grouped_too(groups):
+def test_runs_of_one_group_given_one_by_one_are_grouped_too(cli, groups):
     runs = [str(groups / "sat" / f"seed-{s}") for s in (0, 1)]
-    result = runner.invoke(app, ["compare", "--runs", *runs, *COMPARE, "--json"])
-    assert result.exit_code == 0, result.output
+    result = cli("compare", "--runs", *runs, *COMPARE, "--json")
     (row,) = json.loads(result.stdout)["models"]
     assert row["label"] == "sat" and row["seeds"] == [0, 1]

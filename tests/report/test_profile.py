@@ -1,4 +1,5 @@
-"""Parameters, MACs and latency: checked against counts done by hand."""
+"""Parameters, MACs and latency: checked against counts done by hand, and latency against a clock the test moves
+(no test here times real work)."""
 
 from __future__ import annotations
 
@@ -45,10 +46,38 @@ def test_profile_of_a_real_architecture():
     assert next(model.parameters()).device.type == "cpu"
 
 
-def test_latency_is_a_median_in_milliseconds():
-    slow = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(8)])
-    fast = nn.Sequential(nn.Conv2d(8, 8, 1))
-    assert latency_ms(slow, (8, 32, 32), "cpu", runs=5) > latency_ms(fast, (8, 32, 32), "cpu", runs=5)
+class Clock:
+    """A stand-in for the `time` module whose perf_counter moves only when a `Paced` model runs."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class Paced(nn.Module):
+    """Each forward pass takes the next of `seconds` on `clock`, and is recorded with its input's shape."""
+
+    def __init__(self, clock: Clock, seconds: list[float]):
+        super().__init__()
+        self.clock, self.seconds, self.calls = clock, list(seconds), []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((tuple(x.shape), self.training, torch.is_grad_enabled()))
+        self.clock.now += self.seconds.pop(0)
+        return x
+
+
+@pytest.mark.parametrize("timed, median_ms", [([0.004, 0.001, 0.250, 0.002, 0.003], 3.0),  # the odd slow run ignored
+                                              ([0.001, 0.010, 0.002, 0.003], 2.5)])  # even: the middle two's mean
+def test_latency_is_the_median_of_the_timed_runs_in_milliseconds(timed, median_ms, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr("rdist.report.profile.time", clock)
+    model = Paced(clock, [9.0, 9.0] + timed)  # the warm-up passes: never timed
+    assert latency_ms(model, (3, 4, 4), "cpu", warmup=2, runs=len(timed)) == pytest.approx(median_ms, rel=1e-9)
+    # 2 + len(timed) single-image forward passes, in eval mode, without autograd
+    assert model.calls == [((1, 3, 4, 4), False, False)] * (2 + len(timed)) and not model.seconds
 
 
 @pytest.mark.parametrize("value, text", [(24058, "24.1k"), (1789184, "1.79M"), (555422720, "555M"), (812, "812"),

@@ -7,11 +7,9 @@ import json
 from dataclasses import replace
 
 import pytest
-from typer.testing import CliRunner
 
 import rdist
 from rdist.attacks import SUITES
-from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.report.robustness import Report
 from tests.report.conftest import EPS, EPS_VALUE
@@ -44,10 +42,8 @@ def test_the_config_refuses_what_no_evaluation_can_use(fields, message):
         rdist.EvalConfig(**fields)
 
 
-def test_the_report_is_what_rdist_attack_prints(robust_artifact):
-    printed = CliRunner().invoke(app, ["attack", str(robust_artifact), "--attacks", "clean,fgsm", "--eps", EPS,
-                                       "--n", "60", "--json"])
-    assert printed.exit_code == 0, printed.output
+def test_the_report_is_what_rdist_attack_prints(cli, robust_artifact):
+    printed = cli("attack", robust_artifact, "--attacks", "clean,fgsm", "--eps", EPS, "--n", "60", "--json")
     printed = json.loads(printed.output)
     report = rdist.robustness_report(str(robust_artifact), rdist.EvalConfig(attacks="clean,fgsm", eps=EPS, n=60))
     assert isinstance(report, Report) and report.eps == EPS_VALUE and report.attacks == ["clean", "fgsm"]

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.methods import method_class
 from rdist.reproduce import REPRODUCTIONS, TeacherStage, check_entry
 from rdist.teachers.catalogue import TEACHERS
 from rdist.catalogues import catalogue_path
-from tests.helpers import assert_one_line_error
 
 PROJECT_REPRODUCTIONS = catalogue_path("reproductions.yaml")  # the project's own catalogue
 
@@ -105,9 +102,8 @@ def test_an_entry_whose_names_do_not_resolve_is_refused(tmp_path):
         check_entry(entry)
 
 
-def test_list_shows_every_row_with_published_aa_and_gpu_hours():
-    result = CliRunner().invoke(app, ["reproduce", "--list", "--json"])
-    assert result.exit_code == 0, result.output
+def test_list_shows_every_row_with_published_aa_and_gpu_hours(cli):
+    result = cli("reproduce", "--list", "--json")
     import json
 
     listed = json.loads(result.stdout)
@@ -123,6 +119,5 @@ def test_list_shows_every_row_with_published_aa_and_gpu_hours():
     assert rows["rslad-resnet18-cifar10"]["published_aa"] == 51.49
 
 
-def test_unknown_name_on_the_command_line_is_one_line():
-    assert_one_line_error(CliRunner().invoke(app, ["reproduce", "digits-rsald"]), "unknown reproduction 'digits-rsald'",
-                          "digits-rslad")
+def test_unknown_name_on_the_command_line_is_one_line(cli):
+    cli.fails(["reproduce", "digits-rsald"], "unknown reproduction 'digits-rsald'", "digits-rslad")

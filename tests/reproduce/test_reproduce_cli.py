@@ -13,24 +13,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from rdist.cli.app import app
 from rdist.reproduce import REPRODUCTIONS
 from rdist.reproduce.runner import claim_out
 from rdist.catalogues import catalogue_path
-from tests.helpers import assert_one_line_error, one_thread
 
 PROJECT_REPRODUCTIONS = catalogue_path("reproductions.yaml")  # the project's own catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
-runner = CliRunner()
-
-
-
-def invoke(*args: str):
-    with one_thread():
-        return runner.invoke(app, ["reproduce", *args])
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +38,13 @@ def catalogue(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(catalogue, tmp_path_factory) -> dict:
+def uninterrupted(cli, catalogue, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("uninterrupted") / "digits"
-    result = invoke("digits-rslad", "--catalogue", catalogue, "--seeds", "0,1", "--out", str(out), "--json")
-    assert result.exit_code == 0, result.output
+    result = cli("reproduce", "digits-rslad", "--catalogue", catalogue, "--seeds", "0,1", "--out", str(out), "--json")
     return json.loads(result.stdout)
 
 
+@pytest.mark.e2e
 def test_every_stage_leaves_its_output(uninterrupted):
     out = Path(uninterrupted["out"])
     assert (out / "reproduction.json").is_file() and (out / "teacher" / "best.safetensors").is_file()
@@ -72,7 +62,8 @@ def test_every_stage_leaves_its_output(uninterrupted):
     assert summary["aa"]["mean"] <= summary["pgd20"]["mean"] + 1e-9 <= summary["clean"]["mean"] + 2e-9
 
 
-def test_killed_in_the_middle_and_resumed_to_the_same_table(uninterrupted, catalogue, tmp_path):
+@pytest.mark.e2e
+def test_killed_in_the_middle_and_resumed_to_the_same_table(cli, uninterrupted, catalogue, tmp_path):
     out = tmp_path / "cut"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, "-c", "from rdist.cli.app import main; main()", "reproduce",
@@ -90,13 +81,11 @@ def test_killed_in_the_middle_and_resumed_to_the_same_table(uninterrupted, catal
         process.wait()
     assert not (out / "seed-1" / "eval.json").exists()
 
-    resumed = invoke("digits-rslad", "--catalogue", catalogue, "--seeds", "0,1", "--out", str(out), "--json")
-    assert resumed.exit_code == 0, resumed.output
+    resumed = cli("reproduce", "digits-rslad", "--catalogue", catalogue, "--seeds", "0,1", "--out", str(out), "--json")
     assert json.loads(resumed.stdout)["summary"] == uninterrupted["summary"]
 
     # Everything is done now: a third run only reads the stages' outputs and prints the table.
-    table = invoke("digits-rslad", "--catalogue", catalogue, "--seeds", "0,1", "--out", str(out))
-    assert table.exit_code == 0, table.output
+    table = cli("reproduce", "digits-rslad", "--catalogue", catalogue, "--seeds", "0,1", "--out", str(out))
     assert "trained and evaluated already" in table.output
     summary = uninterrupted["summary"]
     for metric in ("clean", "pgd20"):
@@ -108,29 +97,27 @@ def test_killed_in_the_middle_and_resumed_to_the_same_table(uninterrupted, catal
 
 @pytest.mark.parametrize("seeds, message", [("0,1,1", "repeats seed 1"), ("0;1", "cannot read --seeds '0;1'"),
                                             ("-1", "cannot read --seeds")])
-def test_bad_seeds_are_one_line(seeds, message, tmp_path):
-    assert_one_line_error(invoke("digits-rslad", "--seeds", seeds, "--out", str(tmp_path / "x")), message)
+def test_bad_seeds_are_one_line(cli, seeds, message, tmp_path):
+    cli.fails(["reproduce", "digits-rslad", "--seeds", seeds, "--out", str(tmp_path / "x")], message)
     assert not (tmp_path / "x").exists()
 
 
-def test_an_out_holding_another_reproduction_is_refused(tmp_path):
+def test_an_out_holding_another_reproduction_is_refused(cli, tmp_path):
     entries = REPRODUCTIONS.load()
     other = REPRODUCTIONS.find("rslad-resnet18-cifar10", entries)
     claim_out(tmp_path / "other", other, other.select_on)
-    assert_one_line_error(invoke("digits-rslad", "--out", str(tmp_path / "other")),
-                          "holds the reproduction rslad-resnet18-cifar10", "not digits-rslad")
+    cli.fails(["reproduce", "digits-rslad", "--out", str(tmp_path / "other")],
+              "holds the reproduction rslad-resnet18-cifar10", "not digits-rslad")
     (tmp_path / "files").mkdir()
     (tmp_path / "files" / "notes.txt").write_text("mine")
-    assert_one_line_error(invoke("digits-rslad", "--out", str(tmp_path / "files")),
-                          "is not a reproduction directory")
+    cli.fails(["reproduce", "digits-rslad", "--out", str(tmp_path / "files")], "is not a reproduction directory")
     # The same name with another selection protocol is another reproduction too.
     digits = REPRODUCTIONS.find("digits-rslad", entries)
     claim_out(tmp_path / "val", digits, "val")
-    assert_one_line_error(invoke("digits-rslad", "--select-on", "test", "--out", str(tmp_path / "val")),
-                          "select on val")
+    cli.fails(["reproduce", "digits-rslad", "--select-on", "test", "--out", str(tmp_path / "val")], "select on val")
 
 
-def test_push_of_a_row_without_full_autoattack_is_refused_before_training(tmp_path):
-    assert_one_line_error(invoke("digits-rslad", "--push", "org/digits", "--out", str(tmp_path / "x")),
-                          "records full AutoAttack", "aa:apgd-ce+apgd-t")
+def test_push_of_a_row_without_full_autoattack_is_refused_before_training(cli, tmp_path):
+    cli.fails(["reproduce", "digits-rslad", "--push", "org/digits", "--out", str(tmp_path / "x")],
+              "records full AutoAttack", "aa:apgd-ce+apgd-t")
     assert not (tmp_path / "x").exists()

@@ -1,20 +1,21 @@
 """Every command and option that takes a model takes every kind of name, and means the same model by it:
 `rdist attack NAME`, `rdist compare NAME`, `--surrogate NAME`, `--teacher NAME`, `--natural-teacher NAME`,
 `rdist zoo push NAME`, `--initial-weights NAME` and `rdist.load_model(NAME)`, for a file, zoo:NAME, a RobustBench name,
-hf-hub:ORG/REPO and hf://ORG/REPO[@REV][/FILE]."""
+hf-hub:ORG/REPO and hf://ORG/REPO[@REV][/FILE], all offline (a pre-filled RobustBench cache, the Hub stand-in on
+127.0.0.1)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import typer.main
 import yaml
-from typer.testing import CliRunner
 
 import rdist
 from rdist.artifact import load_artifact
@@ -23,33 +24,40 @@ from rdist.cli.app import app
 from rdist.cli.common import MODEL_HELP
 from rdist.data import load_dataset
 from rdist.resolve import model_kind
-from rdist.teachers.robustbench import artifact_path
 from rdist.files import sha256_file
-from tests.helpers import CIFAR_SUBSET, assert_one_line_error, one_thread, requires_cifar_subset
-from tests.resolve.conftest import REPO
+from rdist.teachers.robustbench import artifact_path, pull_teacher
+from tests.helpers import CIFAR_SUBSET, requires_cifar_subset
 
 pytestmark = requires_cifar_subset()
-runner = CliRunner()
 DATA = f"npz:{CIFAR_SUBSET}"
 N = 12
 
-
-@pytest.fixture(autouse=True)
-def one_thread_per_test():
-    with one_thread():
-        yield
+REPO = "rdist-test/tiny-wrn"
+ZOO_NAME = "tiny-wrn"
 
 
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
+@pytest.fixture
+def names(tiny_teacher, hub, tmp_path, monkeypatch) -> dict[str, str]:
+    """{kind: name} of the same bytes: the RobustBench test teacher, converted from its cached checkpoint."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # the Hub stand-in only: every other request still fails
+    tiny_teacher.place_checkpoint(seed=1)
+    converted = pull_teacher(tiny_teacher.entry.name, "cifar10")
+    file = tmp_path / "models" / "tiny-wrn.safetensors"
+    file.parent.mkdir()
+    shutil.copy(converted, file)
+    revision = hub.publish(REPO, {"model.safetensors": file.read_bytes()})
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(yaml.safe_dump({"students": [{
+        "name": ZOO_NAME, "repo": REPO, "file": "model.safetensors", "revision": revision,
+        "sha256": sha256_file(file), "arch": "wrn-10-1", "dataset": "cifar10", "method": "trades",
+        "teacher": "none", "results": {"clean": 10, "pgd20": 0, "aa": 0}, "command": f"rdist attack zoo:{ZOO_NAME}"}]}))
+    monkeypatch.setenv("RDIST_ZOO", str(zoo))
+    return {"file": str(file), "zoo": f"zoo:{ZOO_NAME}", "robustbench": tiny_teacher.entry.name,
+            "hf-hub": f"hf-hub:{REPO}", "hf-hub@rev": f"hf-hub:{REPO}@{revision}",
+            "hf": f"hf://{REPO}", "hf@rev/file": f"hf://{REPO}@{revision}/model.safetensors"}
 
 
-def run_ok(*args) -> dict:
-    result = run(*args)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
+@pytest.mark.e2e
 def test_load_model_takes_every_kind_of_name(names):
     expected = load_artifact(names["file"]).state_dict()
     for kind, spec in names.items():
@@ -60,9 +68,10 @@ def test_load_model_takes_every_kind_of_name(names):
         assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in expected), kind
 
 
-def test_attack_reports_the_same_numbers_for_every_kind_of_name(names, tiny_teacher):
-    reports = {kind: run_ok("attack", spec, "--attacks", "clean,pgd20", "--data", DATA, "--n", N, "--device", "cpu",
-                            "--json") for kind, spec in names.items()}
+@pytest.mark.e2e
+def test_attack_reports_the_same_numbers_for_every_kind_of_name(cli, names, tiny_teacher):
+    reports = {kind: json.loads(cli("attack", spec, "--attacks", "clean,pgd20", "--data", DATA, "--n", N, "--device",
+                                    "cpu", "--json").stdout) for kind, spec in names.items()}
     data = load_dataset(DATA)
     with torch.no_grad():
         logits = load_artifact(names["file"]).double()(data.x_test[:N].double() / 255)
@@ -75,33 +84,37 @@ def test_attack_reports_the_same_numbers_for_every_kind_of_name(names, tiny_teac
         assert reports[kind]["model"].startswith(os.environ["HF_HUB_CACHE"]), "a download in the Hub cache"
 
 
-def test_compare_puts_every_kind_of_name_side_by_side(names):
-    comparison = run_ok("compare", *names.values(), "--attacks", "clean,pgd20", "--data", DATA, "--n", N,
-                        "--json", "--quiet")
+@pytest.mark.e2e
+def test_compare_puts_every_kind_of_name_side_by_side(cli, names):
+    comparison = json.loads(cli("compare", *names.values(), "--attacks", "clean,pgd20", "--data", DATA, "--n", N,
+                                "--json", "--quiet").stdout)
     rows = comparison["models"]
     assert [r["label"] for r in rows] == ["tiny-wrn", *list(names.values())[1:]]
     assert len({json.dumps(r["accuracy"]) for r in rows}) == 1, "one model under seven names"
     assert len({(r["params"], r["macs"]) for r in rows}) == 1
 
 
-def test_surrogate_takes_every_kind_of_name(names):
-    reports = {kind: run_ok("attack", names["file"], "--surrogate", spec, "--attacks", "clean,transfer-pgd20",
-                            "--data", DATA, "--n", N, "--device", "cpu", "--json") for kind, spec in names.items()}
+@pytest.mark.e2e
+def test_surrogate_takes_every_kind_of_name(cli, names):
+    reports = {kind: json.loads(cli("attack", names["file"], "--surrogate", spec, "--attacks",
+                                    "clean,transfer-pgd20", "--data", DATA, "--n", N, "--device", "cpu",
+                                    "--json").stdout) for kind, spec in names.items()}
     for kind, spec in names.items():
         assert reports[kind]["surrogate"] == spec
         assert reports[kind]["accuracy"] == reports["file"]["accuracy"], kind
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("option, method", [("--teacher", "kd"), ("--natural-teacher", "akd2")])
-def test_teacher_options_take_every_kind_of_name(names, tmp_path, option, method):
+def test_teacher_options_take_every_kind_of_name(cli, names, tmp_path, option, method):
     """One step of training with the teacher under each name: the same student weights, its name recorded."""
     students = {}
     for kind, spec in names.items():
         teachers = ["--teacher", spec] if option == "--teacher" else ["--teacher", names["file"], option, spec]
         out = tmp_path / f"{method}-{kind.replace('@', '-')}"
-        run_ok("distill", "--method", method, "--student", "tinycnn", *teachers, "--data", DATA, "--epochs", 1,
-               "--max-steps", 1, "--batch-size", 16, "--steps", 2, "--eval-n", 16, "--device", "cpu", "--out", out,
-               "--json")
+        json.loads(cli("distill", "--method", method, "--student", "tinycnn", *teachers, "--data", DATA, "--epochs",
+                       1, "--max-steps", 1, "--batch-size", 16, "--steps", 2, "--eval-n", 16, "--device", "cpu",
+                       "--out", out, "--json").stdout)
         student = load_artifact(out / "last.safetensors")
         recorded = student.rdist_meta["provenance"]
         assert recorded["natural_teacher" if option == "--natural-teacher" else "teacher"] == spec
@@ -111,16 +124,17 @@ def test_teacher_options_take_every_kind_of_name(names, tmp_path, option, method
         assert all(torch.equal(state[k], first[k]) for k in first), kind
 
 
-def test_initial_weights_take_every_kind_of_name(names, tmp_path):
+@pytest.mark.e2e
+def test_initial_weights_take_every_kind_of_name(cli, names, tmp_path):
     """A run started from a model's weights (fine-tuning), under each name: the student starts as that model, so a
     step of training from each name ends with the same weights; the name is recorded in the provenance."""
     expected = load_artifact(names["file"]).state_dict()
     students = {}
     for kind, spec in names.items():
         out = tmp_path / f"initial-{kind.replace('@', '-').replace('/', '-')}"
-        run_ok("teacher", "train", "--method", "natural", "--arch", "wrn-10-1", "--initial-weights", spec, "--data",
-               DATA, "--epochs", 1, "--max-steps", 1, "--batch-size", 16, "--eval-n", 16, "--lr", 1e-9,
-               "--device", "cpu", "--out", out, "--json")
+        json.loads(cli("teacher", "train", "--method", "natural", "--arch", "wrn-10-1", "--initial-weights", spec,
+                       "--data", DATA, "--epochs", 1, "--max-steps", 1, "--batch-size", 16, "--eval-n", 16, "--lr",
+                       1e-9, "--device", "cpu", "--out", out, "--json").stdout)
         student = load_artifact(out / "last.safetensors")
         assert student.rdist_meta["provenance"]["initial_weights"] == spec
         students[kind] = student.state_dict()
@@ -132,15 +146,15 @@ def test_initial_weights_take_every_kind_of_name(names, tmp_path):
     assert weights and all(torch.allclose(first[k], expected[k], atol=1e-6) for k in weights)
 
 
-def test_zoo_push_takes_any_kind_of_name(names, hub):
+@pytest.mark.e2e
+def test_zoo_push_takes_any_kind_of_name(cli, names, hub):
     # What `rdist attack --record` leaves in a file, then that file published by someone else on the Hub.
     record_results(names["file"], {"attacks": ["clean", "pgd20", "aa"], "dataset": "cifar10", "eps": 8 / 255,
                                    "n": 100, "accuracy": {"clean": 0.5, "pgd20": 0.25, "aa": 0.2},
                                    "worst_case": 0.2, "seed": 0})
     hub.publish("someone/measured", {"model.safetensors": Path(names["file"]).read_bytes()})
-    result = run("zoo", "push", "hf-hub:someone/measured", "--repo", "rdist-test/republished", "--name", "again",
+    result = cli("zoo", "push", "hf-hub:someone/measured", "--repo", "rdist-test/republished", "--name", "again",
                  "--method", "trades")
-    assert result.exit_code == 0, result.output
     (entry,) = yaml.safe_load(result.stdout)
     assert entry["sha256"] == sha256_file(names["file"]) and entry["results"] == {"clean": 50, "pgd20": 25, "aa": 20}
     assert hub.state.repos["rdist-test/republished"].main == entry["revision"]
@@ -149,7 +163,8 @@ def test_zoo_push_takes_any_kind_of_name(names, hub):
 KINDS_FRAGMENTS = ("an .safetensors file", "zoo:NAME", "a RobustBench name", "hf-hub:ORG/REPO[@REV]")
 
 
-def test_an_unknown_name_fails_on_one_line_everywhere_with_the_kinds_and_close_names(names):
+@pytest.mark.e2e
+def test_an_unknown_name_fails_on_one_line_everywhere_with_the_kinds_and_close_names(cli, names):
     for typo, close in (("Tiny2019Trades_WRN1O", "Tiny2019Trades_WRN10"), ("tiny-wrn", "zoo:tiny-wrn")):
         for args in (["attack", typo, "--data", DATA],
                      ["compare", typo, "--data", DATA],
@@ -158,10 +173,11 @@ def test_an_unknown_name_fails_on_one_line_everywhere_with_the_kinds_and_close_n
                      ["distill", "--method", "kd", "--student", "tinycnn", "--teacher", typo, "--data", DATA,
                       "--epochs", 1],
                      ["zoo", "push", typo, "--repo", "rdist-test/x"]):
-            assert_one_line_error(run(*args), f"'{typo}' is not a file", f"did you mean: {close}?", *KINDS_FRAGMENTS)
+            cli.fails(args, f"'{typo}' is not a file", f"did you mean: {close}?", *KINDS_FRAGMENTS)
 
 
-def test_hub_names_that_lead_nowhere_fail_on_one_line(names):
+@pytest.mark.e2e
+def test_hub_names_that_lead_nowhere_fail_on_one_line(cli, names):
     missing = "0" * 40
     for spec, fragment in (("hf-hub:nobody/ghost", "cannot download model.safetensors of hf-hub:nobody/ghost at main"),
                            (f"hf-hub:{REPO}@{missing}", f"hf-hub:{REPO} at {missing}"),
@@ -173,18 +189,19 @@ def test_hub_names_that_lead_nowhere_fail_on_one_line(names):
                            ("hf://no-org", "does not name a Hub repo: write hf://ORG/REPO[@REV][/FILE]"),
                            (f"hf://{REPO}@/model.safetensors", "has @ without a revision"),
                            (f"hf://datasets/{REPO}", "names a file of a Hub dataset repo")):
-        assert_one_line_error(run("attack", spec, "--data", DATA), fragment)
+        cli.fails(["attack", spec, "--data", DATA], fragment)
 
 
-def test_record_never_writes_into_a_download(names, hub):
+@pytest.mark.e2e
+def test_record_never_writes_into_a_download(cli, names, hub):
     requests = len(hub.state.requests)
     for spec in (names["zoo"], names["hf-hub"], names["hf"]):
-        assert_one_line_error(run("attack", spec, "--record", "--data", DATA), f"--record would change {spec}")
+        cli.fails(["attack", spec, "--record", "--data", DATA], f"--record would change {spec}")
     assert len(hub.state.requests) == requests, "refused before anything was downloaded"
 
     published = sha256_file(names["file"])
-    comparison = run_ok("compare", names["file"], names["hf-hub"], "--attacks", "clean", "--data", DATA, "--n", N,
-                        "--record", "--json", "--quiet")
+    comparison = json.loads(cli("compare", names["file"], names["hf-hub"], "--attacks", "clean", "--data", DATA,
+                                "--n", N, "--record", "--json", "--quiet").stdout)
     downloaded = Path(comparison["models"][1]["model"])
     assert sha256_file(downloaded) == published, "the Hub download is left as published"
     assert read_metadata(names["file"])["results"], "the file took the results"

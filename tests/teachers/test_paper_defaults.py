@@ -11,25 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import rdist
-from rdist.cli.app import app
 from rdist.engine import TrainConfig
 from rdist.engine.config import fill_paper_defaults
 from rdist.methods import method_rows
 from rdist.teachers.catalogue import TEACHERS
 from rdist.teachers.robustbench import artifact_path, import_robustbench
-from tests.helpers import assert_one_line_error, one_thread
 
-runner = CliRunner()
 # Fast settings that leave the defaults under test alone (data, recipe, teachers): one step of 8 images.
 FAST = ["--max-steps", "1", "--batch-size", "8", "--steps", "1", "--eval-n", "8", "--quiet"]
-
-
-def rdist_cli(*args):
-    with one_thread():
-        return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture
@@ -61,10 +52,10 @@ def trades_teacher_cached(offline_cache) -> Path:
     return path
 
 
-def test_promised_command_trains_iad_i_on_cifar10_with_the_paper_recipe_and_teacher(cifar10_cache,
+@pytest.mark.e2e
+def test_promised_command_trains_iad_i_on_cifar10_with_the_paper_recipe_and_teacher(cli, cifar10_cache,
                                                                                    trades_teacher_cached, tmp_path):
-    result = rdist_cli("distill", "--method", "iad", "--student", "mobilenetv2", *FAST, "--out", tmp_path / "run")
-    assert result.exit_code == 0, result.output
+    result = cli("distill", "--method", "iad", "--student", "mobilenetv2", *FAST, "--out", tmp_path / "run")
     header = next(line for line in result.output.splitlines() if line.startswith("paper defaults:"))
     for part in ("--method iad = iad-i", "--data cifar10", "--recipe paper", "--teacher Zhang2019Theoretically",
                  "--epochs N for a short run", "1 step of", "FLOP/s"):
@@ -82,19 +73,17 @@ def test_promised_command_trains_iad_i_on_cifar10_with_the_paper_recipe_and_teac
     assert provenance["global_step"] == 1
 
 
-def test_pace_of_the_first_steps_is_reported_on_the_paper_recipe(cifar10_cache, trades_teacher_cached, tmp_path):
-    result = rdist_cli("distill", "--method", "iad", "--student", "tinycnn", *FAST[:-1], "--out", tmp_path / "run")
-    assert result.exit_code == 0, result.output
+def test_pace_of_the_first_steps_is_reported_on_the_paper_recipe(cli, cifar10_cache, trades_teacher_cached, tmp_path):
+    result = cli("distill", "--method", "iad", "--student", "tinycnn", *FAST[:-1], "--out", tmp_path / "run")
     pace = next(line for line in result.output.splitlines() if line.startswith("first 1 step:"))
     assert "s/step, so the run (1 step) takes about" in pace
 
 
-def test_igdm_trains_adaad_with_igdm(cifar10_cache, tmp_path):
+def test_igdm_trains_adaad_with_igdm(cli, cifar10_cache, tmp_path):
     teacher = tmp_path / "teacher.safetensors"
     rdist.save_model(rdist.create_model("smallcnn", in_channels=1), teacher, dataset="digits", input_shape=[1, 8, 8])
-    result = rdist_cli("distill", "--method", "igdm", "--student", "tinycnn", "--teacher", teacher, "--data",
-                       "digits", "--epochs", "1", *FAST, "--out", tmp_path / "run")
-    assert result.exit_code == 0, result.output
+    result = cli("distill", "--method", "igdm", "--student", "tinycnn", "--teacher", teacher, "--data",
+                 "digits", "--epochs", "1", *FAST, "--out", tmp_path / "run")
     header = next(line for line in result.output.splitlines() if line.startswith("paper defaults:"))
     assert header == "paper defaults: --method igdm = adaad+igdm (the paper's name)", "explicit options stay out"
     provenance = rdist.read_metadata(tmp_path / "run" / "last.safetensors")["provenance"]
@@ -139,18 +128,17 @@ def test_paper_teachers_follow_the_dataset():
     assert (config.recipe, config.epochs, defaults) == (None, None, []), "teacher training asks for --epochs"
 
 
-def test_no_natural_teacher_for_the_dataset_is_a_clear_error(offline_cache):
-    assert_one_line_error(rdist_cli("distill", "--method", "iad-ii", "--student", "tinycnn", "--data", "cifar100",
-                                    "--teacher", "Chen2021LTD_WRN34_10", "--epochs", "1"),
-                          "iad-ii needs a naturally trained teacher", "RobustBench has no naturally trained cifar100",
-                          "rdist teacher train --method natural --data cifar100")
+def test_no_natural_teacher_for_the_dataset_is_a_clear_error(cli, offline_cache):
+    cli.fails(["distill", "--method", "iad-ii", "--student", "tinycnn", "--data", "cifar100",
+               "--teacher", "Chen2021LTD_WRN34_10", "--epochs", "1"],
+              "iad-ii needs a naturally trained teacher", "RobustBench has no naturally trained cifar100",
+              "rdist teacher train --method natural --data cifar100")
 
 
-def test_offline_the_promised_command_stops_at_the_teacher_and_writes_nothing(offline_cache, tmp_path,
+def test_offline_the_promised_command_stops_at_the_teacher_and_writes_nothing(cli, offline_cache, tmp_path,
                                                                               monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = rdist_cli("distill", "--method", "iad", "--student", "mobilenetv2")
-    assert result.exit_code == 1, result.output
+    result = cli("distill", "--method", "iad", "--student", "mobilenetv2", code=1)
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 2 and lines[0].startswith("paper defaults: --method iad = iad-i"), result.output
     assert lines[1].startswith("error: cannot download the checkpoint of Zhang2019Theoretically"), lines[1]
@@ -160,10 +148,9 @@ def test_offline_the_promised_command_stops_at_the_teacher_and_writes_nothing(of
     assert not any(p.is_file() for p in offline_cache.rglob("*"))
 
 
-def test_offline_saad_prints_its_paper_defaults_and_stops_at_its_teacher(offline_cache, tmp_path, monkeypatch):
+def test_offline_saad_prints_its_paper_defaults_and_stops_at_its_teacher(cli, offline_cache, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = rdist_cli("distill", "--method", "saad", "--student", "resnet18")
-    assert result.exit_code == 1, result.output
+    result = cli("distill", "--method", "saad", "--student", "resnet18", code=1)
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 2, result.output
     for part in ("--data cifar10", "--recipe paper (the saad paper's schedule", "--teacher "
@@ -178,15 +165,14 @@ def test_offline_saad_prints_its_paper_defaults_and_stops_at_its_teacher(offline
     assert row["recipe"] == "200 ep, x0.1 at 100/150, wd 2e-4, SWA from 95"
 
 
-def test_list_names_each_method_with_its_paper_attack_loss_teacher_and_recipe():
-    result = rdist_cli("distill", "--list")
-    assert result.exit_code == 0, result.output
+def test_list_names_each_method_with_its_paper_attack_loss_teacher_and_recipe(cli):
+    result = cli("distill", "--list")
     rows = {line.split()[0]: line for line in result.output.splitlines() if line.strip()}
     assert "(iad)" in rows["iad-i"] and "Zhu et al., ICLR 2022" in rows["iad-i"]
     assert "Zhang2019Theoretically" in rows["iad-i"] and "200 ep, x0.1 at 100/150, wd 2e-4" in rows["iad-i"]
     assert "(igdm)" in rows["adaad+igdm"] and "Wang2023Better_WRN-28-10" in rows["adaad+igdm"]
     assert "Zhang2019Theoretically + Standard" in rows["akd2"] and "SWA from 56" in rows["akd2"]
-    cifar100 = json.loads(rdist_cli("distill", "--list", "--data", "cifar100", "--json").output)
+    cifar100 = json.loads(cli("distill", "--list", "--data", "cifar100", "--json").output)
     by_name = {row["method"]: row for row in cifar100}
     assert by_name["adaad"]["teacher"] == "Chen2021LTD_WRN34_10" and by_name["iad-i"]["teacher"] is None
     assert by_name["iad-i"]["aliases"] == "iad" and by_name["adaad+igdm"]["aliases"] == "igdm"
@@ -204,8 +190,8 @@ def test_list_names_each_method_with_its_paper_attack_loss_teacher_and_recipe():
     assert "Chen2021LTD_WRN34_20" in rows["dgad"] and by_name["dgad"]["teacher"] == "Chen2021LTD_WRN34_10"
 
 
-def test_help_lists_the_aliases():
-    result = rdist_cli("distill", "--help")
+def test_help_lists_the_aliases(cli):
+    result = cli("distill", "--help")
     text = " ".join(" ".join(line.strip(" │").split()) for line in result.output.splitlines())  # unwrapped
     assert "iad = iad-i" in text and "igdm = adaad+igdm" in text and "--list" in text
 
@@ -219,15 +205,14 @@ def test_standard_natural_teacher_converts_to_rdist_wrn_with_equal_logits():
 
     entry = TEACHERS[("Standard", "cifar10")]
     torch.manual_seed(0)
-    with one_thread():
-        reference = zoo.model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf]["Standard"]["model"]().eval()
-        with torch.no_grad():
-            for module in reference.modules():
-                if isinstance(module, torch.nn.BatchNorm2d):
-                    module.running_mean.uniform_(-0.3, 0.3)
-                    module.running_var.uniform_(0.5, 2.0)
-        model = _convert(reference, entry)
-        x = torch.rand(2, 3, 32, 32)
-        with torch.no_grad():
-            torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-5)
+    reference = zoo.model_dicts[BenchmarkDataset.cifar_10][ThreatModel.Linf]["Standard"]["model"]().eval()
+    with torch.no_grad():
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.3, 0.3)
+                module.running_var.uniform_(0.5, 2.0)
+    model = _convert(reference, entry)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-5)
     assert (entry.arch, entry.clean, entry.autoattack) == ("wrn-28-10", 94.78, 0.0)

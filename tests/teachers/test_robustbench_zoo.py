@@ -12,10 +12,8 @@ from importlib.metadata import version
 import pytest
 import torch
 from torch import nn
-from typer.testing import CliRunner
 
 import rdist
-from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.models import known_architecture
 from rdist.resolve import resolve_teacher
@@ -23,9 +21,7 @@ from rdist.teachers.catalogue import (CIFAR10_MEAN, CIFAR10_STD, ROBUSTBENCH, SO
                                       load_entries)
 from rdist.teachers.leaderboard import DATA_FILE, main, scan_zoo
 from rdist.teachers.robustbench import artifact_path, checkpoint_path, import_robustbench, pull_teacher
-from tests.helpers import assert_one_line_error, one_thread
 
-runner = CliRunner()
 SAAD_TEACHERS = {"Gowal2021Improving_28_10_ddpm_100m": ("dm-wrn-28-10", 36_479_194, "36.5M"),
                  "Bartoldson2024Adversarial_WRN-94-16": ("dm-wrn-94-16", 365_915_610, "365.9M")}
 
@@ -68,8 +64,7 @@ def test_the_committed_catalogue_is_what_the_installed_robustbench_gives():
     a robustbench upgrade that changes an entry fails here until the file is regenerated."""
     committed = json.loads(DATA_FILE.read_text())
     assert committed["robustbench_version"] == version("robustbench")
-    with one_thread():
-        scanned = scan_zoo(import_robustbench())
+    scanned = scan_zoo(import_robustbench())
     assert [{k: v for k, v in t.items() if k != "leaderboard"} for t in committed["teachers"]] == scanned
 
 
@@ -96,23 +91,20 @@ def test_leaderboard_numbers_are_robustbenchs_from_the_committed_file():
 # ---------------------------------------------------------------- rdist teacher list
 
 
-def test_teacher_list_names_both_saad_teachers_with_their_architectures_and_sizes():
-    result = runner.invoke(app, ["teacher", "list", "--data", "cifar10", "--json"])
-    assert result.exit_code == 0, result.output
+def test_teacher_list_names_both_saad_teachers_with_their_architectures_and_sizes(cli):
+    result = cli("teacher", "list", "--data", "cifar10", "--json")
     rows = {row["model"]: row for row in json.loads(result.stdout)}
     for name, (arch, params, _) in SAAD_TEACHERS.items():
         assert (rows[name]["arch"], rows[name]["params"], rows[name]["buildable"]) == (arch, params, True)
-    table = runner.invoke(app, ["teacher", "list", "--data", "cifar10"])
-    assert table.exit_code == 0, table.output
+    table = cli("teacher", "list", "--data", "cifar10")
     for name, (arch, _, size) in SAAD_TEACHERS.items():
         row = next(line for line in table.output.splitlines() if line.split()[:1] == [name])
         assert arch in row and size in row and "93.68" in table.output
 
 
-def test_teacher_list_sorts_and_shows_the_unbuildable_only_when_asked():
+def test_teacher_list_sorts_and_shows_the_unbuildable_only_when_asked(cli):
     def names(*args):
-        result = runner.invoke(app, ["teacher", "list", "--json", *args])
-        assert result.exit_code == 0, result.output
+        result = cli("teacher", "list", "--json", *args)
         return json.loads(result.stdout)
 
     by_aa = names("--data", "cifar100")
@@ -130,17 +122,15 @@ def test_teacher_list_sorts_and_shows_the_unbuildable_only_when_asked():
     assert (mixed["buildable"], mixed["arch"], mixed["pulled"]) == (False, None, False)
     assert "checkpoints" in mixed["reason"]
 
-    table = runner.invoke(app, ["teacher", "list", "--all", "--data", "cifar10"])
-    assert table.exit_code == 0, table.output
+    table = cli("teacher", "list", "--all", "--data", "cifar10")
     assert "rdist cannot build" in table.output and "Bai2024MixedNUTS" in table.output
-    assert "Bai2024MixedNUTS" not in runner.invoke(app, ["teacher", "list"]).output
-    assert_one_line_error(runner.invoke(app, ["teacher", "list", "--sort", "robust"]), "unknown --sort order 'robust'")
+    assert "Bai2024MixedNUTS" not in cli("teacher", "list").output
+    cli.fails(["teacher", "list", "--sort", "robust"], "unknown --sort order 'robust'")
 
 
-def test_a_refused_name_says_why_wherever_it_is_used(offline_cache):
-    result = runner.invoke(app, ["teacher", "pull", "Bai2024MixedNUTS"])
-    assert_one_line_error(result, "Bai2024MixedNUTS (CIFAR-10) is not a teacher rdist can build",
-                          "combines 2 checkpoints")
+def test_a_refused_name_says_why_wherever_it_is_used(cli, offline_cache):
+    cli.fails(["teacher", "pull", "Bai2024MixedNUTS"],
+              "Bai2024MixedNUTS (CIFAR-10) is not a teacher rdist can build", "combines 2 checkpoints")
     with pytest.raises(RdistError, match="ResNeSt-152"):
         resolve_teacher("Sehwag2021Proxy_ResNest152", dataset="cifar10")
     with pytest.raises(RdistError, match="not a teacher rdist can build"):
@@ -156,13 +146,12 @@ def _without_class_constants(state: dict) -> dict:
 
 
 def _assert_same_logits(teacher, reference: nn.Module, arch: str, mean=None) -> dict:
-    with one_thread():
-        path = pull_teacher(teacher.entry.name, teacher.entry.dataset)
-        model = rdist.load_model(path)
-        x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-        with torch.no_grad():
-            expected = reference.eval()(x)
-            torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+    path = pull_teacher(teacher.entry.name, teacher.entry.dataset)
+    model = rdist.load_model(path)
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = reference.eval()(x)
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
     assert expected.std() > 1e-3, "outputs of substance, not a constant"
     assert path == artifact_path(teacher.entry) and model.rdist_arch["name"] == arch
     assert model.rdist_arch["num_classes"] == teacher.entry.num_classes
@@ -253,17 +242,15 @@ def test_a_small_variant_of_a_zoo_class_converts_to_the_same_logits(zoo_teacher,
     _assert_same_logits(teacher, reference, arch, mean=mean)
 
 
-def test_an_entry_without_model_info_has_no_numbers_and_the_list_says_so(zoo_teacher):
+def test_an_entry_without_model_info_has_no_numbers_and_the_list_says_so(cli, zoo_teacher):
     import_robustbench()
     teacher = zoo_teacher("TinyHendrycks_WRN10", "cifar10", SMALL[2][2])
     assert teacher.entry.clean is None and teacher.entry.autoattack is None
-    table = runner.invoke(app, ["teacher", "list", "--data", "cifar10"])
-    assert table.exit_code == 0, table.output
+    table = cli("teacher", "list", "--data", "cifar10")
     row = next(line for line in table.output.splitlines() if "TinyHendrycks_WRN10" in line)
     assert row.split()[-2:] == ["-", "-"] and "RobustBench published no numbers" in table.output
     teacher.place_checkpoint()
-    result = runner.invoke(app, ["teacher", "pull", teacher.entry.name])
-    assert result.exit_code == 0, result.output
+    result = cli("teacher", "pull", teacher.entry.name)
     assert "RobustBench published no numbers" in result.output
 
 
@@ -286,8 +273,7 @@ def test_the_tool_copies_model_info_and_leaves_entries_without_it_without_number
         (info / dataset / "Linf").mkdir(parents=True)
     (info / "cifar10" / "Linf" / "Zhang2019Theoretically.json").write_text(json.dumps(TRADES_INFO))
     out = tmp_path / "leaderboard.json"
-    with one_thread():
-        assert main(["--from", str(info), "--commit", "ab" * 20, "--output", str(out)]) == 0
+    assert main(["--from", str(info), "--commit", "ab" * 20, "--output", str(out)]) == 0
     assert f"{len(ROBUSTBENCH) - 1} without model_info" in capsys.readouterr().out
     header, entries = load_entries(out)
     assert (header["model_info_commit"], header["robustbench_version"]) == ("ab" * 20, version("robustbench"))
@@ -309,8 +295,7 @@ def test_the_tool_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, cap
     source = tmp_path if problem == "not model_info" else info
     commit = "HEAD" if problem == "bad commit" else "ab" * 20
     out = tmp_path / "leaderboard.json"
-    with one_thread():
-        assert main(["--from", str(source), "--commit", commit, "--output", str(out)]) == 1
+    assert main(["--from", str(source), "--commit", commit, "--output", str(out)]) == 1
     error = capsys.readouterr().err
     assert error.startswith("error: ") and error.count("\n") == 1
     assert {"not model_info": "model_info directory", "bad commit": "40-hex-digit",

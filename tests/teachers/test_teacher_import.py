@@ -1,14 +1,12 @@
 """`rdist teacher import` of the TRADES WRN layout, whose checkpoint carries an unused `sub_block1` group."""
 
 import torch
-from typer.testing import CliRunner
 
 import rdist
-from rdist.cli.app import app
 from rdist.teachers.robustbench import import_robustbench
 
 
-def test_trades_wrn_checkpoint_with_sub_block1_imports_and_computes_the_same_logits(tmp_path):
+def test_trades_wrn_checkpoint_with_sub_block1_imports_and_computes_the_same_logits(cli, tmp_path):
     import_robustbench()
     from robustbench.model_zoo.architectures.wide_resnet import WideResNet
 
@@ -18,9 +16,7 @@ def test_trades_wrn_checkpoint_with_sub_block1_imports_and_computes_the_same_log
     checkpoint = tmp_path / "trades.pt"
     torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, checkpoint)
     out = tmp_path / "trades.safetensors"
-    result = CliRunner().invoke(app, ["teacher", "import", str(checkpoint), "--arch", "wrn-10-1", "--dataset",
-                                      "cifar10", "-o", str(out)])
-    assert result.exit_code == 0, result.output
+    cli("teacher", "import", checkpoint, "--arch", "wrn-10-1", "--dataset", "cifar10", "-o", out)
     imported = rdist.load_model(out)
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():

@@ -8,17 +8,13 @@ import sys
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import rdist
 from rdist.artifact import read_metadata
-from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.teachers.catalogue import CIFAR10_MEAN, CIFAR10_STD, TEACHERS, find_teacher
 from rdist.teachers.robustbench import artifact_path, checkpoint_path, drive_url, import_robustbench, pull_teacher
-from tests.helpers import assert_one_line_error
 
-runner = CliRunner()
 CURATED = ["Zhang2019Theoretically", "Chen2021LTD_WRN34_10", "Chen2021LTD_WRN34_20", "Wang2023Better_WRN-28-10",
            "Cui2023Decoupled_WRN-28-10"]
 
@@ -71,7 +67,7 @@ def test_pull_converts_a_prefilled_checkpoint_offline_and_reuses_the_artifact(ti
     assert pull_teacher(tiny_teacher.entry.name, "cifar10") == path and path.stat().st_mtime_ns == stamp
 
 
-def test_cli_pulls_a_real_catalogue_teacher_with_its_normalisation(offline_cache):
+def test_cli_pulls_a_real_catalogue_teacher_with_its_normalisation(cli, offline_cache):
     """Wang2023Better_WRN-28-10 (DeepMind WRN, SiLU, normalisation inside) from a checkpoint in robustbench's
     cache: the artifact computes what RobustBench's own model computes."""
     zoo = import_robustbench()
@@ -83,8 +79,7 @@ def test_cli_pulls_a_real_catalogue_teacher_with_its_normalisation(offline_cache
     checkpoint_path(entry).parent.mkdir(parents=True)
     torch.save(reference.state_dict(), checkpoint_path(entry))
 
-    result = runner.invoke(app, ["teacher", "pull", entry.name])
-    assert result.exit_code == 0, result.output
+    result = cli("teacher", "pull", entry.name)
     assert result.stdout.strip() == str(artifact_path(entry))
     assert "92.44" in result.output and "67.31" in result.output
     model = rdist.load_model(artifact_path(entry))
@@ -95,13 +90,12 @@ def test_cli_pulls_a_real_catalogue_teacher_with_its_normalisation(offline_cache
         torch.testing.assert_close(model(x), reference.eval()(x), rtol=1e-4, atol=1e-5)
 
 
-def test_html_page_in_place_of_the_checkpoint_is_deleted_and_reported(offline_cache):
+def test_html_page_in_place_of_the_checkpoint_is_deleted_and_reported(cli, offline_cache):
     entry = TEACHERS[("Zhang2019Theoretically", "cifar10")]
     path = checkpoint_path(entry)
     path.parent.mkdir(parents=True)
     path.write_text("\n<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>")
-    result = runner.invoke(app, ["teacher", "pull", entry.name])
-    assert_one_line_error(result, "HTML page", str(path), drive_url("1hPz9QQwyM7QSuWu-ANG_uXR-29xtL8t_"))
+    cli.fails(["teacher", "pull", entry.name], "HTML page", str(path), drive_url("1hPz9QQwyM7QSuWu-ANG_uXR-29xtL8t_"))
     assert files_under(offline_cache) == [], "the page is deleted and no artifact is written"
 
 
@@ -140,11 +134,10 @@ def test_a_checkpoint_for_another_architecture_is_refused(tiny_teacher):
     assert not artifact_path(tiny_teacher.entry).exists()
 
 
-def test_unknown_names_get_suggestions_and_other_datasets_are_named(offline_cache):
-    result = runner.invoke(app, ["teacher", "pull", "Zhang2019Theoreticaly"])
-    assert_one_line_error(result, "unknown teacher 'Zhang2019Theoreticaly'", "did you mean: Zhang2019Theoretically")
-    result = runner.invoke(app, ["teacher", "pull", "Zhang2019Theoretically", "--data", "cifar100"])
-    assert_one_line_error(result, "CIFAR-10 model", "--data cifar10")
+def test_unknown_names_get_suggestions_and_other_datasets_are_named(cli, offline_cache):
+    cli.fails(["teacher", "pull", "Zhang2019Theoreticaly"],
+              "unknown teacher 'Zhang2019Theoreticaly'", "did you mean: Zhang2019Theoretically")
+    cli.fails(["teacher", "pull", "Zhang2019Theoretically", "--data", "cifar100"], "CIFAR-10 model", "--data cifar10")
     with pytest.raises(RdistError, match="CIFAR-100 model"):
         find_teacher("Gowal2020Uncovering_extra", "cifar10")
     with pytest.raises(RdistError, match="no RobustBench teachers for dataset 'svhn'"):
@@ -152,9 +145,8 @@ def test_unknown_names_get_suggestions_and_other_datasets_are_named(offline_cach
     assert files_under(offline_cache) == []
 
 
-def test_list_shows_the_teachers_with_leaderboard_numbers(tiny_teacher):
-    result = runner.invoke(app, ["teacher", "list", "--data", "cifar100", "--json"])
-    assert result.exit_code == 0, result.output
+def test_list_shows_the_teachers_with_leaderboard_numbers(cli, tiny_teacher):
+    result = cli("teacher", "list", "--data", "cifar100", "--json")
     import json
 
     rows = {row["model"]: row for row in json.loads(result.stdout)}
@@ -164,8 +156,7 @@ def test_list_shows_the_teachers_with_leaderboard_numbers(tiny_teacher):
 
     tiny_teacher.place_checkpoint()
     pull_teacher(tiny_teacher.entry.name, "cifar10")
-    table = runner.invoke(app, ["teacher", "list", "--data", "cifar10"])
-    assert table.exit_code == 0, table.output
+    table = cli("teacher", "list", "--data", "cifar10")
     for name in CURATED:
         assert name in table.output
     assert "84.92" in table.output and "53.08*" in table.output and "eps 0.031" in table.output

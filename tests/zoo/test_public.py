@@ -12,18 +12,15 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load, load_file
-from typer.testing import CliRunner
 
 from rdist.artifact import read_metadata
-from rdist.cli.app import app
 from rdist.data import load_dataset
 from rdist.engine import TrainConfig, train
 from rdist.files import sha256_file
 from rdist.report.config import EvalConfig
 from rdist.report.robustness import robustness_report
 from rdist.zoo.public import public_metadata, public_reproduction, public_text
-from tests.helpers import one_thread
-from tests.zoo.conftest import TOKEN, assert_publishes_no_local_path, safetensors_header, uploaded_files
+from tests.fixtures.hub import TOKEN, assert_publishes_no_local_path, safetensors_header, uploaded_files
 
 
 @pytest.fixture
@@ -34,25 +31,24 @@ def publisher(tmp_path):
     return root
 
 
-def test_a_pushed_student_names_no_path_of_the_publishers_machine(hub, publisher):
+@pytest.mark.e2e
+def test_a_pushed_student_names_no_path_of_the_publishers_machine(cli, hub, publisher):
     digits = load_dataset("digits")
     data = publisher / "datasets" / "digits.npz"
     data.parent.mkdir()
     np.savez(data, **{k: getattr(digits, k).numpy() for k in ("x_train", "y_train", "x_test", "y_test")})
-    with one_thread():
-        teacher = train(TrainConfig(method="natural", student="tinycnn", data=f"npz:{data}", epochs=1, batch_size=64,
-                                    eval_n=32, out=str(publisher / "runs" / "teacher")))
-        student = train(TrainConfig(method="rslad", student="tinycnn", data=f"npz:{data}",
-                                    teachers={"robust": str(teacher.best_path)}, epochs=1, batch_size=64,
-                                    attack_steps=2, eval_n=32, out=str(publisher / "runs" / "student")))
-        robustness_report(str(student.best_path), EvalConfig(attacks="clean,pgd20,aa", n=16), record=True)
+    teacher = train(TrainConfig(method="natural", student="tinycnn", data=f"npz:{data}", epochs=1, batch_size=64,
+                                eval_n=32, out=str(publisher / "runs" / "teacher")))
+    student = train(TrainConfig(method="rslad", student="tinycnn", data=f"npz:{data}",
+                                teachers={"robust": str(teacher.best_path)}, epochs=1, batch_size=64,
+                                attack_steps=2, eval_n=32, out=str(publisher / "runs" / "student")))
+    robustness_report(str(student.best_path), EvalConfig(attacks="clean,pgd20,aa", n=16), record=True)
     model = student.best_path
     local = read_metadata(model)
     assert local["provenance"]["run_dir"] == str(publisher / "runs" / "student")  # what must not leave the machine
     before = sha256_file(model)
 
-    result = CliRunner().invoke(app, ["zoo", "push", str(model), "--repo", "someone/tiny-student"])
-    assert result.exit_code == 0, result.output
+    result = cli("zoo", "push", model, "--repo", "someone/tiny-student")
     assert TOKEN not in result.output
     (entry,) = yaml.safe_load(result.stdout)
     files = uploaded_files(hub, "someone/tiny-student")
@@ -80,8 +76,7 @@ def test_a_pushed_student_names_no_path_of_the_publishers_machine(hub, publisher
     # The copy is a valid artifact, pinned by the entry's sha256: it pulls, verifies and loads.
     zoo = publisher / "zoo.yaml"
     zoo.write_text(yaml.safe_dump({"students": [entry]}, sort_keys=False))
-    pulled = CliRunner().invoke(app, ["zoo", "pull", entry["name"], "--zoo", str(zoo)])
-    assert pulled.exit_code == 0, pulled.output
+    pulled = cli("zoo", "pull", entry["name"], "--zoo", zoo)
     import rdist
 
     x = torch.rand(4, 1, 8, 8)

@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 
 import yaml
-from typer.testing import CliRunner
 
-from rdist.cli.app import app
-from tests.helpers import assert_one_line_error, one_thread
-from tests.zoo.conftest import assert_publishes_no_local_path, uploaded_files
+from tests.fixtures.hub import assert_publishes_no_local_path, uploaded_files
 
 # A row small enough for a test, evaluated with full AutoAttack as the zoo requires.
 TINY = {"name": "digits-tiny", "teacher": {"method": "sat", "arch": "tinycnn", "options": {"epochs": 1}},
@@ -27,23 +24,16 @@ def catalogue(tmp_path):
     return path
 
 
-def invoke(*args: str):
-    with one_thread():
-        return CliRunner().invoke(app, ["reproduce", *args])
-
-
-def test_push_without_a_token_is_refused_before_training(hub, tmp_path, monkeypatch):
+def test_push_without_a_token_is_refused_before_training(cli, hub, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")
-    result = invoke("digits-tiny", "--catalogue", str(catalogue(tmp_path)), "--push", "org/tiny",
-                    "--out", str(tmp_path / "out"))
-    assert_one_line_error(result, "--push needs a Hugging Face token", "nothing was trained")
+    cli.fails(["reproduce", "digits-tiny", "--catalogue", catalogue(tmp_path), "--push", "org/tiny", "--out",
+               tmp_path / "out"], "--push needs a Hugging Face token", "nothing was trained")
     assert not (tmp_path / "out").exists() and hub.state.repos == {}
 
 
-def test_push_publishes_the_best_seed_with_the_reproduction_in_its_card(hub, tmp_path):
-    result = invoke("digits-tiny", "--catalogue", str(catalogue(tmp_path)), "--seeds", "0,1", "--push",
-                    "rdist-zoo/digits-tiny", "--out", str(tmp_path / "out"), "--quiet")
-    assert result.exit_code == 0, result.output
+def test_push_publishes_the_best_seed_with_the_reproduction_in_its_card(cli, hub, tmp_path):
+    result = cli("reproduce", "digits-tiny", "--catalogue", str(catalogue(tmp_path)), "--seeds", "0,1", "--push",
+                 "rdist-zoo/digits-tiny", "--out", str(tmp_path / "out"), "--quiet")
     entry = yaml.safe_load(result.stdout[result.stdout.index("- name:"):])[0]
     assert (entry["name"], entry["repo"], entry["method"], entry["arch"]) == (
         "digits-tiny", "rdist-zoo/digits-tiny", "rslad", "tinycnn")

@@ -6,16 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.catalogues import catalogue_path
 from rdist.zoo import ZOO
 
 PROJECT_ZOO = catalogue_path("zoo.yaml")  # the project's own catalogue
-
-runner = CliRunner()
 
 
 def entry(**changes) -> dict:
@@ -76,34 +72,29 @@ def test_broken_files_and_duplicates_are_refused(write_zoo, tmp_path):
         ZOO.load(tmp_path / "absent.yaml")
 
 
-def test_list_filters_by_dataset_arch_and_method(write_zoo, monkeypatch):
+def test_list_filters_by_dataset_arch_and_method(cli, write_zoo, monkeypatch):
     path = write_zoo([entry(),
                       entry(name="ard-mobilenetv2-cifar10", arch="mobilenetv2", method="ard",
                             results={"clean": 82.0, "pgd20": 50.1, "aa": 48.34}),
                       entry(name="rslad-resnet18-cifar100", dataset="cifar100", teacher="Chen2021LTD_WRN34_10",
                             results={"clean": 57.0, "pgd20": 30.5, "aa": 26.7})])
-    result = runner.invoke(app, ["zoo", "list", "--zoo", str(path), "--data", "cifar10", "--method", "rslad", "--json"])
-    assert result.exit_code == 0, result.output
+    result = cli("zoo", "list", "--zoo", path, "--data", "cifar10", "--method", "rslad", "--json")
     assert [e["name"] for e in json.loads(result.stdout)] == ["rslad-resnet18-cifar10"]
 
     monkeypatch.setenv("RDIST_ZOO", str(path))  # the catalogue can also come from the environment
-    table = runner.invoke(app, ["zoo", "list", "--arch", "resnet18"])
-    assert table.exit_code == 0, table.output
+    table = cli("zoo", "list", "--arch", "resnet18")
     assert "26.70" in table.output and "51.20" in table.output, "both resnet18 students are listed"
     assert "48.34" not in table.output, "the mobilenetv2 student is filtered out"
-    none = runner.invoke(app, ["zoo", "list", "--method", "adaad"])
-    assert none.exit_code == 0 and "no student" in none.output
+    none = cli("zoo", "list", "--method", "adaad")
+    assert "no student" in none.output
 
 
-def test_list_of_the_empty_project_zoo_says_so():
-    result = runner.invoke(app, ["zoo", "list", "--zoo", str(PROJECT_ZOO)])
-    assert result.exit_code == 0 and "no published students yet" in result.output
+def test_list_of_the_empty_project_zoo_says_so(cli):
+    result = cli("zoo", "list", "--zoo", PROJECT_ZOO)
+    assert "no published students yet" in result.output
 
 
-def test_list_reports_a_broken_catalogue_on_one_line(write_zoo):
+def test_list_reports_a_broken_catalogue_on_one_line(cli, write_zoo):
     broken = entry()
     del broken["sha256"]
-    result = runner.invoke(app, ["zoo", "list", "--zoo", str(write_zoo([broken]))])
-    assert result.exit_code == 1
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "missing field 'sha256'" in lines[0], result.output
+    cli.fails(["zoo", "list", "--zoo", write_zoo([broken])], "missing field 'sha256'")

@@ -12,34 +12,28 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from rdist.artifact import read_metadata
-from rdist.cli.app import app
 from rdist.errors import RdistError
 from rdist.resolve import resolve_model, resolve_teacher
 from rdist.files import sha256_file
 from rdist.zoo import ZOO, pull_model
-from tests.helpers import assert_one_line_error
-from tests.zoo.conftest import TOKEN, uploaded_files
-
-runner = CliRunner()
+from tests.fixtures.hub import TOKEN, uploaded_files
 
 
-def push(student: Path, repo: str, *extra: str):
-    result = runner.invoke(app, ["zoo", "push", str(student), "--repo", repo, *extra])
-    assert TOKEN not in result.output
-    return result
+def push(student: Path, repo: str, *extra: str) -> list:
+    """`rdist zoo push STUDENT --repo REPO EXTRA`; whatever it prints must not hold the token (checked below)."""
+    return ["zoo", "push", student, "--repo", repo, *extra]
 
 
 def cached_files(hub_cache: Path) -> list[Path]:
     return sorted(p for p in hub_cache.rglob("*") if p.is_file() or p.is_symlink()) if hub_cache.exists() else []
 
 
-def test_push_then_pull_round_trip(hub, student, tmp_path, monkeypatch):
+def test_push_then_pull_round_trip(cli, hub, student, tmp_path, monkeypatch):
     local = sha256_file(student)
-    result = push(student, "rdist-zoo/tinycnn-digits")
-    assert result.exit_code == 0, result.output
+    result = cli(*push(student, "rdist-zoo/tinycnn-digits"))
+    assert TOKEN not in result.output
     (entry,) = yaml.safe_load(result.stdout)
     assert entry["repo"] == "rdist-zoo/tinycnn-digits" and entry["name"] == "tinycnn-digits"
     # The student records its teacher's path: the Hub gets a copy with the public metadata, which the entry pins.
@@ -84,8 +78,7 @@ def test_push_then_pull_round_trip(hub, student, tmp_path, monkeypatch):
     zoo.write_text(yaml.safe_dump({"students": [entry]}, sort_keys=False))
     (listed,) = ZOO.load(zoo)
     before = len(hub.state.requests)
-    pulled = runner.invoke(app, ["zoo", "pull", "tinycnn-digits", "--zoo", str(zoo)])
-    assert pulled.exit_code == 0, pulled.output
+    pulled = cli("zoo", "pull", "tinycnn-digits", "--zoo", zoo)
     local = Path(pulled.stdout.strip())
     assert local.is_file() and str(local).startswith(os.environ["HF_HUB_CACHE"])
     assert sha256_file(local) == listed.sha256 and read_metadata(local)["arch"]["name"] == "tinycnn"
@@ -99,13 +92,12 @@ def test_push_then_pull_round_trip(hub, student, tmp_path, monkeypatch):
     teacher = resolve_teacher("zoo:tinycnn-digits")
     assert teacher.rdist_meta["dataset"] == "digits" and not any(p.requires_grad for p in teacher.parameters())
 
-    attacked = runner.invoke(app, ["attack", "zoo:tinycnn-digits", "--attacks", "clean", "--n", "40", "--json"])
-    assert attacked.exit_code == 0, attacked.output
+    attacked = cli("attack", "zoo:tinycnn-digits", "--attacks", "clean", "--n", "40", "--json")
     report = json.loads(attacked.stdout)
     assert report["model"] == str(local) and report["n"] == 40 and 0 <= report["accuracy"]["clean"] <= 1
 
 
-def test_zoo_pull_takes_hub_names_and_asks_for_config_json_as_the_hub_counts_downloads(hub, student, write_zoo,
+def test_zoo_pull_takes_hub_names_and_asks_for_config_json_as_the_hub_counts_downloads(cli, hub, student, write_zoo,
                                                                                        tmp_path, monkeypatch):
     content = student.read_bytes()
     revision = hub.publish("someone/student", {"model.safetensors": content, "config.json": b"{}",
@@ -121,83 +113,78 @@ def test_zoo_pull_takes_hub_names_and_asks_for_config_json_as_the_hub_counts_dow
         # Each into an empty cache: a file cached at a pinned commit is not asked for again, config.json neither.
         monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / f"cache-{len(hub.state.requests)}"))
         before = len(hub.state.requests)
-        pulled = runner.invoke(app, ["zoo", "pull", name, "--zoo", str(zoo)])
-        assert pulled.exit_code == 0, pulled.output
+        pulled = cli("zoo", "pull", name, "--zoo", zoo)
         local = Path(pulled.stdout.strip())
         assert local.name == file and str(local).startswith(os.environ["HF_HUB_CACHE"]), name
         asked = [(method, path) for method, path, _ in hub.state.requests[before:]]
         assert any(path.startswith("/someone/student/resolve/") and path.endswith("/config.json")
                    for _, path in asked), (name, asked)
-    assert_one_line_error(runner.invoke(app, ["zoo", "pull", "hf://someone/ghost"]),
-                          "cannot download model.safetensors of hf://someone/ghost")
+    cli.fails(["zoo", "pull", "hf://someone/ghost"], "cannot download model.safetensors of hf://someone/ghost")
 
 
-def test_a_card_carries_the_licence_it_is_given(hub, student):
+def test_a_card_carries_the_licence_it_is_given(cli, hub, student):
     from huggingface_hub import ModelCard
 
-    result = push(student, "rdist-zoo/licensed", "--license", "apache-2.0")
-    assert result.exit_code == 0, result.output
+    result = cli(*push(student, "rdist-zoo/licensed", "--license", "apache-2.0"))
+    assert TOKEN not in result.output
     card = ModelCard(uploaded_files(hub, "rdist-zoo/licensed")["README.md"].decode())
     assert card.data.license == "apache-2.0" and card.data.pipeline_tag == "image-classification"
 
 
-def test_a_download_whose_sha256_differs_is_deleted_and_refused(hub, write_zoo, tmp_path):
+def test_a_download_whose_sha256_differs_is_deleted_and_refused(cli, hub, write_zoo, tmp_path):
     content = b"not the file zoo.yaml promised"
     revision = hub.publish("someone/student", {"model.safetensors": content})
     zoo = write_zoo([{"name": "student", "repo": "someone/student", "file": "model.safetensors", "revision": revision,
                       "sha256": "0" * 64, "arch": "resnet18", "dataset": "cifar10", "method": "rslad",
                       "teacher": "Zhang2019Theoretically", "results": {"clean": 80, "pgd20": 50, "aa": 45},
                       "command": "rdist attack zoo:student"}])
-    result = runner.invoke(app, ["zoo", "pull", "student", "--zoo", str(zoo)])
-    assert_one_line_error(result, "sha256", "0" * 64, "deleted it")
+    cli.fails(["zoo", "pull", "student", "--zoo", zoo], "sha256", "0" * 64, "deleted it")
     cache = Path(os.environ["HF_HUB_CACHE"])
     assert not [p for p in cached_files(cache) if p.name == "model.safetensors" or p.read_bytes() == content]
     with pytest.raises(RdistError, match="will not use it"):
         pull_model("student", zoo)  # a second try downloads again and refuses again
 
 
-def test_pull_of_a_missing_repo_or_name_fails_on_one_line(hub, write_zoo):
+def test_pull_of_a_missing_repo_or_name_fails_on_one_line(cli, hub, write_zoo):
     zoo = write_zoo([{"name": "ghost", "repo": "nobody/ghost", "file": "model.safetensors", "revision": "a" * 40,
                       "sha256": "b" * 64, "arch": "resnet18", "dataset": "cifar10", "method": "rslad",
                       "teacher": "Zhang2019Theoretically", "results": {"clean": 80, "pgd20": 50, "aa": 45},
                       "command": "rdist attack zoo:ghost"}])
-    assert_one_line_error(runner.invoke(app, ["zoo", "pull", "ghost", "--zoo", str(zoo)]),
-                          "cannot download zoo model 'ghost'", "nobody/ghost")
-    assert_one_line_error(runner.invoke(app, ["zoo", "pull", "ghots", "--zoo", str(zoo)]),
-                          "unknown zoo model 'ghots'", "did you mean: ghost")
+    cli.fails(["zoo", "pull", "ghost", "--zoo", zoo], "cannot download zoo model 'ghost'", "nobody/ghost")
+    cli.fails(["zoo", "pull", "ghots", "--zoo", zoo], "unknown zoo model 'ghots'", "did you mean: ghost")
 
 
-def test_push_without_a_token_sends_nothing(hub, student, monkeypatch):
+def test_push_without_a_token_sends_nothing(cli, hub, student, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")
-    result = push(student, "rdist-zoo/tinycnn-digits")
-    assert_one_line_error(result, "no Hugging Face token", "HF_TOKEN")
+    assert TOKEN not in cli.fails(push(student, "rdist-zoo/tinycnn-digits"), "no Hugging Face token", "HF_TOKEN").output
     assert not [r for r in hub.state.requests if r[0] == "POST"] and hub.state.repos == {}
 
 
-def test_push_refuses_what_is_not_a_measured_rdist_artifact(hub, student, tmp_path):
+def test_push_refuses_what_is_not_a_measured_rdist_artifact(cli, hub, student, tmp_path):
     not_artifact = tmp_path / "weights.safetensors"
     not_artifact.write_bytes(b"\x00" * 64)
-    assert_one_line_error(push(not_artifact, "rdist-zoo/x"), "not a readable safetensors file")
+    assert TOKEN not in cli.fails(push(not_artifact, "rdist-zoo/x"), "not a readable safetensors file").output
 
     import torch
     from safetensors.torch import save_file
 
     plain = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(2)}, str(plain))
-    assert_one_line_error(push(plain, "rdist-zoo/x"), "without rdist metadata")
+    assert TOKEN not in cli.fails(push(plain, "rdist-zoo/x"), "without rdist metadata").output
 
     import rdist
 
     unmeasured = tmp_path / "unmeasured.safetensors"
     rdist.save_model(rdist.create_model("tinycnn", in_channels=1), unmeasured, dataset="digits",
                      input_shape=[1, 8, 8], provenance={"method": "rslad"})
-    assert_one_line_error(push(unmeasured, "rdist-zoo/x"), "records no measured clean, pgd20, aa",
-                          "--record")
-    assert_one_line_error(push(student, "no-org-name"), "--repo must be a Hub repo id ORG/NAME")
-    assert_one_line_error(push(student, "org/ok", "--name", "two words"), "--name must be one word")
+    assert TOKEN not in cli.fails(push(unmeasured, "rdist-zoo/x"), "records no measured clean, pgd20, aa",
+                                  "--record").output
+    assert TOKEN not in cli.fails(push(student, "no-org-name"), "--repo must be a Hub repo id ORG/NAME").output
+    assert TOKEN not in cli.fails(push(student, "org/ok", "--name", "two words"), "--name must be one word").output
     assert hub.state.repos == {} and not [r for r in hub.state.requests if r[0] == "POST"]
 
 
+@pytest.mark.e2e
 def test_push_in_a_fresh_process_reads_the_hub_settings_from_the_environment(hub, student):
     """The way a user runs it: huggingface_hub imported after HF_ENDPOINT is set; the token is in no output."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "HF_HUB_VERBOSITY": "debug"}
