@@ -124,6 +124,7 @@ def test_fp32_and_bf16_losses_agree(method, teacher_files):
     torch.manual_seed(0)
     student = rdist.create_model("tinycnn", num_classes=10, in_channels=1).to(device)
     method_ = create_method(method, attack_steps=2)
+    method_.reset_state(10, device)
     # A method's companions (PeerAiD's peer): the student's architecture, in eval mode for the attack.
     companions = {role: rdist.create_model("tinycnn", num_classes=10, in_channels=1).to(device)
                   for role in method_.companions}

@@ -21,10 +21,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
-from typer.testing import CliRunner
 
 import rdist
-from rdist.cli.app import app
 from rdist.engine import LAST, TrainConfig, load_checkpoint, read_log, resume_config, train
 from rdist.engine.build import build_run
 from rdist.errors import RdistError
@@ -91,6 +89,7 @@ def tutor_config(out: Path, **overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
+@pytest.mark.e2e
 def test_a_killed_run_resumes_to_the_uninterrupted_student_peer_and_state(registered, tmp_path):
     uninterrupted = train(tutor_config(tmp_path / "whole"))
     steps_per_epoch = uninterrupted.global_step // 3
@@ -170,12 +169,10 @@ def test_a_stateful_method_updates_its_state_from_the_losses_of_the_first_step(r
     assert method.state["weight"] != 0.5 and method.state["started"]
 
 
-def test_the_cli_builds_the_peer_of_another_architecture_or_from_a_model(registered, tmp_path):
+def test_the_cli_builds_the_peer_of_another_architecture_or_from_a_model(registered, tmp_path, cli):
     common = ["distill", "--method", Tutor.name, "--student", "tinycnn", "--data", "digits", "--epochs", "1",
               "--max-steps", "2", "--batch-size", "32", "--steps", "2", "--eval-n", "16", "--device", "cpu"]
-    result = CliRunner().invoke(app, [*common, "--companion", "peer=smallcnn", "--out", str(tmp_path / "cli"),
-                                      "--json"])
-    assert result.exit_code == 0, result.output
+    result = cli(*common, "--companion", "peer=smallcnn", "--out", tmp_path / "cli", "--json")
     peer = rdist.load_model(str(tmp_path / "cli" / "peer.safetensors"))
     assert peer.rdist_arch["name"] == "smallcnn" and peer.rdist_meta["provenance"]["companion"]["model"] == "smallcnn"
     assert json.loads(result.stdout)["global_step"] == 2
@@ -187,7 +184,7 @@ def test_the_cli_builds_the_peer_of_another_architecture_or_from_a_model(registe
     assert all(p.requires_grad for p in run.companions[PEER].parameters())
 
 
-def test_companions_a_method_does_not_declare_or_that_do_not_fit_are_refused(registered, tmp_path):
+def test_companions_a_method_does_not_declare_or_that_do_not_fit_are_refused(registered, tmp_path, cli):
     with pytest.raises(RdistError, match=r"tutor has no companion 'guide': drop --companion guide=\.\.\. "
                                          r"\(its companions: peer\)"):
         train(tutor_config(tmp_path / "a", companions={"guide": "tinycnn"}))
@@ -198,9 +195,8 @@ def test_companions_a_method_does_not_declare_or_that_do_not_fit_are_refused(reg
                              tmp_path / "hundred.safetensors", dataset="cifar100", input_shape=[1, 8, 8])
     with pytest.raises(RdistError, match=r"companion peer .* has 100 classes but dataset digits has 10"):
         build_run(tutor_config(tmp_path / "c", companions={PEER: str(cifar)}).with_absolute_paths())
-    result = CliRunner().invoke(app, ["distill", "--method", Tutor.name, "--student", "tinycnn", "--companion",
-                                      "resnet18", "--epochs", "1"])
-    assert result.exit_code == 1 and "cannot read --companion 'resnet18': write ROLE=ARCH" in result.output
+    cli.fails(["distill", "--method", Tutor.name, "--student", "tinycnn", "--companion", "resnet18", "--epochs", "1"],
+              "cannot read --companion 'resnet18': write ROLE=ARCH")
 
 
 class Counted(Term):

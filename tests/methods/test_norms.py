@@ -62,12 +62,12 @@ def test_ce_pgd_in_l2_maximises_the_cross_entropy(student, make_batch):
     assert F.cross_entropy(student(xa), step.y) > F.cross_entropy(student(step.x), step.y)
 
 
-def test_teacher_train_with_norm_l2_trains_and_records_it(cli, tmp_path):
+def test_teacher_train_with_norm_l2_trains_and_records_it(tmp_path, cli):
     import rdist
 
     common = ["teacher", "train", "--method", "trades", "--arch", "tinycnn", "--data", "digits", "--epochs", "1",
               "--max-steps", "2", "--batch-size", "64", "--eval-n", "16", "--norm", "L2", "--quiet"]
-    cli.fails([*common, "--out", tmp_path / "a"], "--norm L2 needs --eps and --step-size")
+    cli.fails([*common, "--out", tmp_path / "a"], "--norm L2 needs --eps and --step-size", unchanged=tmp_path)
     cli(*common, "--eps", "0.5", "--step-size", "0.1", "--out", tmp_path / "run")
     meta = rdist.load_model(str(tmp_path / "run" / "last.safetensors")).rdist_meta
     assert meta["provenance"]["method_config"]["norm"] == "L2" and meta["provenance"]["eps"] == 0.5
