@@ -108,3 +108,6 @@ def print_method_table(data: str, json_out: bool) -> None:
     for row in rows:
         if row["url"] or row["code"]:
             out.print(f"{row['method']}: paper {row['url'] or '-'}  code {row['code'] or '- (none published)'}")
+    for row in rows:
+        if row["note"]:
+            out.print(f"{row['method']}: note: {row['note']}")

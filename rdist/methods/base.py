@@ -100,6 +100,7 @@ class About:
     loss: str
     url: str | None = None  # the paper
     code: str | None = None  # the official code's repository; None where there is none
+    note: str | None = None  # what a user must know before a run (a paper's teacher RobustBench does not hold)
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,9 @@ class Reproduction(Entry):
                        Field(description="a RobustBench name of `rdist teacher list` (pulled), or a training stage "
                                          "{method, arch, options} run first; absent for methods without a teacher")] \
         = None
+    natural_teacher: Annotated[Optional[str],
+                               Field(description="a RobustBench name of `rdist teacher list` (pulled): the naturally "
+                                                 "trained teacher of the methods that take one (mtard, bmtard)")] = None
     method: Annotated[Text, Field(description="a training method, as `rdist distill --method` or `rdist teacher "
                                               "train --method` takes it")]
     student: Annotated[Text, Field(description="an architecture, as `rdist distill --student` takes it")]
@@ -144,8 +147,10 @@ class Reproduction(Entry):
     @property
     def teacher_label(self) -> str:
         if isinstance(self.teacher, TeacherStage):
-            return f"{self.teacher.method} {self.teacher.arch} (trained)"
-        return self.teacher or "-"
+            label = f"{self.teacher.method} {self.teacher.arch} (trained)"
+        else:
+            label = self.teacher or "-"
+        return label + (f" + {self.natural_teacher}" if self.natural_teacher else "")
 
 
 REPRODUCTIONS = Catalogue("reproductions", "reproductions.yaml", "reproductions", Reproduction,
@@ -156,7 +161,7 @@ REPRODUCTIONS = Catalogue("reproductions", "reproductions.yaml", "reproductions"
 def check_entry(entry: Reproduction) -> None:
     """Resolve every name of `entry` without downloading anything: RdistError for the first that fails."""
     from rdist.data import dataset_shape
-    from rdist.methods import ROBUST, method_class
+    from rdist.methods import NATURAL, ROBUST, method_class
     from rdist.models import create_model
     from rdist.teachers.catalogue import find_teacher
 
@@ -172,11 +177,16 @@ def check_entry(entry: Reproduction) -> None:
             create_model(entry.teacher.arch, num_classes=classes, in_channels=channels)
         elif entry.teacher is not None:
             find_teacher(entry.teacher, entry.dataset)
+        if entry.natural_teacher is not None:
+            find_teacher(entry.natural_teacher, entry.dataset)
     except RdistError as exc:
         raise RdistError(f"{where}: {exc}") from None
     if (ROBUST in method.teachers) != (entry.teacher is not None):
         raise RdistError(f"{where}: {entry.method} {'needs' if ROBUST in method.teachers else 'takes no'} teacher")
-    others = [role for role in method.teachers if role != ROBUST]
+    if (NATURAL in method.teachers) != (entry.natural_teacher is not None):
+        raise RdistError(f"{where}: {entry.method} "
+                         f"{'needs a natural_teacher' if NATURAL in method.teachers else 'takes no natural_teacher'}")
+    others = [role for role in method.teachers if role not in (ROBUST, NATURAL)]
     if others:
         raise RdistError(f"{where}: {entry.method} needs a {others[0]} teacher as well, which reproductions do not "
                          "train yet")

@@ -23,7 +23,7 @@ from typing import Any, Callable
 from rdist.engine import BEST, Callback, TrainConfig
 from rdist.engine.seeds import train_in, train_seed
 from rdist.errors import RdistError
-from rdist.methods import ROBUST
+from rdist.methods import NATURAL, ROBUST
 from rdist.reproduce.catalogue import METRICS, Reproduction, TeacherStage
 from rdist.report.config import EvalConfig
 from rdist.report.robustness import Report, robustness_report
@@ -42,9 +42,10 @@ def default_out(entry: Reproduction, select_on: str) -> Path:
     return Path("reproductions") / f"{entry.name}{suffix}"
 
 
-def student_config(entry: Reproduction, *, select_on: str, device: str | None, teacher: str | None) -> TrainConfig:
-    return TrainConfig(method=entry.method, student=entry.student, data=entry.dataset,
-                       teachers={ROBUST: teacher} if teacher is not None else {},
+def student_config(entry: Reproduction, *, select_on: str, device: str | None, teacher: str | None,
+                   natural_teacher: str | None = None) -> TrainConfig:
+    teachers = {role: path for role, path in ((ROBUST, teacher), (NATURAL, natural_teacher)) if path is not None}
+    return TrainConfig(method=entry.method, student=entry.student, data=entry.dataset, teachers=teachers,
                        recipe=entry.recipe, select_on=select_on, device=device, **entry.options)
 
 
@@ -106,7 +107,9 @@ class ReproductionResult:
 def claim_out(out: Path, entry: Reproduction, select_on: str) -> None:
     """Make `out` this reproduction's directory, or refuse one that holds anything else."""
     # What is trained and measured; the published numbers and their source may be corrected without a rerun.
-    definition = {k: v for k, v in entry.to_dict().items() if k not in ("published", "source")}
+    # An unset natural_teacher is left out, so that directories made before the field existed still match.
+    definition = {k: v for k, v in entry.to_dict().items() if k not in ("published", "source")
+                  and (k != "natural_teacher" or v is not None)}
     identity = json.loads(json.dumps({"name": entry.name, "select_on": select_on, "entry": definition}))
     marker = out / REPRODUCTION_FILE
     if marker.is_file():
@@ -142,7 +145,8 @@ def reproduce(entry: Reproduction, seeds: list[int], out: str | Path | None = No
     out = Path(out) if out else default_out(entry, select_on)
     claim_out(out, entry, select_on)
     teacher = _teacher_stage(entry, out, select_on=select_on, device=device, callback=callback, on_stage=on_stage)
-    config = student_config(entry, select_on=select_on, device=device, teacher=teacher)
+    config = student_config(entry, select_on=select_on, device=device, teacher=teacher,
+                            natural_teacher=_pulled(entry.natural_teacher, entry.dataset, "natural teacher", on_stage))
     result = ReproductionResult(entry, select_on, out)
     for seed in seeds:
         run_dir = seed_dir(out, seed)
@@ -185,6 +189,16 @@ def _teacher_stage(entry: Reproduction, out: Path, *, select_on: str, device: st
     return str(trained.best_path)
 
 
+def _pulled(name: str | None, dataset: str, what: str, on_stage: Callable[[str], None]) -> str | None:
+    """RobustBench's `name` for `dataset`, pulled once into the cache (None: none)."""
+    if name is None:
+        return None
+    from rdist.teachers.robustbench import pull_teacher
+
+    on_stage(f"{what}: {name} ({dataset}), pulled once into the cache")
+    return str(_stage(f"{what} {name}", lambda: pull_teacher(name, dataset, log=on_stage)))
+
+
 def _evaluate(entry: Reproduction, model: Path, report_path: Path, device: str | None, progress) -> Report:
     evaluation = entry.evaluation
     config = EvalConfig(attacks=evaluation.attacks, eps=evaluation.eps, data=entry.dataset, n=evaluation.n,
@@ -218,6 +232,8 @@ def estimated_gpu_hours(entry: Reproduction) -> float:
         flops += run_cost(teacher_config(entry, select_on=entry.select_on, device=None)).flops
     elif entry.teacher is not None:
         teachers[ROBUST] = TEACHERS[(entry.teacher, entry.dataset)].arch
+    if entry.natural_teacher is not None:
+        teachers[NATURAL] = TEACHERS[(entry.natural_teacher, entry.dataset)].arch
     config = student_config(entry, select_on=entry.select_on, device=None, teacher=None)
     flops += run_cost(config, teachers).flops
     evaluation = entry.evaluation

@@ -124,6 +124,7 @@ def test_fp32_and_bf16_losses_agree(method, teacher_files):
     torch.manual_seed(0)
     student = rdist.create_model("tinycnn", num_classes=10, in_channels=1).to(device)
     method_ = create_method(method, attack_steps=2)
+    method_.reset_state(10, device)
     student.train(method_.bn_mode == "train")
     xa = method_.perturb(copy.deepcopy(student), batch)  # fp32: both losses see the same inputs
     losses = {}

@@ -32,6 +32,8 @@ FORWARDS = {
     "natural": (1, 0), "sat": (A + 1, 0), "trades": (1 + A + 3, 0), "mart": (A + 2, 0), "kd": (1, 1),
     "ard": (A + 2, 1), "akd2": (A + 1, 2), "iad-i": (A + 3, 1), "iad-ii": (A + 1, 2), "rslad": (A + 2, 1),
     "adaad": (A + 2, A + 1), "dgad": (A + 2, A + 2), "saad": (A + 3, 1 + 2),
+    # B-MTARD and MTARD: the attack's A, S(xa) and S(x); Trob(xa) and Tnat(x).
+    "bmtard": (A + 2, 2), "mtard": (A + 2, 2),
     "ard+igdm": (A + 4, 3), "rslad+igdm": (A + 4, 3), "adaad+igdm": (A + 4, A + 3),
 }
 
@@ -69,6 +71,7 @@ def _direct_forwards(method_name: str, student: nn.Module, teachers: dict[str, n
     teachers = {role: copy.deepcopy(teacher) for role, teacher in teachers.items()}
     students, teacher_calls = ForwardCounter(student), ForwardCounter(*teachers.values())
     method = create_method(method_name, attack_steps=ATTACK_STEPS)
+    method.reset_state(10)
     batch = Step(x, y, epoch=1, epochs=10, teachers=teachers, generator=torch.Generator().manual_seed(0))
     student.train(method.bn_mode == "train")
     xa = method.perturb(student, batch)

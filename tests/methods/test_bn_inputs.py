@@ -25,6 +25,8 @@ OFFICIAL = {
     "adaad": ["x", "xa"],  # S(x) even at alpha 1, where its term has weight 0
     "dgad": ["x", "xa"],  # main.py --method DGAD: ori_outputs, adv_outputs
     "saad": ["xa", "x-d", "x"],  # saad.py: student_plus, student_minus, student_clean (even at clean weight 0)
+    "bmtard": ["xa", "x"],  # resnet18_mtard_cifar10.py: S(xa) in mtard_inner_loss_ce, then S(x)
+    "mtard": ["xa", "x"],
     ("iad-i", "warm-up"): [*ATTACK, "xa", "xa", "x"],
     ("iad-i", "after"): [*ATTACK, "xa", "xa", "x", "x"],
     ("iad-ii", "warm-up"): [*ATTACK, "xa"],
@@ -54,6 +56,7 @@ def train_mode_inputs(name: str, student, batch, **hparams) -> list[str]:
     student inputs named: x, xa, the IGDM probes, or an attack iterate."""
     method = create_method(name, attack_steps=STEPS, igdm_beta=0.5, igdm_gamma=2.0, **hparams) \
         if name.endswith("+igdm") else create_method(name, attack_steps=STEPS)
+    method.reset_state(5)  # the stateful methods' (B-MTARD) state as a run starts it
     recording = Recording(student)
     recording.train(method.bn_mode == "train")
     xa = method.perturb(recording, batch)

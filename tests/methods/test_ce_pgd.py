@@ -2,7 +2,7 @@
 cross-entropy inside the eps-ball, with BN in the mode the method declares, and starts where its official code does.
 
 The start is each method's own (docs/methods.md, "Random start of the inner attack"): uniform in the ball (clamped
-into [0, 1] by SAT's, AKD2's and the IGDM code's ARD, left raw by the others) or x + 0.001 N(0, 1) (MART);
+into [0, 1] by SAT's, AKD2's and the IGDM code's ARD, left raw by the others) or x + 0.001 N(0, 1) (MART, B-MTARD, MTARD);
 test_training_attack_start.py checks the clamping at the box's edges.
 """
 
@@ -23,6 +23,8 @@ CE_PGD = {
     "akd2": ("akd2", {}, "uniform, clamped"),
     "iad-i": ("iad-i", {}, "uniform"),
     "iad-ii": ("iad-ii", {}, "uniform"),
+    "bmtard": ("bmtard", {}, "normal"),  # mtard_inner_loss_ce, MTARD's and B-MTARD's
+    "mtard": ("mtard", {}, "normal"),
     "ard+igdm, the IGDM code's ARD": ("ard+igdm", {"igdm_code_ard": True}, "uniform, clamped"),
 }
 
