@@ -42,6 +42,7 @@ def by_key(result) -> dict:
     return {(f["name"], f["attack"]): f for f in result.flags}
 
 
+@pytest.mark.e2e
 def test_pgd_overstates_a_masked_model_the_flags_fire_and_black_box_attacks_expose_it(masked, digits_model, images):
     x, y = images[0][:50], images[1][:50]
     result = evaluate(masked, x, y, ["clean", "pgd20", "square", "transfer-pgd20"], eps=EPS, surrogate=digits_model)
@@ -71,6 +72,7 @@ def test_pgd_overstates_a_masked_model_the_flags_fire_and_black_box_attacks_expo
         assert flags["black-box-beats-white-box", attack]["message"].startswith(f"{100 * accuracy[attack]:.2f}%")
 
 
+@pytest.mark.e2e
 def test_the_same_model_unscaled_and_a_trained_one_raise_no_flag(digits_model, images):
     x, y = images
     result = evaluate(digits_model, x[:60], y[:60], QUICKSTART, eps=EPS)

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from rdist.attacks import create_attack, evaluate, pgd
 from rdist.attacks.base import check_adversarial, distances
 from rdist.attacks.pgd import project, random_start
-from rdist.cli.app import app
 from rdist.errors import AdversarialBoundsError, RdistError
 from rdist.report.config import EvalConfig
-from tests.helpers import assert_one_line_error
 
 EPS = 1.0  # digits: 64 pixels, so an L2 budget of 1 is about 32/255 on each of them
 
@@ -78,13 +75,12 @@ def test_l2_accuracy_falls_with_eps_and_is_reported_as_l2(digits_model, batch):
     assert pgd20 == sorted(pgd20, reverse=True) and pgd20[0] > pgd20[-1] and accuracy[0].norm == "L2"
 
 
-def test_what_exists_in_l_inf_only_is_refused_in_l2(digits_artifact):
+def test_what_exists_in_l_inf_only_is_refused_in_l2(digits_artifact, cli):
     with pytest.raises(RdistError, match=r"pgd20-trades is the TRADES papers' L-inf protocol .*: with --norm L2"):
         create_attack("pgd20-trades", None, EPS, norm="L2")
-    assert_one_line_error(CliRunner().invoke(app, ["attack", str(digits_artifact), "--norm", "L2", "--attacks",
-                                                   "clean,pgd20-trades", "--quiet"]), "pgd20-trades is the TRADES")
-    assert_one_line_error(CliRunner().invoke(app, ["attack", str(digits_artifact), "--norm", "L1", "--quiet"]),
-                          "--norm must be Linf or L2, got 'L1'")
+    cli.fails(["attack", digits_artifact, "--norm", "L2", "--attacks", "clean,pgd20-trades", "--quiet"],
+              "pgd20-trades is the TRADES")
+    cli.fails(["attack", digits_artifact, "--norm", "L1", "--quiet"], "--norm must be Linf or L2, got 'L1'")
 
 
 def test_the_config_takes_the_norms_budgets():

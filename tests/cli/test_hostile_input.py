@@ -189,7 +189,7 @@ CHECKPOINT_CASES: dict[str, tuple[Callable[[dict], object], tuple[str, ...]]] = 
     "model key renamed": (_renamed_first_weight, ("do not fit architecture tinycnn", "missing 1", "unexpected 1")),
     "model weight reshaped": (_reshaped_first_weight, ("do not fit architecture tinycnn", "wrong shape")),
     "optimiser of another model": (lambda s: {**s, "optimizer": {"state": {}, "param_groups": []}},
-                                   ("optimiser, schedule, SWA or RNG state", "does not fit this run")),
+                                   ("optimiser, schedule, weight average or RNG state", "does not fit this run")),
     "method state of another method": (lambda s: {**s, "method_state": {"weight": torch.zeros(2)}},
                                        ("method natural keeps state none, the checkpoint holds ['weight']",)),
     "companion of another run": (lambda s: {**s, "companions": {"peer": {"model": {}, "optimizer": s["optimizer"],

@@ -200,7 +200,7 @@ def test_not_an_npz_or_truncated_or_absent(tmp_path):
     refused(f"{tmp_path / 'whole.npz'},", "empty part")
 
 
-def test_compressed_members_are_refused_and_the_named_conversion_fixes_them(tmp_path):
+def test_compressed_members_are_refused_and_the_named_conversion_fixes_them(tmp_path, cli):
     arrays = edm_arrays()
     packed = tmp_path / "packed.npz"
     np.savez_compressed(packed, **arrays)
@@ -212,11 +212,7 @@ def test_compressed_members_are_refused_and_the_named_conversion_fixes_them(tmp_
     done = subprocess.run([str(Path(sys.executable).with_name("rdist")), *command.split()[1:]], capture_output=True,
                           text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0 and done.stderr == "" and "uncompressed" in done.stdout, done
-    from typer.testing import CliRunner
-
-    from rdist.cli.app import app
-    absent = CliRunner().invoke(app, ["data", "convert", str(tmp_path / "absent.npz"), str(tmp_path / "out.npz")])
-    assert_one_line_error(absent, "absent.npz")
+    cli.fails(["data", "convert", tmp_path / "absent.npz", tmp_path / "out.npz"], "absent.npz", unchanged=tmp_path)
     with zipfile.ZipFile(converted) as archive:
         assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}
     with open_extra_data(str(converted), **CIFAR) as extra:

@@ -17,25 +17,17 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
 import rdist
-from rdist.cli.app import app
 from rdist.data.mixed import mixed_epoch
 from rdist.engine import BEST, LAST, LOG, Callback, TrainConfig, load_checkpoint, read_log
 from rdist.engine.build import build_run
 from rdist.engine.cost import run_cost
 from rdist.engine.trainer import Trainer
 from tests.engine.test_resume import KILLED_RUN, ROOT
-from tests.helpers import assert_one_line_error, one_thread
 
 N_REAL = 1151  # digits' 1438 training images less the 287 held out
 MARK = 77  # the one grey level of the marked generated images below
-
-
-def cli(*args) -> object:
-    with one_thread():
-        return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def natural(out: Path, **overrides) -> TrainConfig:
@@ -72,8 +64,9 @@ def test_every_step_trains_on_the_asked_fraction_and_an_epoch_is_one_pass_over_t
     assert run_cost(config).steps == steps and mixed_epoch(N_REAL, 64, 0.7) == (steps, steps * 64)
 
 
+@pytest.mark.e2e
 def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights_with_extra_data_and_ema(generated_digits,
-                                                                                                 tmp_path):
+                                                                                                 tmp_path, cli):
     # SAT (random starts) on mixed batches, the EMA updated every step, the cosine lr after a warm-up stepped every
     # step: everything a resume must restore. Resumed from the command line, as a user would.
     def config(out: Path) -> TrainConfig:
@@ -81,8 +74,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights_with_ext
                            attack_steps=2, extra_data=str(generated_digits["deepmind"]), ema=0.9,
                            lr_schedule="cosine", warmup_epochs=1, out=str(out))
 
-    with one_thread():
-        rdist.engine.train(config(tmp_path / "whole"))
+    rdist.engine.train(config(tmp_path / "whole"))
     steps_per_epoch = mixed_epoch(N_REAL, 128, 0.7)[0]
     killed = config(tmp_path / "killed").with_absolute_paths()
     env = {**os.environ, "OMP_NUM_THREADS": "1",
@@ -92,8 +84,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights_with_ext
     assert process.returncode == -signal.SIGKILL, process.stderr
     assert load_checkpoint(tmp_path / "killed")["epoch"] == 1
 
-    result = cli("teacher", "train", "--resume", tmp_path / "killed", "--quiet")
-    assert result.exit_code == 0, result.output
+    cli("teacher", "train", "--resume", tmp_path / "killed", "--quiet")
 
     whole, after_kill = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "killed")
     assert after_kill["global_step"] == whole["global_step"] == 3 * steps_per_epoch
@@ -112,13 +103,12 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights_with_ext
     assert [r.average for r in read_log(tmp_path / "killed" / LOG)] == ["ema"] * 3
 
 
-def test_a_command_line_digits_run_names_its_extra_data_and_its_average(generated_digits, tmp_path):
+def test_a_command_line_digits_run_names_its_extra_data_and_its_average(generated_digits, tmp_path, cli):
     source = generated_digits["deepmind"]
     result = cli("teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data", "digits", "--epochs", "2",
                  "--batch-size", "64", "--eval-n", "32", "--extra-data", source, "--extra-fraction", "0.7", "--ema",
                  "0.995", "--out", tmp_path / "run", "--json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["global_step"] == 2 * 61
+    assert json.loads(result.stdout)["global_step"] == 2 * 61
     provenance = rdist.read_metadata(tmp_path / "run" / BEST)["provenance"]
     assert provenance["average"] == {"kind": "ema", "decay": 0.995}
     assert provenance["extra_data"] == {"sources": [str(source)], "files": [str(source)], "images": 600,
@@ -127,13 +117,12 @@ def test_a_command_line_digits_run_names_its_extra_data_and_its_average(generate
     assert identity["extra_data"] == {"sources": [str(source)], "images": 600, "fraction": 0.7}
 
 
-def test_distill_takes_the_recipe_options_and_rdists_own_layout(generated_digits, teacher_files, tmp_path):
-    result = cli("distill", "--method", "rslad", "--student", "tinycnn", "--teacher", teacher_files["robust"],
-                 "--data", "digits", "--epochs", "2", "--max-steps", "3", "--batch-size", "64", "--steps", "1",
-                 "--eval-n", "16", "--extra-data", generated_digits["rdist"], "--extra-fraction", "0.5", "--swa-start",
-                 "1", "--schedule", "cosine", "--warmup-epochs", "1", "--nesterov", "--label-smoothing", "0.1",
-                 "--out", tmp_path / "run", "--quiet")
-    assert result.exit_code == 0, result.output
+def test_distill_takes_the_recipe_options_and_rdists_own_layout(generated_digits, teacher_files, tmp_path, cli):
+    cli("distill", "--method", "rslad", "--student", "tinycnn", "--teacher", teacher_files["robust"],
+           "--data", "digits", "--epochs", "2", "--max-steps", "3", "--batch-size", "64", "--steps", "1",
+           "--eval-n", "16", "--extra-data", generated_digits["rdist"], "--extra-fraction", "0.5", "--swa-start",
+           "1", "--schedule", "cosine", "--warmup-epochs", "1", "--nesterov", "--label-smoothing", "0.1",
+           "--out", tmp_path / "run", "--quiet")
     provenance = rdist.read_metadata(tmp_path / "run" / LAST)["provenance"]
     schedule = provenance["schedule"]
     assert (schedule["lr_schedule"], schedule["warmup_epochs"], schedule["nesterov"], schedule["label_smoothing"],
@@ -159,25 +148,24 @@ def test_the_run_hands_its_label_smoothing_to_the_method(tmp_path):
     ({"x_train": np.zeros((5, 1, 8, 8), np.float32), "y_train": np.zeros(5, np.int64)},
      ("array 'x_train' must be uint8 images",)),
 ], ids=["size", "label", "dtype"])
-def test_bad_generated_files_are_refused_in_one_line_before_anything_is_written(tmp_path, arrays, fragments):
+def test_bad_generated_files_are_refused_in_one_line_before_anything_is_written(tmp_path, arrays, fragments, cli):
     bad = tmp_path / "bad.npz"
     np.savez(bad, **arrays)
-    result = cli("teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data", "digits", "--epochs", "1",
-                 "--extra-data", bad, "--out", tmp_path / "run")
-    assert_one_line_error(result, str(bad), *fragments)
+    cli.fails(["teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data", "digits", "--epochs", "1",
+               "--extra-data", bad, "--out", tmp_path / "run"], str(bad), *fragments, unchanged=tmp_path)
     assert not (tmp_path / "run").exists()
 
 
-def test_bad_extra_data_settings_are_refused_in_one_line(generated_digits, tmp_path):
-    base = ("teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data", "digits", "--epochs", "2",
-            "--batch-size", "64", "--out", tmp_path / "run")
+def test_bad_extra_data_settings_are_refused_in_one_line(generated_digits, tmp_path, cli):
+    base = ["teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data", "digits", "--epochs", "2",
+            "--batch-size", "64", "--out", tmp_path / "run"]
     packed = tmp_path / "packed.npz"
     np.savez_compressed(packed, image=np.zeros((5, 8, 8, 1), np.uint8), label=np.zeros(5, np.int64))
-    assert_one_line_error(cli(*base, "--extra-data", packed), "is compressed", f"rdist data convert {packed}")
-    assert_one_line_error(cli(*base, "--extra-data", tmp_path / "absent.npz"), "extra data file not found")
-    assert_one_line_error(cli(*base, "--extra-fraction", "0.5"), "give the images with --extra-data SOURCE")
-    assert_one_line_error(cli(*base, "--extra-data", generated_digits["deepmind"], "--extra-fraction", "0.995"),
-                          "leaves no real image in a batch of 64")
-    assert_one_line_error(cli(*base, "--ema", "0.99", "--swa-start", "1"), "give one of them")
-    assert_one_line_error(cli(*base, "--schedule", "linear"), "unknown --schedule 'linear'")
+    cli.fails([*base, "--extra-data", packed], "is compressed", f"rdist data convert {packed}", unchanged=tmp_path)
+    cli.fails([*base, "--extra-data", tmp_path / "absent.npz"], "extra data file not found", unchanged=tmp_path)
+    cli.fails([*base, "--extra-fraction", "0.5"], "give the images with --extra-data SOURCE", unchanged=tmp_path)
+    cli.fails([*base, "--extra-data", generated_digits["deepmind"], "--extra-fraction", "0.995"],
+              "leaves no real image in a batch of 64", unchanged=tmp_path)
+    cli.fails([*base, "--ema", "0.99", "--swa-start", "1"], "give one of them", unchanged=tmp_path)
+    cli.fails([*base, "--schedule", "linear"], "unknown --schedule 'linear'", unchanged=tmp_path)
     assert not (tmp_path / "run").exists()

@@ -21,10 +21,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
-from typer.testing import CliRunner
 
 import rdist
-from rdist.cli.app import app
 from rdist.engine import LAST, TrainConfig, load_checkpoint, read_log, resume_config, train
 from rdist.engine.build import build_run
 from rdist.errors import RdistError
@@ -91,6 +89,7 @@ def tutor_config(out: Path, **overrides) -> TrainConfig:
     return TrainConfig(**{**values, **overrides})
 
 
+@pytest.mark.e2e
 def test_a_killed_run_resumes_to_the_uninterrupted_student_peer_and_state(registered, tmp_path):
     uninterrupted = train(tutor_config(tmp_path / "whole"))
     steps_per_epoch = uninterrupted.global_step // 3
@@ -105,23 +104,29 @@ def test_a_killed_run_resumes_to_the_uninterrupted_student_peer_and_state(regist
     for part in ("model", "method_state"):
         assert whole[part].keys() == after_kill[part].keys()
         assert all(torch.equal(v, after_kill[part][k]) for k, v in whole[part].items()), part
-    peer, peer_after_kill = whole["companions"][PEER], after_kill["companions"][PEER]
-    assert all(torch.equal(v, peer_after_kill["model"][k]) for k, v in peer["model"].items())
-    momentum = [s["momentum_buffer"] for s in peer["optimizer"]["state"].values()]
-    assert momentum and all(torch.equal(m, s["momentum_buffer"]) for m, s in
-                            zip(momentum, peer_after_kill["optimizer"]["state"].values()))
+    assert_resumed_companion(tmp_path / "whole", tmp_path / "killed", PEER)
     # The companion's lr schedule, as the student's, steps after every optimiser step.
-    assert peer["scheduler"] == peer_after_kill["scheduler"]
-    assert peer["scheduler"]["last_epoch"] == uninterrupted.global_step
+    assert whole["companions"][PEER]["scheduler"]["last_epoch"] == uninterrupted.global_step
     # The state moved: the weight from its 0.5, the class weights from ones at each epoch's end.
     state = whole["method_state"]
     assert state["started"] and abs(state["weight"] - 0.5) > 1e-3 and not torch.equal(state["class_weight"],
                                                                                        torch.ones(10))
-    # The artifacts the uninterrupted run wrote, and the killed run rewrote after its resume.
-    for name in (LAST, "peer.safetensors"):
-        first, second = load_file(str(tmp_path / "whole" / name)), load_file(str(tmp_path / "killed" / name))
-        assert all(torch.equal(v, second[k]) for k, v in first.items()), name
     assert [r.epoch for r in read_log(tmp_path / "killed" / "log.jsonl")] == [1, 2, 3]
+
+
+def assert_resumed_companion(whole_dir: Path, killed_dir: Path, role: str) -> None:
+    """The companion `role` of the killed and resumed run in `killed_dir` is the uninterrupted run's, exactly: its
+    weights, its optimiser's momentum and its schedule in checkpoint.pt, and the artifacts the uninterrupted run
+    wrote (last.safetensors, <role>.safetensors), which the killed run rewrote after its resume."""
+    whole, after_kill = (load_checkpoint(d)["companions"][role] for d in (whole_dir, killed_dir))
+    assert all(torch.equal(v, after_kill["model"][k]) for k, v in whole["model"].items())
+    momentum = [s["momentum_buffer"] for s in whole["optimizer"]["state"].values()]
+    assert momentum and all(torch.equal(m, s["momentum_buffer"]) for m, s in
+                            zip(momentum, after_kill["optimizer"]["state"].values()))
+    assert whole["scheduler"] == after_kill["scheduler"]
+    for name in (LAST, f"{role}.safetensors"):
+        first, second = load_file(str(whole_dir / name)), load_file(str(killed_dir / name))
+        assert all(torch.equal(v, second[k]) for k, v in first.items()), name
 
 
 def test_the_peer_is_a_model_of_its_own_with_the_runs_provenance(registered, tmp_path):
@@ -164,12 +169,10 @@ def test_a_stateful_method_updates_its_state_from_the_losses_of_the_first_step(r
     assert method.state["weight"] != 0.5 and method.state["started"]
 
 
-def test_the_cli_builds_the_peer_of_another_architecture_or_from_a_model(registered, tmp_path):
+def test_the_cli_builds_the_peer_of_another_architecture_or_from_a_model(registered, tmp_path, cli):
     common = ["distill", "--method", Tutor.name, "--student", "tinycnn", "--data", "digits", "--epochs", "1",
               "--max-steps", "2", "--batch-size", "32", "--steps", "2", "--eval-n", "16", "--device", "cpu"]
-    result = CliRunner().invoke(app, [*common, "--companion", "peer=smallcnn", "--out", str(tmp_path / "cli"),
-                                      "--json"])
-    assert result.exit_code == 0, result.output
+    result = cli(*common, "--companion", "peer=smallcnn", "--out", tmp_path / "cli", "--json")
     peer = rdist.load_model(str(tmp_path / "cli" / "peer.safetensors"))
     assert peer.rdist_arch["name"] == "smallcnn" and peer.rdist_meta["provenance"]["companion"]["model"] == "smallcnn"
     assert json.loads(result.stdout)["global_step"] == 2
@@ -181,7 +184,7 @@ def test_the_cli_builds_the_peer_of_another_architecture_or_from_a_model(registe
     assert all(p.requires_grad for p in run.companions[PEER].parameters())
 
 
-def test_companions_a_method_does_not_declare_or_that_do_not_fit_are_refused(registered, tmp_path):
+def test_companions_a_method_does_not_declare_or_that_do_not_fit_are_refused(registered, tmp_path, cli):
     with pytest.raises(RdistError, match=r"tutor has no companion 'guide': drop --companion guide=\.\.\. "
                                          r"\(its companions: peer\)"):
         train(tutor_config(tmp_path / "a", companions={"guide": "tinycnn"}))
@@ -192,9 +195,8 @@ def test_companions_a_method_does_not_declare_or_that_do_not_fit_are_refused(reg
                              tmp_path / "hundred.safetensors", dataset="cifar100", input_shape=[1, 8, 8])
     with pytest.raises(RdistError, match=r"companion peer .* has 100 classes but dataset digits has 10"):
         build_run(tutor_config(tmp_path / "c", companions={PEER: str(cifar)}).with_absolute_paths())
-    result = CliRunner().invoke(app, ["distill", "--method", Tutor.name, "--student", "tinycnn", "--companion",
-                                      "resnet18", "--epochs", "1"])
-    assert result.exit_code == 1 and "cannot read --companion 'resnet18': write ROLE=ARCH" in result.output
+    cli.fails(["distill", "--method", Tutor.name, "--student", "tinycnn", "--companion", "resnet18", "--epochs", "1"],
+              "cannot read --companion 'resnet18': write ROLE=ARCH")
 
 
 class Counted(Term):

@@ -62,20 +62,13 @@ def test_ce_pgd_in_l2_maximises_the_cross_entropy(student, make_batch):
     assert F.cross_entropy(student(xa), step.y) > F.cross_entropy(student(step.x), step.y)
 
 
-def test_teacher_train_with_norm_l2_trains_and_records_it(tmp_path):
-    from typer.testing import CliRunner
-
+def test_teacher_train_with_norm_l2_trains_and_records_it(tmp_path, cli):
     import rdist
-    from rdist.cli.app import app
-    from tests.helpers import assert_one_line_error
 
     common = ["teacher", "train", "--method", "trades", "--arch", "tinycnn", "--data", "digits", "--epochs", "1",
               "--max-steps", "2", "--batch-size", "64", "--eval-n", "16", "--norm", "L2", "--quiet"]
-    runner = CliRunner()
-    assert_one_line_error(runner.invoke(app, [*common, "--out", str(tmp_path / "a")]),
-                          "--norm L2 needs --eps and --step-size")
-    result = runner.invoke(app, [*common, "--eps", "0.5", "--step-size", "0.1", "--out", str(tmp_path / "run")])
-    assert result.exit_code == 0, result.output
+    cli.fails([*common, "--out", tmp_path / "a"], "--norm L2 needs --eps and --step-size", unchanged=tmp_path)
+    cli(*common, "--eps", "0.5", "--step-size", "0.1", "--out", tmp_path / "run")
     meta = rdist.load_model(str(tmp_path / "run" / "last.safetensors")).rdist_meta
     assert meta["provenance"]["method_config"]["norm"] == "L2" and meta["provenance"]["eps"] == 0.5
     (report,) = meta["results"].values()  # the epoch's selection evaluation, in the same ball

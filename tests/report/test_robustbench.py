@@ -14,36 +14,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import rdist
 from rdist.attacks import create_attack
 from rdist.attacks.base import distances
 from rdist.attacks.protocol import PROTOCOLS
-from rdist.cli.app import app
 from rdist.data import corruptions
 from rdist.errors import RdistError
 from rdist.report.config import EvalConfig
-from tests.helpers import CIFAR_SUBSET, assert_one_line_error, requires_cifar_subset
+from tests.helpers import CIFAR_SUBSET, requires_cifar_subset
 
 pytestmark = requires_cifar_subset()
-runner = CliRunner()
 DATA = f"npz:{CIFAR_SUBSET}"
 FACTS = json.loads((Path(__file__).parents[1] / "export" / "robustbench_model_info.json").read_text())
 
 
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
 @pytest.fixture(scope="module")
-def resnet18(tmp_path_factory) -> Path:
+def resnet18(tmp_path_factory, cli) -> Path:
     checkpoint = Path(pytest.importorskip("pyautoattack").__file__).parent / "examples" / "model_test.pt"
     if not checkpoint.is_file():
         pytest.skip(f"pyautoattack ships no {checkpoint}")
     artifact = tmp_path_factory.mktemp("resnet18") / "natural-resnet18.safetensors"
-    result = run("teacher", "import", checkpoint, "--arch", "resnet18", "--dataset", "cifar10", "-o", artifact)
-    assert result.exit_code == 0, result.output
+    cli("teacher", "import", checkpoint, "--arch", "resnet18", "--dataset", "cifar10", "-o", artifact)
     return artifact
 
 
@@ -53,6 +45,7 @@ def subset():
         return torch.from_numpy(arrays["x_test"]), torch.from_numpy(arrays["y_test"])
 
 
+@pytest.mark.e2e
 def test_l2_pgd20_accuracy_falls_with_eps_and_every_example_lies_in_the_l2_ball(resnet18, subset):
     model = rdist.load_model(str(resnet18))
     x, y = subset[0][:4].float() / 255, subset[1][:4]
@@ -84,7 +77,8 @@ def test_the_protocol_fixes_attacks_images_precision_and_the_boards_eps():
         EvalConfig(protocol="robustbench").check_protocol("digits")
 
 
-def test_aa_in_l2_by_the_protocol_then_its_robustbench_entry(resnet18, tmp_path, monkeypatch):
+@pytest.mark.e2e
+def test_aa_in_l2_by_the_protocol_then_its_robustbench_entry(resnet18, tmp_path, monkeypatch, cli):
     """`rdist attack --protocol robustbench --norm L2 --record` (AutoAttack standard, L2, eps 0.5) with the protocol's
     10,000 CIFAR-10 test images shrunk to the subset's first 2, then `rdist export --format robustbench`, checked
     against the fields, types and order of RobustBench's own model_info files and its issue template."""
@@ -93,18 +87,16 @@ def test_aa_in_l2_by_the_protocol_then_its_robustbench_entry(resnet18, tmp_path,
     real = PROTOCOLS["robustbench"]
     monkeypatch.setitem(PROTOCOLS, "robustbench", dataclasses.replace(
         real, n=2, boards={**real.boards, DATA: real.boards["cifar10"]}, datasets={**real.datasets, DATA: "cifar10"}))
-    result = run("attack", model, "--protocol", "robustbench", "--norm", "L2", "--data", DATA, "--record", "--json",
+    result = cli("attack", model, "--protocol", "robustbench", "--norm", "L2", "--data", DATA, "--record", "--json",
                  "--device", "cpu")
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert (report["protocol"], report["norm"], report["eps"], report["n"]) == ("robustbench", "L2", 0.5, 2)
     assert report["attacks"] == ["clean", "aa"] and report["accuracy"] == {"clean": 1.0, "aa": 0.0}
     assert report["flags"] == []
 
     out, issue = tmp_path / "Natural2026Resnet18.json", tmp_path / "issue.md"
-    exported = run("export", model, "--format", "robustbench", "--threat-model", "L2", "-o", out, "--issue", issue,
-                   "--title", "A naturally trained ResNet-18", "--link", "https://example.org/paper")
-    assert exported.exit_code == 0, exported.output
+    cli("export", model, "--format", "robustbench", "--threat-model", "L2", "-o", out, "--issue", issue,
+        "--title", "A naturally trained ResNet-18", "--link", "https://example.org/paper")
     info = json.loads(out.read_text())
     assert info == {"link": "https://example.org/paper", "name": "A naturally trained ResNet-18", "authors": "",
                     "additional_data": False, "number_forward_passes": 1, "dataset": "cifar10", "venue": "N/A",
@@ -148,9 +140,10 @@ def check_model_info(info: dict, board: str) -> None:
     assert info["eps"] == example["eps"]
 
 
-def test_an_export_without_the_protocols_report_is_refused(resnet18, tmp_path):
-    assert_one_line_error(run("export", resnet18, "--format", "robustbench", "-o", tmp_path / "x.json"),
-                          "records no RobustBench Linf evaluation", "--protocol robustbench --record")
+def test_an_export_without_the_protocols_report_is_refused(resnet18, tmp_path, cli):
+    cli.fails(["export", resnet18, "--format", "robustbench", "-o", tmp_path / "x.json"],
+              "records no RobustBench Linf evaluation", "--protocol robustbench --record",
+              unchanged=[tmp_path, resnet18])
     assert not (tmp_path / "x.json").exists()
 
 
@@ -174,15 +167,16 @@ def build_archive(path: Path, labels: np.ndarray, images: np.ndarray) -> None:
             tar.addfile(member, data)
 
 
-def test_corruptions_from_the_official_archive_layout(resnet18, subset, tmp_path, monkeypatch):
+@pytest.mark.e2e
+def test_corruptions_from_the_official_archive_layout(resnet18, subset, tmp_path, monkeypatch, cli):
     x, y = subset
     monkeypatch.setenv("RDIST_CACHE", str(tmp_path / "cache"))
     home = tmp_path / "cache" / "data" / "cifar10-c"
     home.mkdir(parents=True)
     build_archive(home / "CIFAR-10-C.tar", y[:6].numpy(), x[:6].permute(0, 2, 3, 1).numpy())
-    result = run("attack", resnet18, "--attacks", "corruptions", "--data", DATA, "--n", "4", "--json", "--device", "cpu")
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    result = cli("attack", resnet18, "--attacks", "corruptions", "--data", DATA, "--n", "4", "--json", "--device",
+                 "cpu")
+    report = json.loads(result.stdout)
     assert report["attacks"] == ["clean", "corruptions"] and not (home / "CIFAR-10-C.tar").exists()  # extracted once
     assert sorted(p.name for p in (home / "CIFAR-10-C").iterdir()) == sorted(corruptions.FILES)
     model, images = rdist.load_model(str(resnet18)), corruptions.corrupted_images("cifar10")
@@ -200,20 +194,20 @@ def test_corruptions_from_the_official_archive_layout(resnet18, subset, tmp_path
     assert report["worst_case"] == report["accuracy"]["clean"]  # corruptions stay out of the worst case
     assert np.mean([v[4] for v in expected.values()]) < np.mean([v[0] for v in expected.values()])
     # more images than the archive holds per severity: refused, naming how many it has
-    assert_one_line_error(run("attack", resnet18, "--attacks", "corruptions", "--data", DATA, "--n", "7", "--quiet"),
-                          "holds 6 images per severity, fewer than the 7")
+    cli.fails(["attack", resnet18, "--attacks", "corruptions", "--data", DATA, "--n", "7", "--quiet"],
+              "holds 6 images per severity, fewer than the 7")
     # labels that are not those of the test images: other pictures, refused
     np.save(home / "CIFAR-10-C" / "labels.npy", np.tile((y[:6].numpy() + 1) % 10, 5))
-    assert_one_line_error(run("attack", resnet18, "--attacks", "corruptions", "--data", DATA, "--n", "4", "--quiet"),
-                          "the labels of the first 4 test images differ from CIFAR-10-C's")
+    cli.fails(["attack", resnet18, "--attacks", "corruptions", "--data", DATA, "--n", "4", "--quiet"],
+              "the labels of the first 4 test images differ from CIFAR-10-C's")
 
 
-def test_corruptions_offline_fail_in_one_line_naming_the_files(resnet18, tmp_path, monkeypatch):
+def test_corruptions_offline_fail_in_one_line_naming_the_files(resnet18, tmp_path, monkeypatch, cli):
     monkeypatch.setenv("RDIST_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(corruptions.SETS, "cifar10", dataclasses.replace(corruptions.SETS["cifar10"],
                                                                          url=(tmp_path / "nowhere.tar").as_uri()))
-    result = run("attack", resnet18, "--attacks", "corruptions", "--data", DATA, "--n", "2", "--quiet")
-    assert_one_line_error(result, "could not download CIFAR-10-C", "download CIFAR-10-C.tar (2.9 GB) elsewhere",
-                          str(tmp_path / "cache" / "data" / "cifar10-c" / "CIFAR-10-C.tar"), "labels.npy",
-                          "shot_noise.npy", "elastic_transform.npy")
+    cli.fails(["attack", resnet18, "--attacks", "corruptions", "--data", DATA, "--n", "2", "--quiet"],
+              "could not download CIFAR-10-C", "download CIFAR-10-C.tar (2.9 GB) elsewhere",
+              str(tmp_path / "cache" / "data" / "cifar10-c" / "CIFAR-10-C.tar"), "labels.npy", "shot_noise.npy",
+              "elastic_transform.npy", unchanged=tmp_path)
     assert not (tmp_path / "cache" / "data" / "cifar10-c" / "CIFAR-10-C").exists()

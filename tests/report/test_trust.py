@@ -11,21 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import rdist
 from rdist.attacks.flags import FLAG_HELP
-from rdist.cli.app import app
 from tests.report.conftest import DIGITS_SHAPE, EPS
 
-runner = CliRunner()
 QUICKSTART = "clean,pgd20,aa:apgd-ce+apgd-t"  # the quickstart's suite
-
-
-def attack(*args) -> dict:
-    result = runner.invoke(app, ["attack", *map(str, args)])
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +32,10 @@ def masked_artifact(natural_artifact, tmp_path_factory) -> Path:
     return path
 
 
-def test_a_trained_digits_student_gets_per_class_accuracies_and_no_flag(robust_artifact):
-    report = json.loads(attack(robust_artifact, "--attacks", QUICKSTART, "--eps", EPS, "--n", "60", "--json").stdout)
+@pytest.mark.e2e
+def test_a_trained_digits_student_gets_per_class_accuracies_and_no_flag(cli, robust_artifact):
+    report = json.loads(cli("attack", robust_artifact, "--attacks", QUICKSTART, "--eps", EPS, "--n", "60",
+                            "--json").stdout)
     assert report["flags"] == []
     per_class = report["per_class"]
     assert per_class["classes"] == 10 and sum(per_class["images"]) == 60
@@ -55,9 +48,10 @@ def test_a_trained_digits_student_gets_per_class_accuracies_and_no_flag(robust_a
     assert per_class["worst_class"] == {"class": worst.index(min(worst)), "accuracy": min(worst)}
 
 
-def test_the_masked_model_gets_its_flags_with_their_numbers(masked_artifact):
-    report = json.loads(attack(masked_artifact, "--attacks", "clean,pgd20,square", "--eps", EPS, "--n", "40",
-                               "--json").stdout)
+@pytest.mark.e2e
+def test_the_masked_model_gets_its_flags_with_their_numbers(cli, masked_artifact):
+    report = json.loads(cli("attack", masked_artifact, "--attacks", "clean,pgd20,square", "--eps", EPS, "--n", "40",
+                            "--json").stdout)
     accuracy = report["accuracy"]
     assert accuracy["pgd20"] == accuracy["clean"] and accuracy["square"] < accuracy["clean"] - 0.2
     flags = {(f["name"], f["attack"]): f for f in report["flags"]}
@@ -70,11 +64,11 @@ def test_the_masked_model_gets_its_flags_with_their_numbers(masked_artifact):
     assert all(f["name"] in FLAG_HELP for f in report["flags"])
 
 
-def test_the_table_marks_the_flagged_attack_and_lists_the_flags(masked_artifact):
-    out = attack(masked_artifact, "--attacks", "clean,pgd20", "--eps", EPS, "--n", "20", "--quiet").stdout
+def test_the_table_marks_the_flagged_attack_and_lists_the_flags(cli, masked_artifact):
+    out = cli("attack", masked_artifact, "--attacks", "clean,pgd20", "--eps", EPS, "--n", "20", "--quiet").stdout
     assert "pgd20 !" in out and "flag zero-gradient (pgd20): " in out and "flag unbounded-attack-fails: " in out
     assert "worst class: " in out and "`rdist attack --list`" in out
-    listing = attack("--list").stdout
+    listing = cli("attack", "--list").stdout
     for name in ("zero-gradient", "black-box-beats-white-box", "unbounded-attack-fails", "autoattack-softmax-output"):
         assert name in listing
 
@@ -93,10 +87,10 @@ def probability_artifact(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("quiet", [False, True], ids=["progress-bar", "quiet"])
-def test_a_pyautoattack_warning_ends_up_in_the_report(probability_artifact, quiet, tmp_path):
+def test_a_pyautoattack_warning_ends_up_in_the_report(cli, probability_artifact, quiet, tmp_path):
     out = tmp_path / "report.json"
-    result = attack(probability_artifact, "--attacks", "clean,aa:apgd-ce", "--eps", EPS, "--n", "30", "--out", out,
-                    *(["--quiet"] if quiet else []))
+    result = cli("attack", probability_artifact, "--attacks", "clean,aa:apgd-ce", "--eps", EPS, "--n", "30", "--out",
+                 out, *(["--quiet"] if quiet else []))
     (flag,) = [f for f in json.loads(out.read_text())["flags"] if f["name"] == "autoattack-softmax-output"]
     assert flag["attack"] == "aa:apgd-ce" and "output is a probability distribution" in flag["message"]
     assert "flag autoattack-softmax-output (aa:apgd-ce): pyautoattack: it seems that the output" in result.stdout
@@ -104,12 +98,11 @@ def test_a_pyautoattack_warning_ends_up_in_the_report(probability_artifact, quie
     assert "probability distribution" not in result.stderr
 
 
-def test_compare_marks_flagged_numbers_with_a_footnote(masked_artifact, natural_artifact, tmp_path):
+def test_compare_marks_flagged_numbers_with_a_footnote(cli, masked_artifact, natural_artifact, tmp_path):
     table = tmp_path / "t.csv"
     # At 8/255 pgd20 converges on the natural model (at 32/255 its 2/255 steps do not, and it is flagged so).
-    result = runner.invoke(app, ["compare", str(masked_artifact), str(natural_artifact), "--attacks", "clean,pgd20",
-                                 "--eps", "8/255", "--n", "20", "--md", "-", "--csv", str(table), "-q"])
-    assert result.exit_code == 0, result.output
+    result = cli("compare", masked_artifact, natural_artifact, "--attacks", "clean,pgd20", "--eps", "8/255", "--n",
+                 "20", "--md", "-", "--csv", table, "-q")
     lines = result.stdout.splitlines()
     assert "| worst case | worst class |" in lines[0]
     masked_row = next(line for line in lines if line.startswith("| masked [1] |"))

@@ -67,6 +67,7 @@ def test_pull_converts_a_prefilled_checkpoint_offline_and_reuses_the_artifact(ti
     assert pull_teacher(tiny_teacher.entry.name, "cifar10") == path and path.stat().st_mtime_ns == stamp
 
 
+@pytest.mark.e2e
 def test_cli_pulls_a_real_catalogue_teacher_with_its_normalisation(cli, offline_cache):
     """Wang2023Better_WRN-28-10 (DeepMind WRN, SiLU, normalisation inside) from a checkpoint in robustbench's
     cache: the artifact computes what RobustBench's own model computes."""

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import json
 
-from typer.testing import CliRunner
-
 from rdist.artifact import record_results
 from rdist.attacks.flags import Flag
-from rdist.cli.app import app
-from tests.helpers import assert_one_line_error
-from tests.zoo.conftest import uploaded_files
+from tests.fixtures.hub import uploaded_files
 
-runner = CliRunner()
 # What `rdist attack --record` stores for a model whose softmax saturates (tests/attacks/test_flags.py measures it).
 FLAG = Flag("zero-gradient", "97 of 97 correctly classified images (100.0%) had a zero input gradient at the attack's "
             "start", "pgd20", {"images": 97, "correct": 97, "share": 1.0})
@@ -25,13 +20,12 @@ def flag_student(student) -> None:
                              "accuracy": accuracy, "worst_case": 0.1, "seed": 0, "flags": [FLAG.to_dict()]})
 
 
-def test_a_flagged_report_is_refused_unless_allowed_and_then_the_card_says_so(hub, student):
+def test_a_flagged_report_is_refused_unless_allowed_and_then_the_card_says_so(cli, hub, student):
     flag_student(student)
-    refused = runner.invoke(app, ["zoo", "push", str(student), "--repo", "rdist-zoo/flagged"])
-    assert_one_line_error(refused, "recorded report is flagged", "zero-gradient (pgd20): 97 of 97", "--allow-flagged")
+    cli.fails(["zoo", "push", student, "--repo", "rdist-zoo/flagged"], "recorded report is flagged",
+              "zero-gradient (pgd20): 97 of 97", "--allow-flagged", unchanged=student)
     assert "rdist-zoo/flagged" not in hub.state.repos  # nothing was sent
-    pushed = runner.invoke(app, ["zoo", "push", str(student), "--repo", "rdist-zoo/flagged", "--allow-flagged"])
-    assert pushed.exit_code == 0, pushed.output
+    cli("zoo", "push", student, "--repo", "rdist-zoo/flagged", "--allow-flagged")
     files = uploaded_files(hub, "rdist-zoo/flagged")
     card = files["README.md"].decode()
     assert "## Flags: read before trusting these numbers" in card and "--allow-flagged" in card
