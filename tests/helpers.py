@@ -116,3 +116,28 @@ def randomise_batchnorm(model: nn.Module) -> nn.Module:
                 module.running_var.uniform_(0.5, 2.0)
                 module.weight.uniform_(0.5, 1.5)
     return model
+
+
+def refusing_endpoint() -> str:
+    """The URL of a port on 127.0.0.1 that nothing listens on (bound, then closed): every connection is refused, as
+    a Hub endpoint out of reach without HF_HUB_OFFLINE set."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def rdist_offline(*args, endpoint: str, cache: Path, timeout: float = 120):
+    """`rdist ARGS` in a fresh process against Hub `endpoint` with an empty cache `cache` and no HF_HUB_OFFLINE (so
+    anything huggingface_hub logs, its retries included, reaches the captured stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=endpoint, HF_HUB_CACHE=str(cache), NO_PROXY="127.0.0.1",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run([sys.executable, "-m", "rdist", *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=timeout)

@@ -22,7 +22,8 @@ PACKAGE = Path(rdist.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     ("rdist.errors",),
     ("rdist.utils",),
-    ("rdist.files", "rdist.catalogues"),  # files rdist writes; the YAML catalogues it reads
+    # Files rdist writes; the YAML catalogues it reads; the files it downloads from the Hub.
+    ("rdist.files", "rdist.catalogues", "rdist.hubget"),
     ("rdist.schema",),  # the one checker of what rdist reads: metadata, checkpoints
     # Where models run (device, precision, layout) and the processes of a torchrun job: evaluation and training.
     ("rdist.device", "rdist.parallel"),

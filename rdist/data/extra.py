@@ -39,6 +39,7 @@ from rdist.data.npzfile import Member, convert_npz, map_member, npz_members
 from rdist.errors import RdistError
 from rdist.files import atomic_path
 from rdist.files import cache_dir as rdist_cache
+from rdist.hubget import hub_download
 from rdist.utils import first_line
 
 HF_PREFIX = "hf://datasets/"
@@ -88,14 +89,12 @@ def hf_url(source: str, endpoint: str | None = None) -> tuple[str, str | None, s
 def download_hf(source: str, *, cache_dir: str | os.PathLike | None = None, endpoint: str | None = None) -> Path:
     """The local copy of Hub dataset file `source`, downloaded once into the Hugging Face cache (HF_HUB_CACHE;
     a second call reads the cache). Offline or unreachable: one line naming the file and where to put it."""
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HTTPError
 
     repo, revision, path, url = hf_url(source, endpoint)
     try:
-        return Path(hf_hub_download(repo, path, repo_type="dataset", revision=revision,
-                                    cache_dir=cache_dir or os.environ.get("HF_HUB_CACHE"),
-                                    endpoint=endpoint or os.environ.get("HF_ENDPOINT")))
+        return hub_download(repo, path, repo_type="dataset", revision=revision, cache_dir=cache_dir,
+                            endpoint=endpoint)
     except (OSError, HTTPError, EntryNotFoundError, ValueError) as exc:
         raise RdistError(f"cannot download {source} ({type(exc).__name__}: {first_line(exc)}); offline, fetch {url} "
                          f"on a machine with network and give its local path instead (e.g. --extra-data "

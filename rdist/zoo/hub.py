@@ -9,7 +9,8 @@ All traffic goes through huggingface_hub, so its usual settings apply: HF_ENDPOI
 HF_HOME, HF_HUB_OFFLINE, and the token from HF_TOKEN or `hf auth login`. The token is handed to
 huggingface_hub and never formatted into a message.
 
-huggingface_hub reads HF_ENDPOINT and HF_HUB_CACHE once, when it is imported; rdist reads them
+Downloads go through `rdist.hubget.hub_download`: out of reach, a pull fails at once, in one line, without the
+library's retries. huggingface_hub reads HF_ENDPOINT and HF_HUB_CACHE once, when it is imported; rdist reads them
 again at each call and passes them on, so a process that imported it early still honours them.
 """
 
@@ -27,6 +28,7 @@ from rdist.attacks.flags import Flag
 from rdist.catalogues import problem
 from rdist.errors import RdistError
 from rdist.files import sha256_file
+from rdist.hubget import HubUnreachable, hub_download
 from rdist.utils import first_line, format_eps
 from rdist.zoo.card import DEFAULT_LICENSE, config_json, model_card
 from rdist.zoo.catalogue import FIELD_PATTERNS, METRICS, ZooEntry
@@ -69,13 +71,12 @@ def pull_repo(repo: str, revision: str | None = None, file: str = HUB_FILE, *, c
 
 
 def _download(repo: str, file: str, revision: str | None, cache_dir: str | Path | None, endpoint: str | None,
-              what: str) -> Path:
-    from huggingface_hub import hf_hub_download
-
+              what: str, probe: bool = True) -> Path:
     try:
-        return Path(hf_hub_download(repo, file, revision=revision,
-                                    cache_dir=cache_dir or os.environ.get("HF_HUB_CACHE"),
-                                    endpoint=endpoint or os.environ.get("HF_ENDPOINT")))
+        return hub_download(repo, file, revision=revision, cache_dir=cache_dir, endpoint=endpoint, probe=probe)
+    except HubUnreachable as exc:
+        raise RdistError(f"cannot download {what}: {first_line(exc)}; download it where the Hub is reachable and "
+                         "copy the Hub cache (HF_HUB_CACHE) here, or give the file's local path") from None
     except _hub_errors() as exc:
         raise RdistError(f"cannot download {what}: {first_line(exc)}") from None
 
@@ -84,7 +85,8 @@ def _count_download(repo: str, revision: str | None, cache_dir: str | Path | Non
     """Ask for the repo's config.json, by which the Hub counts downloads (see the module docstring), once the model
     itself was downloaded (and verified); rdist needs nothing of it, so a repo without one is no error."""
     try:
-        _download(repo, CONFIG_FILE, revision, cache_dir, endpoint, CONFIG_FILE)
+        # No probe: the Hub counts each request for the file, and it answered the model's a moment ago.
+        _download(repo, CONFIG_FILE, revision, cache_dir, endpoint, CONFIG_FILE, probe=False)
     except RdistError:
         pass
 

@@ -15,6 +15,7 @@ import pytest
 
 from rdist.data import ExtraData, convert_npz, map_npz, open_extra_data
 from rdist.errors import RdistError
+from tests.helpers import rdist_offline, refusing_endpoint
 
 CIFAR = {"image_shape": (3, 32, 32), "num_classes": 10}
 
@@ -332,3 +333,19 @@ def test_a_url_that_cannot_be_fetched_names_where_to_put_the_file(web):
     refused(url, "cannot download", url, "HTTPError", f"save it as {target}")
     assert not target.parent.exists() or not any(target.parent.iterdir()), "nothing half-downloaded is left"
     refused(f"{base}/listing/", "names no .npz file")
+
+
+def test_hub_dataset_out_of_reach_fails_at_once_in_one_line(tmp_path):
+    """No HF_HUB_OFFLINE, an endpoint that refuses connections: huggingface_hub alone would retry five times (about
+    30 s) and log eleven lines; rdist asks once and prints its one line, naming the file and where to put it."""
+    endpoint, source = refusing_endpoint(), "hf://datasets/P2333/DM-Improves-AT/cifar10/1m.npz"
+    done = rdist_offline("teacher", "train", "--method", "natural", "--arch", "tinycnn", "--data", "digits",
+                         "--epochs", "1", "--extra-data", source, "--out", tmp_path / "run", endpoint=endpoint,
+                         cache=tmp_path / "cache")
+    assert done.returncode == 1 and done.stdout == "", done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    for fragment in (f"error: cannot download {source}", f"the Hub at {endpoint} is out of reach",
+                     "Connection refused", f"{endpoint}/datasets/P2333/DM-Improves-AT/resolve/main/cifar10/1m.npz",
+                     "give its local path instead (e.g. --extra-data /data/1m.npz)"):
+        assert fragment in line, line
+    assert not (tmp_path / "run").exists()

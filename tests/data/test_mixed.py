@@ -188,10 +188,29 @@ def test_bad_settings_are_refused(real, extra):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
-def test_on_cuda_generated_rows_come_through_pinned_memory_and_ranks_still_add_up(real, extra, generated):
+def test_on_cuda_generated_rows_come_through_pinned_memory_and_ranks_still_add_up(real, extra, generated,
+                                                                                   monkeypatch):
+    import rdist.data.mixed as mixed
+
+    host: list[tuple[torch.Tensor, torch.Tensor]] = []  # every batch the reading thread handed over, in order
+    results = mixed._Prefetcher._results
+
+    def watched(self):
+        for item in results(self):
+            host.append(item)
+            yield item
+
+    monkeypatch.setattr(mixed._Prefetcher, "_results", watched)
     device_real = (real[0].cuda(), real[1].cuda())
     loader = batches(device_real, extra, augment=False)
-    got = epoch(loader)
+    loader.set_epoch(0)
+    got = []
+    for i, (x, y) in enumerate(loader):
+        # Batch i + 1's rows were taken (and their copy queued on the side stream) before batch i came out.
+        assert len(host) == min(i + 2, len(loader)), (i, len(host))
+        got.append((x, y))
+    assert len(host) == len(loader) and all(im.is_pinned() and lab.is_pinned() for im, lab in host), \
+        "the generated rows must come to the GPU from pinned host memory, or non_blocking copies are synchronous"
     plan = loader.generated_indices()
     _, images, _ = generated
     for i, (x, y) in enumerate(got):

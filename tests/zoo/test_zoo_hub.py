@@ -18,6 +18,7 @@ from rdist.errors import RdistError
 from rdist.resolve import resolve_model, resolve_teacher
 from rdist.files import sha256_file
 from rdist.zoo import ZOO, pull_model
+from tests.helpers import rdist_offline, refusing_endpoint
 from tests.fixtures.hub import TOKEN, uploaded_files
 
 
@@ -197,3 +198,19 @@ def test_push_in_a_fresh_process_reads_the_hub_settings_from_the_environment(hub
     (entry,) = yaml.safe_load(done.stdout)
     assert entry["name"] == "fresh-student" and hub.state.repos["rdist-zoo/fresh"].private
     assert hub.state.repos["rdist-zoo/fresh"].main == entry["revision"]
+
+
+def test_hub_models_out_of_reach_fail_at_once_in_one_line(cli, tmp_path, monkeypatch):
+    """As `--extra-data hf://datasets/...` (tests/data/test_extra.py): no HF_HUB_OFFLINE, a refusing endpoint, one
+    request and one line, for `zoo pull` in a fresh process and for hf-hub:/hf:// names wherever a model is named."""
+    endpoint = refusing_endpoint()
+    done = rdist_offline("zoo", "pull", "hf://someone/student", endpoint=endpoint, cache=tmp_path / "cache")
+    assert done.returncode == 1 and done.stdout == "", done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    for fragment in ("error: cannot download model.safetensors of hf://someone/student at main",
+                     f"the Hub at {endpoint} is out of reach", "copy the Hub cache (HF_HUB_CACHE) here"):
+        assert fragment in line, line
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    cli.fails(["attack", "hf-hub:someone/student", "--attacks", "clean", "--n", "10"],
+              "cannot download model.safetensors of hf-hub:someone/student at main", "is out of reach")
