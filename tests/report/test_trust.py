@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import rdist
+from rdist.artifact import read_metadata, results_key
 from rdist.attacks.flags import FLAG_HELP
-from tests.report.conftest import DIGITS_SHAPE, EPS
+from tests.report.conftest import DIGITS_SHAPE, EPS, EPS_VALUE
 
 QUICKSTART = "clean,pgd20,aa:apgd-ce+apgd-t"  # the quickstart's suite
 
@@ -71,6 +72,39 @@ def test_the_table_marks_the_flagged_attack_and_lists_the_flags(cli, masked_arti
     listing = cli("attack", "--list").stdout
     for name in ("zero-gradient", "black-box-beats-white-box", "unbounded-attack-fails", "autoattack-softmax-output"):
         assert name in listing
+
+
+def test_attack_record_stores_the_flags_and_compare_shows_them_without_recomputing(cli, masked_artifact, tmp_path,
+                                                                                    monkeypatch):
+    """`rdist attack --record` on the masked model writes its flags, with their numbers, into the artifact's recorded
+    results; `rdist compare` then takes them from there (it attacks nothing) and marks the flagged numbers."""
+    model = tmp_path / "masked.safetensors"
+    model.write_bytes(masked_artifact.read_bytes())  # the module's masked model stays without recorded results
+    printed = json.loads(cli("attack", model, "--attacks", "clean,pgd20", "--eps", EPS, "--n", "20", "--record",
+                             "--json").stdout)
+    assert printed["recorded"] is True
+    recorded = read_metadata(model)["results"][results_key(["clean", "pgd20"], "digits", EPS_VALUE, 20)]
+    flags = {(f["name"], f["attack"]): f for f in recorded["flags"]}
+    assert set(flags) == {("zero-gradient", "pgd20"), ("unbounded-attack-fails", None)}
+    correct = round(20 * recorded["accuracy"]["clean"])
+    assert correct > 10 and recorded["accuracy"]["pgd20"] == recorded["accuracy"]["clean"]
+    assert flags["zero-gradient", "pgd20"]["numbers"] == {"images": correct, "correct": correct, "share": 1.0}
+    assert flags["unbounded-attack-fails", None]["numbers"] == {"images": correct, "still_correct": correct,
+                                                                "steps": 20, "norm": "Linf"}
+    assert f"{correct} of {correct} correctly classified images" in flags["zero-gradient", "pgd20"]["message"]
+    assert recorded["flags"] == printed["flags"]
+
+    def attacked(*args, **kwargs):
+        raise AssertionError("rdist compare attacked a model whose results are recorded")
+
+    monkeypatch.setattr("rdist.report.compare.robustness_report", attacked)
+    args = ["compare", model, "--attacks", "clean,pgd20", "--eps", EPS, "--n", "20"]
+    (row,) = json.loads(cli(*args, "--json").stdout)["models"]
+    assert row["reused"] is True and row["flags"] == recorded["flags"]
+    lines = cli(*args, "--md", "-", "-q").stdout.splitlines()
+    assert "[2] |" in next(line for line in lines if line.startswith("| masked [1] |"))  # the pgd20 cell
+    assert "[1] masked: unbounded-attack-fails: " in lines[-1]
+    assert f"[2] masked: zero-gradient (pgd20): {correct} of {correct} correctly classified images" in lines[-1]
 
 
 @pytest.fixture(scope="module")
