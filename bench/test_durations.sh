@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
 OUT="${1:-bench/results/test-durations.txt}"
 PY="${PYTHON:-.venv/bin/python}"
-COMMAND=(-m pytest -q -p no:cacheprovider --durations=0)
+COMMAND=(-m pytest -q -n 2 -p no:cacheprovider --durations=0)  # as .ci/run runs it, on both cores
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
@@ -35,5 +35,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "# wall: ${wall} s; $(grep -E '(passed|failed|error)' "$log" | tail -n 1 | tr -d '=' | sed 's/^ *//;s/ *$//')"
     grep -E '^[0-9.]+s (setup|call|teardown) ' "$log"
 } >"$OUT"
+# A red run names its failures here: the log itself is removed.
+[[ $status -ne 0 ]] && grep -E '^(FAILED|ERROR) ' "$log" >&2
 echo "wrote $OUT (pytest exit status $status, ${wall} s)"
 exit "$status"

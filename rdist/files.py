@@ -36,9 +36,10 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-# One atomic write of NAME works in the directory .NAME.<16 hex digits>.tmp beside it; earlier rdist wrote a file
-# .NAME.<8 characters>.tmp (tempfile.mkstemp's). Both are rdist's own names, and only they are ever swept.
-TEMP_NAME = re.compile(r"\..+\.(?:[0-9a-f]{16}|[a-z0-9_]{8})\.tmp")
+# One atomic write of NAME works in the directory .NAME.<16 hex digits>.tmp beside it: only that name is ever
+# swept. 16 random hex digits are not a name a person gives a file; a shorter or wider pattern (pre-release rdist's
+# mkstemp names, 8 characters) would also match a user's `.draft.20261206.tmp`, and delete it.
+TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{16}\.tmp")
 
 
 @contextlib.contextmanager

@@ -126,10 +126,13 @@ def test_the_sweep_deletes_rdists_temporary_files_only(tmp_path):
     stale_dir.mkdir()
     (stale_dir / "checkpoint.pt").write_text("half")
     (stale_dir / ".tmpAb12Cd").write_text("a writer's own temporary file")
-    stale_file = tmp_path / ".best.safetensors.k2j3h4g5.tmp"  # the name earlier rdist gave them (mkstemp)
+    stale_file = tmp_path / ".best.safetensors.fedcba9876543210.tmp"  # a file of that name is swept as well
     stale_file.write_text("half")
+    # A user's files that only look alike, among them 8-character names (pre-release rdist's mkstemp ones).
     kept = [tmp_path / name for name in (".notes.tmp", "notes.tmp", ".best.safetensors.0123456789abcdef.tmp.bak",
-                                         "best.safetensors", LOCK_FILE, ".x.0123456789ABCDEF.tmp")]
+                                         "best.safetensors", LOCK_FILE, ".x.0123456789ABCDEF.tmp",
+                                         ".draft.20261206.tmp", ".notes.backup01.tmp",
+                                         ".best.safetensors.k2j3h4g5.tmp")]
     for path in kept:
         path.write_text("the user's")
     (tmp_path / "sub").mkdir()

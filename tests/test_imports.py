@@ -4,7 +4,10 @@ ones, counting every import statement (inside functions too, read with ast, neve
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -189,3 +192,27 @@ def test_evaluating_models_needs_nothing_of_the_training_engine(command):
     assert {"rdist.attacks.evaluator", "rdist.parallel", "rdist.report.robustness"} <= closure
     assert sorted(m for m in closure if m == "rdist.engine" or m.startswith("rdist.engine.")) == []
     assert "rdist.engine.trainer" in imported_closure("rdist.cli.training"), "the closure follows imports"
+
+
+def test_importing_the_evaluation_side_loads_no_engine_module():
+    """At run time too (the test above reads the imports): `rdist/__init__.py` loads the engine behind its
+    TrainConfig and train only when one is used."""
+    code = ("import sys, rdist.cli.attack, rdist.report.compare; "
+            "print([m for m in sys.modules if m == 'rdist.engine' or m.startswith('rdist.engine.')])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_public_name_is_reachable_and_listed():
+    import rdist.engine
+
+    assert set(rdist.__all__) <= set(dir(rdist))
+    assert all(getattr(rdist, name) is not None for name in rdist.__all__)
+    assert rdist.train is rdist.engine.train and rdist.TrainConfig is rdist.engine.TrainConfig
+    namespace: dict = {}
+    exec("from rdist import TrainConfig, train", namespace)
+    assert namespace["train"] is rdist.engine.train
+    with pytest.raises(AttributeError, match="module 'rdist' has no attribute 'trian'"):
+        rdist.trian  # noqa: B018

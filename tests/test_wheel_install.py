@@ -17,12 +17,13 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 
 CHECK = """
-import json, rdist, rdist.utils
+import json, rdist, rdist.utils, rdist.cli.app
 from rdist.zoo import ZOO
 from rdist.catalogues import catalogue_path
 from rdist.teachers.catalogue import DATA_FILE, ROBUSTBENCH, TEACHERS
 PROJECT_ZOO, PROJECT_REPRODUCTIONS = catalogue_path("zoo.yaml"), catalogue_path("reproductions.yaml")
-print(json.dumps({"rdist": rdist.__file__, "zoo": str(PROJECT_ZOO), "students": len(ZOO.load()),
+print(json.dumps({"rdist": rdist.__file__, "cli": rdist.cli.__file__, "zoo": str(PROJECT_ZOO),
+                  "students": len(ZOO.load()),
                   "reproductions": str(PROJECT_REPRODUCTIONS),
                   "catalogues": sorted(p.name for p in (PROJECT_ZOO.parent).glob("*.yaml")),
                   "schemas": sorted(p.name for p in (PROJECT_ZOO.parent).glob("*.schema.json")),
@@ -50,6 +51,8 @@ def test_a_wheel_install_finds_the_catalogues(tmp_path):
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert Path(found["rdist"]).is_relative_to(site), found
+    # A regular package, as every other one (a namespace package has no __file__).
+    assert found["cli"] is not None and Path(found["cli"]) == site / "rdist" / "cli" / "__init__.py", found
     assert Path(found["zoo"]) == site / "rdist" / "catalogues" / "zoo.yaml"
     assert Path(found["zoo"]).read_bytes() == (ROOT / "zoo.yaml").read_bytes()
     assert Path(found["reproductions"]) == site / "rdist" / "catalogues" / "reproductions.yaml"

@@ -49,8 +49,9 @@ class _Capture(logging.Handler):
 class AutoAttack(Attack):
     """AutoAttack, from "Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free
     attacks" (Croce and Hein, ICML 2020) [https://arxiv.org/abs/2003.01690], run by `pyautoattack`, the maintained
-    package of the official code [https://github.com/fra31/auto-attack]. An example counts as robust only if every
-    component fails on it.
+    package of the official code. An example counts as robust only if every component fails on it.
+
+    Official code: https://github.com/fra31/auto-attack
 
     Distance: L-inf or L2 (`norm`).
 
@@ -115,6 +116,8 @@ class Square(AutoAttack):
     (Andriushchenko et al., ECCV 2020) [https://arxiv.org/abs/1912.00049], as AutoAttack configures it
     (`pyautoattack`, 5000 queries, one restart). It needs the model's logits only, never a gradient: it runs on
     ONNX Runtime models too.
+
+    Official code: https://github.com/max-andr/square-attack (AutoAttack's square.py, run here, is by the same authors)
 
     Distance: L-inf or L2 (`norm`).
 

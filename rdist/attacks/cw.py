@@ -20,6 +20,9 @@ class CW(PGD):
     robust-training and distillation papers run it (`margin_loss`, kappa 50); in L2 the same loss with normalised
     gradient steps in the L2 ball. It is not Carlini and Wagner's L2 optimisation attack.
 
+    Official code: https://github.com/carlini/nn_robust_attacks (the paper's L0, L2 and L-inf attacks, whose loss
+    this is; the PGD form has no official code of its own)
+
     Distance: L-inf or L2 (`norm`).
 
     Arguments:

@@ -118,6 +118,8 @@ class PGD(Attack):
     gradients in L-inf, normalised gradients in L2), projected after every step to the eps-ball around the input and
     to [0, 1].
 
+    Official code: https://github.com/MadryLab/cifar10_challenge (pgd_attack.py; MNIST's: MadryLab/mnist_challenge)
+
     Distance: L-inf or L2 (`norm`).
 
     Arguments:
@@ -168,6 +170,8 @@ class FGSM(PGD):
     ICLR 2015) [https://arxiv.org/abs/1412.6572]: one signed-gradient step of size eps on the cross-entropy, from
     the input itself (no random start), clipped to [0, 1]. In L2, one step of size eps along the normalised
     gradient (the fast gradient method).
+
+    Official code: none (the paper published none).
 
     Distance: L-inf or L2 (`norm`).
 

@@ -12,6 +12,8 @@ class Transfer(Attack):
     [https://arxiv.org/abs/1605.07277]. The black-box check that a model's robustness is not gradient masking,
     and the way an ONNX Runtime model meets a gradient attack.
 
+    Official code: none (a protocol around any white-box attack, not an attack of its own).
+
     Distance: that of `source` (its `norm`).
 
     Arguments:

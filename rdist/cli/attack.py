@@ -27,6 +27,7 @@ def attack(
     eps: str = common.EPS,
     norm: str = common.NORM,
     data: str = common.DATA,
+    data_dir: str = common.DATA_DIR,
     n: int = common.N_IMAGES,
     batch_size: str = common.BATCH_SIZE,
     surrogate: str = typer.Option(None, "--surrogate", help=f"model to craft transfer attacks on: "
@@ -62,9 +63,9 @@ def attack(
         return
     if model is None:
         raise RdistError(f"give the MODEL to attack ({MODEL_NAMES}), or --list")
-    config = EvalConfig(attacks=resolve_attacks(suite, attacks), eps=eps, data=data, n=n, batch_size=batch_size,
-                        seed=seed, precision=precision, surrogate=surrogate, device=device, norm=norm,
-                        protocol=protocol)
+    config = EvalConfig(attacks=resolve_attacks(suite, attacks), eps=eps, data=data, data_dir=data_dir, n=n,
+                        batch_size=batch_size, seed=seed, precision=precision, surrogate=surrogate, device=device,
+                        norm=norm, protocol=protocol)
     main = ranks_from_env().is_main  # under torchrun only rank 0 shows progress and the report
     with progress_bar(quiet or json_out or not main) as bar:
         report = robustness_report(model, config, record=record, out=out, progress=attack_progress(bar)).to_dict()

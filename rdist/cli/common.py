@@ -117,12 +117,21 @@ def suite_summary() -> str:
     return ", ".join(parts)
 
 
-def data_option(default: str, panel: str | None = None) -> Any:
-    """--data, whose help lists the datasets of the data registry (`rdist.data.list_datasets`); `panel` is the group
-    of options --help shows it in."""
+def data_option(default: str | None, panel: str | None = None, what: str = "") -> Any:
+    """--data, whose help lists the datasets of the data registry (`rdist.data.list_datasets`) after `what`, then
+    `default` (None: the option is required); `panel` is the group of options --help shows it in."""
     *names, last = list_datasets()
-    return typer.Option(None, "--data", "-d", help=f"{', '.join(names)} or {last} \\[default: {default}]",
-                        rich_help_panel=panel)
+    tail = "(required)" if default is None else f"\\[default: {default}]"
+    return typer.Option(None, "--data", "-d", help=f"{what}{', '.join(names)} or {last} {tail}", rich_help_panel=panel)
+
+
+def data_dir_option(panel: str | None = None) -> Any:
+    """--data-dir, the folder named datasets are read from and downloaded to (`rdist.data.data_root`): one option
+    for every command that loads a dataset, training's and evaluation's."""
+    return typer.Option(None, "--data-dir", metavar="DIR", rich_help_panel=panel,
+                        help="a shared folder of datasets: each in DIR/NAME, where a download puts it, or where "
+                        "torchvision's root puts it (DIR/cifar-10-batches-py, as timm's --data-dir) "
+                        "\\[default: $RDIST_DATA_DIR, else ~/.cache/rdist/data]")
 
 
 # Options that `rdist attack` and `rdist compare` share, with the same meaning and defaults.
@@ -139,5 +148,6 @@ BATCH_SIZE = typer.Option("256", "--batch-size", help="images per attack batch, 
                           "memory allows (256 on the CPU); the random starts, hence the numbers, depend on it")
 # The data a model is put on (attack, compare, export); training's --data has its own default.
 DATA = data_option("the dataset recorded in the model")
+DATA_DIR = data_dir_option()
 DEVICE = typer.Option(None, "--device", help="device the attacks run on: cpu, cuda, cuda:1 "
                       "\\[default: cuda if available]")

@@ -26,6 +26,7 @@ def compare(
     eps: str = common.EPS,
     norm: str = common.NORM,
     data: str = common.DATA,
+    data_dir: str = common.DATA_DIR,
     n: int = common.N_IMAGES,
     batch_size: str = common.BATCH_SIZE,
     seed: int = typer.Option(0, "--seed", help="seed of the attacks' random starts"),
@@ -67,8 +68,8 @@ def compare(
     from rdist.report.render import to_csv, to_markdown
     from rdist.files import atomic_path, check_output
 
-    config = EvalConfig(attacks=resolve_attacks(suite, attacks), eps=eps, data=data, n=n, batch_size=batch_size,
-                        seed=seed, surrogate=surrogate, device=device, norm=norm)
+    config = EvalConfig(attacks=resolve_attacks(suite, attacks), eps=eps, data=data, data_dir=data_dir, n=n,
+                        batch_size=batch_size, seed=seed, surrogate=surrogate, device=device, norm=norm)
     to_stdout = [name for name, on in (("--json", json_out), ("--csv -", csv_out == "-"), ("--md -", md_out == "-"))
                  if on]
     if len(to_stdout) > 1:
@@ -83,13 +84,13 @@ def compare(
         if target and target != "-":
             check_output(target, option, inputs=inputs)
     with progress_bar(quiet or json_out) as bar:
-        comparison = compare_models(models, config, runs=runs, fresh=fresh, record=record,
-                                    sweep=(sweep or DEFAULT_SWEEP[config.norm]) if plot is not None else None,
-                                    sweep_attack=sweep_attack,
-                                    progress=attack_progress(bar))
+        result = compare_models(models, config, runs=runs, fresh=fresh, record=record,
+                                sweep=(sweep or DEFAULT_SWEEP[config.norm]) if plot is not None else None,
+                                sweep_attack=sweep_attack, progress=attack_progress(bar))
+    comparison = result.to_dict()  # what the renderers lay out and --json prints, with the files written
     notes = err_console if to_stdout else console
     if plot is not None:
-        written = write_plots(comparison, plot, training_logs(comparison) if runs else None)
+        written = write_plots(comparison, plot, training_logs(result) if runs else None)
         comparison["plots"] = [str(p) for p in written]
     for target, render in ((csv_out, to_csv), (md_out, to_markdown)):
         if target == "-":

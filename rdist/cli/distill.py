@@ -99,8 +99,7 @@ def print_method_table(data: str, json_out: bool) -> None:
         table.add_column(column, no_wrap=True)
     for row in rows:
         name = row["method"] + (f" ({row['aliases']})" if row["aliases"] else "")
-        table.add_row(name, row["paper"], row["attack"], row["loss"], row["teacher"] or "- (give --teacher)",
-                      row["recipe"])
+        table.add_row(name, row["paper"], row["attack"], row["loss"], _teacher_cell(row), row["recipe"])
     # Six columns of formulas, at their natural width (about 230 characters): a narrow terminal wraps the lines,
     # which reads better than columns squeezed to a few letters. The links follow, one method a line.
     out = Console(width=1000, soft_wrap=True, highlight=False)
@@ -111,3 +110,14 @@ def print_method_table(data: str, json_out: bool) -> None:
     for row in rows:
         if row["note"]:
             out.print(f"{row['method']}: note: {row['note']}")
+
+
+def _teacher_cell(row: dict) -> str:
+    """The default teacher column: the paper's teacher, "none" for a method that trains its own (PeerAiD's peer),
+    or a request for one."""
+    if row["teacher"]:
+        return row["teacher"]
+    if not row["teachers"]:
+        trains = " and ".join(row["companions"])
+        return f"none (trains a {trains})" if trains else "none"
+    return "- (give --teacher)"

@@ -28,6 +28,7 @@ def export(
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset to write (18 up to what the installed "
                               "onnx knows)"),
     data: str = common.DATA,
+    data_dir: str = common.DATA_DIR,
     check_n: int = typer.Option(CHECK_IMAGES, "--check-n", help="test images on which ONNX Runtime is checked "
                                 "against PyTorch (logits and clean accuracy)"),
     threat_model: str = typer.Option("Linf", "--threat-model", help="robustbench: the board, Linf, L2 or "
@@ -66,7 +67,8 @@ def export(
         raise RdistError(f"--format must be onnx or robustbench, got '{format}'")
 
     silent = quiet or json_out
-    result = export_model(model, out, int8=int8, calibration=calibration, opset=opset, data=data, check_n=check_n,
+    result = export_model(model, out, int8=int8, calibration=calibration, opset=opset, data=data, data_dir=data_dir,
+                          check_n=check_n,
                           note=None if silent else (lambda text: err_console.print(text, highlight=False)))
     if json_out:
         print_json(result)

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from rdist.cli.common import MODEL_HELP, data_option
+from rdist.cli.common import MODEL_HELP, data_dir_option, data_option
 from rdist.errors import RdistError
 from rdist.methods import NATURAL, ROBUST, Recipe, list_methods, method_class, preset_notes
 from rdist.utils import suggest
@@ -153,10 +153,7 @@ def lr_option(kind: str):
 
 # Options both commands take. None means "not given": a resumed run keeps its own value, a new run the default.
 DATA = data_option("cifar10", DATA_PANEL)
-DATA_DIR = typer.Option(None, "--data-dir", metavar="DIR", rich_help_panel=DATA_PANEL,
-                        help="a shared folder of datasets: each in DIR/NAME, where a download puts it, or where "
-                        "torchvision's root puts it (DIR/cifar-10-batches-py, as timm's --data-dir) "
-                        "\\[default: $RDIST_DATA_DIR, else ~/.cache/rdist/data]")
+DATA_DIR = data_dir_option(DATA_PANEL)
 VAL_SIZE = typer.Option(None, "--val-size", rich_help_panel=DATA_PANEL, help="fraction of the training data held "
                         "out as the selection split \\[default: 0.1, at least min(500, 20%) images]")
 SELECT_ON = typer.Option(None, "--select-on", rich_help_panel=DATA_PANEL, help="'val' (a held-out split of the "

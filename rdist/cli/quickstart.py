@@ -50,7 +50,7 @@ def quickstart(
                               callback=EpochProgress() if show else None, on_stage=on_stage)
     with progress_bar(not show) as bar:
         comparison = compare_quickstart(models, device=device, seed=seed, n=n,
-                                        progress=attack_progress(bar, "attack "))
+                                        progress=attack_progress(bar, "attack ")).to_dict()
     if json_out:
         print_json(comparison)
         return

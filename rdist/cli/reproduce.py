@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from rdist.cli import common
 from rdist.cli.common import console, err_console, print_json, user_errors
 from rdist.errors import RdistError
 
@@ -21,6 +22,7 @@ def reproduce(
     select_on: str = typer.Option(None, "--select-on", help="checkpoint selection: 'test' mimics the papers (it "
                                   "leaks the test set), 'val' is rdist's held-out split \\[default: the entry's]"),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 \\[default: cuda if available]"),
+    data_dir: str = common.DATA_DIR,
     push: str = typer.Option(None, "--push", help="then publish the best seed to this Hub repo ORG/REPO through "
                              "`rdist zoo push` and print its zoo.yaml entry (needs a token: checked first)"),
     private: bool = typer.Option(False, "--private", help="with --push: create the repo as private"),
@@ -57,7 +59,8 @@ def reproduce(
     show = not (quiet or json_out)
     from rdist.cli.run_progress import EpochProgress
 
-    result = run(entry, seed_list, out, select_on=select_on, device=device, callback=EpochProgress() if show else None,
+    result = run(entry, seed_list, out, select_on=select_on, device=device, data_dir=data_dir,
+                 callback=EpochProgress() if show else None,
                  on_stage=(lambda m: err_console.print(m, highlight=False, soft_wrap=True)) if show
                  else (lambda m: None))
     pushed = push_best(result, push, private=private) if push is not None else None

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from rdist.cli import options
-from rdist.cli.common import click_errors, console, err_console, print_json, user_errors
+from rdist.cli.common import click_errors, console, data_option, err_console, print_json, user_errors
 from rdist.cli.training import run_training
 from rdist.errors import RdistError
 from rdist.methods import list_methods
@@ -179,8 +179,7 @@ def import_(
     checkpoint: Path = typer.Argument(..., help="PyTorch checkpoint (.pt/.pth) or .safetensors file holding a "
                                       "state dict"),
     arch: str = typer.Option(..., "--arch", help="architecture of the checkpoint, e.g. resnet18, wrn-34-10"),
-    data: str = typer.Option(None, "--data", "-d", help="dataset it was trained on: cifar10, cifar100, svhn, digits "
-                             "(required)"),
+    data: str = data_option(None, what="dataset it was trained on: "),
     out: Path = typer.Option(None, "--out", "-o", help="where to write the .safetensors artifact (required)"),
     num_classes: int = typer.Option(None, min=1, help="number of classes \\[default: the dataset's]"),
     in_channels: int = typer.Option(None, min=1, help="input channels \\[default: the dataset's]"),

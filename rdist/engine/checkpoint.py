@@ -150,7 +150,8 @@ def check_same_run(run_dir: Path, stored: dict[str, Any], current: dict[str, Any
                    for key, stored_value, current_value in _differences(stored, current)]
     if not asked and differences:
         raise RdistError(f"{run_dir} already holds a run of another configuration ({'; '.join(differences)}); "
-                         f"continue it with --resume {run_dir}, or pass another --out")
+                         f"continue that run with --resume {run_dir} alone (it keeps the run's own settings), or "
+                         "pass another --out for this one")
     if stored_method != current_method:
         raise _other_method(run_dir, stored_method, current_method)
     if differences:

@@ -1,4 +1,4 @@
-"""Companions: the networks a method trains beside the student (`Method.companions`; PeerAiD's peer).
+"""Companions: the networks a method trains beside the student (`Method.companions`: a peer network, say).
 
 For each role the method declares, a run builds one network: the student's architecture unless the method's
 `Companion` or `--companion ROLE=ARCH|MODEL` names another architecture (trained from its seeded initialisation)

@@ -139,13 +139,14 @@ def _calibration_images(dataset, count: int) -> torch.Tensor:
 
 
 def export_model(model: str, out: str | Path, *, int8: bool = False, calibration: int = DEFAULT_CALIBRATION,
-                 opset: int = DEFAULT_OPSET, data: str | None = None, check_n: int = CHECK_IMAGES,
-                 note: Note | None = None) -> dict[str, Any]:
+                 opset: int = DEFAULT_OPSET, data: str | None = None, data_dir: str | None = None,
+                 check_n: int = CHECK_IMAGES, note: Note | None = None) -> dict[str, Any]:
     """Export `model` (an artifact, zoo:NAME or a RobustBench teacher name) to the ONNX file `out`.
 
     The graph takes [0,1] pixels (the model's normalisation is inside it) with any batch size and carries the
     rdist metadata. Before anything is written, ONNX Runtime and PyTorch logits are compared on the first
-    `check_n` test images (uniform pixels when no dataset is known): fp32 is refused above a relative
+    `check_n` test images of `data` (read from the folder `data_dir`, see `rdist.data.data_root`; uniform pixels
+    when no dataset is known): fp32 is refused above a relative
     difference of 1e-3; both accuracies are reported. Returns what was written and measured.
     """
     note = note or (lambda text: None)
@@ -159,7 +160,7 @@ def export_model(model: str, out: str | Path, *, int8: bool = False, calibration
     data = data or meta.get("dataset")
     if int8 and not data:
         raise RdistError(f"{source} records no dataset to calibrate int8 on: pass --data")
-    dataset = load_dataset(data) if data else None
+    dataset = load_dataset(data, root=data_dir) if data else None
     if dataset is not None:
         check_fits(meta, dataset, str(source))
     input_shape = list(meta.get("input_shape") or (dataset.input_shape if dataset else []))

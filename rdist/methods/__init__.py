@@ -8,6 +8,7 @@ from rdist.methods import natural, sat, trades, mart  # noqa: F401 (registration
 from rdist.methods import kd, ard, akd2, iad_i, iad_ii, rslad, adaad  # noqa: F401 (registration: distillation)
 from rdist.methods import dgad, saad  # noqa: F401 (registration: distillation)
 from rdist.methods import bmtard  # noqa: F401 (registration: distillation, B-MTARD and MTARD)
+from rdist.methods import peeraid  # noqa: F401 (registration: distillation without a teacher)
 from rdist.methods import igdm  # noqa: F401 (registration: terms)
 from rdist.methods.base import About, Companion, Method, Recipe, Step
 from rdist.methods.papers import Default, method_rows, missing_teacher_hint, paper_defaults, preset_notes

@@ -71,8 +71,9 @@ def missing_teacher_hint(method: str, data: str, role_name: str) -> str:
 
 def method_rows(data: str = PAPER_DATA) -> list[dict[str, str | None]]:
     """One row per distillation method (with its aliases) for `rdist distill --list`: its paper, inner attack,
-    outer loss, the teachers it defaults to on `data`, its paper recipe there (for a ResNet-18 student), and the
-    links to its paper and its official code, and a note where the method has one."""
+    outer loss, the teachers it defaults to on `data`, its paper recipe there (for a ResNet-18 student), the
+    links to its paper and its official code, a note where the method has one, and the roles of its teachers and of
+    the networks it trains beside the student (PeerAiD: no teacher, a peer)."""
     rows = []
     for name in list_methods("distill"):
         cls = method_class(name)
@@ -85,7 +86,8 @@ def method_rows(data: str = PAPER_DATA) -> list[dict[str, str | None]]:
         rows.append({"method": name, "aliases": ", ".join(a for a, n in aliases().items() if n == name) or None,
                      "paper": about.paper, "attack": about.attack, "loss": about.loss, "teacher": teacher,
                      "recipe": schedule + (f", SWA from {recipe.swa_start}" if recipe.swa_start else ""),
-                     "url": about.url, "code": about.code, "note": about.note})
+                     "url": about.url, "code": about.code, "note": about.note, "teachers": list(cls.teachers),
+                     "companions": list(cls.companions)})
     return rows
 
 

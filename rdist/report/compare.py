@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,6 +53,96 @@ class Entry:
         # A download is verified by its sha256 on every use, and an ONNX file is never rewritten after
         # `rdist export` checked it: results are recorded into neither.
         return self.source.recordable and not self.onnx
+
+
+@dataclass
+class Member:
+    """One training run of a seed group (`rdist compare --runs`)."""
+
+    label: str
+    run_dir: str | None
+    model: str
+    seed: int | None
+    accuracy: dict[str, float | None]
+    worst_case: float | None
+
+
+@dataclass
+class Row:
+    """One model of a comparison (with --runs, one group of runs that differ only by seed: its means)."""
+
+    label: str
+    model: str  # the file measured
+    run_dir: str | None
+    arch: str
+    num_classes: int
+    runtime: str  # what answered: PyTorch fp32, or ONNX fp32 / int8
+    file_bytes: int
+    profile: dict[str, Any]  # params, macs, latency_ms, cpu_threads(_all): `rdist.report.profile`'s, as it orders them
+    input_shape: list[int]
+    accuracy: dict[str, float | None]  # None: an attack an ONNX model cannot take
+    worst_case: float | None
+    worst_class: dict[str, Any] | None
+    per_class: dict[str, Any] | None  # as a Report's
+    flags: list[dict[str, Any]]  # as a Report's; a group's carry each run's seed
+    reused: bool  # taken from the results the artifact records
+    method: str | None
+    teacher: str | None
+    epochs: int | str | None  # "E/N": a best checkpoint selected at epoch E of N
+    # A seed group's (--runs): the sample std of the means (None for one run), the seeds and the runs.
+    accuracy_std: dict[str, float | None] | None = None
+    worst_case_std: float | None = None
+    seeds: list[int | None] | None = None
+    members: list[Member] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        row = {"label": self.label, "model": self.model, "run_dir": self.run_dir, "arch": self.arch,
+               "num_classes": self.num_classes, "runtime": self.runtime, "file_bytes": self.file_bytes,
+               **self.profile, "input_shape": self.input_shape, "accuracy": self.accuracy,
+               "worst_case": self.worst_case, "worst_class": self.worst_class, "per_class": self.per_class,
+               "flags": self.flags, "reused": self.reused, "method": self.method, "teacher": self.teacher,
+               "epochs": self.epochs}
+        if self.members is None:
+            return row
+        return {**row, "accuracy_std": self.accuracy_std, "worst_case_std": self.worst_case_std, "seeds": self.seeds,
+                "members": [asdict(m) for m in self.members]}
+
+
+@dataclass
+class Sweep:
+    """Accuracy under one attack at each eps of a sweep, by row label (the robust-accuracy plot's data)."""
+
+    attack: str
+    eps: list[float]
+    accuracy: dict[str, list[float]]
+    std: dict[str, list[float | None]] | None = None  # a seed group's, with --runs
+
+    def to_dict(self) -> dict[str, Any]:
+        sweep = {"attack": self.attack, "eps": self.eps, "accuracy": self.accuracy}
+        return sweep if self.std is None else {**sweep, "std": self.std}
+
+
+@dataclass
+class Comparison:
+    """What `compare_models` measured: the evaluation's settings and a row per model. `to_dict()` is the JSON that
+    `rdist compare --json` prints, and what `rdist.report.render` and `rdist.report.plots` lay out."""
+
+    dataset: str
+    eps: float
+    norm: str
+    n: int
+    seed: int
+    attacks: list[str]
+    surrogate: str | None
+    edge: bool  # an ONNX model is among them: every row gets its file size and all-thread latency
+    models: list[Row]
+    sweep: Sweep | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        comparison = {"dataset": self.dataset, "eps": self.eps, "eps_text": format_eps(self.eps), "norm": self.norm,
+                      "n": self.n, "seed": self.seed, "attacks": self.attacks, "surrogate": self.surrogate,
+                      "edge": self.edge, "models": [r.to_dict() for r in self.models]}
+        return comparison if self.sweep is None else {**comparison, "sweep": self.sweep.to_dict()}
 
 
 def resolve_entries(specs: list[str], runs: bool = False, data: str | None = None) -> list[Entry]:
@@ -102,40 +192,39 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def group_seeds(rows: list[dict[str, Any]], entries: list[Entry]) -> list[dict[str, Any]]:
+def group_seeds(rows: list[Row], entries: list[Entry]) -> list[Row]:
     """Training runs that differ only by seed as one row: accuracies are means over the runs, with their
     sample std (`accuracy_std`, `worst_case_std`; None for one run), the seeds, and the member runs."""
-    groups: dict[str, list[tuple[dict[str, Any], Entry]]] = {}
+    groups: dict[str, list[tuple[Row, Entry]]] = {}
     for row, entry in zip(rows, entries):
         groups.setdefault(_seed_free_identity(entry.meta), []).append((row, entry))
     grouped = []
     for members in groups.values():
-        first = dict(members[0][0])
+        first = members[0][0]
         seeds = [(e.meta.get("provenance") or {}).get("seed") for _, e in members]
-        accuracy = {a: _mean_std([r["accuracy"][a] for r, _ in members]) for a in first["accuracy"]}
-        worst = _mean_std([r["worst_case"] for r, _ in members])
-        parents = {Path(r["run_dir"]).resolve().parent for r, _ in members}
-        label = first["label"]
+        accuracy = {a: _mean_std([r.accuracy[a] for r, _ in members]) for a in first.accuracy}
+        worst = _mean_std([r.worst_case for r, _ in members])
+        parents = {Path(r.run_dir).resolve().parent for r, _ in members}
+        label = first.label
         if len(members) > 1:
             label = next(iter(parents)).name if len(parents) == 1 else f"{label} (+{len(members) - 1} seeds)"
-        first.update(label=label, accuracy={a: m for a, (m, _) in accuracy.items()},
-                     accuracy_std={a: sd for a, (_, sd) in accuracy.items()}, worst_case=worst[0],
-                     worst_case_std=worst[1], seeds=seeds, reused=all(r["reused"] for r, _ in members),
-                     per_class=(per_class := _mean_per_class([r for r, _ in members])),
-                     worst_class=per_class["worst_class"] if per_class else None,
-                     flags=[{**f, "seed": seed} for (r, _), seed in zip(members, seeds) for f in r["flags"]]
-                     if len(members) > 1 else first["flags"],
-                     members=[{"label": r["label"], "run_dir": r["run_dir"], "model": r["model"], "seed": seed,
-                               "accuracy": r["accuracy"], "worst_case": r["worst_case"]}
-                              for (r, _), seed in zip(members, seeds)])
-        grouped.append(first)
+        per_class = _mean_per_class([r.per_class for r, _ in members])
+        grouped.append(replace(
+            first, label=label, accuracy={a: m for a, (m, _) in accuracy.items()},
+            accuracy_std={a: sd for a, (_, sd) in accuracy.items()}, worst_case=worst[0], worst_case_std=worst[1],
+            seeds=seeds, reused=all(r.reused for r, _ in members), per_class=per_class,
+            worst_class=per_class["worst_class"] if per_class else None,
+            flags=[{**f, "seed": seed} for (r, _), seed in zip(members, seeds) for f in r.flags]
+            if len(members) > 1 else first.flags,
+            members=[Member(r.label, r.run_dir, r.model, seed, r.accuracy, r.worst_case)
+                     for (r, _), seed in zip(members, seeds)]))
     return grouped
 
 
-def _mean_per_class(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """A seed group's per-class accuracies: each class's mean over its runs (None unless every run has per-class
-    numbers for the same classes), and the class whose mean worst-case accuracy is the lowest."""
-    tables = [r.get("per_class") for r in rows]
+def _mean_per_class(tables: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """A seed group's per-class accuracies (`tables`: each run's): each class's mean over its runs (None unless
+    every run has per-class numbers for the same classes), and the class whose mean worst-case accuracy is the
+    lowest."""
     if any(t is None for t in tables) or len({t["classes"] for t in tables}) > 1:
         return None
 
@@ -149,10 +238,10 @@ def _mean_per_class(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             "worst_case": worst, "worst_class": {"class": lowest, "accuracy": value}}
 
 
-def training_logs(comparison: dict[str, Any]) -> dict[str, list[EpochRecord]]:
+def training_logs(comparison: Comparison) -> dict[str, list[EpochRecord]]:
     """The log.jsonl records of each run directory in the comparison, by label."""
-    runs = [m for r in comparison["models"] for m in r.get("members", [r])]
-    return {r["label"]: read_log(RunDirectory(r["run_dir"]).log) for r in runs if r["run_dir"]}
+    runs = [m for r in comparison.models for m in (r.members or [r])]
+    return {r.label: read_log(RunDirectory(r.run_dir).log) for r in runs if r.run_dir}
 
 
 def check_same_task(entries: list[Entry]) -> None:
@@ -188,7 +277,7 @@ class Evaluator:
 
     def __init__(self, entries: list[Entry], config: EvalConfig, *, fresh: bool = False, record: bool = False,
                  progress: Progress | None = None):
-        self.dataset = load_dataset(config.data, device="cpu")
+        self.dataset = load_dataset(config.data, root=config.data_dir, device="cpu")
         for entry in entries:
             check_fits(entry.meta, self.dataset, entry.label)
         self.config = replace(config, n=min(config.n, len(self.dataset.y_test)))
@@ -223,6 +312,7 @@ class Evaluator:
 
 
 def _provenance(meta: dict[str, Any]) -> dict[str, Any]:
+    """The method, teacher and epochs a row shows."""
     prov = meta.get("provenance") or {}
     teacher = prov.get("teacher")
     epochs = prov.get("epochs")
@@ -235,7 +325,7 @@ def _provenance(meta: dict[str, Any]) -> dict[str, Any]:
 
 def compare_models(models: list[str], config: EvalConfig | None = None, *, runs: bool = False, fresh: bool = False,
                    record: bool = False, sweep: str | list[float] | None = None, sweep_attack: str = "pgd20",
-                   progress: Progress | None = None) -> dict[str, Any]:
+                   progress: Progress | None = None) -> Comparison:
     """Compare `models` (paths, zoo:NAME, RobustBench names, hf-hub:ORG/REPO[@REV], .onnx files, or with `runs`
     training run directories) under the evaluation `config` (its data: by default the dataset all the models
     record); transfer attacks are crafted on `config.surrogate` (an ONNX file's default: the artifact it was
@@ -246,8 +336,8 @@ def compare_models(models: list[str], config: EvalConfig | None = None, *, runs:
     the attacks that need no gradient of it (the others are None, and so is its worst case); with an ONNX file
     in the comparison every row gets its file size and all-thread latency.
 
-    Returns {"dataset", "eps", "n", "attacks", "models": [one row per model]}; with `sweep` (eps values,
-    or a "start:stop:step" text) also "sweep": the accuracy under `sweep_attack` at each eps, for the plot.
+    Returns the Comparison, a Row per model; with `sweep` (eps values, or a "start:stop:step" text) also its
+    `sweep`: the accuracy under `sweep_attack` at each eps, for the plot.
     """
     config = config or EvalConfig()
     names, eps_value = list(config.attacks), config.eps
@@ -275,28 +365,26 @@ def compare_models(models: list[str], config: EvalConfig | None = None, *, runs:
             profile = profile_onnx(entry.path, entry.meta, shape)
         else:
             profile = profile_model(entry.source.load("cpu"), shape, all_threads=edge)
-        rows.append({"label": entry.label, "model": str(entry.path),
-                     "run_dir": str(entry.run_dir) if entry.run_dir else None, "arch": entry.meta["arch"]["name"],
-                     "num_classes": entry.meta["arch"]["num_classes"], "runtime": _runtime(entry),
-                     "file_bytes": entry.path.stat().st_size, **profile, "input_shape": list(shape),
-                     "accuracy": {a: report.accuracy.get(a) for a in names},
-                     "worst_case": report.worst_case if applicable == names else None,
-                     "worst_class": (report.per_class or {}).get("worst_class") if applicable == names else None,
-                     "per_class": report.per_class, "flags": report.flags,
-                     "reused": reused, **_provenance(entry.meta)})
+        rows.append(Row(
+            label=entry.label, model=str(entry.path), run_dir=str(entry.run_dir) if entry.run_dir else None,
+            arch=entry.meta["arch"]["name"], num_classes=entry.meta["arch"]["num_classes"], runtime=_runtime(entry),
+            file_bytes=entry.path.stat().st_size, profile=profile, input_shape=list(shape),
+            accuracy={a: report.accuracy.get(a) for a in names},
+            worst_case=report.worst_case if applicable == names else None,
+            worst_class=(report.per_class or {}).get("worst_class") if applicable == names else None,
+            per_class=report.per_class, flags=report.flags, reused=reused, **_provenance(entry.meta)))
     if runs:
         rows = group_seeds(rows, entries)
-    comparison = {"dataset": evaluator.dataset.name, "eps": eps_value, "eps_text": format_eps(eps_value),
-                  "norm": config.norm, "n": evaluator.config.n, "seed": config.seed, "attacks": names,
-                  "surrogate": config.surrogate, "edge": edge, "models": rows}
+    comparison = Comparison(dataset=evaluator.dataset.name, eps=eps_value, norm=config.norm, n=evaluator.config.n,
+                            seed=config.seed, attacks=names, surrogate=config.surrogate, edge=edge, models=rows)
     if sweep_values is not None:
         accuracy = {e.label: [evaluator.accuracy(e, sweep_attack, v) for v in sweep_values] for e in entries}
-        comparison["sweep"] = {"attack": sweep_attack, "eps": sweep_values, "accuracy": accuracy}
+        comparison.sweep = Sweep(sweep_attack, sweep_values, accuracy)
         if runs:  # a group's mean and std at each eps
-            curves = {r["label"]: [[accuracy[m["label"]][i] for m in r["members"]] for i in range(len(sweep_values))]
+            curves = {r.label: [[accuracy[m.label][i] for m in r.members] for i in range(len(sweep_values))]
                       for r in rows}
-            comparison["sweep"]["accuracy"] = {k: [_mean_std(v)[0] for v in c] for k, c in curves.items()}
-            comparison["sweep"]["std"] = {k: [_mean_std(v)[1] for v in c] for k, c in curves.items()}
+            comparison.sweep.accuracy = {k: [_mean_std(v)[0] for v in c] for k, c in curves.items()}
+            comparison.sweep.std = {k: [_mean_std(v)[1] for v in c] for k, c in curves.items()}
     return comparison
 
 

@@ -33,6 +33,7 @@ class EvalConfig:
     attacks: Sequence[str] | str = tuple(SUITES["standard"])
     eps: float | str | None = None  # the budget in [0, 1] pixel units [default: 8/255 in Linf, 0.5 in L2]
     data: str | None = None  # [default: the dataset the model records]
+    data_dir: str | None = None  # the folder of named datasets (--data-dir) [default: $RDIST_DATA_DIR, else the cache]
     n: int = 1000  # the first n test images (at most the test set)
     batch_size: int | str = 256  # or "auto": the largest batch the GPU's memory allows; the numbers depend on it
     seed: int = 0  # of the attacks' random starts: the same seed gives the same numbers

@@ -140,7 +140,7 @@ def _load(model: str, config: EvalConfig, group: Group, out: str | Path | None, 
         if out:  # refused before any attack runs: never a report written over the model, surrogate or data
             check_output(out, "--out", inputs=[("the model", path), ("the surrogate", surrogate),
                                                ("the dataset", npz_file(data))])
-        dataset = load_dataset(data, device=dev)
+        dataset = load_dataset(data, root=config.data_dir, device=dev)
     check_fits(meta, dataset, str(path))
     config.check_protocol(_benchmark_name(config, dataset.name))
     with group.main_first():  # downloaded once, by rank 0
@@ -168,7 +168,7 @@ def _corruptions(config: EvalConfig, dataset: Dataset, meta: dict) -> CorruptedI
     if CORRUPTIONS not in config.attacks:
         return None
     name = dataset.name if dataset.name in CORRUPTION_SETS else meta.get("dataset") or dataset.name
-    images = corrupted_images(name)
+    images = corrupted_images(name, root=config.data_dir)
     images.check_labels(dataset.y_test[:config.n])
     return images
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from rdist.engine import Callback, TrainConfig, train
 from rdist.errors import RdistError
 from rdist.methods import ROBUST
-from rdist.report.compare import compare_models
+from rdist.report.compare import Comparison, compare_models
 from rdist.report.config import EvalConfig
 
 # Digits have 17 grey levels, about 16/255 apart: at 8/255 a naturally trained smallcnn still has 97%
@@ -69,7 +68,7 @@ def train_quickstart(out_dir: str | Path, *, device: str | None = "cpu", seed: i
 
 
 def compare_quickstart(models: list[Path], *, device: str | None = "cpu", seed: int = 0, n: int = TEST_IMAGES,
-                       progress=None) -> dict[str, Any]:
+                       progress=None) -> Comparison:
     """Attack the quickstart's models on digits' test images (clean, PGD-20, APGD-CE/T) and compare them."""
     config = EvalConfig(attacks=ATTACKS, eps=EPS, data="digits", n=n, seed=seed, device=device)
     return compare_models([str(m) for m in models], config, record=True, progress=progress)

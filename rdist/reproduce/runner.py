@@ -43,20 +43,22 @@ def default_out(entry: Reproduction, select_on: str) -> Path:
 
 
 def student_config(entry: Reproduction, *, select_on: str, device: str | None, teacher: str | None,
-                   natural_teacher: str | None = None) -> TrainConfig:
+                   natural_teacher: str | None = None, data_dir: str | None = None) -> TrainConfig:
     teachers = {role: path for role, path in ((ROBUST, teacher), (NATURAL, natural_teacher)) if path is not None}
-    return TrainConfig(method=entry.method, student=entry.student, data=entry.dataset, teachers=teachers,
+    return TrainConfig(method=entry.method, student=entry.student, data=entry.dataset, data_dir=data_dir,
+                       teachers=teachers,
                        recipe=entry.recipe, select_on=select_on, device=device, **entry.options)
 
 
-def teacher_config(entry: Reproduction, *, select_on: str, device: str | None) -> TrainConfig | None:
+def teacher_config(entry: Reproduction, *, select_on: str, device: str | None,
+                   data_dir: str | None = None) -> TrainConfig | None:
     stage = entry.teacher
     if not isinstance(stage, TeacherStage):
         return None
     # The entry's options reach the teacher stage too (eps, batch size, ...), but not its method's hyper-parameters.
     shared = {k: v for k, v in entry.options.items() if k != "method_args"}
-    return TrainConfig(method=stage.method, student=stage.arch, data=entry.dataset, select_on=select_on,
-                       device=device, seed=TEACHER_SEED, **{**shared, **stage.options})
+    return TrainConfig(method=stage.method, student=stage.arch, data=entry.dataset, data_dir=data_dir,
+                       select_on=select_on, device=device, seed=TEACHER_SEED, **{**shared, **stage.options})
 
 
 @dataclass
@@ -134,9 +136,10 @@ def claim_out(out: Path, entry: Reproduction, select_on: str) -> None:
 
 
 def reproduce(entry: Reproduction, seeds: list[int], out: str | Path | None = None, *, select_on: str | None = None,
-              device: str | None = None, callback: Callback | None = None,
+              device: str | None = None, data_dir: str | None = None, callback: Callback | None = None,
               on_stage: Callable[[str], None] = lambda message: None, progress=None) -> ReproductionResult:
-    """Run (or continue) every stage of `entry` for `seeds` in `out`; returns the measured results.
+    """Run (or continue) every stage of `entry` for `seeds` in `out`, reading the dataset in the folder `data_dir`
+    (see `rdist.data.data_root`); returns the measured results.
 
     `on_stage(message)` is told what each stage does (pull, train, resume, skip); `callback` watches the training
     runs; `progress` the attacks (as `rdist attack`'s).
@@ -144,8 +147,9 @@ def reproduce(entry: Reproduction, seeds: list[int], out: str | Path | None = No
     select_on = select_on or entry.select_on
     out = Path(out) if out else default_out(entry, select_on)
     claim_out(out, entry, select_on)
-    teacher = _teacher_stage(entry, out, select_on=select_on, device=device, callback=callback, on_stage=on_stage)
-    config = student_config(entry, select_on=select_on, device=device, teacher=teacher,
+    teacher = _teacher_stage(entry, out, select_on=select_on, device=device, data_dir=data_dir, callback=callback,
+                             on_stage=on_stage)
+    config = student_config(entry, select_on=select_on, device=device, teacher=teacher, data_dir=data_dir,
                             natural_teacher=_pulled(entry.natural_teacher, entry.dataset, "natural teacher", on_stage))
     result = ReproductionResult(entry, select_on, out)
     for seed in seeds:
@@ -162,14 +166,14 @@ def reproduce(entry: Reproduction, seeds: list[int], out: str | Path | None = No
             on_stage(f"seed {seed}: attacking {trained.best_path} with {', '.join(entry.evaluation.attacks)} on the "
                      f"first {entry.evaluation.n} test images")
             report = _stage(f"evaluation seed {seed}", lambda: _evaluate(entry, trained.best_path, report_path,
-                                                                         device, progress))
+                                                                         device, data_dir, progress))
         attacks = dict(zip(METRICS, entry.evaluation.attacks))
         result.seeds.append(SeedResult(seed, run_dir, Path(report.model),
                                        {m: 100 * report.accuracy[a] for m, a in attacks.items()}))
     return result
 
 
-def _teacher_stage(entry: Reproduction, out: Path, *, select_on: str, device: str | None,
+def _teacher_stage(entry: Reproduction, out: Path, *, select_on: str, device: str | None, data_dir: str | None,
                    callback: Callback | None, on_stage: Callable[[str], None]) -> str | None:
     """The teacher the students learn from: pulled (RobustBench name) or trained in out/teacher."""
     if entry.teacher is None:
@@ -180,7 +184,7 @@ def _teacher_stage(entry: Reproduction, out: Path, *, select_on: str, device: st
         on_stage(f"teacher: {entry.teacher} ({entry.dataset}), pulled once into the cache")
         return str(_stage(f"teacher {entry.teacher}", lambda: pull_teacher(entry.teacher, entry.dataset,
                                                                            log=on_stage)))
-    config = teacher_config(entry, select_on=select_on, device=device)
+    config = teacher_config(entry, select_on=select_on, device=device, data_dir=data_dir)
     run_dir = out / TEACHER_DIR
     on_stage(f"teacher: {config.method} {config.student} in {run_dir}")
     trained = _stage("teacher", lambda: train_in(config, run_dir, callback))
@@ -199,10 +203,11 @@ def _pulled(name: str | None, dataset: str, what: str, on_stage: Callable[[str],
     return str(_stage(f"{what} {name}", lambda: pull_teacher(name, dataset, log=on_stage)))
 
 
-def _evaluate(entry: Reproduction, model: Path, report_path: Path, device: str | None, progress) -> Report:
+def _evaluate(entry: Reproduction, model: Path, report_path: Path, device: str | None, data_dir: str | None,
+              progress) -> Report:
     evaluation = entry.evaluation
-    config = EvalConfig(attacks=evaluation.attacks, eps=evaluation.eps, data=entry.dataset, n=evaluation.n,
-                        seed=ATTACK_SEED, device=device)
+    config = EvalConfig(attacks=evaluation.attacks, eps=evaluation.eps, data=entry.dataset, data_dir=data_dir,
+                        n=evaluation.n, seed=ATTACK_SEED, device=device)
     # record: the report goes into the artifact too, where `rdist zoo push` reads the measured numbers; eval.json,
     # the stage's proof of completion, is written last.
     report = robustness_report(str(model), config, record=True, progress=progress)

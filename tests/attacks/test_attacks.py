@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import rdist.attacks
+
 from rdist.attacks import (CW, FGSM, PGD, AutoAttack, Square, Transfer, create_attack, evaluate, margin_loss, pgd,
                            resolve_attacks)
-from rdist.attacks.base import check_adversarial
+from rdist.attacks.base import Attack, check_adversarial
 from rdist.errors import AdversarialBoundsError, RdistError
 
 # Digits have 17 grey levels about 16/255 apart: 8/255 barely hurts a natural model; 32/255 is a real budget.
@@ -144,11 +146,23 @@ def _documented_default(text: str):
         return float(Fraction(text))
 
 
-@pytest.mark.parametrize("cls", [PGD, FGSM, CW, AutoAttack, Square, Transfer])
+# Every attack class rdist.attacks exports, so that a new one is held to the same docstring.
+ATTACK_CLASSES = [c for c in (getattr(rdist.attacks, name) for name in rdist.attacks.__all__)
+                  if inspect.isclass(c) and issubclass(c, Attack) and c is not Attack]
+
+
+def test_the_documented_attacks_are_every_attack_class():
+    assert set(ATTACK_CLASSES) == {PGD, FGSM, CW, AutoAttack, Square, Transfer}
+
+
+@pytest.mark.parametrize("cls", ATTACK_CLASSES, ids=lambda c: c.__name__)
 def test_every_attack_documents_its_paper_distance_arguments_and_use(cls):
-    """help(rdist.attacks.X) shows the paper, the distance, every argument with its true default and an example."""
+    """help(rdist.attacks.X) shows the paper, its official code (or that there is none, as a method's docstring
+    says), the distance, every argument with its true default and an example."""
     doc = inspect.getdoc(cls)
     assert re.search(r"\[https://arxiv\.org/abs/\d{4}\.\d{4,5}\]", doc), "a paper link"
+    assert re.search(r"^Official code: (https://github\.com/[\w.-]+/[\w.-]+|none)\b", doc, flags=re.M), \
+        "an official code line"
     assert "Distance: " in doc and "Shape:" in doc and "\n    >>> " in doc
     arguments = doc.split("Arguments:\n")[1].split("\n\n")[0]
     entries = dict(re.findall(r"^    (\w+) \([^)]*\): (.*?)(?=^    \w+ \(|\Z)", arguments, flags=re.M | re.S))

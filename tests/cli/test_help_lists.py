@@ -18,7 +18,8 @@ def _option_help(command_path: tuple[str, ...], flag: str) -> str:
 
 
 def test_every_data_option_lists_the_data_registry():
-    for path in (("attack",), ("compare",), ("export",), ("distill",), ("teacher", "train")):
+    for path in (("attack",), ("compare",), ("export",), ("distill",), ("teacher", "train"),
+                 ("teacher", "import")):
         help_text = _option_help(path, "--data")
         assert all(name in help_text for name in list_datasets()), (path, help_text)
 
@@ -27,6 +28,8 @@ def test_a_dataset_added_to_the_registry_shows_in_the_help(monkeypatch):
     monkeypatch.setitem(DATASETS, "tiny", DatasetFacts(3, 200, 64, 100_000, lambda root, classes: None))
     assert common.data_option("cifar10").help == \
         "cifar10, cifar100, svhn, tiny-imagenet, digits, tiny or npz:PATH \\[default: cifar10]"
+    assert common.data_option(None, what="trained on: ").help == \
+        "trained on: cifar10, cifar100, svhn, tiny-imagenet, digits, tiny or npz:PATH (required)"
 
 
 def test_the_suite_help_is_the_registry_s_suites(monkeypatch):

@@ -4,6 +4,7 @@ grouped `--help`, `--batch-size` said to be global, and `rdist teacher import --
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -106,6 +107,56 @@ def test_a_torchvision_set_is_found_in_torchvision_s_own_layout_of_the_data_dir(
     rdist.load_dataset("cifar10", root=tmp_path / "rdist-layout")
     assert asked == [(tmp_path / "rdist-layout", False), (tmp_path / "rdist-layout" / "cifar10", True),
                      (tmp_path / "rdist-layout" / "cifar10", True)]
+
+
+def _tiny_cifar10(root: Path, n: int, monkeypatch) -> None:
+    """n training and n test images of CIFAR-10 in torchvision's layout under `root` (as the files torchvision
+    reads; their md5, which no stand-in can have, is checked for existence only)."""
+    import torchvision.datasets.cifar as cifar
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, n))}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(c) for c in range(10)]}))
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: Path(path).is_file())
+
+
+def test_evaluation_reads_the_dataset_in_the_data_dir(cli, offline_cache, tmp_path, monkeypatch):
+    shared = tmp_path / "shared"
+    _tiny_cifar10(shared, 12, monkeypatch)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "empty"))  # --data-dir wins over it; a download would fail
+    torch.manual_seed(0)
+    model = tmp_path / "cifar10.safetensors"
+    rdist.save_model(rdist.create_model("tinycnn"), model, dataset="cifar10", input_shape=[3, 32, 32])
+
+    report = json.loads(cli("attack", model, "--attacks", "clean", "--data-dir", shared, "--device", "cpu",
+                            "--json").stdout)
+    assert report["dataset"] == "cifar10" and report["n"] == 12, "the 12 test images of the shared folder"
+    compared = json.loads(cli("compare", model, "--attacks", "clean", "--data-dir", shared, "--device", "cpu",
+                              "--json", "--quiet").stdout)
+    assert compared["n"] == 12, compared
+    exported = json.loads(cli("export", model, "--out", tmp_path / "model.onnx", "--data-dir", shared, "--json").stdout)
+    assert exported["check"]["n"] == 12 and "accuracy" in exported["check"]
+    assert not (tmp_path / "empty").exists() and not (offline_cache / "data").exists()
+    # One option, the same everywhere a dataset is loaded.
+    helps = {tuple(c): _help_of(c, "--data-dir") for c in (["attack"], ["compare"], ["export"], ["reproduce"],
+                                                             ["distill"], ["teacher", "train"])}
+    assert len(set(helps.values())) == 1 and "$RDIST_DATA_DIR" in next(iter(helps.values())), helps
+
+
+def _help_of(command_path: list[str], flag: str) -> str:
+    import typer.main
+
+    from rdist.cli.app import app
+
+    command = typer.main.get_command(app)
+    for name in command_path:
+        command = command.commands[name]
+    (option,) = [p for p in command.params if flag in getattr(p, "opts", ())]
+    return option.help
 
 
 def test_help_groups_the_training_options_in_panels(cli):

@@ -125,11 +125,16 @@ def test_fp32_and_bf16_losses_agree(method, teacher_files):
     student = rdist.create_model("tinycnn", num_classes=10, in_channels=1).to(device)
     method_ = create_method(method, attack_steps=2)
     method_.reset_state(10, device)
+    # A method's companions (PeerAiD's peer): the student's architecture, in eval mode for the attack.
+    companions = {role: rdist.create_model("tinycnn", num_classes=10, in_channels=1).to(device)
+                  for role in method_.companions}
+    batch.companions = {role: companion.eval() for role, companion in companions.items()}
     student.train(method_.bn_mode == "train")
     xa = method_.perturb(copy.deepcopy(student), batch)  # fp32: both losses see the same inputs
     losses = {}
     for precision in ("fp32", "bf16"):
         model = copy.deepcopy(student).train()  # train-mode BN moves its statistics: each loss gets its own copy
+        batch.companions = {role: copy.deepcopy(companion).train() for role, companion in companions.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             losses[precision] = method_.loss(model, batch, xa).item()
     # bf16 keeps 8 bits of mantissa: logits carry relative errors of about 0.4%, and so do the losses.

@@ -104,6 +104,10 @@ DISTRIBUTED_RUNS = {"rslad": ("rslad", {}), "natural": ("natural", {}), "dgad": 
 # its temperatures move faster than the paper's 0.001 so that two epochs move them.
 DISTRIBUTED_RUNS |= {"bmtard": ("bmtard", {"temp_lr": 0.01})}
 STATEFUL_RUNS = {"tutor", "bmtard"}  # the runs whose method keeps state
+# PeerAiD: a peer trained beside the student under DDP and SyncBatchNorm, whose loss reaches the student through its
+# undetached target S(xa): one backward through both networks, then both optimisers.
+DISTRIBUTED_RUNS["peeraid"] = ("peeraid", {})
+COMPANION_RUNS = {"tutor", "peeraid"}  # the runs whose method trains a companion
 
 
 def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -219,7 +223,7 @@ def test_two_ranks_with_sync_bn_train_what_one_process_trains(runs, name):
             < 1e-4, role
     if one_state["method_state"]:
         assert relative_difference(one_state["method_state"], two_state["method_state"]) < 1e-4
-    assert (name == "tutor") == bool(one_state["companions"])
+    assert (name in COMPANION_RUNS) == bool(one_state["companions"])
     assert (name in STATEFUL_RUNS) == bool(one_state["method_state"])
     log_one, log_two = read_log(one_dir / LOG), read_log(two_dir / LOG)
     assert [r.best_epoch for r in log_two] == [r.best_epoch for r in log_one] and log_one[-1].best_epoch

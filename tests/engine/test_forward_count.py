@@ -36,6 +36,9 @@ FORWARDS = {
     "bmtard": (A + 2, 2), "mtard": (A + 2, 2),
     "ard+igdm": (A + 4, 3), "rslad+igdm": (A + 4, 3), "adaad+igdm": (A + 4, A + 3),
 }
+# A method with companions: (student, teachers and companions together). PeerAiD: the attack's A student iterates and
+# its peer's P(x), then S(xa) for the peer's target, S(xa), S(x) and P(xa).
+FORWARDS["peeraid"] = (A + 3, 2)
 
 
 class ForwardCounter:
@@ -65,17 +68,21 @@ class CountPerStep(Callback):
 
 
 def _direct_forwards(method_name: str, student: nn.Module, teachers: dict[str, nn.Module], x: torch.Tensor,
-                     y: torch.Tensor) -> tuple[int, int]:
-    """(student, teacher) forwards of the method's perturb and loss run by hand, as the method needs them."""
+                     y: torch.Tensor, companions: dict[str, nn.Module]) -> tuple[int, int]:
+    """(student, teacher and companion) forwards of the method's perturb and loss run by hand, as the method needs
+    them (companions in eval mode in the attack, in train mode in the loss, as the engine hands them over)."""
     student = copy.deepcopy(student)
     teachers = {role: copy.deepcopy(teacher) for role, teacher in teachers.items()}
-    students, teacher_calls = ForwardCounter(student), ForwardCounter(*teachers.values())
+    companions = {role: copy.deepcopy(companion) for role, companion in companions.items()}
+    students, teacher_calls = ForwardCounter(student), ForwardCounter(*teachers.values(), *companions.values())
     method = create_method(method_name, attack_steps=ATTACK_STEPS)
     method.reset_state(10)
-    batch = Step(x, y, epoch=1, epochs=10, teachers=teachers, generator=torch.Generator().manual_seed(0))
+    batch = Step(x, y, epoch=1, epochs=10, teachers=teachers, generator=torch.Generator().manual_seed(0),
+                 companions={role: companion.eval() for role, companion in companions.items()})
     student.train(method.bn_mode == "train")
     xa = method.perturb(student, batch)
     student.train()
+    batch.companions = {role: companion.train() for role, companion in companions.items()}
     method.loss(student, batch, xa).backward()
     return students.calls, teacher_calls.calls
 
@@ -88,8 +95,9 @@ def test_an_engine_step_forwards_only_what_the_method_needs(method, teacher_file
         attack_steps=ATTACK_STEPS, eval_n=16, teachers={role: teacher_files[role] for role in cls.teachers},
         out=str(tmp_path)).with_absolute_paths())
     x, y = next(iter(Batches(run.train_x, run.train_y, BATCH)))
-    expected = _direct_forwards(method, run.student, run.teachers, x, y)
-    counter = CountPerStep(ForwardCounter(run.student), ForwardCounter(*run.teachers.values()))
+    expected = _direct_forwards(method, run.student, run.teachers, x, y, run.companions)
+    counter = CountPerStep(ForwardCounter(run.student), ForwardCounter(*run.teachers.values(),
+                                                                       *run.companions.values()))
 
     Trainer(run, counter).fit()
 

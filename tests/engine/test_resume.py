@@ -138,8 +138,12 @@ def test_a_new_run_does_not_overwrite_an_existing_one(short_run, tmp_path):
     with pytest.raises(RdistError, match="already holds a run.*--resume"):
         train(short_run(tmp_path, epochs=1, seed=1))  # another run given the same --out
     with pytest.raises(RdistError, match=rf"^{tmp_path} already holds a run of another configuration \(seed 0 \(run\) "
-                                         rf"vs 1 \(now\)\); continue it with --resume {tmp_path}, or pass another --out$"):
+                                         rf"vs 1 \(now\)\); continue that run with --resume {tmp_path} alone \(it "
+                                         r"keeps the run's own settings\), or pass another --out for this one$"):
         train(short_run(tmp_path, epochs=1, seed=1))
+    # Why the message says "alone": --resume with the differing option too is refused, as a change to the run.
+    with pytest.raises(RdistError, match="configuration differs: seed 0 .run. vs 1 .now.; resume with the run's own"):
+        train(resume_config(tmp_path, seed=1))
     after = load_checkpoint(tmp_path)
     assert all(torch.equal(v, after["model"][k]) for k, v in before["model"].items()), "nothing was overwritten"
 

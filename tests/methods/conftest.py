@@ -68,13 +68,19 @@ def natural_teacher() -> nn.Module:
 
 
 @pytest.fixture
-def make_batch(inputs, teacher, natural_teacher):
+def peer() -> nn.Module:
+    """A companion trained beside the student (PeerAiD's peer): trainable, unlike the teachers."""
+    return linear_model(seed=4)
+
+
+@pytest.fixture
+def make_batch(inputs, teacher, natural_teacher, peer):
     """Step factory: `make_batch(seed=0, epoch=1, epochs=10)`; the seed drives the attack's random start."""
 
     def make(seed: int = 0, epoch: int = 1, epochs: int = 10) -> Step:
         x, y = inputs
         return Step(x=x, y=y, epoch=epoch, epochs=epochs, teachers={"robust": teacher, "natural": natural_teacher},
-                     generator=torch.Generator().manual_seed(seed))
+                    generator=torch.Generator().manual_seed(seed), companions={"peer": peer})
 
     return make
 

@@ -27,6 +27,7 @@ OFFICIAL = {
     "saad": ["xa", "x-d", "x"],  # saad.py: student_plus, student_minus, student_clean (even at clean weight 0)
     "bmtard": ["xa", "x"],  # resnet18_mtard_cifar10.py: S(xa) in mtard_inner_loss_ce, then S(x)
     "mtard": ["xa", "x"],
+    "peeraid": ["xa", "xa", "x"],  # main.py train_kd: S(xa) as the peer's target, student_outputs, logit_nat
     ("iad-i", "warm-up"): [*ATTACK, "xa", "xa", "x"],
     ("iad-i", "after"): [*ATTACK, "xa", "xa", "x", "x"],
     ("iad-ii", "warm-up"): [*ATTACK, "xa"],

@@ -104,23 +104,29 @@ def test_a_killed_run_resumes_to_the_uninterrupted_student_peer_and_state(regist
     for part in ("model", "method_state"):
         assert whole[part].keys() == after_kill[part].keys()
         assert all(torch.equal(v, after_kill[part][k]) for k, v in whole[part].items()), part
-    peer, peer_after_kill = whole["companions"][PEER], after_kill["companions"][PEER]
-    assert all(torch.equal(v, peer_after_kill["model"][k]) for k, v in peer["model"].items())
-    momentum = [s["momentum_buffer"] for s in peer["optimizer"]["state"].values()]
-    assert momentum and all(torch.equal(m, s["momentum_buffer"]) for m, s in
-                            zip(momentum, peer_after_kill["optimizer"]["state"].values()))
+    assert_resumed_companion(tmp_path / "whole", tmp_path / "killed", PEER)
     # The companion's lr schedule, as the student's, steps after every optimiser step.
-    assert peer["scheduler"] == peer_after_kill["scheduler"]
-    assert peer["scheduler"]["last_epoch"] == uninterrupted.global_step
+    assert whole["companions"][PEER]["scheduler"]["last_epoch"] == uninterrupted.global_step
     # The state moved: the weight from its 0.5, the class weights from ones at each epoch's end.
     state = whole["method_state"]
     assert state["started"] and abs(state["weight"] - 0.5) > 1e-3 and not torch.equal(state["class_weight"],
                                                                                        torch.ones(10))
-    # The artifacts the uninterrupted run wrote, and the killed run rewrote after its resume.
-    for name in (LAST, "peer.safetensors"):
-        first, second = load_file(str(tmp_path / "whole" / name)), load_file(str(tmp_path / "killed" / name))
-        assert all(torch.equal(v, second[k]) for k, v in first.items()), name
     assert [r.epoch for r in read_log(tmp_path / "killed" / "log.jsonl")] == [1, 2, 3]
+
+
+def assert_resumed_companion(whole_dir: Path, killed_dir: Path, role: str) -> None:
+    """The companion `role` of the killed and resumed run in `killed_dir` is the uninterrupted run's, exactly: its
+    weights, its optimiser's momentum and its schedule in checkpoint.pt, and the artifacts the uninterrupted run
+    wrote (last.safetensors, <role>.safetensors), which the killed run rewrote after its resume."""
+    whole, after_kill = (load_checkpoint(d)["companions"][role] for d in (whole_dir, killed_dir))
+    assert all(torch.equal(v, after_kill["model"][k]) for k, v in whole["model"].items())
+    momentum = [s["momentum_buffer"] for s in whole["optimizer"]["state"].values()]
+    assert momentum and all(torch.equal(m, s["momentum_buffer"]) for m, s in
+                            zip(momentum, after_kill["optimizer"]["state"].values()))
+    assert whole["scheduler"] == after_kill["scheduler"]
+    for name in (LAST, f"{role}.safetensors"):
+        first, second = load_file(str(whole_dir / name)), load_file(str(killed_dir / name))
+        assert all(torch.equal(v, second[k]) for k, v in first.items()), name
 
 
 def test_the_peer_is_a_model_of_its_own_with_the_runs_provenance(registered, tmp_path):

@@ -10,16 +10,17 @@ from rdist.methods.registry import create_method
 
 EPS = 8 / 255
 UNCLAMPED = ["trades", "mart", "ard", "iad-i", "iad-ii", "rslad", "adaad", "dgad", "saad", "ard+igdm"]
+UNCLAMPED += ["peeraid"]  # its attack against the peer (tests/methods/test_peeraid.py)
 
 
 @pytest.fixture
-def edge_batch(inputs, teacher, natural_teacher):
+def edge_batch(inputs, teacher, natural_teacher, peer):
     """The fixed batch with a third of its pixels set to exactly 0 or 1, as saturated CIFAR pixels are."""
     x, y = inputs
     x = x.clone()
     x.view(-1)[::3] = (torch.arange(x.numel())[::3] % 2).float()
     return Step(x=x, y=y, epoch=1, epochs=10, teachers={"robust": teacher, "natural": natural_teacher},
-                 generator=torch.Generator().manual_seed(0))
+                generator=torch.Generator().manual_seed(0), companions={"peer": peer})
 
 
 @pytest.mark.parametrize("name", UNCLAMPED)

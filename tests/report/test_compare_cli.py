@@ -34,8 +34,8 @@ def test_the_table_is_printed_whole(cli, natural_artifact, robust_artifact):
 
 def test_runs_with_plots_draw_every_figure(cli, run_dir, tmp_path):
     figures = tmp_path / "figures"
-    cli("compare", "--runs", str(run_dir), "--attacks", "clean,pgd20", "--n", "30", "--sweep", "0,8/255",
-        "--plot", str(figures), "-q")
+    result = cli("compare", "--runs", str(run_dir), "--attacks", "clean,pgd20", "--n", "30", "--sweep", "0,8/255",
+                 "--plot", str(figures), "-q")
     assert sorted(p.name for p in figures.iterdir()) == ["accuracy-vs-params.png", "per-class-accuracy.png",
                                                          "robust-accuracy-vs-eps-pgd20.png", "training-curves.png"]
     assert f"wrote {figures / 'training-curves.png'}" in result.stdout

@@ -1,6 +1,7 @@
 """Every command and option that takes a model takes every kind of name, and means the same model by it:
-`rdist attack NAME`, `rdist compare NAME`, `--surrogate NAME`, `--teacher NAME`, `--natural-teacher NAME`,
-`rdist zoo push NAME`, `--initial-weights NAME` and `rdist.load_model(NAME)`, for a file, zoo:NAME, a RobustBench name,
+`rdist attack NAME`, `rdist compare NAME`, `rdist export NAME`, `--surrogate NAME`, `--teacher NAME`,
+`--natural-teacher NAME`, `--companion ROLE=NAME`, `rdist zoo push NAME`, `--initial-weights NAME` and
+`rdist.load_model(NAME)`, for a file, zoo:NAME, a RobustBench name,
 hf-hub:ORG/REPO and hf://ORG/REPO[@REV][/FILE], all offline (a pre-filled RobustBench cache, the Hub stand-in on
 127.0.0.1)."""
 
@@ -122,6 +123,52 @@ def test_teacher_options_take_every_kind_of_name(cli, names, tmp_path, option, m
     first = students["file"]
     for kind, state in students.items():
         assert all(torch.equal(state[k], first[k]) for k in first), kind
+
+
+@pytest.mark.e2e
+def test_companion_takes_every_kind_of_name(cli, names, tmp_path, monkeypatch):
+    """A companion started from a model (`--companion peer=NAME`, resolved as every model name is), under each name:
+    one step of training from the same weights ends with the same peer and student; the name is recorded."""
+    from rdist.methods import register_method, registry
+    from tests.methods.test_new_companion import PEER, Tutor
+
+    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))
+    register_method(Tutor)
+    trained = {}
+    for kind, spec in names.items():
+        out = tmp_path / f"companion-{kind.replace('@', '-').replace('/', '-')}"
+        json.loads(cli("distill", "--method", Tutor.name, "--student", "tinycnn", "--companion", f"{PEER}={spec}",
+                       "--data", DATA, "--epochs", 1, "--max-steps", 1, "--batch-size", 16, "--steps", 2, "--eval-n",
+                       16, "--device", "cpu", "--out", out, "--json").stdout)
+        peer = load_artifact(out / f"{PEER}.safetensors")
+        assert peer.rdist_meta["provenance"]["companion"]["model"] == spec
+        trained[kind] = {**peer.state_dict(), **{f"student.{k}": v for k, v in
+                                                 load_artifact(out / "last.safetensors").state_dict().items()}}
+    first = trained["file"]
+    for kind, state in trained.items():
+        assert state.keys() == first.keys() and all(torch.equal(state[k], first[k]) for k in first), kind
+
+
+@pytest.mark.e2e
+def test_export_takes_every_kind_of_name(cli, names, tmp_path):
+    """`rdist export NAME`: the same model's graph under each name, checked on the same images; the ONNX file
+    records the name it was given (a file: its absolute path) and the bytes it came from."""
+    import onnx
+
+    from rdist.onnx import read_onnx_metadata
+
+    published = sha256_file(names["file"])
+    results = {}
+    for kind, spec in names.items():
+        out = tmp_path / f"export-{kind.replace('@', '-').replace('/', '-')}.onnx"
+        results[kind] = json.loads(cli("export", spec, "--out", out, "--data", DATA, "--check-n", N, "--json").stdout)
+        source = read_onnx_metadata(out)["source"]
+        assert source["sha256"] == published and source["spec"] == (spec if kind != "file" else
+                                                                    str(Path(spec).resolve())), kind
+    graphs = {kind: onnx.load(result["path"]).graph.SerializeToString() for kind, result in results.items()}
+    for kind, result in results.items():
+        assert result["check"]["n"] == N and result["check"]["accuracy"] == results["file"]["check"]["accuracy"], kind
+        assert graphs[kind] == graphs["file"], f"{kind}: the same graph and weights (the metadata names the source)"
 
 
 @pytest.mark.e2e

@@ -68,7 +68,8 @@ def test_promised_command_trains_iad_i_on_cifar10_with_the_paper_recipe_and_teac
         "cifar10", "Zhang2019Theoretically", "paper")
     # IAD's paper recipe: 200 epochs, x0.1 at 100 and 150, weight decay 2e-4 (batch size given: 8).
     assert provenance["schedule"] == {"epochs": 200, "milestones": [100, 150], "lr": 0.1, "weight_decay": 2e-4,
-                                      "batch_size": 8, "swa_start": None}
+                                      "batch_size": 8, "swa_start": None, "ema": None, "lr_schedule": "step",
+                                      "warmup_epochs": 0, "nesterov": False, "label_smoothing": 0.0}
     assert provenance["teacher_arch"] == "wrn-10-1", "the cached artifact of the name, not a download"
     assert provenance["global_step"] == 1
 
