@@ -38,6 +38,16 @@ TEACHER = Stage("teacher", "trades", "smallcnn", 30)
 STUDENTS = (Stage("rslad", "rslad", "tinycnn", 100), Stage("ard", "ard", "tinycnn", 100))
 
 
+def stage_config(stage: Stage, out_dir: str | Path, *, teacher: str | Path | None = None,
+                 device: str | None = "cpu", seed: int = 0) -> TrainConfig:
+    """The training run of one stage into `out_dir`/`stage.name`: the stage's method, architecture and epochs at the
+    quickstart's eps, step size and evaluation; a student distils `teacher`."""
+    return TrainConfig(method=stage.method, student=stage.arch, epochs=stage.epochs,
+                       out=str(Path(out_dir) / stage.name), teachers={ROBUST: str(teacher)} if teacher else {},
+                       data="digits", eps=EPS, step_size=STEP_SIZE, seed=seed, device=device, eval_every=5,
+                       eval_n=200)
+
+
 def train_quickstart(out_dir: str | Path, *, device: str | None = "cpu", seed: int = 0,
                      epochs: int | None = None, callback: Callback | None = None,
                      on_stage=lambda stage: None) -> list[Path]:
@@ -46,20 +56,13 @@ def train_quickstart(out_dir: str | Path, *, device: str | None = "cpu", seed: i
     `epochs` replaces every stage's epochs; `on_stage(stage)` is told when each training starts;
     `callback` watches the training runs.
     """
-    out_dir = Path(out_dir)
     stages = [replace(s, epochs=epochs) if epochs else s for s in (TEACHER, *STUDENTS)]
-    teacher_stage, student_stages = stages[0], stages[1:]
-    common = {"data": "digits", "eps": EPS, "step_size": STEP_SIZE, "seed": seed, "device": device,
-              "eval_every": 5, "eval_n": 200}
-    on_stage(teacher_stage)
-    teacher = train(TrainConfig(method=teacher_stage.method, student=teacher_stage.arch,
-                                epochs=teacher_stage.epochs, out=str(out_dir / teacher_stage.name), **common),
-                    callback)
-    models = [teacher.best_path]
-    for stage in student_stages:
+    on_stage(stages[0])
+    teacher = train(stage_config(stages[0], out_dir, device=device, seed=seed), callback).best_path
+    models = [teacher]
+    for stage in stages[1:]:
         on_stage(stage)
-        student = train(TrainConfig(method=stage.method, student=stage.arch, teachers={ROBUST: str(teacher.best_path)},
-                                    epochs=stage.epochs, out=str(out_dir / stage.name), **common), callback)
+        student = train(stage_config(stage, out_dir, teacher=teacher, device=device, seed=seed), callback)
         models.append(student.best_path)
     return models
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import rdist
-from rdist.attacks import create_attack
+from rdist.attacks import base, create_attack
 from rdist.attacks.base import distances
 from rdist.attacks.protocol import PROTOCOLS
 from rdist.data import corruptions
@@ -59,6 +59,45 @@ def test_l2_pgd20_accuracy_falls_with_eps_and_every_example_lies_in_the_l2_ball(
         with torch.no_grad():
             accuracy.append(((model(x_adv).argmax(1) == y) & clean).float().mean().item())
     assert clean.all() and accuracy == sorted(accuracy, reverse=True) and accuracy[0] > accuracy[-1] == 0.0
+
+
+L2_EPS = (0.05, 0.5)
+
+
+@pytest.mark.e2e
+def test_attack_in_l2_accuracy_falls_with_eps_and_every_example_lies_in_the_l2_ball(resnet18, cli, monkeypatch):
+    """`rdist attack --norm L2 --attacks clean,pgd20,aa:apgd-ce` at eps 0.05 and 0.5 on the subset's first image.
+
+    AutoAttack is its APGD-CE component only: at eps 0.05 the image survives it, and full AutoAttack would then run
+    APGD-T, FAB-T (9 targets x 100 steps each) and 5000 Square queries of a ResNet-18 on it, minutes on a CPU (full
+    AutoAttack in L2 runs in the protocol test below, at eps 0.5). One image, because a custom AutoAttack keeps
+    APGD-CE's 5 restarts on every image that survives them: about 30 s of one core per surviving image. Every
+    adversarial batch the attacks return is measured in float64 on its way through rdist's ball check."""
+    measured = []  # (attack, norm, eps, largest L2 distance, lowest pixel, highest pixel) per batch
+    check = base.check_adversarial
+
+    def measure(x_adv, x, eps, attack="attack", norm="Linf"):
+        delta = (x_adv.double() - x.double()).flatten(1)
+        measured.append((attack, norm, eps, delta.norm(dim=1).max().item(), x_adv.min().item(), x_adv.max().item()))
+        return check(x_adv, x, eps, attack, norm)
+
+    monkeypatch.setattr(base, "check_adversarial", measure)
+    accuracy = {}
+    for eps in L2_EPS:
+        report = json.loads(cli("attack", resnet18, "--norm", "L2", "--attacks", "clean,pgd20,aa:apgd-ce", "--eps",
+                                str(eps), "--data", DATA, "--n", "1", "--json", "--device", "cpu").stdout)
+        assert (report["norm"], report["eps"], report["n"]) == ("L2", eps, 1)
+        accuracy[eps] = report["accuracy"]
+        for attack in ("pgd20", "aa:apgd-ce"):
+            (batch,) = [m for m in measured if m[0] == attack and m[2] == eps]  # n=1 is one batch
+            assert batch[1] == "L2" and batch[3] <= eps + 1e-6 and 0 <= batch[4] and batch[5] <= 1, batch
+        pgd_batch = next(m for m in measured if m[0] == "pgd20" and m[2] == eps)
+        assert pgd_batch[3] > 0.9 * eps  # the attack used its budget: the ball check saw real perturbations
+    assert all(a["clean"] == 1.0 for a in accuracy.values())
+    for attack in ("pgd20", "aa:apgd-ce"):
+        curve = [accuracy[eps][attack] for eps in L2_EPS]
+        assert curve == sorted(curve, reverse=True) and curve[-1] < curve[0], (attack, curve, accuracy)
+        assert curve[-1] == 0.0
 
 
 def test_the_protocol_fixes_attacks_images_precision_and_the_boards_eps():

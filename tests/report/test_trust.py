@@ -7,16 +7,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 import rdist
+from rdist.artifact import read_metadata, results_key
 from rdist.attacks.flags import FLAG_HELP
-from tests.report.conftest import DIGITS_SHAPE, EPS
+from rdist.reproduce import quickstart
+from rdist.reproduce.quickstart import STUDENTS, TEACHER, stage_config
+from rdist.utils import format_eps
+from tests.report.conftest import DIGITS_SHAPE, EPS, EPS_VALUE
 
-QUICKSTART = "clean,pgd20,aa:apgd-ce+apgd-t"  # the quickstart's suite
+QUICKSTART = quickstart.ATTACKS
 
 
 @pytest.fixture(scope="module")
@@ -32,20 +37,51 @@ def masked_artifact(natural_artifact, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def quickstart_student(tmp_path_factory) -> Path:
+    """The quickstart's RSLAD student distilled from its TRADES teacher, each trained by the quickstart's own stage
+    settings (rdist.reproduce.quickstart.stage_config) but for 3 and 10 epochs instead of 30 and 100: about 20 s on
+    one core instead of the full pipeline's minutes. Such a student is weak (about 33% clean and 6% worst case on
+    120 test images) but it is what the pipeline trains, with its losses, eps and attack steps."""
+    from rdist.engine import train
+
+    out = tmp_path_factory.mktemp("quickstart")
+    teacher = train(stage_config(replace(TEACHER, epochs=3), out)).best_path
+    return train(stage_config(replace(STUDENTS[0], epochs=10), out, teacher=teacher)).best_path
+
+
+def check_per_class(report: dict, n: int) -> None:
+    """Per-class accuracies for clean, each attack and the worst case, over every class, that add up (in float64)
+    to the overall numbers, and the worst class among them."""
+    per_class = report["per_class"]
+    assert per_class["classes"] == 10 and sum(per_class["images"]) == n
+    assert list(per_class["accuracy"]) == report["attacks"]
+    for name, overall in report["accuracy"].items():  # the per-class numbers add up to the overall ones
+        rates = per_class["accuracy"][name]
+        assert len(rates) == 10 and sum(r * k for r, k in zip(rates, per_class["images"])) / n == \
+            pytest.approx(overall)
+    worst = per_class["worst_case"]
+    assert sum(r * k for r, k in zip(worst, per_class["images"])) / n == pytest.approx(report["worst_case"])
+    assert per_class["worst_class"] == {"class": worst.index(min(worst)), "accuracy": min(worst)}
+
+
+@pytest.mark.e2e
+def test_a_quickstart_student_gets_per_class_accuracies_and_no_flag(cli, quickstart_student):
+    assert read_metadata(quickstart_student)["provenance"]["method"] == "rslad"
+    report = json.loads(cli("attack", quickstart_student, "--attacks", QUICKSTART, "--eps",
+                            format_eps(quickstart.EPS), "--n", "120", "--json").stdout)
+    assert report["attacks"] == ["clean", "pgd20", "aa:apgd-ce+apgd-t"] and report["eps"] == pytest.approx(EPS_VALUE)
+    assert report["flags"] == []
+    check_per_class(report, 120)
+    assert all(k > 0 for k in report["per_class"]["images"])  # every class among the 120 images
+
+
 @pytest.mark.e2e
 def test_a_trained_digits_student_gets_per_class_accuracies_and_no_flag(cli, robust_artifact):
     report = json.loads(cli("attack", robust_artifact, "--attacks", QUICKSTART, "--eps", EPS, "--n", "60",
                             "--json").stdout)
     assert report["flags"] == []
-    per_class = report["per_class"]
-    assert per_class["classes"] == 10 and sum(per_class["images"]) == 60
-    assert list(per_class["accuracy"]) == report["attacks"]
-    for name, overall in report["accuracy"].items():  # the per-class numbers add up to the overall ones
-        rates = per_class["accuracy"][name]
-        assert sum(r * k for r, k in zip(rates, per_class["images"])) / 60 == pytest.approx(overall)
-    worst = per_class["worst_case"]
-    assert sum(r * k for r, k in zip(worst, per_class["images"])) / 60 == pytest.approx(report["worst_case"])
-    assert per_class["worst_class"] == {"class": worst.index(min(worst)), "accuracy": min(worst)}
+    check_per_class(report, 60)
 
 
 @pytest.mark.e2e
@@ -71,6 +107,39 @@ def test_the_table_marks_the_flagged_attack_and_lists_the_flags(cli, masked_arti
     listing = cli("attack", "--list").stdout
     for name in ("zero-gradient", "black-box-beats-white-box", "unbounded-attack-fails", "autoattack-softmax-output"):
         assert name in listing
+
+
+def test_attack_record_stores_the_flags_and_compare_shows_them_without_recomputing(cli, masked_artifact, tmp_path,
+                                                                                    monkeypatch):
+    """`rdist attack --record` on the masked model writes its flags, with their numbers, into the artifact's recorded
+    results; `rdist compare` then takes them from there (it attacks nothing) and marks the flagged numbers."""
+    model = tmp_path / "masked.safetensors"
+    model.write_bytes(masked_artifact.read_bytes())  # the module's masked model stays without recorded results
+    printed = json.loads(cli("attack", model, "--attacks", "clean,pgd20", "--eps", EPS, "--n", "20", "--record",
+                             "--json").stdout)
+    assert printed["recorded"] is True
+    recorded = read_metadata(model)["results"][results_key(["clean", "pgd20"], "digits", EPS_VALUE, 20)]
+    flags = {(f["name"], f["attack"]): f for f in recorded["flags"]}
+    assert set(flags) == {("zero-gradient", "pgd20"), ("unbounded-attack-fails", None)}
+    correct = round(20 * recorded["accuracy"]["clean"])
+    assert correct > 10 and recorded["accuracy"]["pgd20"] == recorded["accuracy"]["clean"]
+    assert flags["zero-gradient", "pgd20"]["numbers"] == {"images": correct, "correct": correct, "share": 1.0}
+    assert flags["unbounded-attack-fails", None]["numbers"] == {"images": correct, "still_correct": correct,
+                                                                "steps": 20, "norm": "Linf"}
+    assert f"{correct} of {correct} correctly classified images" in flags["zero-gradient", "pgd20"]["message"]
+    assert recorded["flags"] == printed["flags"]
+
+    def attacked(*args, **kwargs):
+        raise AssertionError("rdist compare attacked a model whose results are recorded")
+
+    monkeypatch.setattr("rdist.report.compare.robustness_report", attacked)
+    args = ["compare", model, "--attacks", "clean,pgd20", "--eps", EPS, "--n", "20"]
+    (row,) = json.loads(cli(*args, "--json").stdout)["models"]
+    assert row["reused"] is True and row["flags"] == recorded["flags"]
+    lines = cli(*args, "--md", "-", "-q").stdout.splitlines()
+    assert "[2] |" in next(line for line in lines if line.startswith("| masked [1] |"))  # the pgd20 cell
+    assert "[1] masked: unbounded-attack-fails: " in lines[-1]
+    assert f"[2] masked: zero-gradient (pgd20): {correct} of {correct} correctly classified images" in lines[-1]
 
 
 @pytest.fixture(scope="module")
