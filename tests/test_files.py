@@ -146,6 +146,7 @@ def test_the_sweep_deletes_rdists_temporary_files_only(tmp_path):
     assert all(p.read_text() == "the user's" for p in kept) and nested.is_file() and link.is_symlink()
 
 
+@pytest.mark.e2e
 def test_a_held_directory_refuses_another_holder_and_is_free_again_after(tmp_path):
     run_dir = tmp_path / "runs" / "a"  # made by the hold
     with hold_directory(run_dir, "wait for it or pass another --out"):

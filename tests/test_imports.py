@@ -195,6 +195,7 @@ def test_evaluating_models_needs_nothing_of_the_training_engine(command):
     assert "rdist.engine.trainer" in imported_closure("rdist.cli.training"), "the closure follows imports"
 
 
+@pytest.mark.e2e
 def test_importing_the_evaluation_side_loads_no_engine_module():
     """At run time too (the test above reads the imports): `rdist/__init__.py` loads the engine behind its
     TrainConfig and train only when one is used."""

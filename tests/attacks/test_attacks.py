@@ -70,6 +70,7 @@ def test_cw_maximises_the_margin_loss_not_cross_entropy(digits_model, digits_ima
     assert margin_loss(digits_model(x_adv), y).sum() > margin_loss(digits_model(x), y).sum()
 
 
+@pytest.mark.e2e
 def test_autoattack_runs_through_pyautoattack(digits_model, digits_images):
     import pyautoattack
 
@@ -92,6 +93,7 @@ def test_standard_autoattack_is_the_four_attack_ensemble(digits_model):
     assert attack.adversary.square.n_queries == 5000
 
 
+@pytest.mark.e2e
 def test_same_seed_same_numbers(digits_model, digits_images):
     x, y = digits_images
     runs = [evaluate(digits_model, x, y, ["pgd20", "cw"], eps=EPS, batch_size=64, seed=s) for s in (1, 1)]
@@ -101,6 +103,7 @@ def test_same_seed_same_numbers(digits_model, digits_images):
     assert torch.equal(examples[0], examples[1]) and not torch.equal(examples[0], examples[2])
 
 
+@pytest.mark.e2e
 def test_transfer_needs_a_surrogate_and_uses_it(digits_model, digits_images):
     x, y = digits_images
     with pytest.raises(RdistError, match="--surrogate"):

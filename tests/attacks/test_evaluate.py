@@ -42,6 +42,7 @@ def test_one_attack_per_evaluation_draws_what_one_attack_per_batch_drew(name, di
     assert result.accuracy[name] == pytest.approx(torch.cat(correct).float().mean().item(), abs=0)
 
 
+@pytest.mark.e2e
 def test_bf16_is_opt_in_and_close_to_fp32(digits_model, digits_images):
     x, y = digits_images
     fp32 = evaluate(digits_model, x, y, ["clean", "pgd20"], eps=EPS, seed=1)
@@ -54,6 +55,7 @@ def test_bf16_is_opt_in_and_close_to_fp32(digits_model, digits_images):
         evaluate(digits_model, x, y, ["clean"], precision="fp16")
 
 
+@pytest.mark.e2e
 def test_bf16_attacks_stay_in_the_eps_ball(digits_model, digits_images):
     x, y = digits_images[0][:16], digits_images[1][:16]  # bf16 on a CPU is emulated and slow: the ball is per image
     for name in ("pgd20", "cw", "aa:apgd-ce"):

@@ -57,6 +57,7 @@ def test_the_l2_ball_check_catches_an_attack_that_left_it():
     check_adversarial(x + step, x, 0.45, "pgd20", "Linf")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["fgsm", "pgd20", "cw", "aa:apgd-ce", "square"])
 def test_every_attack_has_its_l2_version(digits_model, batch, name):
     x, y = batch[0][:16], batch[1][:16]
@@ -67,6 +68,7 @@ def test_every_attack_has_its_l2_version(digits_model, batch, name):
         assert attack.adversary.norm == "L2"
 
 
+@pytest.mark.e2e
 def test_l2_accuracy_falls_with_eps_and_is_reported_as_l2(digits_model, batch):
     x, y = batch
     accuracy = [evaluate(digits_model, x, y, ["clean", "pgd20"], eps=eps, norm="L2", checks=False)

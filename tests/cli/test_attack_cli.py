@@ -27,6 +27,7 @@ def pyautoattack_resnet18() -> Path:
     return examples
 
 
+@pytest.mark.e2e
 def test_attack_reports_json_and_records_only_when_asked(cli, digits_artifact, tmp_path):
     artifact = tmp_path / "model.safetensors"
     artifact.write_bytes(digits_artifact.read_bytes())

@@ -36,6 +36,7 @@ def experiment(tmp_path, digits_artifact) -> Path:
         "batch-size": 64, "steps": 2, "eval_n": 64, "hparam": {"kl_scale": 0.5}, "device": "cpu"})
 
 
+@pytest.mark.e2e
 def test_a_run_from_a_file_writes_its_resolved_config_which_trains_the_same_run_again(cli, experiment, digits_artifact,
                                                                                         tmp_path):
     cli("distill", "--config", experiment, "--out", tmp_path / "first", "--json")

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -52,6 +53,7 @@ def test_env_says_what_a_bug_report_needs(cli, tmp_path, monkeypatch):
     assert lines["wandb (optional)"] == info["optional"]["wandb"] and lines["hub cache"] == str(tmp_path / "hub")
 
 
+@pytest.mark.e2e
 def test_the_data_dir_is_where_datasets_are_read_and_downloaded(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("RDIST_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
@@ -124,6 +126,7 @@ def _tiny_cifar10(root: Path, n: int, monkeypatch) -> None:
     monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: Path(path).is_file())
 
 
+@pytest.mark.e2e
 def test_evaluation_reads_the_dataset_in_the_data_dir(cli, offline_cache, tmp_path, monkeypatch):
     shared = tmp_path / "shared"
     _tiny_cifar10(shared, 12, monkeypatch)

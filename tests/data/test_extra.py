@@ -200,6 +200,7 @@ def test_not_an_npz_or_truncated_or_absent(tmp_path):
     refused(f"{tmp_path / 'whole.npz'},", "empty part")
 
 
+@pytest.mark.e2e
 def test_compressed_members_are_refused_and_the_named_conversion_fixes_them(tmp_path, cli):
     arrays = edm_arrays()
     packed = tmp_path / "packed.npz"
@@ -335,6 +336,7 @@ def test_a_url_that_cannot_be_fetched_names_where_to_put_the_file(web):
     refused(f"{base}/listing/", "names no .npz file")
 
 
+@pytest.mark.e2e
 def test_hub_dataset_out_of_reach_fails_at_once_in_one_line(tmp_path):
     """No HF_HUB_OFFLINE, an endpoint that refuses connections: huggingface_hub alone would retry five times (about
     30 s) and log eleven lines; rdist asks once and prints its one line, naming the file and where to put it."""

@@ -53,6 +53,7 @@ def test_tensorboard_records_the_log_and_every_step_once_through_a_resume(cli, t
         assert math.isclose(sum(e.value for e in steps) / len(steps), record.train_loss, rel_tol=1e-5)
 
 
+@pytest.mark.e2e
 def test_wandb_offline_writes_its_run_and_a_resume_goes_on_in_the_same_run(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))

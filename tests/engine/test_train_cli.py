@@ -31,6 +31,7 @@ def test_teacher_train_then_distill(cli, tmp_path):
     assert len(read_log(student_dir / "log.jsonl")) == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("method", ["saad", "dgad"])
 def test_the_newest_methods_distil_from_the_command_line(cli, method, robust_teacher, tmp_path):
     # As the README types it, with a robust digits teacher (TRADES smallcnn, trained by the engine's fixture).

@@ -157,6 +157,7 @@ def teachers(tmp_path) -> dict[str, str]:
                                                                                    2)}
 
 
+@pytest.mark.e2e
 def test_a_killed_run_resumes_to_the_uninterrupted_weights_and_state(teachers, tmp_path):
     def config(out) -> TrainConfig:  # 18 steps an epoch; the decay at the milestone moves the rates too
         return TrainConfig(method="bmtard", student="tinycnn", data="digits", teachers=teachers, epochs=2,

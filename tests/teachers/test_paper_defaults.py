@@ -197,6 +197,7 @@ def test_help_lists_the_aliases(cli):
     assert "iad = iad-i" in text and "igdm = adaad+igdm" in text and "--list" in text
 
 
+@pytest.mark.e2e
 def test_standard_natural_teacher_converts_to_rdist_wrn_with_equal_logits():
     """RobustBench's `Standard` is its WideResNet(28, 10); rdist's wrn-28-10 holds it exactly (the pull's check)."""
     from rdist.teachers.robustbench import _convert

@@ -59,6 +59,7 @@ def test_every_linf_cifar_entry_of_the_installed_zoo_is_buildable_or_refused_wit
         assert arch in archs
 
 
+@pytest.mark.e2e
 def test_the_committed_catalogue_is_what_the_installed_robustbench_gives():
     """leaderboard.json's zoo part, re-derived now from the installed robustbench (every module on the meta device):
     a robustbench upgrade that changes an entry fails here until the file is regenerated."""
@@ -172,6 +173,7 @@ REAL = [
 ]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name, dataset, arch, mean, layout", REAL, ids=[r[0] for r in REAL])
 def test_a_real_zoo_entry_converts_to_the_same_logits(real_teacher, name, dataset, arch, mean, layout):
     teacher = real_teacher(name, dataset)
@@ -267,6 +269,7 @@ TRADES_INFO = {"link": "https://arxiv.org/abs/1901.08573",
                "autoattack_acc": "53.08"}
 
 
+@pytest.mark.e2e
 def test_the_tool_copies_model_info_and_leaves_entries_without_it_without_numbers(tmp_path, capsys):
     info = tmp_path / "model_info"
     for dataset in ("cifar10", "cifar100"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from tests.fixtures.hub import assert_publishes_no_local_path, uploaded_files
@@ -31,6 +32,7 @@ def test_push_without_a_token_is_refused_before_training(cli, hub, tmp_path, mon
     assert not (tmp_path / "out").exists() and hub.state.repos == {}
 
 
+@pytest.mark.e2e
 def test_push_publishes_the_best_seed_with_the_reproduction_in_its_card(cli, hub, tmp_path):
     result = cli("reproduce", "digits-tiny", "--catalogue", str(catalogue(tmp_path)), "--seeds", "0,1", "--push",
                  "rdist-zoo/digits-tiny", "--out", str(tmp_path / "out"), "--quiet")
