@@ -21,7 +21,8 @@ def digits_images(digits):
     return digits.x_test[:150].float() / 255, digits.y_test[:150]
 
 
-@pytest.mark.parametrize("name", ["pgd20", "cw", pytest.param("aa:apgd-ce", marks=pytest.mark.e2e)])
+@pytest.mark.parametrize("name", ["pgd20", pytest.param("cw", marks=pytest.mark.e2e),
+                                  pytest.param("aa:apgd-ce", marks=pytest.mark.e2e)])
 def test_one_attack_per_evaluation_draws_what_one_attack_per_batch_drew(name, digits_model, digits_images,
                                                                         monkeypatch):
     x, y = digits_images[0][:60], digits_images[1][:60]

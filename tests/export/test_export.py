@@ -40,7 +40,8 @@ def _reference_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model.double()(x.double())
 
 
-@pytest.mark.parametrize("arch", ["tinycnn", "resnet18", pytest.param("mobilenetv2", marks=pytest.mark.e2e)])
+@pytest.mark.parametrize("arch", ["tinycnn", pytest.param("resnet18", marks=pytest.mark.e2e),
+                                  pytest.param("mobilenetv2", marks=pytest.mark.e2e)])
 def test_export_matches_pytorch_with_normalisation_inside_and_any_batch(arch, tmp_path):
     torch.manual_seed(0)
     model = rdist.create_model(arch, num_classes=10, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26])
