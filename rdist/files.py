@@ -77,6 +77,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def download(url: str, path: Path, failed: str, instead: str) -> None:
+    """`url` saved as `path`, whole or not at all (`atomic_path`). Unreachable or refused: one line,
+    "`failed` (the error); `instead`", where `instead` says how to get the file without this machine's network."""
+    import urllib.request  # here: most commands download nothing
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=60) as response, atomic_path(path) as tmp:
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+    except (OSError, ValueError) as exc:  # URLError, HTTPError and timeouts are OSErrors
+        raise RdistError(f"{failed} ({type(exc).__name__}: {first_line(exc)}); {instead}") from None
+
+
 def _new_mode(path: Path) -> int:
     """The permission bits of `path` (a rewrite keeps them), or those of a file created under the umask."""
     try:

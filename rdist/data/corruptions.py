@@ -17,7 +17,6 @@ import os
 import secrets
 import shutil
 import tarfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from rdist.errors import RdistError
-from rdist.files import atomic_path, cache_dir
+from rdist.files import cache_dir, download
 from rdist.utils import first_line
 
 # RobustBench's 15, in its order (robustbench/data.py, CORRUPTIONS).
@@ -119,16 +118,9 @@ def corrupted_images(dataset: str, root: str | Path | None = None, url: str | No
 
 
 def _download(url: str, archive: Path, source: CorruptionSet, directory: Path) -> None:
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, atomic_path(archive) as tmp:
-            with open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out, 1 << 20)
-    except (OSError, ValueError) as exc:  # URLError, HTTPError and timeouts are OSErrors
-        raise RdistError(f"could not download {source.folder} from {url} ({type(exc).__name__}: {first_line(exc)}); "
-                         f"offline, download {source.archive} ({source.gigabytes} GB) elsewhere and save it as "
-                         f"{archive}, or extract {', '.join(FILES)} into {directory} (or set RDIST_CACHE), then "
-                         "run again") from None
+    download(url, archive, f"could not download {source.folder} from {url}",
+             f"offline, download {source.archive} ({source.gigabytes} GB) elsewhere and save it as {archive}, or "
+             f"extract {', '.join(FILES)} into {directory} (or set RDIST_CACHE), then run again")
 
 
 def _extract(archive: Path, home: Path, source: CorruptionSet) -> None:

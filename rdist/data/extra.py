@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import urllib.parse
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +35,7 @@ import numpy as np
 
 from rdist.data.npzfile import Member, convert_npz, map_member, npz_members
 from rdist.errors import RdistError
-from rdist.files import atomic_path
+from rdist.files import download
 from rdist.files import cache_dir as rdist_cache
 from rdist.hubget import hub_download
 from rdist.utils import first_line
@@ -118,28 +116,21 @@ def download_url(url: str) -> Path:
     path = url_cache_path(url)
     if path.is_file():
         return path
-    download = path.with_name(path.name + ".download")
+    fetched = path.with_name(path.name + ".download")
+    download(url, fetched, f"cannot download {url}", f"offline, fetch it on a machine with network and save it as "
+             f"{path} (or give its local path to --extra-data)")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(url, timeout=60) as response, atomic_path(download) as tmp:
-            with open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out, 1 << 20)
-    except (OSError, ValueError) as exc:  # URLError, HTTPError and timeouts are OSErrors
-        raise RdistError(f"cannot download {url} ({type(exc).__name__}: {first_line(exc)}); offline, fetch it on a "
-                         f"machine with network and save it as {path} (or give its local path to --extra-data)") \
-            from None
-    try:
-        with zipfile.ZipFile(download) as archive:
+        with zipfile.ZipFile(fetched) as archive:
             compressed = any(i.compress_type != zipfile.ZIP_STORED for i in archive.infolist())
     except (zipfile.BadZipFile, OSError):
         compressed = False  # not an npz: opening it says so
     if compressed:
         try:
-            convert_npz(download, path)
+            convert_npz(fetched, path)
         finally:  # converted, or not convertible: the download is no use either way
-            download.unlink()
+            fetched.unlink()
     else:
-        download.replace(path)
+        fetched.replace(path)
     return path
 
 

@@ -15,32 +15,19 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from rdist.errors import RdistError
-from rdist.files import atomic_path
+from rdist.files import atomic_path, download
 from rdist.utils import first_line
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 ARCHIVE = "tiny-imagenet-200.zip"
 CACHE = "tiny-imagenet-200.npz"
 SIZE = 64
-
-
-def _download(url: str, archive: Path) -> None:
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, atomic_path(archive) as tmp:
-            with open(tmp, "wb") as out:
-                shutil.copyfileobj(response, out, 1 << 20)
-    except (OSError, ValueError) as exc:  # URLError, HTTPError and timeouts are OSErrors
-        raise RdistError(f"could not download tiny-imagenet from {url} ({type(exc).__name__}: {first_line(exc)}); "
-                         f"offline, download it elsewhere and save it as {archive} (or set RDIST_CACHE), then run "
-                         "again") from None
 
 
 def _decode(archive: zipfile.ZipFile, name: str, path: Path) -> np.ndarray:
@@ -108,7 +95,9 @@ def tiny_imagenet_arrays(root: Path, url: str | None = None) -> tuple[np.ndarray
     if not cache.is_file():
         archive = folder / ARCHIVE
         if not archive.is_file():
-            _download(url or URL, archive)
+            url = url or URL
+            download(url, archive, f"could not download tiny-imagenet from {url}",
+                     f"offline, download it elsewhere and save it as {archive} (or set RDIST_CACHE), then run again")
         arrays = parse_archive(archive)
         with atomic_path(cache) as tmp:
             with open(tmp, "wb") as out:
